@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from nanoseek.engine import Constraint, Engine, Request, SamplingParams
+from nanoseek.engine.engine import in_fresh_thread
 from nanoseek.engine.kv_cache import BLOCK_TOKENS
 from nanoseek.model.cache import SimpleKVCache
 from nanoseek.model.checkpoint import save_checkpoint
@@ -88,7 +89,10 @@ def part_batch1(engine: Engine, path: Path, repeats: int, threads: int) -> list[
 
     new_tokens = 256
     prompt = random_prompt(64, 0, engine.vocab_size)
-    reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    # Every reference runs in a fresh thread, as nanoseek's engine runs in its own: torch or llama.cpp work
+    # in the main thread would leave an OpenMP pool there that slows the engine's thread (in_fresh_thread).
+    reference = in_fresh_thread(
+        lambda: transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval())
     prompt_tensor = torch.tensor([prompt])
 
     def run_nanoseek() -> list[int]:
@@ -118,20 +122,23 @@ def part_batch1(engine: Engine, path: Path, repeats: int, threads: int) -> list[
                 tokens.append(int(next_ids))
         return tokens
 
+    run_transformers_fresh = lambda: in_fresh_thread(run_transformers)  # noqa: E731
+    run_model_loop_fresh = lambda: in_fresh_thread(run_model_loop)  # noqa: E731
     ours = engine.generate([Request(prompt, greedy(new_tokens))])[0].token_ids
-    theirs = run_transformers()
+    theirs = run_transformers_fresh()
     agree = sum(a == b for a, b in zip(ours, theirs))
     first_split = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), new_tokens)
     if first_split < 32:  # a near-tie of the trained model's logits can split them early: report, still time
         print(f"warning: nanoseek and transformers part at greedy token {first_split} ({agree}/{new_tokens} equal)",
               file=sys.stderr, flush=True)
-    llama = llama_cpp_runner(path, prompt, new_tokens, threads, expected=theirs)
+    llama = in_fresh_thread(llama_cpp_runner, path, prompt, new_tokens, threads, expected=theirs)
 
     times: dict[str, list[float]] = {"nanoseek": [], "transformers": [], "llama.cpp": [], "model loop": []}
     for repeat in range(repeats):
-        sides = [("nanoseek", run_nanoseek), ("transformers", run_transformers), ("model loop", run_model_loop)]
+        sides = [("nanoseek", run_nanoseek), ("transformers", run_transformers_fresh),
+                 ("model loop", run_model_loop_fresh)]
         if llama is not None:
-            sides.append(("llama.cpp", llama))
+            sides.append(("llama.cpp", lambda: in_fresh_thread(llama)))
         for name, fn in sides if repeat % 2 == 0 else sides[::-1]:
             times[name].append(median_time(fn, 1))
     speed = {name: new_tokens / statistics.median(t) for name, t in times.items() if t}
@@ -253,10 +260,14 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["batch1", "concurrency", "ttft", "json"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="nanoseek decodes with a compiled step "
+                        "(Engine compile_decode, as `nanoseek serve --compile`)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    path = args.model or bench_checkpoint()
-    engine = Engine.from_checkpoint(path, max_batch=64, kv_budget_tokens=64 * 1024)
+    path = args.model or in_fresh_thread(bench_checkpoint)
+    engine = Engine.from_checkpoint(path, max_batch=64, kv_budget_tokens=64 * 1024, compile_decode=args.compile)
+    if args.compile:
+        print(f"compiled the decode step in {engine.warm_up():.0f}s", flush=True)
     config = engine.model.config
     print(f"model {path}: {config.num_parameters() / 1e6:.1f}M params, hidden {config.hidden_size}, "
           f"{config.num_hidden_layers} layers, vocab {config.vocab_size}; torch {torch.__version__}, "

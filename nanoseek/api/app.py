@@ -99,10 +99,14 @@ def resolve_model_path(settings: Settings) -> Path:
 
 def load_engine(settings: Settings, path: Path) -> Engine:
     try:
-        return Engine.from_checkpoint(str(path), kv_budget_tokens=settings.kv_budget_tokens,
-                                      max_batch=settings.max_batch, max_queue=settings.max_queue,
-                                      prefill_chunk=settings.prefill_chunk,
-                                      keepalive_interval=settings.keepalive_seconds)
+        engine = Engine.from_checkpoint(str(path), kv_budget_tokens=settings.kv_budget_tokens,
+                                        max_batch=settings.max_batch, max_queue=settings.max_queue,
+                                        prefill_chunk=settings.prefill_chunk,
+                                        keepalive_interval=settings.keepalive_seconds,
+                                        compile_decode=settings.compile_decode)
+        if settings.compile_decode:  # compile before serving, not inside the first request
+            log.info("compiled the decode step of %s in %.0f s", path, engine.warm_up())
+        return engine
     except CheckpointError as exc:
         raise SettingsError(f"cannot load the model at {path}: {exc}") from None
 

@@ -60,6 +60,31 @@ Sink = Callable[[StreamEvent | BaseException], None]
 _live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
+def in_fresh_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run fn in a new thread that ends with it, and return its result (or raise its exception).
+
+    Why: the engine computes in its own thread, and GNU OpenMP gives every thread that runs a parallel op
+    its own pool of workers. Once the threads of all pools outnumber the cores, libgomp stops letting idle
+    workers spin and puts them to sleep between ops, and every small op of a decode step then pays a
+    futex wake-up: with the main thread's pool alive, decode steps ran 1.2-1.9x slower (BENCHMARKS.md,
+    "engine threads"). Heavy torch work outside the engine (loading a checkpoint, a reference model in a
+    benchmark) done here leaves no pool behind: a pool is freed when its thread exits."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="nanoseek-fresh")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 @atexit.register
 def _shutdown_live_engines() -> None:
     # A step thread still inside torch when the interpreter tears down aborts the process.
@@ -110,7 +135,8 @@ class _Sequence:
 class Engine:
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, *, kv_budget_tokens: int = 65536,
                  max_batch: int = 32, max_queue: int = 256, prefill_chunk: int = 512,
-                 keepalive_interval: float = 1.0, eos_token_ids: list[int] | None = None) -> None:
+                 keepalive_interval: float = 1.0, eos_token_ids: list[int] | None = None,
+                 compile_decode: bool = False) -> None:
         if min(kv_budget_tokens, max_batch, max_queue, prefill_chunk) < 1:
             raise ValueError("kv_budget_tokens, max_batch, max_queue and prefill_chunk must all be >= 1")
         self.model = model.eval()
@@ -128,6 +154,20 @@ class Engine:
         self.cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim,
                                  max_batch, min(config.max_position_embeddings, kv_budget_tokens), model.dtype)
         self.prefix_store = PrefixStore()
+        # A batch-1 decode step of a small model is mostly per-op overhead (BENCHMARKS.md, "engine batched
+        # decode"): torch.compile (inductor, C++ wrapper) fuses the elementwise ops and calls the rest from
+        # C++. Only batch 1 is compiled: batched steps spread that overhead over their rows and multiply with
+        # oneDNN-packed weights (transformer.Linear), which inductor cannot lower at dynamic shapes (compiled
+        # batched steps measured slower than eager ones); prefill is compute-bound. Shapes are dynamic, so one
+        # graph serves every cache length. Compiling costs ~10-40 s cold (seconds from inductor's on-disk
+        # cache): opt-in, and `warm_up()` pays it before traffic arrives.
+        self.compile_decode = compile_decode
+        self._batch1_model = self.model
+        if compile_decode:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.cpp_wrapper = True
+            self._batch1_model = torch.compile(self.model, dynamic=True)
         self._grammar: GrammarBackend | None = None  # built on the first constrained request
         self._token_text: dict[int, tuple[str, list[int]]] = {}
 
@@ -145,15 +185,22 @@ class Engine:
         self._slots_used = 0
         self._reserved = 0
         self.counters = {"steps": 0, "decode_tokens": 0, "prefill_tokens": 0, "cached_tokens": 0, "requests": 0}
+        self.packed_weights = False
+        self._threads = torch.get_num_threads()  # the engine thread's own OpenMP pool gets as many
+        self._ready = threading.Event()
+        self._setup_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="nanoseek-engine", daemon=True)
         self._thread.start()
+        self._ready.wait()
+        if self._setup_error is not None:
+            raise self._setup_error
         _live_engines.add(self)
 
     @classmethod
     def from_checkpoint(cls, path: str, *, dtype: str | None = None, **kwargs: Any) -> Engine:
         from nanoseek.model.checkpoint import load_checkpoint
 
-        checkpoint = load_checkpoint(path, dtype=dtype)
+        checkpoint = in_fresh_thread(load_checkpoint, path, dtype=dtype)
         eos = checkpoint.generation_config.get("eos_token_id")
         if eos is not None and "eos_token_ids" not in kwargs:
             extra = eos if isinstance(eos, list) else [eos]
@@ -180,6 +227,14 @@ class Engine:
         if self._shutdown and any("cancelled" in c.finish for c in collectors):
             raise RuntimeError("the engine was shut down before these requests finished")
         return [collector.result(group) for collector, group in zip(collectors, groups)]
+
+    def warm_up(self) -> float:
+        """Decode a few tokens so that the compiled batch-1 step (compile_decode) is built before the first
+        real request rather than during it; returns the seconds it took."""
+        started = time.perf_counter()
+        filler = next(i for i in range(self.vocab_size) if i not in self.eos_token_ids)
+        self.generate([Request([filler] * 3, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))])
+        return time.perf_counter() - started
 
     def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         """Submit now (raising ValueError or EngineOverloaded at once) and return an async iterator of
@@ -288,6 +343,13 @@ class Engine:
         # no_grad, not inference_mode: tensors the model caches while we run (its rotary table) must stay
         # usable by training code that shares the model (RL), and inference tensors are not.
         with torch.no_grad():
+            try:
+                self._setup_in_engine_thread()
+            except BaseException as exc:
+                self._setup_error = exc
+                return
+            finally:
+                self._ready.set()
             while True:
                 with self._lock:
                     while not (self._inbox or self._cancels or self._shutdown or self._slots_used or self._waiting):
@@ -304,6 +366,14 @@ class Engine:
                 except Exception as exc:  # a failed forward must not kill the loop: fail its requests
                     self._fail_everything(exc)
             self._cancel_everything()
+
+    def _setup_in_engine_thread(self) -> None:
+        """Torch work that would otherwise give the caller's thread an OpenMP pool (see in_fresh_thread)."""
+        torch.set_num_threads(self._threads)
+        if hasattr(self.model, "pack_for_inference"):
+            self.packed_weights = self.model.pack_for_inference()
+        if self.compile_decode:  # the rotary table must not grow inside a traced step
+            self.model.rotary.get(self.cache.position_limit, self.model.dtype, self.model.device)
 
     def _step(self) -> None:
         self._admit()
@@ -427,7 +497,8 @@ class Engine:
         self.cache.begin_decode([s.slot for s in sequences], positions)
         # Sequences in lock-step share one position: the model reads it from cache.seq_len (a slice).
         position_ids = None if self.cache.seq_len is not None else torch.tensor(positions).unsqueeze(1)
-        logits = self.model(input_ids, position_ids, cache=self.cache)[:, 0].float()
+        model = self._batch1_model if len(sequences) == 1 else self.model
+        logits = model(input_ids, position_ids, cache=self.cache)[:, 0].float()
         for sequence in sequences:
             sequence.length += 1
         self.counters["decode_tokens"] += len(sequences)

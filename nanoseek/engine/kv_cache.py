@@ -72,6 +72,8 @@ class SlotKVCache:
         # Where the next forward's tokens start when they all start at one position (the model then slices
         # its rotary table instead of gathering from it); None when positions must be passed explicitly.
         self.seq_len: int | None = None
+        # Positions never reach the slot capacity: the model sizes its rotary table by this, not by the data.
+        self.position_limit = slot_capacity
 
     # ---- forward-pass setup (once per step, not per layer) -----------------------------------------
 

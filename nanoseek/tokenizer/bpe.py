@@ -1,8 +1,10 @@
 """Byte-level BPE training for nanoseek, on top of the Hugging Face `tokenizers` library.
 
-The tokenizer is GPT-2 style: the GPT-2 pre-tokenizer regex and byte-to-unicode mapping (ByteLevel), no
-normalizer, no unknown token (every byte is in the base alphabet), so llama.cpp's converter can treat it as
-its `gpt-2` pre-tokenizer and transformers loads it as a plain fast tokenizer. The DeepSeek special tokens
+The tokenizer is GPT-2 style with DeepSeek's digit rule: numbers are first split into single digits (as the
+DeepSeek LLM tokenizer does, so arithmetic works digit by digit instead of on memorised multi-digit tokens),
+then the GPT-2 pre-tokenizer regex and byte-to-unicode mapping (ByteLevel) apply; no normalizer, no unknown
+token (every byte is in the base alphabet). transformers loads it as a plain fast tokenizer; llama.cpp knows no
+pre-tokenizer with exactly this digit rule, so benchmarks hand it token ids, never text. The DeepSeek special tokens
 (special_tokens.py) take ids 0..18 and are registered as special added tokens, so their strings in text
 encode to single ids and are never split or merged with neighbouring text.
 
@@ -74,7 +76,10 @@ def iter_corpus_texts(texts_or_files: Iterable[str | Path]) -> Iterator[str]:
 def new_byte_level_bpe() -> BackendTokenizer:
     """An empty GPT-2-style byte-level BPE tokenizer (ready for a BpeTrainer)."""
     backend = BackendTokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     backend.decoder = decoders.ByteLevel()
     # trim_offsets=False keeps character offsets of tokens exact (the leading space stays in the token).
     backend.post_processor = processors.ByteLevel(trim_offsets=False)

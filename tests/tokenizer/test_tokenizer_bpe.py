@@ -21,11 +21,14 @@ SAMPLES = [
 ]
 
 
-def test_trained_tokenizer_is_gpt2_byte_level(bpe_tokenizer: Tokenizer):
+def test_trained_tokenizer_is_byte_level_with_single_digits(bpe_tokenizer: Tokenizer):
     spec = json.loads(bpe_tokenizer.backend.to_str())
     assert spec["model"]["type"] == "BPE"
-    assert spec["pre_tokenizer"] == {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                                     "use_regex": True}
+    digits, byte_level = spec["pre_tokenizer"]["pretokenizers"]
+    assert digits == {"type": "Digits", "individual_digits": True}
+    assert byte_level == {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    # Every digit of a number is its own token, however often the number occurs in the corpus.
+    assert [bpe_tokenizer.decode([i]) for i in bpe_tokenizer.encode("x = 2024")][-4:] == ["2", "0", "2", "4"]
     assert spec["decoder"]["type"] == "ByteLevel"
     assert spec["normalizer"] is None
     assert bpe_tokenizer.vocab_size == 1024

@@ -123,18 +123,36 @@ KINDS: dict[str, Callable[[random.Random], Problem]] = {
 }
 
 
+def partial_products(step: Step) -> str | None:
+    """`47 * 6 = 40 * 6 + 7 * 6 = 240 + 42 = 282`: a multiplication by a number of two or more digits, split
+    into tens and units so that a small model's thinking does the work a direct answer would have to guess."""
+    if step.op != "*":
+        return None
+    split_a = step.a >= 10 and step.a % 10 != 0  # split the left factor when it can, else the right one
+    big, other = (step.a, step.b) if split_a else (step.b, step.a)
+    tens, units = big - big % 10, big % 10
+    if big < 10 or units == 0:
+        return None
+    parts = [(tens, other), (units, other)] if split_a else [(other, tens), (other, units)]
+    return (f"{step.a} * {step.b} = {parts[0][0]} * {parts[0][1]} + {parts[1][0]} * {parts[1][1]} = "
+            f"{tens * other} + {units * other} = {step.value}")
+
+
 def worked_solution(steps: list[Step], rng: random.Random) -> str:
-    """Step-by-step thinking with one deliberate slip that is caught and fixed, then an inverse-operation check."""
+    """Step-by-step thinking with one deliberate slip that is caught and fixed, then an inverse-operation check.
+    Multiplications are worked through their partial products (`partial_products`)."""
     slip_at = rng.randrange(len(steps))
     lines = []
     for i, step in enumerate(steps):
         opening = "First" if i == 0 else "Next"
+        worked = partial_products(step)
         if i == slip_at:
             wrong = step.value + rng.choice([-3, -2, -1, 1, 2, 3])
             lines.append(f"{opening}, {step.what}: {step.equation(wrong)}.")
-            lines.append(f"Wait, let me check that. {step.equation()}, not {wrong}. So {step.what} is {step.value}.")
+            check = worked or step.equation()
+            lines.append(f"Wait, let me check that. {check}, not {wrong}. So {step.what} is {step.value}.")
         else:
-            lines.append(f"{opening}, {step.what}: {step.equation()}.")
+            lines.append(f"{opening}, {step.what}: {worked or step.equation()}.")
     last = steps[-1]
     lines.append(
         f"Let me verify: {last.value} {INVERSE[last.op]} {last.b} = {last.a}, which matches. "
