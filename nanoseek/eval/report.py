@@ -49,7 +49,10 @@ def suite_metrics(suite: str, records: list[dict[str, Any]]) -> dict[str, Metric
         return _score_means(records, {"exact match": "exact", "edit similarity": "edit_similarity"})
     if suite == "math":
         ks = sorted({key for r in records for key in r["scores"] if key.startswith("maj@")})
-        return _score_means(records, {"pass@1": "pass@1", **{k: k for k in ks}})
+        metrics = _score_means(records, {"pass@1": "pass@1", **{k: k for k in ks}})
+        if any("pass@1 without thinking" in r["scores"] for r in records):
+            metrics.update(_score_means(records, {"pass@1 without thinking": "pass@1 without thinking"}))
+        return metrics
     if suite == "tools":
         return _score_means(
             records,
@@ -95,6 +98,9 @@ def thinking_scaling(records: list[dict[str, Any]]) -> dict[str, list[dict[str, 
         return {"budgets": [], "majority": []}
     budgets = sorted({int(b) for r in records for b in r["budgets"]})
     rows = []
+    direct = [r["scores"]["pass@1 without thinking"] for r in records if "pass@1 without thinking" in r["scores"]]
+    if direct:  # the curve starts at the direct answer: budget 0, no thinking tokens
+        rows.append({"budget": 0, "thinking_tokens": 0.0, "accuracy": _mean(direct)[0]})
     for budget in budgets:
         at = [r["budgets"][str(budget)] for r in records if str(budget) in r["budgets"]]
         rows.append(
@@ -186,7 +192,7 @@ def scaling_chart(scaling: dict[str, dict[str, list[dict[str, float]]]], path: P
         )
         for r in budgets:
             axis.annotate(
-                f"b={r['budget']}",
+                f"b={r['budget']}" if r["budget"] else "no thinking",
                 (r["thinking_tokens"], r["accuracy"]),
                 fontsize=7,
                 textcoords="offset points",
@@ -276,7 +282,8 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
         rows = []
         for m, curves in sorted(scaling.items()):
             rows += [
-                [m, f"thinking budget {r['budget']}", f"{r['thinking_tokens']:.1f}", f"{r['accuracy']:.3f}"]
+                [m, f"thinking budget {r['budget']}" if r["budget"] else "no thinking", f"{r['thinking_tokens']:.1f}",
+                 f"{r['accuracy']:.3f}"]
                 for r in curves["budgets"]
             ]
             rows += [

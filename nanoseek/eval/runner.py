@@ -114,8 +114,10 @@ def majority(answers: list[str | None]) -> str | None:
 
 
 def evaluate_math(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:
-    """Greedy answers at every thinking budget, plus `samples` sampled answers at the smallest budget for
-    majority voting. pass@1 is the greedy answer at the largest budget."""
+    """Greedy answers at every thinking budget and without thinking, plus `samples` sampled answers at the
+    smallest budget for majority voting. pass@1 is the greedy answer at the largest budget; `pass@1 without
+    thinking` the greedy direct answer, so that the gain from thinking is measured on the same items."""
+    [direct] = backend.chat(item.messages, thinking=False, max_tokens=config.max_tokens, temperature=0.0)
     at_budget = {}
     for budget in sorted(config.budgets):
         [reply] = backend.chat(
@@ -146,8 +148,10 @@ def evaluate_math(backend: Backend, item: Item, config: RunConfig) -> dict[str, 
     voted = majority([v["answer"] for v in votes])
     majority_correct = voted is not None and scorers.math_correct(item.answer, voted)
     largest = at_budget[str(max(config.budgets))]
-    scores = {"pass@1": largest["correct"], f"maj@{len(votes)}": float(majority_correct)}
-    return _record(item, backend, scores, answer=item.answer, budgets=at_budget, votes=votes)
+    scores = {"pass@1": largest["correct"], f"maj@{len(votes)}": float(majority_correct),
+              "pass@1 without thinking": float(scorers.math_correct(item.answer, direct.content))}
+    return _record(item, backend, scores, answer=item.answer, budgets=at_budget, votes=votes,
+                   without_thinking=direct.content)
 
 
 def evaluate_tools(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:

@@ -51,25 +51,6 @@ def metric(metrics: dict[str, Any], suite: str, name: str) -> tuple[float, int] 
     return None if entry is None else (entry["value"], entry["n"])
 
 
-def math_without_thinking(model_dir: Path, n: int, seed: int, max_tokens: int) -> tuple[float, int]:
-    """pass@1 on the same held-out math items as `nanoseek eval --n N --seed S`, answered in non-thinking mode.
-
-    `nanoseek eval` measures math only with thinking (at several budgets); the issue's goal compares with
-    thinking switched off, so this asks the same items through the evaluator's own backend and scorer."""
-    from nanoseek.eval.backends import EngineBackend
-    from nanoseek.eval.scorers import math_correct
-    from nanoseek.eval.tasks import generate
-
-    backend = EngineBackend.from_checkpoint(str(model_dir))
-    try:
-        items = generate("math", "heldout", n, seed)
-        correct = [math_correct(item.answer, backend.chat(item.messages, thinking=False, max_tokens=max_tokens)[0].content)
-                   for item in items]
-    finally:
-        backend.close()
-    return sum(correct) / max(1, len(correct)), len(correct)
-
-
 def verdict(met: bool, difference: float, n: int) -> str:
     """'met' or 'missed' for a comparison, flagged when it rests on fewer than 3 items of difference."""
     if not met:
@@ -77,8 +58,7 @@ def verdict(met: bool, difference: float, n: int) -> str:
     return "met" if round(abs(difference) * n) >= 3 else f"met only by {round(abs(difference) * n)} item(s) of {n}: noise"
 
 
-def goal_rows(metrics: dict[str, Any], scaling: dict[str, Any],
-              no_thinking: tuple[float, int] | None = None) -> list[str]:
+def goal_rows(metrics: dict[str, Any], scaling: dict[str, Any]) -> list[str]:
     rows = []
     for suite, name, direction, threshold, label in GOALS:
         found = metric(metrics, suite, name)
@@ -95,7 +75,7 @@ def goal_rows(metrics: dict[str, Any], scaling: dict[str, Any],
         n = metric(metrics, "math", "pass@1")[1] if metric(metrics, "math", "pass@1") else 0
         rows.append(f"| math: more thinking beats less | {low['accuracy']:.0%} at a {low['budget']}-token budget → "
                     f"{high['accuracy']:.0%} at {high['budget']} | {verdict(rises, high['accuracy'] - low['accuracy'], n)} |")
-    thinking = metric(metrics, "math", "pass@1")
+    thinking, no_thinking = metric(metrics, "math", "pass@1"), metric(metrics, "math", "pass@1 without thinking")
     if no_thinking is not None and thinking is not None:
         better = thinking[0] > no_thinking[0]
         rows.append(f"| math with thinking higher than without | {thinking[0]:.0%} with vs {no_thinking[0]:.0%} "
@@ -105,7 +85,7 @@ def goal_rows(metrics: dict[str, Any], scaling: dict[str, Any],
 
 
 def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, notes: str,
-               recipe_name: str = "default", no_thinking: tuple[float, int] | None = None) -> str:
+               recipe_name: str = "default") -> str:
     from nanoseek.train.recipe import load_recipe
 
     recipe = load_recipe(recipe_name)
@@ -180,7 +160,7 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
                   "| thinking budget (tokens) | mean thinking tokens | accuracy |", "|---:|---:|---:|"]
         lines += [f"| {b['budget']} | {b['thinking_tokens']:.0f} | {b['accuracy']:.3f} |"
                   for b in sorted(scaling["budgets"], key=lambda b: b["budget"])]
-    lines += ["", "## Goals of the issue", "", "| goal | reached | |", "|---|---|---|", *goal_rows(metrics, scaling, no_thinking)]
+    lines += ["", "## Goals of the issue", "", "| goal | reached | |", "|---|---|---|", *goal_rows(metrics, scaling)]
     if notes:
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
@@ -193,17 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="the exported model directory")
     parser.add_argument("--eval-command", required=True, help="the exact `nanoseek eval` command that was run")
     parser.add_argument("--recipe", default="default")
-    parser.add_argument("--math-no-thinking", type=int, default=0, metavar="N",
-                        help="also measure math pass@1 without thinking on the eval's first N held-out items")
-    parser.add_argument("--seed", type=int, default=0, help="the --seed the eval was run with")
-    parser.add_argument("--max-tokens", type=int, default=128, help="the eval's --max-tokens")
     parser.add_argument("--notes", type=Path, default=None, help="a markdown file appended as the last section")
     args = parser.parse_args(argv)
     notes = args.notes.read_text() if args.notes else ""
-    no_thinking = None
-    if args.math_no_thinking:
-        no_thinking = math_without_thinking(args.model, args.math_no_thinking, args.seed, args.max_tokens)
-    card = write_card(args.run, args.eval, args.model, args.eval_command, notes, args.recipe, no_thinking)
+    card = write_card(args.run, args.eval, args.model, args.eval_command, notes, args.recipe)
     write_text_atomic(args.model / "README.md", card)
     print(f"wrote {args.model / 'README.md'}")
     return 0

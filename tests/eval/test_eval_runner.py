@@ -50,8 +50,11 @@ def test_perfect_and_refusing_models_score_as_expected(tmp_path, scripted_backen
         ("refuser", "oracle"): 0.0,
     }
     scaling = result["thinking_scaling"]["oracle"]
-    assert [r["budget"] for r in scaling["budgets"]] == [4, 64] and [r["k"] for r in scaling["majority"]] == [1, 2]
-    assert scaling["budgets"][0]["thinking_tokens"] == 4 < scaling["budgets"][1]["thinking_tokens"]
+    # Budget 0 is the direct answer (thinking off), measured on the same items.
+    assert [r["budget"] for r in scaling["budgets"]] == [0, 4, 64] and [r["k"] for r in scaling["majority"]] == [1, 2]
+    assert scaling["budgets"][0]["thinking_tokens"] == 0
+    assert scaling["budgets"][1]["thinking_tokens"] == 4 < scaling["budgets"][2]["thinking_tokens"]
+    assert "pass@1 without thinking" in oracle["math"] and "pass@1 without thinking" in refuser["math"]
     assert_report_matches_jsonl(tmp_path, ["oracle", "refuser"])
     for chart in ("summary.png", "thinking_scaling.png"):
         assert (tmp_path / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -87,7 +90,7 @@ def test_every_suite_in_process_against_a_random_model(tmp_path, tiny_checkpoint
     )
     metrics = json.loads((out / "metrics.json").read_text())
     scaling = metrics["thinking_scaling"]["tiny"]["budgets"]
-    assert [row["budget"] for row in scaling] == [2, 6] and all(
+    assert [row["budget"] for row in scaling] == [0, 2, 6] and all(  # 0: thinking off
         row["thinking_tokens"] <= row["budget"] for row in scaling
     )
     arena = {(r["a"], r["b"]): r for r in metrics["arena"]}
