@@ -1,6 +1,6 @@
 """Write a model card (README.md) from a training run directory and a `nanoseek eval` output directory.
 
-    python -m nanoseek.train.model_card --run /work/runs/default --eval /work/runs/default/eval \
+    python -m nanoseek.train.model_card --run /work/runs/default2 --eval /work/runs/default2/eval \
         --model nanoseek/default_model --eval-command "nanoseek eval --model nanoseek/default_model ..."
 
 Every figure in the card is read from files, never typed in: training figures from each stage's log.jsonl and
@@ -103,7 +103,7 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
         "",
         "The small DeepSeek-style assistant that ships inside the nanoseek package and that `nanoseek serve` loads",
         "when no model is named: one merged chat + code model with a deep-thinking mode (`<think>…</think>`),",
-        "trained from scratch on a shared 2-core CPU from data every machine has (the Python standard library)",
+        "trained from scratch on a 2-core CPU from data every machine has (the Python standard library)",
         "and from nanoseek's own task generators. It is a toy: it has learned the chat format, tool-call and",
         "FIM syntax and some templated skills, not general knowledge.",
         "",
@@ -142,8 +142,8 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
         "thinking and without, code, tools, JSON, safety refusals and harmless look-alikes, FIM), plus identity and "
         "multi-turn chats and Python Q&A; loss on assistant tokens only. Held-out items never appear "
         "(tests/train/test_train_data.py).",
-        "* AdamW, warm-up + cosine, bf16 autocast, one torch thread (faster than two on the shared machine, "
-        "see BENCHMARKS.md). Loss curves: `runs/default/{pretrain,sft}/loss.png`.",
+        f"* AdamW, warm-up + cosine, bf16 autocast, {recipe.get('threads', 1)} torch thread(s) (BENCHMARKS.md has "
+        f"the throughput measurements). Loss curves: `{run}/{{pretrain,sft}}/loss.png`.",
         "",
         "## Evaluation (held-out items)",
         "",

@@ -1,0 +1,132 @@
+"""The measurements behind the engine's fast paths, side by side in one run; prints ratios.
+
+    python benchmarks/engine_ablations.py                 # embedded default model, 2 threads
+    python benchmarks/engine_ablations.py --repeats 5 --steps 200
+
+A decode step here is what the engine runs per step: `SlotKVCache.begin_decode` + the model's forward for
+B sequences (64-token prompts, prefilled first) + argmax. Each configuration runs in its own subprocess
+(so one run's OpenMP pools cannot leak into the next), configurations rotate order across repeats, and
+the table reports median milliseconds per step. Three questions:
+
+* projections: plain `F.linear` (MKL over the column-major weights) vs oneDNN-packed weights
+  (`Transformer.pack_for_inference`), at batch 1, 4 and 16;
+* threads: the engine computes in its own thread; how much slower is that thread when the main thread
+  has already run torch work (and so owns an idle OpenMP pool) than when it has not (`in_fresh_thread`);
+* compile: the batch-1 step eager vs compiled (`Engine(compile_decode=True)`: torch.compile, inductor with
+  the C++ wrapper, dynamic shapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = ROOT / "nanoseek" / "default_model"
+PROMPT_TOKENS = 64
+SLOTS = 64  # as the engine benchmark's engine (max_batch=64)
+
+# name -> child settings; every configuration computes in a thread other than the main one, as the engine does
+CONFIGS: dict[str, dict] = {
+    **{f"plain B={b}": {"batch": b, "packed": False, "main_pool": False, "compile": False} for b in (1, 4, 16)},
+    **{f"packed B={b}": {"batch": b, "packed": True, "main_pool": False, "compile": False} for b in (1, 4, 16)},
+    **{f"packed B={b}, main-thread pool": {"batch": b, "packed": True, "main_pool": True, "compile": False}
+       for b in (1, 4, 16)},
+    "compiled B=1": {"batch": 1, "packed": True, "main_pool": False, "compile": True},
+}
+
+
+def child(settings: dict, model_dir: Path, threads: int, steps: int) -> float:
+    """Median ms per decode step for one configuration (runs in a subprocess)."""
+    import torch
+
+    from nanoseek.engine.engine import in_fresh_thread
+    from nanoseek.engine.kv_cache import SlotKVCache
+    from nanoseek.model.checkpoint import load_model
+
+    torch.set_num_threads(threads)
+    batch = settings["batch"]
+    model = in_fresh_thread(load_model, model_dir, dtype="float32").eval()
+    config = model.config
+    if settings["main_pool"]:
+        square = torch.randn(512, 512)
+        square @ square  # torch work in the main thread: it now owns an OpenMP pool
+
+    def run() -> float:
+        torch.set_num_threads(threads)
+        if settings["packed"]:
+            model.pack_for_inference()
+        forward = model
+        if settings["compile"]:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.cpp_wrapper = True
+            forward = torch.compile(model, dynamic=True)
+        cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, SLOTS,
+                            config.max_position_embeddings, model.dtype)
+        model.rotary.get(cache.position_limit, model.dtype, model.device)
+        with torch.no_grad():
+            cache.begin_prefill(list(range(batch)), 0, PROMPT_TOKENS)
+            model(torch.randint(3, config.vocab_size, (batch, PROMPT_TOKENS)), cache=cache)
+            tokens = torch.full((batch, 1), 7)
+            times = []
+            for step in range(steps + 10):  # the first 10 steps warm up (and compile)
+                started = time.perf_counter()
+                cache.begin_decode(list(range(batch)), [PROMPT_TOKENS + step] * batch)
+                logits = forward(tokens, None, cache=cache)[:, 0].float()
+                tokens = logits.argmax(-1, keepdim=True)
+                if step >= 10:
+                    times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1e3
+
+    return in_fresh_thread(run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child), args.model, args.threads, args.steps)))
+        return 0
+    from tqdm import tqdm
+
+    names = list(CONFIGS)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    with tqdm(total=args.repeats * len(names), desc="configurations", unit="run") as bar:
+        for repeat in range(args.repeats):
+            order = names[repeat % len(names):] + names[:repeat % len(names)]  # rotate: load drifts
+            for name in order:
+                out = subprocess.run([sys.executable, __file__, "--model", str(args.model), "--threads",
+                                      str(args.threads), "--steps", str(args.steps), "--child",
+                                      json.dumps(CONFIGS[name])], capture_output=True, text=True, check=True)
+                results[name].append(float(out.stdout.strip().splitlines()[-1]))
+                bar.update()
+    ms = {name: statistics.median(values) for name, values in results.items()}
+    print(f"\nmodel {args.model}, {args.threads} threads, {args.steps} decode steps after a {PROMPT_TOKENS}-token "
+          f"prompt, median of {args.repeats} runs (ms per step)\n")
+    print("| batch | plain F.linear | oneDNN-packed | packed / plain speed-up | packed, main thread owns a pool | "
+          "slow-down from that pool |")
+    print("|---|---|---|---|---|---|")
+    for b in (1, 4, 16):
+        plain, packed, pooled = ms[f"plain B={b}"], ms[f"packed B={b}"], ms[f"packed B={b}, main-thread pool"]
+        print(f"| {b} | {plain:.2f} | {packed:.2f} | **{plain / packed:.2f}x** | {pooled:.2f} | "
+              f"**{pooled / packed:.2f}x** |")
+    print(f"\ncompiled batch-1 step: {ms['compiled B=1']:.2f} ms vs eager {ms['packed B=1']:.2f} ms: "
+          f"**{ms['packed B=1'] / ms['compiled B=1']:.2f}x**")
+    print(f"batched decode (eager, packed): B=16 step = {ms['packed B=16'] / ms['packed B=1']:.2f}x the B=1 step, "
+          f"so 16 sequences decode {16 * ms['packed B=1'] / ms['packed B=16']:.1f}x the tokens/s of one")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
