@@ -41,9 +41,9 @@ class Linear(nn.Linear):
     """nn.Linear that, once `pack()`ed for inference, multiplies with a oneDNN-packed copy of its weight.
 
     On the CPU, PyTorch's plain matmul for a handful of rows (a decode step of 2-16 sequences) runs far below
-    the machine's peak; oneDNN with the weight reordered once into its blocked layout was 1.6-2.9x faster on
-    a whole model's projections at batch 2-64, with identical fp32 results (BENCHMARKS.md, "engine batched
-    decode"). The packed copy serves only gradient-free calls and only while the weight is unchanged: an
+    the machine's peak; with the weight reordered once into oneDNN's blocked layout, whole decode steps of 4
+    and 16 sequences ran 1.41x and 1.35x faster (benchmarks/engine_ablations.py, BENCHMARKS.md "second
+    round"). The packed copy serves only gradient-free calls and only while the weight is unchanged: an
     optimizer step bumps the weight's version and the layer falls back to F.linear (call `pack()` again)."""
 
     packed: torch.Tensor | None = None
