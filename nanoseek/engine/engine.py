@@ -67,8 +67,9 @@ def in_fresh_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     its own pool of workers. Once the threads of all pools outnumber the cores, libgomp stops letting idle
     workers spin and puts them to sleep between ops, and every small op of a decode step then pays a
     futex wake-up: with the main thread's pool alive, decode steps of 1, 4 and 16 sequences ran 1.30x,
-    1.71x and 1.48x slower (benchmarks/engine_ablations.py, BENCHMARKS.md "second round"). Heavy torch work outside the engine (loading a checkpoint, a reference model in a
-    benchmark) done here leaves no pool behind: a pool is freed when its thread exits."""
+    1.71x and 1.48x slower (benchmarks/engine_ablations.py, BENCHMARKS.md "second round"). Heavy torch work
+    outside the engine (loading a checkpoint, a reference model in a benchmark) done here leaves no pool
+    behind: a pool is freed when its thread exits."""
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -156,11 +157,12 @@ class Engine:
         self.prefix_store = PrefixStore()
         # A batch-1 decode step of a small model is mostly per-op overhead: torch.compile (inductor, C++
         # wrapper) fuses the elementwise ops and calls the rest from C++, 1.4-2.0x faster per step
-        # (benchmarks/engine_ablations.py, BENCHMARKS.md "second round"). Only batch 1 is compiled: batched steps spread that overhead over their rows and multiply with
-        # oneDNN-packed weights (transformer.Linear), which inductor cannot lower at dynamic shapes (compiled
-        # batched steps measured slower than eager ones); prefill is compute-bound. Shapes are dynamic, so one
-        # graph serves every cache length. Compiling costs ~10-40 s cold (seconds from inductor's on-disk
-        # cache): opt-in, and `warm_up()` pays it before traffic arrives.
+        # (benchmarks/engine_ablations.py, BENCHMARKS.md "second round"). Only batch 1 is compiled: batched
+        # steps spread that overhead over their rows and multiply with oneDNN-packed weights
+        # (transformer.Linear), which inductor cannot lower at dynamic shapes (compiled batched steps
+        # measured slower than eager ones); prefill is compute-bound. Shapes are dynamic, so one graph serves
+        # every cache length. Compiling costs ~10-40 s cold (seconds from inductor's on-disk cache): opt-in,
+        # and `warm_up()` pays it before traffic arrives.
         self.compile_decode = compile_decode
         self._batch1_model = self.model
         if compile_decode:
