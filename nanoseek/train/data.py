@@ -10,7 +10,8 @@ side of the file-level split shared with the evaluator (`nanoseek.eval.stdlib_sp
   * FIM: a line, a few lines or a function body cut out of a train-side file (the evaluator's fim suite,
     split="train"), rendered prefix/hole/suffix with `render_fim` and followed by the middle (PSM order).
 SFT conversations come from the evaluator's task generators with `split="train"` (their `ideal` turns are the
-answers), plus what only training needs: identity chats ("I am nanoseek..."), multi-turn chats stitched from
+answers; half of each suite is drawn with its word lists widened by `training_vocabulary`), plus what only
+training needs: identity chats ("I am nanoseek..."), multi-turn chats stitched from
 train items, math both with thinking (the generator's reasoning, which checks and corrects itself) and
 without, and FIM. Every item is drawn with `split="train"`; held-out items can never appear (see tests).
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from nanoseek.eval.tasks.words import widened
 from nanoseek.train.packing import Document
 
 # Suites of the evaluator used for SFT; arena has no fixed answers and code/fim are built here from files.
@@ -216,6 +218,49 @@ def train_items(suite: str, n: int, seed: int) -> list:
     return list(items.values())[:n]
 
 
+def common_words(files: list[Path], count: int, min_len: int = 4, max_len: int = 8) -> list[str]:
+    """The `count` most frequent lowercase words of the given source files (ties broken alphabetically)."""
+    pattern = re.compile(rf"\b[a-z]{{{min_len},{max_len}}}\b")
+    frequency: dict[str, int] = {}
+    for path in files:
+        for word in pattern.findall(read_source(path) or ""):
+            frequency[word] = frequency.get(word, 0) + 1
+    return sorted(frequency, key=lambda word: (-frequency[word], word))[:count]
+
+
+def made_up_words(rng: random.Random, count: int, syllables: tuple[int, int]) -> list[str]:
+    """Pronounceable nonsense words ("tavoli"): values no tokenizer merge or memorized pair can stand in for."""
+    consonants, vowels = "bcdfghjklmnprstvz", "aeiou"
+    words: set[str] = set()
+    while len(words) < count:
+        words.add("".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(rng.randint(*syllables))))
+    return sorted(words)
+
+
+def training_vocabulary(seed: int) -> list[tuple[list[str], list[str]]]:
+    """Extra words for every slot of the generated suites (see `nanoseek.eval.tasks.words.widened`).
+
+    Nouns and adjectives are common words of the train-side stdlib files, names and cities made-up words,
+    currencies and tickers random capitals: with thousands of values per slot, an answer can only be got
+    right by copying the value from the question, the skill the held-out items test.
+    """
+    from nanoseek.eval.tasks import tools, words
+
+    rng = random.Random(f"vocabulary:{seed}")
+    pool = common_words(stdlib_train_files(), 3000)
+    plurals = [w for w in pool if w.endswith("s") and not w.endswith("ss")]
+    capitals = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return [
+        (words.NOUNS, pool[:2000]),
+        (words.ADJECTIVES, pool[2000:]),
+        (words.ITEMS_FOR_SALE, plurals),
+        (words.NAMES, [w.capitalize() for w in made_up_words(rng, 1500, (1, 3))]),
+        (words.CITIES, [w.capitalize() for w in made_up_words(rng, 1500, (2, 3))]),
+        (tools.CURRENCIES, sorted({"".join(rng.choices(capitals, k=3)) for _ in range(300)})),
+        (tools.TICKERS, sorted({"".join(rng.choices(capitals, k=rng.randint(3, 5))) for _ in range(300)})),
+    ]
+
+
 def item_conversations(item: Any) -> list[Conversation]:
     """One Item -> its SFT conversation(s): thinking items also yield a no-thinking version (answer only)."""
     messages = list(item.messages) + list(item.ideal)
@@ -246,9 +291,14 @@ def sft_corpus(counts: dict[str, int], seed: int) -> Corpus:
     rng = random.Random(f"sft:{seed}")
     corpus = Corpus()
     items: list = []
+    vocabulary = training_vocabulary(seed)
     for suite in SFT_SUITES:
         if counts.get(suite, 0) > 0:
-            items += train_items(suite, counts[suite], seed)
+            # Half of each suite from the evaluator's own word lists, half from the widened ones.
+            items += train_items(suite, counts[suite] - counts[suite] // 2, seed)
+            with widened(vocabulary):
+                items += train_items(suite, counts[suite] // 2, seed + 1)
+    items = list({item.id: item for item in items}.values())  # suites without word slots draw the same twice
     for item in items:
         corpus.conversations += item_conversations(item)
     corpus.conversations += identity_conversations(counts.get("identity", 0), rng)

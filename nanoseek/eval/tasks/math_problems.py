@@ -1,8 +1,9 @@
 """Math: multi-step arithmetic and word problems, answers checked by math-verify.
 
-Every item is a thinking task. Its `ideal` turn has `reasoning_content` that works step by step, makes one
-slip on purpose, notices it, corrects it (reflection), and checks the result by the inverse operation
-(verification) before the final `\\boxed{}` answer: the R1-Lite behaviour that SFT and RL should teach.
+Every item is a thinking task. Its `ideal` turn has `reasoning_content` that works step by step (multi-digit
+products and sums one place at a time), in a third of items makes one slip on purpose, notices it and corrects
+it (reflection), and checks the result by the inverse operation (verification) before the final `\\boxed{}`
+answer: the R1-Lite behaviour that SFT and RL should teach.
 
     from nanoseek.eval.tasks import math_problems
     items = math_problems.generate("heldout", n=10, seed=0)
@@ -138,21 +139,55 @@ def partial_products(step: Step) -> str | None:
             f"{tens * other} + {units * other} = {step.value}")
 
 
+def place_value_sum(step: Step) -> str | None:
+    """`141 + 237 = 141 + 200 + 30 + 7 = 341 + 30 + 7 = 371 + 7 = 378`: an addition or subtraction whose
+    right operand has two or more non-zero digits, done one place at a time, so that each equals sign changes
+    one digit (and perhaps a carry) of a number the model has just written."""
+    if step.op not in "+-":
+        return None
+    digits = str(step.b)
+    parts = [int(d) * 10 ** (len(digits) - 1 - i) for i, d in enumerate(digits) if d != "0"]
+    if len(parts) < 2:
+        return None
+    sign = f" {step.op} "
+    chain, running = [f"{step.a}{sign}{sign.join(map(str, parts))}"], step.a
+    for i, part in enumerate(parts):
+        running = APPLY[step.op](running, part)
+        chain.append(sign.join(map(str, [running] + parts[i + 1:])))
+    return f"{step.equation().split(' = ')[0]} = " + " = ".join(chain)
+
+
+def worked(step: Step) -> str:
+    """The step's equation, worked through partial products or place values where those apply."""
+    return partial_products(step) or place_value_sum(step) or step.equation()
+
+
+# Share of solutions that make a slip and correct it: enough to teach the correction, few enough that most
+# of what the model learns to write is right arithmetic (a slip is a wrong equation it also learns from).
+SLIP_SHARE = 1 / 3
+
+
 def worked_solution(steps: list[Step], rng: random.Random) -> str:
-    """Step-by-step thinking with one deliberate slip that is caught and fixed, then an inverse-operation check.
-    Multiplications are worked through their partial products (`partial_products`)."""
+    """Step-by-step thinking, each step `worked`, then an inverse-operation check; a third of solutions also
+    make one deliberate slip that is caught and fixed.
+
+    `rng` is the draw's own generator: it is advanced by the same two draws whether or not the slip is shown,
+    so the held-out items drawn after this one do not depend on how solutions are written. Whether the slip
+    is shown comes from a generator seeded by the problem itself.
+    """
     slip_at = rng.randrange(len(steps))
+    slip = rng.choice([-3, -2, -1, 1, 2, 3])
+    if random.Random(repr([(s.a, s.op, s.b) for s in steps])).random() >= SLIP_SHARE:
+        slip_at = -1
     lines = []
     for i, step in enumerate(steps):
         opening = "First" if i == 0 else "Next"
-        worked = partial_products(step)
         if i == slip_at:
-            wrong = step.value + rng.choice([-3, -2, -1, 1, 2, 3])
+            wrong = step.value + slip
             lines.append(f"{opening}, {step.what}: {step.equation(wrong)}.")
-            check = worked or step.equation()
-            lines.append(f"Wait, let me check that. {check}, not {wrong}. So {step.what} is {step.value}.")
+            lines.append(f"Wait, let me check that. {worked(step)}, not {wrong}. So {step.what} is {step.value}.")
         else:
-            lines.append(f"{opening}, {step.what}: {worked or step.equation()}.")
+            lines.append(f"{opening}, {step.what}: {worked(step)}.")
     last = steps[-1]
     lines.append(
         f"Let me verify: {last.value} {INVERSE[last.op]} {last.b} = {last.a}, which matches. "
