@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -73,9 +74,11 @@ def test_instructions_have_at_least_15_kinds_and_answers_are_computed():
 
 
 def test_math_ideal_reflects_and_verifies():
-    for item in generate("math", "train", 20, 0):
+    items = generate("math", "train", 30, 0)
+    assert any("Wait, let me check" in item.ideal[0]["reasoning_content"] for item in items)
+    for item in items:
         thought = item.ideal[0]["reasoning_content"]
-        assert "Wait, let me check" in thought and "Let me verify" in thought
+        assert "Let me verify" in thought
         assert item.ideal[0]["content"].endswith(f"\\boxed{{{item.answer}}}.")
 
 
@@ -90,3 +93,22 @@ def test_bad_arguments_name_the_problem():
         generate("math", "test", 3, 0)
     with pytest.raises(ValueError, match="unknown suite"):
         generate("poetry", "train", 3, 0)
+
+
+def test_math_thinking_works_place_values_with_right_arithmetic():
+    from nanoseek.eval.tasks.math_problems import Step, worked
+
+    assert worked(Step("t", 141, "+", 237)) == "141 + 237 = 141 + 200 + 30 + 7 = 341 + 30 + 7 = 371 + 7 = 378"
+    assert worked(Step("t", 200, "-", 121)) == "200 - 121 = 200 - 100 - 20 - 1 = 100 - 20 - 1 = 80 - 1 = 79"
+    assert worked(Step("t", 65, "+", 4)) == "65 + 4 = 69"
+    assert worked(Step("t", 47, "*", 6)) == "47 * 6 = 40 * 6 + 7 * 6 = 240 + 42 = 282"
+    slipped = 0
+    for item in generate("math", "train", 60, 3):
+        thinking = item.ideal[0]["reasoning_content"]
+        chains = [[eval(side) for side in chain.split("=")]
+                  for chain in re.findall(r"\d[\d+\-*/ ]*(?:= *\d[\d+\-*/ ]*)+", thinking)]
+        wrong = [chain for chain in chains if len(set(chain)) > 1]
+        # Only the deliberate slip, which the next line corrects, may be a false equation.
+        assert len(wrong) == (1 if "Wait, let me check" in thinking else 0), (thinking, wrong)
+        slipped += bool(wrong)
+    assert 5 <= slipped <= 40

@@ -109,3 +109,18 @@ def test_fim_documents_end_with_the_middle_and_eos(sft: data.Corpus, tokenizer):
     ids, mask = data.fim_document(example, tokenizer, train_prompt=False)
     assert tokenizer.decode([i for i, m in zip(ids, mask) if m]) == example.middle + "<｜end▁of▁sentence｜>"
     assert tokenizer.decode(ids).startswith("<｜begin▁of▁sentence｜><｜fim▁begin｜>")
+
+
+def test_half_of_the_suites_use_widened_words_and_evaluation_never_sees_them(sft: data.Corpus):
+    from nanoseek.eval.tasks import tools, words
+
+    before = [list(v) for v in (words.NOUNS, words.NAMES, words.CITIES, tools.CURRENCIES)]
+    vocabulary = data.training_vocabulary(seed=7)
+    with words.widened(vocabulary):
+        assert len(words.NOUNS) > 10 * len(before[0]) and len(tools.CURRENCIES) > 10 * len(before[3])
+    assert [words.NOUNS, words.NAMES, words.CITIES, tools.CURRENCIES] == before
+    # Some trained questions name a value that only the widened lists hold.
+    extra_names = {w for vocabulary_list, extra in vocabulary if vocabulary_list is words.NAMES for w in extra}
+    extra_names -= set(words.NAMES)
+    asked = " ".join(user_texts(sft)).split()
+    assert any(token.strip(".,?'") in extra_names for token in asked)
