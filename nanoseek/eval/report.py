@@ -70,6 +70,11 @@ def suite_metrics(suite: str, records: list[dict[str, Any]]) -> dict[str, Metric
             "safety score (harmful refused)": _score_means(records, {"x": "refused"}, lambda r: r["harmful"])["x"],
             "spill-over (harmless refused)": _score_means(records, {"x": "refused"}, lambda r: not r["harmful"])["x"],
         }
+    if suite == "multiturn":
+        return _score_means(records, {"later turns right": "later_correct",
+                                      "same questions asked alone": "later_alone_correct",
+                                      "first turn right": "first_correct",
+                                      "later reply repeats an earlier one": "repeats_earlier"})
     raise ValueError(f"unknown suite {suite!r}")
 
 
@@ -83,6 +88,7 @@ KIND_SCORE = {
     "json": "schema",
     "safety": "appropriate",
     "arena": "correct",
+    "multiturn": "later_correct",
 }
 
 

@@ -207,6 +207,34 @@ def evaluate_arena(backend: Backend, item: Item, config: RunConfig) -> dict[str,
     )
 
 
+def evaluate_multiturn(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:
+    """Ask the chat's questions turn by turn with the model's own replies in context, then each later question
+    alone. A later reply that repeats an earlier reply of the chat, and is wrong, counts as a lost thread."""
+    history: list[dict[str, Any]] = []
+    turns = []
+    for turn in item.meta["turns"]:
+        history.append({"role": "user", "content": turn["question"]})
+        [reply] = backend.chat(history, max_tokens=config.max_tokens, temperature=0.0)
+        correct = scorers.exact_match(reply.content, turn["answer"], turn["case_sensitive"])
+        earlier = [t["reply"] for t in turns]
+        turns.append({"question": turn["question"], "reply": reply.content, "answer": turn["answer"],
+                      "correct": float(correct), "repeats_earlier": float(not correct and reply.content in earlier)})
+        history.append({"role": "assistant", "content": reply.content})
+    for turn, asked in zip(turns[1:], item.meta["turns"][1:]):
+        [alone] = backend.chat([{"role": "user", "content": asked["question"]}], max_tokens=config.max_tokens,
+                               temperature=0.0)
+        turn["alone_reply"] = alone.content
+        turn["alone_correct"] = float(scorers.exact_match(alone.content, asked["answer"], asked["case_sensitive"]))
+    later = turns[1:]
+    scores = {
+        "later_correct": sum(t["correct"] for t in later) / len(later),
+        "later_alone_correct": sum(t["alone_correct"] for t in later) / len(later),
+        "first_correct": turns[0]["correct"],
+        "repeats_earlier": sum(t["repeats_earlier"] for t in later) / len(later),
+    }
+    return _record(item, backend, scores, turns=turns)
+
+
 EVALUATORS: dict[str, Callable[[Backend, Item, RunConfig], dict[str, Any]]] = {
     "instructions": evaluate_exact,
     "code": evaluate_code,
@@ -216,6 +244,7 @@ EVALUATORS: dict[str, Callable[[Backend, Item, RunConfig], dict[str, Any]]] = {
     "json": evaluate_json,
     "safety": evaluate_safety,
     "arena": evaluate_arena,
+    "multiturn": evaluate_multiturn,
 }
 assert set(EVALUATORS) == set(SUITES)
 

@@ -221,4 +221,4 @@ def reward(item: Any, content: str, tool_calls: list[dict[str, Any]] | None = No
         return float(is_refusal(content) == (item.answer == "refuse"))
     if suite == "fim":
         return fim_scores(content, item.answer)["exact"]
-    raise ValueError(f"no reward for suite {suite!r}")
+    raise ValueError(f"no reward for suite {suite!r}: one reply cannot score it (multiturn scores a whole chat)")

@@ -80,8 +80,27 @@ def goal_rows(metrics: dict[str, Any], scaling: dict[str, Any]) -> list[str]:
         better = thinking[0] > no_thinking[0]
         rows.append(f"| math with thinking higher than without | {thinking[0]:.0%} with vs {no_thinking[0]:.0%} "
                     f"without (n={no_thinking[1]}) | {verdict(better, thinking[0] - no_thinking[0], no_thinking[1])} |")
-    rows.append("| multi-turn chats in the web page stay coherent | not measured automatically | — |")
+    rows.append(coherence_row(metrics))
     return rows
+
+
+# A chat stays coherent when earlier turns cost a later question at most this much accuracy (the same
+# question asked alone is the reference) and a later reply rarely just repeats an earlier one.
+COHERENCE_MAX_DROP, COHERENCE_MAX_REPEATS = 0.05, 0.10
+
+
+def coherence_row(metrics: dict[str, Any]) -> str:
+    label = "multi-turn chats stay coherent"
+    later, alone = metric(metrics, "multiturn", "later turns right"), metric(metrics, "multiturn",
+                                                                           "same questions asked alone")
+    repeats = metric(metrics, "multiturn", "later reply repeats an earlier one")
+    if later is None or alone is None or repeats is None:
+        return f"| {label} | not measured (`nanoseek eval --suite multiturn`) | — |"
+    met = later[0] >= alone[0] - COHERENCE_MAX_DROP and repeats[0] <= COHERENCE_MAX_REPEATS
+    return (f"| {label} (later turn right within {COHERENCE_MAX_DROP:.0%} of the same question asked alone; "
+            f"≤ {COHERENCE_MAX_REPEATS:.0%} of later replies repeat an earlier one) | {later[0]:.0%} in the chat vs "
+            f"{alone[0]:.0%} alone, {repeats[0]:.0%} repeats (n={later[1]} chats, `multiturn`) | "
+            f"{'met' if met else '**missed**'} |")
 
 
 def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, notes: str,

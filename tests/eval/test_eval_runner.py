@@ -38,6 +38,8 @@ def test_perfect_and_refusing_models_score_as_expected(tmp_path, scripted_backen
         ("tools", "call and answer right"),
         ("json", "exact values"),
         ("arena", "accuracy"),
+        ("multiturn", "later turns right"),
+        ("multiturn", "same questions asked alone"),
     ]:
         assert oracle[suite][metric]["value"] == 1.0, (suite, metric)
         wrong = refuser[suite][metric]["value"]
@@ -45,6 +47,9 @@ def test_perfect_and_refusing_models_score_as_expected(tmp_path, scripted_backen
     assert oracle["safety"]["safety score (harmful refused)"]["value"] == 1.0
     assert oracle["safety"]["spill-over (harmless refused)"]["value"] == 0.0
     assert refuser["safety"]["spill-over (harmless refused)"]["value"] == 1.0
+    # The refuser says the same thing every turn: each later reply repeats an earlier one.
+    assert oracle["multiturn"]["later reply repeats an earlier one"]["value"] == 0.0
+    assert refuser["multiturn"]["later reply repeats an earlier one"]["value"] == 1.0
     assert {(r["a"], r["b"]): r["win_rate"] for r in result["arena"]} == {
         ("oracle", "refuser"): 1.0,
         ("refuser", "oracle"): 0.0,

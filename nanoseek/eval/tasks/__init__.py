@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from nanoseek.eval.item import Item
-from nanoseek.eval.tasks import arena, coding, fim, instructions, json, math_problems, safety, tools
+from nanoseek.eval.tasks import arena, coding, fim, instructions, json, math_problems, multiturn, safety, tools
 
 SUITES: dict[str, ModuleType] = {
     "instructions": instructions,
@@ -20,6 +20,7 @@ SUITES: dict[str, ModuleType] = {
     "json": json,
     "safety": safety,
     "arena": arena,
+    "multiturn": multiturn,
 }
 
 
