@@ -66,6 +66,7 @@ def child(settings: dict, model_dir: Path, threads: int, steps: int) -> float:
             import torch._inductor.config as inductor_config
 
             inductor_config.cpp_wrapper = True
+            inductor_config.freezing = settings.get("freeze", False)
             forward = torch.compile(model, dynamic=True)
         cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, SLOTS,
                             config.max_position_embeddings, model.dtype)

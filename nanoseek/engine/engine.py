@@ -155,21 +155,22 @@ class Engine:
         self.cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim,
                                  max_batch, min(config.max_position_embeddings, kv_budget_tokens), model.dtype)
         self.prefix_store = PrefixStore()
-        # A batch-1 decode step of a small model is mostly per-op overhead: torch.compile (inductor, C++
-        # wrapper) fuses the elementwise ops and calls the rest from C++, 1.4-2.0x faster per step
-        # (benchmarks/engine_ablations.py, BENCHMARKS.md "second round"). Only batch 1 is compiled: batched
-        # steps spread that overhead over their rows and multiply with oneDNN-packed weights
-        # (transformer.Linear), which inductor cannot lower at dynamic shapes (compiled batched steps
-        # measured slower than eager ones); prefill is compute-bound. Shapes are dynamic, so one graph serves
-        # every cache length. Compiling costs ~10-40 s cold (seconds from inductor's on-disk cache): opt-in,
-        # and `warm_up()` pays it before traffic arrives.
+        # A decode step of a small model is mostly per-op overhead: torch.compile (inductor, C++ wrapper) fuses
+        # the elementwise ops and calls the rest from C++, and with `freezing` it folds the weights in as
+        # constants and prepacks the projections for oneDNN itself. Measured per step (engine_ablations.py,
+        # BENCHMARKS.md "third round"): batch 1 ~2x faster than eager, batch 16 ~1.2x. Shapes are dynamic,
+        # so a handful of graphs (batch 1 / batched, lengths equal or not) serve every step; prefill stays
+        # eager (compute-bound). Frozen weights are copies taken at compile time, so a step falls back to the
+        # eager model once any parameter changes (`_weights_unchanged`: RL training the served model).
+        # Compiling costs ~15-60 s (less from inductor's on-disk cache): opt-in, and `warm_up()` pays it
+        # before traffic arrives.
         self.compile_decode = compile_decode
-        self._batch1_model = self.model
+        self._decode_model = self.model
+        self._weight_versions: list[tuple[torch.Tensor, int]] = []
         if compile_decode:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.cpp_wrapper = True
-            self._batch1_model = torch.compile(self.model, dynamic=True)
+            self._decode_model = torch.compile(self.model, dynamic=True,
+                                               options={"cpp_wrapper": True, "freezing": True})
+            self._weight_versions = [(p, p._version) for p in self.model.parameters()]
         self._grammar: GrammarBackend | None = None  # built on the first constrained request
         self._token_text: dict[int, tuple[str, list[int]]] = {}
 
@@ -231,11 +232,14 @@ class Engine:
         return [collector.result(group) for collector, group in zip(collectors, groups)]
 
     def warm_up(self) -> float:
-        """Decode a few tokens so that the compiled batch-1 step (compile_decode) is built before the first
-        real request rather than during it; returns the seconds it took."""
+        """Decode a few tokens alone, then in batches of sequences at equal and at different lengths, so that
+        the compiled decode graphs (compile_decode) are built before the first real request rather than
+        during it; returns the seconds it took."""
         started = time.perf_counter()
         filler = next(i for i in range(self.vocab_size) if i not in self.eos_token_ids)
-        self.generate([Request([filler] * 3, SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))])
+        params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+        for lengths in ([3], [3, 3], [3, 5]):
+            self.generate([Request([filler] * length, params) for length in lengths])
         return time.perf_counter() - started
 
     def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
@@ -372,7 +376,8 @@ class Engine:
     def _setup_in_engine_thread(self) -> None:
         """Torch work that would otherwise give the caller's thread an OpenMP pool (see in_fresh_thread)."""
         torch.set_num_threads(self._threads)
-        if hasattr(self.model, "pack_for_inference"):
+        # A compiled decode step packs its frozen weights itself (and cannot trace oneDNN's packed linear).
+        if hasattr(self.model, "pack_for_inference") and not self.compile_decode:
             self.packed_weights = self.model.pack_for_inference()
         if self.compile_decode:  # the rotary table must not grow inside a traced step
             self.model.rotary.get(self.cache.position_limit, self.model.dtype, self.model.device)
@@ -499,12 +504,15 @@ class Engine:
         self.cache.begin_decode([s.slot for s in sequences], positions)
         # Sequences in lock-step share one position: the model reads it from cache.seq_len (a slice).
         position_ids = None if self.cache.seq_len is not None else torch.tensor(positions).unsqueeze(1)
-        model = self._batch1_model if len(sequences) == 1 else self.model
+        model = self._decode_model if self._weights_unchanged() else self.model
         logits = model(input_ids, position_ids, cache=self.cache)[:, 0].float()
         for sequence in sequences:
             sequence.length += 1
         self.counters["decode_tokens"] += len(sequences)
         self._sample(sequences, logits)
+
+    def _weights_unchanged(self) -> bool:
+        return all(param._version == version for param, version in self._weight_versions)
 
     # ---- sampling and emitting ---------------------------------------------------------------------
 

@@ -62,8 +62,7 @@ class SlotKVCache:
         # Set by begin_decode / begin_prefill for the forward pass that follows.
         self._slots: torch.Tensor | slice = slice(0, 0)
         self._uniform_write = False
-        self._write_slots = torch.zeros(0, dtype=torch.long)
-        self._write_positions = torch.zeros(0, dtype=torch.long)
+        self._write_rows = torch.zeros(0, dtype=torch.long)
         self._key_length = 0
         self._mask: torch.Tensor | None = None
         self._causal = False
@@ -88,8 +87,11 @@ class SlotKVCache:
         self._uniform_write = contiguous and same_length
         self._slots = slice(first, first + batch) if contiguous else torch.tensor(slots)
         if not self._uniform_write:
-            self._write_slots = torch.tensor(slots)
-            self._write_positions = torch.tensor(positions)
+            # Row (slot, head, position) of each new key in the cache viewed as [slots * heads * capacity, D]:
+            # one index_copy_ per layer writes them, twice as fast as indexing slots and positions together.
+            heads, capacity = self.num_kv_heads, self.slot_capacity
+            rows = (torch.tensor(slots)[:, None] * heads + torch.arange(heads)) * capacity
+            self._write_rows = (rows + torch.tensor(positions)[:, None]).view(-1)
         self.seq_len = positions[0] if same_length else None
         if same_length:
             self._mask = None  # every cached key is visible to every query
@@ -141,8 +143,9 @@ class SlotKVCache:
             keys[self._slots, :, position:position + 1] = k
             values[self._slots, :, position:position + 1] = v
         else:
-            keys[self._write_slots, :, self._write_positions] = k[:, :, 0]
-            values[self._write_slots, :, self._write_positions] = v[:, :, 0]
+            rows, head_dim = self._write_rows, self.head_dim
+            keys.view(-1, head_dim).index_copy_(0, rows, k.reshape(-1, head_dim))
+            values.view(-1, head_dim).index_copy_(0, rows, v.reshape(-1, head_dim))
         visible_keys = keys[self._slots, :, :self._key_length]
         visible_values = values[self._slots, :, :self._key_length]
         return F.scaled_dot_product_attention(q, visible_keys, visible_values, attn_mask=self._mask, enable_gqa=gqa)

@@ -62,10 +62,11 @@ class Linear(nn.Linear):
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One row (batch-1 decode) stays on MKL's GEMV over the column-major weight, which was as fast or faster
-        # (and is what a compiled batch-1 step traces: inductor cannot lower oneDNN's linear at dynamic shapes).
+        # One row (batch-1 decode) stays on MKL's GEMV over the column-major weight, which was as fast or faster.
+        # A compiled graph traces F.linear: inductor cannot lower oneDNN's linear at dynamic shapes, and with
+        # `freezing` it packs the weights for oneDNN itself (engine compile_decode).
         if (self.packed is not None and x.numel() > self.in_features and not torch.is_grad_enabled()
-                and self.weight._version == self.packed_version):
+                and self.weight._version == self.packed_version and not torch.compiler.is_compiling()):
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 

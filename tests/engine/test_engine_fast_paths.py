@@ -1,5 +1,5 @@
 """The engine's speed paths give the same answers as the plain ones: oneDNN-packed projections, the compiled
-batch-1 decode step, and the fresh threads that keep OpenMP pools out of the caller's thread."""
+(frozen-weight) decode steps, and the fresh threads that keep OpenMP pools out of the caller's thread."""
 
 from __future__ import annotations
 
@@ -53,15 +53,34 @@ def test_packed_model_gives_the_same_batched_greedy_tokens_as_unpacked(checkpoin
     assert packed == unpacked
 
 
-def test_compiled_batch1_decode_matches_eager(make_engine):
-    prompt = [3, 1, 4, 1, 5, 9, 2, 6]
-    eager = make_engine().generate([Request(prompt, greedy(32))])[0].token_ids
+def greedy_by_hand(model: torch.nn.Module, prompt: list[int], new_tokens: int) -> list[int]:
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def test_compiled_decode_matches_eager_and_follows_weight_changes(checkpoint, make_engine):
+    # Batch 1, a batch in lock-step (equal prompts) and one at different lengths: each its own graph.
+    prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2], [1, 4, 1, 4, 2, 1, 3, 5]]
+    eager_engine = make_engine()
+    alone = eager_engine.generate([Request(prompts[0], greedy(32))])[0].token_ids
+    batched = [c.token_ids for c in eager_engine.generate([Request(p, greedy(32)) for p in prompts])]
+    assert batched[0] == alone
     compiled_engine = make_engine(compile_decode=True)
     assert compiled_engine.warm_up() > 0
-    assert compiled_engine.generate([Request(prompt, greedy(32))])[0].token_ids == eager
-    # Batched steps run eagerly beside it and still agree with batch 1.
-    both = compiled_engine.generate([Request(prompt, greedy(32)), Request(prompt[:5], greedy(32))])
-    assert both[0].token_ids == eager
+    assert compiled_engine.generate([Request(prompts[0], greedy(32))])[0].token_ids == alone
+    assert [c.token_ids for c in compiled_engine.generate([Request(p, greedy(32)) for p in prompts])] == batched
+    assert [c.token_ids for c in compiled_engine.generate([Request(prompts[0], greedy(32))] * 2)] == [alone] * 2
+    # The compiled graphs hold frozen copies of the weights: once training changes a weight, decoding must
+    # follow the new weights, not the frozen ones.
+    with torch.no_grad():
+        checkpoint.model.lm_head.weight.mul_(-1.0)
+    flipped = compiled_engine.generate([Request(prompts[1], greedy(12))])[0].token_ids
+    assert flipped == greedy_by_hand(checkpoint.model, prompts[1], 12)
+    with torch.no_grad():
+        checkpoint.model.lm_head.weight.mul_(-1.0)
 
 
 def test_in_fresh_thread_returns_results_and_raises_errors_from_another_thread():
