@@ -66,6 +66,14 @@ def item_id(suite: str, kind: str, params: Any) -> str:
     return f"{suite}/{kind}/{key_hash(suite, params)[:12]}"
 
 
+class RanOutOfItems(ValueError):
+    """A suite holds fewer distinct items of a split than were asked for; `found` says how many it drew."""
+
+    def __init__(self, suite: str, split: str, found: int, wanted: int) -> None:
+        super().__init__(f"suite {suite!r} ran out of distinct {split} items after {found} of {wanted}")
+        self.found = found
+
+
 def draw_items(
     suite: str,
     split: str,
@@ -91,7 +99,7 @@ def draw_items(
     while len(items) < n:
         attempts += 1
         if attempts > max_attempts_per_item * (n + 1):
-            raise ValueError(f"suite {suite!r} ran out of distinct {split} items after {len(items)} of {n}")
+            raise RanOutOfItems(suite, split, len(items), n)
         drawn = make(rng)
         if drawn is None:
             continue

@@ -279,7 +279,10 @@ def run_suite(
     path = out_dir / f"{suite}.jsonl"
     records = read_records(path)
     done = {r["id"] for r in records}
-    todo = [item for item in generate(suite, "heldout", config.n, config.seed) if item.id not in done]
+    items = generate(suite, "heldout", config.n, config.seed, at_most=True)
+    if len(items) < config.n and progress:
+        print(f"{suite}: only {len(items)} held-out items exist; evaluating all of them", flush=True)
+    todo = [item for item in items if item.id not in done]
     evaluate = EVALUATORS[suite]
 
     def work(item: Item) -> dict[str, Any]:

@@ -112,3 +112,12 @@ def test_math_thinking_works_place_values_with_right_arithmetic():
         assert len(wrong) == (1 if "Wait, let me check" in thinking else 0), (thinking, wrong)
         slipped += bool(wrong)
     assert 5 <= slipped <= 40
+
+
+def test_a_small_suite_caps_at_its_size_only_when_asked():
+    from nanoseek.eval.item import RanOutOfItems
+
+    with pytest.raises(RanOutOfItems, match="ran out of distinct heldout items") as short:
+        generate("safety", "heldout", 500, 0)
+    capped = generate("safety", "heldout", 500, 0, at_most=True)
+    assert len(capped) == short.value.found and len({item.id for item in capped}) == len(capped)
