@@ -11,8 +11,8 @@ side of the file-level split shared with the evaluator (`nanoseek.eval.stdlib_sp
     split="train"), rendered prefix/hole/suffix with `render_fim` and followed by the middle (PSM order).
 SFT conversations come from the evaluator's task generators with `split="train"` (their `ideal` turns are the
 answers; half of each suite is drawn with its word lists widened by `training_vocabulary`), plus what only
-training needs: identity chats ("I am nanoseek..."), multi-turn chats stitched from
-train items, math both with thinking (the generator's reasoning, which checks and corrects itself) and
+training needs: identity chats ("I am nanoseek..."), spelling of training-side words, multi-turn chats
+stitched from train items, math both with thinking (the generator's reasoning, which checks and corrects itself) and
 without, and FIM. Every item is drawn with `split="train"`; held-out items can never appear (see tests).
 
 Loss masks: pretraining trains on every token; SFT trains only on the assistant's turns (the answer, its
@@ -195,6 +195,21 @@ def identity_conversations(n: int, rng: random.Random) -> list[Conversation]:
     return conversations
 
 
+SPELL_ASKS = ("Spell '{w}' letter by letter.", "How is '{w}' spelled?", "Spell the word '{w}'.")
+
+
+def spelling_conversations(words: list[str], n: int, rng: random.Random) -> list[Conversation]:
+    """"Spell 'module'." -> "m o d u l e": what letters a byte-level BPE token holds is invisible in its id,
+    and the instruction kinds that reverse, capitalise or strip letters need it. Words come from the
+    training vocabulary only (stdlib words and made-up ones), never from the evaluator's word lists."""
+    conversations = []
+    for word in rng.sample(words, min(n, len(words))):
+        ask = rng.choice(SPELL_ASKS).format(w=word)
+        conversations.append(Conversation([{"role": "user", "content": ask},
+                                           {"role": "assistant", "content": " ".join(word)}], source="spelling"))
+    return conversations
+
+
 def train_items(suite: str, n: int, seed: int) -> list:
     """Up to n distinct train-split items of a suite (several seeds when one draw runs dry)."""
     import importlib
@@ -287,7 +302,7 @@ def multi_turn_conversations(items: list, n: int, rng: random.Random) -> list[Co
 
 
 def sft_corpus(counts: dict[str, int], seed: int) -> Corpus:
-    """SFT conversations: `counts` maps a suite or extra kind (identity, multi_turn, fim) to a count."""
+    """SFT conversations: `counts` maps a suite or extra kind (identity, spelling, multi_turn, fim) to a count."""
     rng = random.Random(f"sft:{seed}")
     corpus = Corpus()
     items: list = []
@@ -302,6 +317,10 @@ def sft_corpus(counts: dict[str, int], seed: int) -> Corpus:
     for item in items:
         corpus.conversations += item_conversations(item)
     corpus.conversations += identity_conversations(counts.get("identity", 0), rng)
+    if counts.get("spelling", 0) > 0:
+        evaluated = {word.lower() for slot, _extra in vocabulary for word in slot}
+        spellable = sorted({word.lower() for _slot, extra in vocabulary[:5] for word in extra} - evaluated)
+        corpus.conversations += spelling_conversations(spellable, counts["spelling"], rng)
     corpus.conversations += multi_turn_conversations(items, counts.get("multi_turn", 0), rng)
     if counts.get("python_qa", 0) > 0:
         corpus.conversations += python_qa(stdlib_train_files(), rng)[: counts["python_qa"]]

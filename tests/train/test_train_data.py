@@ -14,7 +14,7 @@ from nanoseek.eval.stdlib_split import split_of_source, source_name, stdlib_file
 from nanoseek.train import data
 
 COUNTS = {"instructions": 60, "math_problems": 20, "coding": 15, "tools": 15, "json": 15, "safety": 20,
-          "fim": 15, "identity": 4, "multi_turn": 8, "python_qa": 30}
+          "fim": 15, "identity": 4, "spelling": 20, "multi_turn": 8, "python_qa": 30}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_same_seed_same_data_other_seed_other_data(sft: data.Corpus):
 
 def test_every_requested_kind_is_present(sft: data.Corpus):
     kinds = {c.source.split("/")[0].split(":")[0] for c in sft.conversations}
-    assert {"instructions", "math", "code", "tools", "json", "safety", "identity", "multi_turn",
+    assert {"instructions", "math", "code", "tools", "json", "safety", "identity", "spelling", "multi_turn",
             "python_qa"} <= kinds
     thinking = [c for c in sft.conversations if c.thinking]
     assert thinking and all("<think>" not in m.get("content", "") for c in thinking for m in c.messages)
@@ -124,3 +124,15 @@ def test_half_of_the_suites_use_widened_words_and_evaluation_never_sees_them(sft
     extra_names -= set(words.NAMES)
     asked = " ".join(user_texts(sft)).split()
     assert any(token.strip(".,?'") in extra_names for token in asked)
+
+
+def test_spelling_spells_training_words_only(sft: data.Corpus):
+    from nanoseek.eval.tasks import words
+
+    spelled = [c.messages for c in sft.conversations if c.source == "spelling"]
+    assert len(spelled) == COUNTS["spelling"]
+    eval_lists = words.NOUNS + words.ADJECTIVES + words.NAMES + words.CITIES + words.ITEMS_FOR_SALE
+    evaluated = {w.lower() for w in eval_lists}
+    for question, answer in spelled:
+        word = question["content"].split("'")[1]
+        assert answer["content"] == " ".join(word) and word not in evaluated
