@@ -10,8 +10,9 @@ saved once under bench_out/engine/. Everything runs fp32 on `--threads` threads 
 
 Parts (each prints a table row; the ratios are the claims):
 * batch1: 64-token prompt + 256 greedy tokens, one request: nanoseek Engine.generate vs transformers
-  `generate` vs llama.cpp (llama-cpp-python on an f32 GGUF export of the same checkpoint). The greedy
-  tokens must agree (first 32 for llama.cpp), or the numbers are not comparable and the run stops.
+  `generate` vs llama.cpp (llama-cpp-python on an f32 GGUF export of the same checkpoint) vs nanoseek's
+  bare model loop, each reference in a process of its own (`ReferenceProcess`), one side at a time. Where
+  the greedy tokens part from transformers' (a near-tie of a trained model) is printed with the row.
 * concurrency: aggregate generated tokens/s with 1, 4, 16 and 64 concurrent requests (64-token prompts,
   128 new tokens each, prefill included).
 * ttft: time to first token of a 1,024-token prompt (or the longest whole-block prompt a shorter context
@@ -23,6 +24,7 @@ Repeats alternate the sides and report medians: machine load on shared hosts dri
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import sysconfig
@@ -85,15 +87,15 @@ def greedy(max_tokens: int) -> SamplingParams:
 # ---- batch 1 --------------------------------------------------------------------------------------------
 
 def part_batch1(engine: Engine, path: Path, repeats: int, threads: int) -> list[str]:
-    import transformers
-
     new_tokens = 256
     prompt = random_prompt(64, 0, engine.vocab_size)
-    # Every reference runs in a fresh thread, as nanoseek's engine runs in its own: torch or llama.cpp work
-    # in the main thread would leave an OpenMP pool there that slows the engine's thread (in_fresh_thread).
-    reference = in_fresh_thread(
-        lambda: transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval())
-    prompt_tensor = torch.tensor([prompt])
+    # Each reference decodes in a process of its own. In one process they would share libgomp with the
+    # engine: once more OpenMP threads exist than cores, libgomp stops letting idle workers spin, and a
+    # 192-wide matmul loop in a fresh thread ran 25x slower beside an idle engine (either mode) than before
+    # it was built, which would slow the references, not nanoseek.
+    references = {side: ReferenceProcess(side, path, prompt, new_tokens, threads)
+                  for side in ("transformers", "model loop", "llama.cpp")}
+    references = {side: ref for side, ref in references.items() if ref.first_tokens is not None}
 
     def run_nanoseek() -> list[int]:
         # Vary the first token so the prefix cache (a 64-token prompt is one whole block) never serves
@@ -103,63 +105,114 @@ def part_batch1(engine: Engine, path: Path, repeats: int, threads: int) -> list[
         return engine.generate([Request(varied, greedy(new_tokens))])[0].token_ids
 
     run_nanoseek.calls = 0
-
-    def run_transformers(ids: torch.Tensor = prompt_tensor) -> list[int]:
-        with torch.inference_mode():
-            out = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                                     min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-        return out[0, ids.shape[1]:].tolist()
-
-    def run_model_loop() -> list[int]:
-        """The same model driven by hand (SimpleKVCache, argmax): the floor for the engine's own per-step work."""
-        model = engine.model
-        with torch.no_grad():
-            cache = SimpleKVCache(model.config, batch_size=1, capacity=len(prompt) + new_tokens)
-            next_ids = model(prompt_tensor, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
-            tokens = [int(next_ids)]
-            while len(tokens) < new_tokens:
-                next_ids = model(next_ids, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
-                tokens.append(int(next_ids))
-        return tokens
-
-    run_transformers_fresh = lambda: in_fresh_thread(run_transformers)  # noqa: E731
-    run_model_loop_fresh = lambda: in_fresh_thread(run_model_loop)  # noqa: E731
     ours = engine.generate([Request(prompt, greedy(new_tokens))])[0].token_ids
-    theirs = run_transformers_fresh()
+    theirs = references["transformers"].first_tokens
     agree = sum(a == b for a, b in zip(ours, theirs))
-    first_split = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), new_tokens)
-    if first_split < 32:  # a near-tie of the trained model's logits can split them early: report, still time
-        print(f"warning: nanoseek and transformers part at greedy token {first_split} ({agree}/{new_tokens} equal)",
-              file=sys.stderr, flush=True)
-    llama = in_fresh_thread(llama_cpp_runner, path, prompt, new_tokens, threads, expected=theirs)
+    first_split = {side: parting_token(ref.first_tokens, theirs) for side, ref in references.items()}
+    first_split["nanoseek"] = parting_token(ours, theirs)
+    for side, split in first_split.items():
+        if split < 32:  # a near-tie of the trained model's logits can split them early: report, still time
+            print(f"warning: {side} and transformers part at greedy token {split}", file=sys.stderr, flush=True)
 
-    times: dict[str, list[float]] = {"nanoseek": [], "transformers": [], "llama.cpp": [], "model loop": []}
+    times: dict[str, list[float]] = {"nanoseek": []} | {side: [] for side in references}
     for repeat in range(repeats):
-        sides = [("nanoseek", run_nanoseek), ("transformers", run_transformers_fresh),
-                 ("model loop", run_model_loop_fresh)]
-        if llama is not None:
-            sides.append(("llama.cpp", lambda: in_fresh_thread(llama)))
-        for name, fn in sides if repeat % 2 == 0 else sides[::-1]:
-            times[name].append(median_time(fn, 1))
-    speed = {name: new_tokens / statistics.median(t) for name, t in times.items() if t}
+        sides = [("nanoseek", lambda: median_time(run_nanoseek, 1))]
+        sides += [(side, ref.time_one_run) for side, ref in references.items()]
+        for name, timed in sides if repeat % 2 == 0 else sides[::-1]:
+            times[name].append(timed())
+    for ref in references.values():
+        ref.close()
+    speed = {name: new_tokens / statistics.median(t) for name, t in times.items()}
     rows = [(f"| batch-1 decode, 64 + 256 tokens (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
              f"transformers generate {speed['transformers']:.0f} | "
              f"**{speed['nanoseek'] / speed['transformers']:.2f}x** (goal >= 3) | "
-             f"greedy tokens equal: {agree}/{new_tokens}, first {first_split} identical |")]
+             f"greedy tokens equal: {agree}/{new_tokens}, first {first_split['nanoseek']} identical |")]
     rows.append(f"| engine overhead: batch-1 decode vs the bare model loop (tok/s) | engine {speed['nanoseek']:.0f} | "
                 f"model + SimpleKVCache {speed['model loop']:.0f} | **{speed['nanoseek'] / speed['model loop']:.2f}x** | "
                 f"scheduler, sampling, detokenizer, events included |")
     if "llama.cpp" in speed:
         rows.append(f"| batch-1 decode vs llama.cpp f32 (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
                     f"llama.cpp {speed['llama.cpp']:.0f} | **{speed['nanoseek'] / speed['llama.cpp']:.2f}x** "
-                    f"(goal >= 1) | first {llama.first_split} greedy tokens equal to transformers |")
+                    f"(goal >= 1) | first {first_split['llama.cpp']} greedy tokens equal to transformers |")
     else:
         rows.append("| batch-1 decode vs llama.cpp f32 | not measured: llama-cpp-python is not installed "
                     "(pip install -e '.[bench]') | | | |")
     return rows
 
 
-def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: int, expected: list[int]):
+def parting_token(tokens: list[int], expected: list[int]) -> int:
+    return next((i for i, (a, b) in enumerate(zip(tokens, expected)) if a != b), min(len(tokens), len(expected)))
+
+
+class ReferenceProcess:
+    """One reference decoder (`transformers`, `model loop`, `llama.cpp`) in a spawned process of its own:
+    it loads its side, decodes once (`first_tokens`, None when the side is not installed) and then times one
+    decode per `time_one_run` call while the engine's process sits idle."""
+
+    def __init__(self, side: str, path: Path, prompt: list[int], new_tokens: int, threads: int) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no OpenMP pool, no engine
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=reference_worker, daemon=True,
+                                       args=(side, path, prompt, new_tokens, threads, child_conn))
+        self.process.start()
+        self.first_tokens = self.conn.recv()
+
+    def time_one_run(self) -> float:
+        self.conn.send("run")
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send("stop")
+        self.process.join()
+
+
+def reference_worker(side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, conn) -> None:
+    torch.set_num_threads(threads)
+    run = {"transformers": transformers_runner, "model loop": model_loop_runner,
+           "llama.cpp": llama_cpp_runner}[side](path, prompt, new_tokens, threads)
+    conn.send(run() if run is not None else None)
+    while run is not None and conn.recv() == "run":
+        started = time.perf_counter()
+        run()
+        conn.send(time.perf_counter() - started)
+
+
+def transformers_runner(path: Path, prompt: list[int], new_tokens: int, threads: int):
+    import transformers
+
+    reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ids = torch.tensor([prompt])
+
+    def run() -> list[int]:
+        with torch.inference_mode():
+            out = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                     min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        return out[0, ids.shape[1]:].tolist()
+
+    return run
+
+
+def model_loop_runner(path: Path, prompt: list[int], new_tokens: int, threads: int):
+    """nanoseek's model driven by hand (SimpleKVCache, argmax): the floor for the engine's own per-step work."""
+    from nanoseek.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(path, dtype="float32").model.eval()
+    ids = torch.tensor([prompt])
+
+    def run() -> list[int]:
+        with torch.no_grad():
+            cache = SimpleKVCache(model.config, batch_size=1, capacity=len(prompt) + new_tokens)
+            next_ids = model(ids, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+            tokens = [int(next_ids)]
+            while len(tokens) < new_tokens:
+                next_ids = model(next_ids, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+                tokens.append(int(next_ids))
+        return tokens
+
+    return run
+
+
+def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: int):
     try:
         import llama_cpp
     except ImportError:
@@ -181,11 +234,6 @@ def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: in
                 break
         return tokens
 
-    got = run()
-    run.first_split = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), len(got))
-    if run.first_split < 32:
-        print(f"warning: llama.cpp and transformers part at greedy token {run.first_split}", file=sys.stderr,
-              flush=True)
     return run
 
 

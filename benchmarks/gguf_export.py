@@ -42,6 +42,7 @@ def converter_dir(src_root: Path = DEFAULT_SRC_ROOT) -> Path:
 def export(checkpoint: Path, out_file: Path, outtype: str = "f32", src: Path | None = None) -> Path:
     """Write `out_file` (GGUF) from `checkpoint`; returns the path. Runs the converter in this process."""
     llama_cpp_dir = src or converter_dir()
+    out_file.parent.mkdir(parents=True, exist_ok=True)  # the converter opens the file without making its folder
     sys.path.insert(0, str(llama_cpp_dir))
     sys.path.insert(1, str(llama_cpp_dir / "gguf-py"))  # the converter's own gguf package, matching it
     import convert_hf_to_gguf

@@ -4,7 +4,8 @@
     result = train(model, train_rows, eval_rows, LoopConfig(steps=100, ...), out_dir="runs/x/pretrain")
 
 What it does, top to bottom: AdamW with linear warm-up and cosine decay, gradient accumulation and
-clipping, optional bf16 autocast (measured faster on this CPU, see BENCHMARKS.md), loss masked by the
+clipping, bf16 autocast when it is faster on the machine at hand (`bf16="auto"` times both precisions on a
+copy of the model when a stage starts: it won 1.4x on one CPU kind and lost 0.88x on another), loss masked by the
 data's per-token mask (all ones for pretraining, assistant tokens only for SFT), periodic held-out loss,
 a tqdm bar with tokens/s, loss and ETA, JSONL logs, a loss-curve PNG, and atomic checkpoints
 (temp file + fsync + rename) holding model, optimizer, RNG states and the step.
@@ -26,7 +27,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +43,8 @@ from nanoseek.train.packing import PackedRows
 CHECKPOINT_NAME = "checkpoint.pt"
 # A run may be lengthened or shortened when resumed (the cosine schedule then follows the new length);
 # anything else changed would silently train a different run.
-ADJUSTABLE_ON_RESUME = {"steps", "eval_every", "eval_rows", "checkpoint_every"}
+# bf16 may change on resume: the data order and the schedule do not depend on it.
+ADJUSTABLE_ON_RESUME = {"steps", "eval_every", "eval_rows", "checkpoint_every", "bf16"}
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss.png"
 
@@ -62,7 +64,7 @@ class LoopConfig:
     eval_every: int = 0  # 0: only at the end
     eval_rows: int = 64
     checkpoint_every: int = 50
-    bf16: bool = False
+    bf16: bool | str = False  # True, False, or "auto": the faster of the two here (resolve_precision)
     seed: int = 0
 
 
@@ -151,6 +153,29 @@ def plot_losses(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def resolve_precision(config: LoopConfig, model: torch.nn.Module, seq_len: int, state: dict | None,
+                      is_main: bool, world_size: int) -> LoopConfig:
+    """`config` with `bf16="auto"` replaced by a choice: on resume the one the checkpoint was trained with (so
+    the resumed run computes what the uninterrupted one would), else the faster precision in a few timed
+    training steps on a copy of the model (rank 0 decides for every process)."""
+    if config.bf16 != "auto":
+        return config
+    if state is not None and isinstance(state["config"].get("bf16"), bool):
+        return replace(config, bf16=state["config"]["bf16"])
+    choice = [False]
+    if is_main:
+        from nanoseek.train.throughput import faster_precision
+
+        rng = torch.get_rng_state()  # the probe's random tokens must not move the run's seed
+        choice[0], rates = faster_precision(model, seq_len, config.batch_size)
+        torch.set_rng_state(rng)
+        print(f"precision: {'bf16 autocast' if choice[0] else 'fp32'} "
+              f"(fp32 {rates['fp32']:,.0f} vs bf16 {rates['bf16']:,.0f} tokens/s on this machine)", flush=True)
+    if world_size > 1:
+        dist.broadcast_object_list(choice, src=0)
+    return replace(config, bf16=choice[0])
+
+
 def masked_loss_sum(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, bf16: bool) -> torch.Tensor:
     """Sum of next-token cross-entropy over the target positions whose mask is 1."""
     inputs, targets, target_mask = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
@@ -198,8 +223,9 @@ def train(
     raw_model = model
     optimizer = make_optimizer(raw_model, config)
     step, elapsed, tokens_seen = 0, 0.0, 0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and ckpt_path.exists() else None
+    config = resolve_precision(config, raw_model, train_rows.seq_len, state, is_main, world_size)
+    if state is not None:
         changed = {k for k in state["config"] if state["config"][k] != asdict(config).get(k)}
         if changed - ADJUSTABLE_ON_RESUME:
             raise ValueError(f"{ckpt_path} was written with different loop settings "
@@ -282,7 +308,7 @@ def train(
         window_tokens += tokens_per_step
         tokens_per_second = window_tokens / max(1e-9, time.perf_counter() - window_start)
         log({"step": step - 1, "loss": train_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
-             "tok_per_s": round(tokens_per_second, 1), "elapsed_s": round(elapsed, 2)})
+             "tok_per_s": round(tokens_per_second, 1), "elapsed_s": round(elapsed, 2), "bf16": config.bf16})
         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.1e}")
         bar.update(1)
         if window_tokens > 50 * tokens_per_step:  # tokens/s over a recent window, not since start

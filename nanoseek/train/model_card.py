@@ -43,7 +43,16 @@ def stage_summary(run: Path, stage: str) -> dict[str, Any] | None:
     tail = steps[-10:]
     return {"steps": last["step"] + 1, "tokens": last["tokens"], "minutes": last["elapsed_s"] / 60,
             "train_loss": sum(r["loss"] for r in tail) / len(tail), "first_loss": steps[0]["loss"],
-            "eval_loss": evals[-1]["eval_loss"] if evals else None, "eval_step": evals[-1]["step"] if evals else None}
+            "eval_loss": evals[-1]["eval_loss"] if evals else None, "eval_step": evals[-1]["step"] if evals else None,
+            "precision": precision_used(steps)}
+
+
+def precision_used(steps: list[dict[str, Any]]) -> str:
+    """'bf16 autocast', 'fp32', or both with their step counts when a resume switched (logs older than the
+    `bf16` field say nothing: '')."""
+    counts = {"bf16 autocast": sum(r.get("bf16") is True for r in steps), "fp32": sum(r.get("bf16") is False for r in steps)}
+    used = {name: n for name, n in counts.items() if n}
+    return " then ".join(f"{name} ({n} steps)" for name, n in used.items()) if len(used) > 1 else next(iter(used), "")
 
 
 def metric(metrics: dict[str, Any], suite: str, name: str) -> tuple[float, int] | None:
@@ -146,13 +155,16 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
         "| stage | steps | tokens | wall time | first loss | final train loss (mean of last 10 steps) | held-out loss |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    precision_by_stage = []
     for stage, what in (("pretrain", "held-out stdlib files"), ("sft", "held-out eval items")):
         summary = stage_summary(run, stage)
         if summary is None:
             continue
+        precision_by_stage.append(f"{stage} {summary['precision'] or 'not logged'}")
         held = "—" if summary["eval_loss"] is None else f"{summary['eval_loss']:.3f} ({what}, step {summary['eval_step']})"
         lines.append(f"| {stage} | {summary['steps']} | {summary['tokens']:,} | {summary['minutes']:.0f} min | "
                      f"{summary['first_loss']:.3f} | {summary['train_loss']:.3f} | {held} |")
+    precisions = ", ".join(precision_by_stage)
     lines += [
         "",
         "* Pretraining: the *train* side of the file-level stdlib split (`nanoseek.eval.stdlib_split`): source files, "
@@ -161,8 +173,9 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
         "thinking and without, code, tools, JSON, safety refusals and harmless look-alikes, FIM), plus identity and "
         "multi-turn chats and Python Q&A; loss on assistant tokens only. Held-out items never appear "
         "(tests/train/test_train_data.py).",
-        f"* AdamW, warm-up + cosine, bf16 autocast, {recipe.get('threads', 1)} torch thread(s) (BENCHMARKS.md has "
-        f"the throughput measurements). Loss curves: `{run}/{{pretrain,sft}}/loss.png`.",
+        f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision (the faster one on the "
+        f"training machine, timed when each stage started): {precisions}. BENCHMARKS.md has the throughput "
+        f"measurements. Loss curves: `{run}/{{pretrain,sft}}/loss.png`.",
         "",
         "## Evaluation (held-out items)",
         "",

@@ -186,3 +186,43 @@ def test_resume_refuses_changed_settings_but_accepts_a_longer_run(tmp_path: Path
 
 def step_losses_of(out: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def test_auto_precision_times_both_keeps_the_seed_and_sticks_on_resume(tmp_path: Path, monkeypatch):
+    from nanoseek.model.config import ModelConfig
+    from nanoseek.model.transformer import Transformer
+    from nanoseek.train import throughput
+
+    rows = pack_stream([(list(range(64)) * 4, [1] * 256)], seq_len=16)
+    model = Transformer(ModelConfig.from_shape("tiny", vocab_size=64))
+    probed = []
+    real_probe = throughput.faster_precision
+
+    def probe(*args, **kwargs):
+        choice, rates = real_probe(*args, **kwargs)
+        probed.append((choice, rates))
+        return choice, rates
+
+    monkeypatch.setattr(throughput, "faster_precision", probe)
+    weights_before = [p.detach().clone() for p in model.parameters()]
+    auto = LoopConfig(steps=2, batch_size=2, checkpoint_every=1, bf16="auto", seed=5)
+    first = train(model, rows, None, auto, tmp_path / "auto")
+    [(choice, rates)] = probed
+    assert set(rates) == {"fp32", "bf16"} and all(rate > 0 for rate in rates.values())
+    assert choice == (rates["bf16"] > rates["fp32"])
+    logged = [json.loads(line) for line in (tmp_path / "auto" / "log.jsonl").read_text().splitlines()]
+    assert {row["bf16"] for row in logged if "loss" in row} == {choice}
+
+    # The probe trains a copy: the same run with that precision fixed gives the same losses.
+    fixed = Transformer(ModelConfig.from_shape("tiny", vocab_size=64))
+    with torch.no_grad():
+        for param, value in zip(fixed.parameters(), weights_before):
+            param.copy_(value)
+    train(fixed, rows, None, LoopConfig(steps=2, batch_size=2, checkpoint_every=1, bf16=choice, seed=5),
+          tmp_path / "fixed")
+    assert step_losses_of(tmp_path / "auto") == step_losses_of(tmp_path / "fixed")
+
+    # A resumed auto run keeps the checkpoint's precision without timing again.
+    longer = train(model, rows, None, LoopConfig(steps=3, batch_size=2, checkpoint_every=1, bf16="auto", seed=5),
+                   tmp_path / "auto")
+    assert len(probed) == 1 and longer.step == 3 and first.step == 2
