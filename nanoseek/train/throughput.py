@@ -5,8 +5,8 @@
 Each step is the training loop's own work (forward, masked cross-entropy, backward, clipping, AdamW) on
 random tokens. Model FLOPs per token follow the nanoGPT/PaLM estimate 6*N + 12*L*T*d (N = non-embedding
 parameters plus the output projection, attention counted at full length T); the share of peak divides
-achieved FLOP/s by the machine's measured matmul peak (shared/BENCH-NOTES.md: fp32 ~175 GFLOP/s,
-bf16 ~418 GFLOP/s on 2 threads), so it says how much of the hardware the loop actually uses.
+achieved FLOP/s by this machine's matmul peak, measured in the same run (a 2048^3 matmul per precision:
+on one 2-core kind bf16 was 2.4x fp32, on another 0.5x), so it says how much of the hardware the loop uses.
 """
 
 from __future__ import annotations
@@ -19,7 +19,17 @@ import torch
 
 from nanoseek.train.loop import LoopConfig, make_optimizer, masked_loss_sum
 
-PEAK_GFLOPS = {"fp32": 175.0, "bf16": 418.0}
+
+
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float:
+    """GFLOP/s of a square matmul on this machine and thread count: the ceiling for the loop's matmuls."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    for _ in range(2):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def model_for(shape: str, vocab_size: int) -> torch.nn.Module:
@@ -98,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             results[mode] += measure(model, mode == "bf16", args.seq_len, args.batch, args.steps)
     print(f"shape {args.shape}: {params / 1e6:.2f}M params, seq {args.seq_len} x batch {args.batch}, "
           f"{per_token / 1e6:.1f} MFLOP/token, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| precision | tokens/s | GFLOP/s | share of matmul peak |")
+    peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    print("| precision | tokens/s | GFLOP/s | share of matmul peak (measured here) |")
     print("|---|---|---|---|")
     rates = {}
     for mode, times in results.items():
         rates[mode] = tokens_per_step / statistics.median(times)
         gflops = rates[mode] * per_token / 1e9
-        print(f"| {mode} | {rates[mode]:,.0f} | {gflops:.1f} | {gflops / PEAK_GFLOPS[mode]:.0%} "
-              f"(of {PEAK_GFLOPS[mode]:.0f}) |")
+        print(f"| {mode} | {rates[mode]:,.0f} | {gflops:.1f} | {gflops / peaks[mode]:.0%} (of {peaks[mode]:.0f}) |")
     print(f"bf16 autocast / fp32 = {rates['bf16'] / rates['fp32']:.2f}x")
     return 0
 
