@@ -93,10 +93,19 @@ def part_batch1(engine: Engine, path: Path, repeats: int, threads: int) -> list[
     # engine: once more OpenMP threads exist than cores, libgomp stops letting idle workers spin, and a
     # 192-wide matmul loop in a fresh thread ran 25x slower beside an idle engine (either mode) than before
     # it was built, which would slow the references, not nanoseek.
-    references = {side: ReferenceProcess(side, path, prompt, new_tokens, threads)
-                  for side in ("transformers", "model loop", "llama.cpp")}
-    references = {side: ref for side, ref in references.items() if ref.first_tokens is not None}
+    references: dict[str, ReferenceProcess] = {}
+    try:
+        for side in ("transformers", "model loop", "llama.cpp"):
+            references[side] = ReferenceProcess(side, path, prompt, new_tokens, threads)
+        return time_batch1(engine, prompt, new_tokens, repeats,
+                           {side: ref for side, ref in references.items() if ref.first_tokens is not None})
+    finally:
+        for ref in references.values():
+            ref.close()
 
+
+def time_batch1(engine: Engine, prompt: list[int], new_tokens: int, repeats: int,
+                references: dict[str, ReferenceProcess]) -> list[str]:
     def run_nanoseek() -> list[int]:
         # Vary the first token so the prefix cache (a 64-token prompt is one whole block) never serves
         # the prompt: both sides pay the full prefill.
@@ -120,8 +129,6 @@ def part_batch1(engine: Engine, path: Path, repeats: int, threads: int) -> list[
         sides += [(side, ref.time_one_run) for side, ref in references.items()]
         for name, timed in sides if repeat % 2 == 0 else sides[::-1]:
             times[name].append(timed())
-    for ref in references.values():
-        ref.close()
     speed = {name: new_tokens / statistics.median(t) for name, t in times.items()}
     rows = [(f"| batch-1 decode, 64 + 256 tokens (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
              f"transformers generate {speed['transformers']:.0f} | "
@@ -147,34 +154,54 @@ def parting_token(tokens: list[int], expected: list[int]) -> int:
 class ReferenceProcess:
     """One reference decoder (`transformers`, `model loop`, `llama.cpp`) in a spawned process of its own:
     it loads its side, decodes once (`first_tokens`, None when the side is not installed) and then times one
-    decode per `time_one_run` call while the engine's process sits idle."""
+    decode per `time_one_run` call while the engine's process sits idle. An error in the child is raised here."""
 
     def __init__(self, side: str, path: Path, prompt: list[int], new_tokens: int, threads: int) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no OpenMP pool, no engine
+        self.side = side
         self.conn, child_conn = context.Pipe()
         self.process = context.Process(target=reference_worker, daemon=True,
                                        args=(side, path, prompt, new_tokens, threads, child_conn))
         self.process.start()
-        self.first_tokens = self.conn.recv()
+        child_conn.close()  # only the child holds its end: its exit then ends our recv with EOFError
+        self.first_tokens = self._receive()
+
+    def _receive(self):
+        try:
+            message = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the {self.side} reference process died (exit code {self.process.exitcode})") from None
+        if isinstance(message, BaseException):
+            raise RuntimeError(f"the {self.side} reference failed: {message!r}") from message
+        return message
 
     def time_one_run(self) -> float:
         self.conn.send("run")
-        return self.conn.recv()
+        return self._receive()
 
     def close(self) -> None:
-        self.conn.send("stop")
-        self.process.join()
+        if self.process.is_alive():
+            try:
+                self.conn.send("stop")
+            except (BrokenPipeError, OSError):
+                pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
 
 
 def reference_worker(side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, conn) -> None:
-    torch.set_num_threads(threads)
-    run = {"transformers": transformers_runner, "model loop": model_loop_runner,
-           "llama.cpp": llama_cpp_runner}[side](path, prompt, new_tokens, threads)
-    conn.send(run() if run is not None else None)
-    while run is not None and conn.recv() == "run":
-        started = time.perf_counter()
-        run()
-        conn.send(time.perf_counter() - started)
+    try:
+        torch.set_num_threads(threads)
+        run = {"transformers": transformers_runner, "model loop": model_loop_runner,
+               "llama.cpp": llama_cpp_runner}[side](path, prompt, new_tokens, threads)
+        conn.send(run() if run is not None else None)
+        while run is not None and conn.recv() == "run":
+            started = time.perf_counter()
+            run()
+            conn.send(time.perf_counter() - started)
+    except Exception as exc:  # the parent raises it with the side's name
+        conn.send(exc)
 
 
 def transformers_runner(path: Path, prompt: list[int], new_tokens: int, threads: int):
@@ -227,6 +254,9 @@ def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: in
                           n_threads_batch=threads, n_batch=len(prompt), verbose=False)
 
     def run() -> list[int]:
+        # generate(reset=True) still reuses the matching prompt prefix in llama-cpp-python 0.3.x: reset() first,
+        # so every timed run pays the full prefill, as nanoseek's does.
+        llm.reset()
         tokens = []
         for token in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
             tokens.append(token)

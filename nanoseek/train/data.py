@@ -210,6 +210,13 @@ def spelling_conversations(words: list[str], n: int, rng: random.Random) -> list
     return conversations
 
 
+def spellable_words(vocabulary: list[tuple[list[str], list[str]]]) -> list[str]:
+    """The widened word slots' extra words (`training_vocabulary`), lowercased, minus every word of the
+    evaluator's own lists: what spelling may train on."""
+    evaluated = {word.lower() for slot, _extra in vocabulary for word in slot}
+    return sorted({word.lower() for _slot, extra in vocabulary[:5] for word in extra} - evaluated)
+
+
 def train_items(suite: str, n: int, seed: int) -> list:
     """Up to n distinct train-split items of a suite (several seeds when one draw runs dry)."""
     import importlib
@@ -318,9 +325,7 @@ def sft_corpus(counts: dict[str, int], seed: int) -> Corpus:
         corpus.conversations += item_conversations(item)
     corpus.conversations += identity_conversations(counts.get("identity", 0), rng)
     if counts.get("spelling", 0) > 0:
-        evaluated = {word.lower() for slot, _extra in vocabulary for word in slot}
-        spellable = sorted({word.lower() for _slot, extra in vocabulary[:5] for word in extra} - evaluated)
-        corpus.conversations += spelling_conversations(spellable, counts["spelling"], rng)
+        corpus.conversations += spelling_conversations(spellable_words(vocabulary), counts["spelling"], rng)
     corpus.conversations += multi_turn_conversations(items, counts.get("multi_turn", 0), rng)
     if counts.get("python_qa", 0) > 0:
         corpus.conversations += python_qa(stdlib_train_files(), rng)[: counts["python_qa"]]

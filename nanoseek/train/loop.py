@@ -5,7 +5,7 @@
 
 What it does, top to bottom: AdamW with linear warm-up and cosine decay, gradient accumulation and
 clipping, bf16 autocast when it is faster on the machine at hand (`bf16="auto"` times both precisions on a
-copy of the model when a stage starts: it won 1.4x on one CPU kind and lost 0.88x on another), loss masked by the
+copy of the model when a stage starts: it won 1.4x on one CPU kind and lost 0.87x on another), loss masked by the
 data's per-token mask (all ones for pretraining, assistant tokens only for SFT), periodic held-out loss,
 a tqdm bar with tokens/s, loss and ETA, JSONL logs, a loss-curve PNG, and atomic checkpoints
 (temp file + fsync + rename) holding model, optimizer, RNG states and the step.
@@ -66,6 +66,10 @@ class LoopConfig:
     checkpoint_every: int = 50
     bf16: bool | str = False  # True, False, or "auto": the faster of the two here (resolve_precision)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bf16 not in (True, False, "auto"):  # a typo such as "true" would otherwise turn autocast on
+            raise ValueError(f'bf16 must be true, false or "auto", not {self.bf16!r}')
 
 
 @dataclass
@@ -157,7 +161,8 @@ def resolve_precision(config: LoopConfig, model: torch.nn.Module, seq_len: int, 
                       is_main: bool, world_size: int) -> LoopConfig:
     """`config` with `bf16="auto"` replaced by a choice: on resume the one the checkpoint was trained with (so
     the resumed run computes what the uninterrupted one would), else the faster precision in a few timed
-    training steps on a copy of the model (rank 0 decides for every process)."""
+    training steps on a copy of the model (rank 0 decides for every process). Runs before the loop seeds
+    its generators, so the probe's random tokens do not change the run."""
     if config.bf16 != "auto":
         return config
     if state is not None and isinstance(state["config"].get("bf16"), bool):
@@ -166,9 +171,7 @@ def resolve_precision(config: LoopConfig, model: torch.nn.Module, seq_len: int, 
     if is_main:
         from nanoseek.train.throughput import faster_precision
 
-        rng = torch.get_rng_state()  # the probe's random tokens must not move the run's seed
         choice[0], rates = faster_precision(model, seq_len, config.batch_size)
-        torch.set_rng_state(rng)
         print(f"precision: {'bf16 autocast' if choice[0] else 'fp32'} "
               f"(fp32 {rates['fp32']:,.0f} vs bf16 {rates['bf16']:,.0f} tokens/s on this machine)", flush=True)
     if world_size > 1:

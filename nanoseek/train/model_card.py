@@ -48,11 +48,19 @@ def stage_summary(run: Path, stage: str) -> dict[str, Any] | None:
 
 
 def precision_used(steps: list[dict[str, Any]]) -> str:
-    """'bf16 autocast', 'fp32', or both with their step counts when a resume switched (logs older than the
-    `bf16` field say nothing: '')."""
-    counts = {"bf16 autocast": sum(r.get("bf16") is True for r in steps), "fp32": sum(r.get("bf16") is False for r in steps)}
-    used = {name: n for name, n in counts.items() if n}
-    return " then ".join(f"{name} ({n} steps)" for name, n in used.items()) if len(used) > 1 else next(iter(used), "")
+    """The precision of each stretch of steps, in step order: 'fp32', or e.g. 'not logged (375 steps) then fp32
+    (725 steps)' when a resume switched (logs older than the loop's `bf16` field say nothing)."""
+    names = {True: "bf16 autocast", False: "fp32", None: "not logged"}
+    stretches: list[list] = []
+    for row in steps:
+        name = names[row.get("bf16")]
+        if stretches and stretches[-1][0] == name:
+            stretches[-1][1] += 1
+        else:
+            stretches.append([name, 1])
+    if len(stretches) == 1:
+        return stretches[0][0]
+    return " then ".join(f"{name} ({count} steps)" for name, count in stretches)
 
 
 def metric(metrics: dict[str, Any], suite: str, name: str) -> tuple[float, int] | None:
@@ -160,7 +168,8 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
         summary = stage_summary(run, stage)
         if summary is None:
             continue
-        precision_by_stage.append(f"{stage} {summary['precision'] or 'not logged'}")
+        how = "timed when the stage started" if recipe[stage].get("bf16") == "auto" else "set by the recipe"
+        precision_by_stage.append(f"{stage} {summary['precision']} ({how})")
         held = "—" if summary["eval_loss"] is None else f"{summary['eval_loss']:.3f} ({what}, step {summary['eval_step']})"
         lines.append(f"| {stage} | {summary['steps']} | {summary['tokens']:,} | {summary['minutes']:.0f} min | "
                      f"{summary['first_loss']:.3f} | {summary['train_loss']:.3f} | {held} |")
@@ -173,9 +182,8 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
         "thinking and without, code, tools, JSON, safety refusals and harmless look-alikes, FIM), plus identity and "
         "multi-turn chats and Python Q&A; loss on assistant tokens only. Held-out items never appear "
         "(tests/train/test_train_data.py).",
-        f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision (the faster one on the "
-        f"training machine, timed when each stage started): {precisions}. BENCHMARKS.md has the throughput "
-        f"measurements. Loss curves: `{run}/{{pretrain,sft}}/loss.png`.",
+        f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions}. "
+        f"BENCHMARKS.md has the throughput measurements. Loss curves: `{run}/{{pretrain,sft}}/loss.png`.",
         "",
         "## Evaluation (held-out items)",
         "",

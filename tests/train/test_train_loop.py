@@ -226,3 +226,7 @@ def test_auto_precision_times_both_keeps_the_seed_and_sticks_on_resume(tmp_path:
     longer = train(model, rows, None, LoopConfig(steps=3, batch_size=2, checkpoint_every=1, bf16="auto", seed=5),
                    tmp_path / "auto")
     assert len(probed) == 1 and longer.step == 3 and first.step == 2
+    logged = [json.loads(line) for line in (tmp_path / "auto" / "log.jsonl").read_text().splitlines()]
+    assert [row["bf16"] for row in logged if "loss" in row] == [choice] * 3
+    with pytest.raises(ValueError, match="bf16"):
+        LoopConfig(steps=1, batch_size=1, bf16="true")
