@@ -157,11 +157,9 @@ class Engine:
         self.prefix_store = PrefixStore()
         # A decode step of a small model is mostly per-op overhead: torch.compile (inductor, C++ wrapper) fuses
         # the elementwise ops and calls the rest from C++, and with `freezing` it folds the weights in as
-        # constants and prepacks the projections for oneDNN itself. Measured on the default model (2 threads,
-        # 256 tokens after a 64-token prompt, BENCHMARKS.md "third round"): batch 1 ~2.7x and batch 16 ~2.3x
-        # the tokens/s of eager. Shapes are dynamic,
-        # so a handful of graphs (batch 1 / batched, lengths equal or not) serve every step; prefill stays
-        # eager (compute-bound). Frozen weights are copies taken at compile time, so a step falls back to the
+        # constants. On the default model (BENCHMARKS.md "third round") it decoded 1.8x the tokens/s of eager at
+        # batch 1 and at 16 concurrent requests. Shapes are dynamic, so a handful of graphs (batch 1 / batched,
+        # lengths equal or not) serve every step; prefill stays eager (compute-bound). Frozen weights are copies taken at compile time, so a step falls back to the
         # eager model once any parameter changes (`_weights_unchanged`: RL training the served model).
         # Compiling costs ~15-140 s (less from inductor's on-disk cache): opt-in, and `warm_up()` pays it
         # before traffic arrives.
