@@ -79,17 +79,23 @@ def measure(model: torch.nn.Module, bf16: bool, seq_len: int, batch: int, steps:
 BF16_MARGIN = 1.05
 
 
+def rates_both_precisions(model: torch.nn.Module, seq_len: int, batch: int, steps: int,
+                           rounds: int) -> dict[str, float]:
+    """Training tokens/s in fp32 and in bf16 autocast: median step time over `rounds` alternations of
+    `steps` timed steps each, so that load from other processes hits both alike."""
+    seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _round in range(rounds):
+        for mode in seconds:
+            seconds[mode] += measure(model, mode == "bf16", seq_len, batch, steps)
+    return {mode: batch * seq_len / statistics.median(times) for mode, times in seconds.items()}
+
+
 def faster_precision(model: torch.nn.Module, seq_len: int, batch: int, steps: int = 2) -> tuple[bool, dict]:
     """Whether bf16 autocast trains `model` clearly faster than fp32 here (True: bf16), and both rates in
-    tokens/s, from `steps` timed steps of each, alternating twice, on a throwaway copy of the model."""
+    tokens/s, timed on a throwaway copy of the model."""
     import copy
 
-    probe = copy.deepcopy(model).train()
-    seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for _round in range(2):
-        for mode in seconds:
-            seconds[mode] += measure(probe, mode == "bf16", seq_len, batch, steps)
-    rates = {mode: batch * seq_len / statistics.median(times) for mode, times in seconds.items()}
+    rates = rates_both_precisions(copy.deepcopy(model).train(), seq_len, batch, steps, rounds=2)
     return rates["bf16"] > BF16_MARGIN * rates["fp32"], rates
 
 
@@ -105,21 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     model = model_for(args.shape, args.vocab_size)
     params = sum(p.numel() for p in model.parameters())
     per_token = flops_per_token(model, args.seq_len)
-    tokens_per_step = args.batch * args.seq_len
-    results: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for _ in range(args.rounds):  # alternate so that load from other processes hits both alike
-        for mode in results:
-            results[mode] += measure(model, mode == "bf16", args.seq_len, args.batch, args.steps)
+    rates = rates_both_precisions(model, args.seq_len, args.batch, args.steps, args.rounds)
     print(f"shape {args.shape}: {params / 1e6:.2f}M params, seq {args.seq_len} x batch {args.batch}, "
           f"{per_token / 1e6:.1f} MFLOP/token, torch {torch.__version__}, {torch.get_num_threads()} threads")
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     print("| precision | tokens/s | GFLOP/s | share of matmul peak (measured here) |")
     print("|---|---|---|---|")
-    rates = {}
-    for mode, times in results.items():
-        rates[mode] = tokens_per_step / statistics.median(times)
-        gflops = rates[mode] * per_token / 1e9
-        print(f"| {mode} | {rates[mode]:,.0f} | {gflops:.1f} | {gflops / peaks[mode]:.0%} (of {peaks[mode]:.0f}) |")
+    for mode, rate in rates.items():
+        gflops = rate * per_token / 1e9
+        print(f"| {mode} | {rate:,.0f} | {gflops:.1f} | {gflops / peaks[mode]:.0%} (of {peaks[mode]:.0f}) |")
     print(f"bf16 autocast / fp32 = {rates['bf16'] / rates['fp32']:.2f}x")
     return 0
 
