@@ -10,7 +10,7 @@ side of the file-level split shared with the evaluator (`nanoseek.eval.stdlib_sp
   * FIM: a line, a few lines or a function body cut out of a train-side file (the evaluator's fim suite,
     split="train"), rendered prefix/hole/suffix with `render_fim` and followed by the middle (PSM order).
 SFT conversations come from the evaluator's task generators with `split="train"` (their `ideal` turns are the
-answers; half of each suite is drawn with its word lists widened by `training_vocabulary`), plus what only
+answers; a recipe may draw a share of each suite with its word lists widened by `training_vocabulary`), plus what only
 training needs: identity chats ("I am nanoseek..."), spelling of training-side words, multi-turn chats
 stitched from train items, math both with thinking (the generator's reasoning, which checks and corrects itself) and
 without, and FIM. Every item is drawn with `split="train"`; held-out items can never appear (see tests).
@@ -308,18 +308,25 @@ def multi_turn_conversations(items: list, n: int, rng: random.Random) -> list[Co
     return conversations
 
 
-def sft_corpus(counts: dict[str, int], seed: int) -> Corpus:
-    """SFT conversations: `counts` maps a suite or extra kind (identity, spelling, multi_turn, fim) to a count."""
+def sft_corpus(counts: dict[str, int], seed: int, widened_share: float = 0.0) -> Corpus:
+    """SFT conversations: `counts` maps a suite or extra kind (identity, spelling, multi_turn, fim) to a count.
+
+    `widened_share` of each suite's items are drawn with the word lists widened by `training_vocabulary`. The
+    default recipe keeps it at 0: at 0.5 the 4.2M-parameter model learned that a slot holds *some* word
+    instead of learning to copy the one asked about (docs/runs/2026-12-02-default-recipe/)."""
+    if not 0.0 <= widened_share <= 1.0:
+        raise ValueError(f"widened_share must be between 0 and 1, not {widened_share!r}")
     rng = random.Random(f"sft:{seed}")
     corpus = Corpus()
     items: list = []
     vocabulary = training_vocabulary(seed)
     for suite in SFT_SUITES:
         if counts.get(suite, 0) > 0:
-            # Half of each suite from the evaluator's own word lists, half from the widened ones.
-            items += train_items(suite, counts[suite] - counts[suite] // 2, seed)
-            with widened(vocabulary):
-                items += train_items(suite, counts[suite] // 2, seed + 1)
+            wide = round(counts[suite] * widened_share)
+            items += train_items(suite, counts[suite] - wide, seed)
+            if wide:
+                with widened(vocabulary):
+                    items += train_items(suite, wide, seed + 1)
     items = list({item.id: item for item in items}.values())  # suites without word slots draw the same twice
     for item in items:
         corpus.conversations += item_conversations(item)
@@ -451,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     recipe = load_recipe(args.recipe)
     pre = pretrain_corpus(recipe["pretrain"]["mixture"], recipe["seed"])
-    sft = sft_corpus(recipe["sft"]["mixture"], recipe["seed"])
+    sft = sft_corpus(recipe["sft"]["mixture"], recipe["seed"], recipe["sft"].get("widened_share", 0.0))
     print(f"pretrain: {len(pre.texts)} code files ({sum(map(len, pre.texts)):,} chars), "
           f"{len(pre.conversations)} python Q&A chats, {len(pre.fim)} FIM examples")
     kinds: dict[str, int] = {}

@@ -4,7 +4,7 @@
 
 A recipe has a `[tokenizer]`, a `[model]` (ModelConfig fields, vocab_size comes from the tokenizer), and one
 section per training stage (`[pretrain]`, `[sft]`) holding LoopConfig fields, `seq_len`, and a `mixture`
-table of data counts. `load_recipe` accepts a recipe name or a path to a TOML file.
+table of data counts (SFT may add `widened_share`). `load_recipe` accepts a recipe name or a path to a TOML file.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "sft")
+# Stage keys that shape the data rather than the loop (`widened_share`: see `nanoseek.train.data.sft_corpus`).
+DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share"}
 
 
 def available_recipes() -> list[str]:
@@ -52,7 +54,7 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
         raise ValueError(f"recipe {path} needs a top-level `seed`")
     loop_fields = {f.name for f in fields(LoopConfig)}
     for stage in STAGES:
-        unknown = set(recipe[stage]) - loop_fields - {"seq_len", "mixture", "init_from"}
+        unknown = set(recipe[stage]) - loop_fields - DATA_KEYS
         if unknown:
             raise ValueError(f"recipe {path}: unknown keys in [{stage}]: {', '.join(sorted(unknown))}")
         for key in ("steps", "batch_size", "seq_len", "mixture"):
@@ -63,7 +65,7 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
 def loop_config(recipe: dict[str, Any], stage: str) -> "LoopConfig":
     from nanoseek.train.loop import LoopConfig
 
-    settings = {k: v for k, v in recipe[stage].items() if k not in ("seq_len", "mixture", "init_from")}
+    settings = {k: v for k, v in recipe[stage].items() if k not in DATA_KEYS}
     return LoopConfig(seed=recipe["seed"], **settings)
 
 

@@ -92,7 +92,7 @@ def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Any) -> tuple[Pack
         heldout = data.Corpus(texts=kept)
         eval_documents = data.corpus_documents(heldout, tokenizer, pretraining=True, seed=seed)
         return pack_stream(documents, seq_len), pack_stream(eval_documents, seq_len)
-    corpus = data.sft_corpus(settings["mixture"], seed)
+    corpus = data.sft_corpus(settings["mixture"], seed, settings.get("widened_share", 0.0))
     documents = data.corpus_documents(corpus, tokenizer, pretraining=False, seed=seed)
     heldout = data.heldout_corpus(settings["mixture"], SFT_EVAL_ITEMS_PER_SUITE, seed)
     eval_documents = data.corpus_documents(heldout, tokenizer, pretraining=False, seed=seed)

@@ -111,7 +111,7 @@ def test_fim_documents_end_with_the_middle_and_eos(sft: data.Corpus, tokenizer):
     assert tokenizer.decode(ids).startswith("<｜begin▁of▁sentence｜><｜fim▁begin｜>")
 
 
-def test_half_of_the_suites_use_widened_words_and_evaluation_never_sees_them(sft: data.Corpus):
+def test_a_widened_share_trains_on_words_evaluation_never_sees(sft: data.Corpus):
     from nanoseek.eval.tasks import tools, words
 
     before = [list(v) for v in (words.NOUNS, words.NAMES, words.CITIES, tools.CURRENCIES)]
@@ -119,11 +119,20 @@ def test_half_of_the_suites_use_widened_words_and_evaluation_never_sees_them(sft
     with words.widened(vocabulary):
         assert len(words.NOUNS) > 10 * len(before[0]) and len(tools.CURRENCIES) > 10 * len(before[3])
     assert [words.NOUNS, words.NAMES, words.CITIES, tools.CURRENCIES] == before
-    # Some trained questions name a value that only the widened lists hold.
-    extra_names = {w for vocabulary_list, extra in vocabulary if vocabulary_list is words.NAMES for w in extra}
-    extra_names -= set(words.NAMES)
-    asked = " ".join(user_texts(sft)).split()
-    assert any(token.strip(".,?'") in extra_names for token in asked)
+    # Made-up cities of two or three syllables ("Tavoli"): unlike one-syllable made-up names ("Be"), they do
+    # not turn up in ordinary questions by chance.
+    extra_cities = {w for vocabulary_list, extra in vocabulary if vocabulary_list is words.CITIES for w in extra}
+    extra_cities -= set(words.CITIES) | set(words.NAMES)
+
+    def asks_an_extra_name(corpus: data.Corpus) -> bool:
+        return any(token.strip(".,?'") in extra_cities for token in " ".join(user_texts(corpus)).split())
+
+    # By default (share 0) every suite uses the evaluator's own lists; with a share, some questions name a
+    # value that only the widened lists hold.
+    assert not asks_an_extra_name(sft)
+    assert asks_an_extra_name(data.sft_corpus(COUNTS, seed=7, widened_share=0.5))
+    with pytest.raises(ValueError, match="widened_share"):
+        data.sft_corpus(COUNTS, seed=7, widened_share=1.5)
 
 
 def test_spelling_spells_training_words_only(sft: data.Corpus):
