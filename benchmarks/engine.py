@@ -338,18 +338,22 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["batch1", "concurrency", "ttft", "json"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="nanoseek decodes with a compiled step "
-                        "(Engine compile_decode, as `nanoseek serve --compile`)")
+    parser.add_argument("--no-native", dest="native", action="store_false", help="nanoseek decodes with the "
+                        "PyTorch model, not the native C step (as `nanoseek serve --no-native`)")
+    parser.add_argument("--compile", action="store_true", help="with --no-native: the PyTorch decode step "
+                        "compiled (Engine compile_decode, as `nanoseek serve --no-native --compile`)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = args.model or in_fresh_thread(bench_checkpoint)
-    engine = Engine.from_checkpoint(path, max_batch=64, kv_budget_tokens=64 * 1024, compile_decode=args.compile)
-    if args.compile:
+    engine = Engine.from_checkpoint(path, max_batch=64, kv_budget_tokens=64 * 1024, compile_decode=args.compile,
+                                    native_decode=args.native)
+    if args.compile and engine.native is None:
         print(f"compiled the decode step in {engine.warm_up():.0f}s", flush=True)
     config = engine.model.config
+    decode_path = "native C step" if engine.native else "compiled model" if args.compile else "eager model"
     print(f"model {path}: {config.num_parameters() / 1e6:.1f}M params, hidden {config.hidden_size}, "
           f"{config.num_hidden_layers} layers, vocab {config.vocab_size}; torch {torch.__version__}, "
-          f"{args.threads} threads")
+          f"{args.threads} threads; nanoseek decodes with the {decode_path}")
     engine.generate([Request(random_prompt(64, 99, engine.vocab_size), greedy(16))])  # warm-up
     rows = ["| measure | | | ratio | |", "|---|---|---|---|---|"]
     parts = {"batch1": lambda: part_batch1(engine, path, args.repeats, args.threads),

@@ -103,7 +103,8 @@ def load_engine(settings: Settings, path: Path) -> Engine:
                                         max_batch=settings.max_batch, max_queue=settings.max_queue,
                                         prefill_chunk=settings.prefill_chunk,
                                         keepalive_interval=settings.keepalive_seconds,
-                                        compile_decode=settings.compile_decode)
+                                        compile_decode=settings.compile_decode,
+                                        native_decode=settings.native_decode)
         if settings.compile_decode:  # compile before serving, not inside the first request
             log.info("compiled the decode step of %s in %.0f s", path, engine.warm_up())
         return engine

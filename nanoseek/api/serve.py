@@ -38,9 +38,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tool-call format of the model's output (default: read from the chat template)")
     parser.add_argument("--reasoning-parser", choices=["auto", "deepseek", "none"],
                         help="how <think> output is split into reasoning_content")
+    parser.add_argument("--no-native", dest="native_decode", action="store_false", default=None,
+                        help="decode with the PyTorch model instead of the native C step (which fp32 models use "
+                             "when the machine has a C compiler; BENCHMARKS.md)")
     parser.add_argument("--compile", dest="compile_decode", action="store_true", default=None,
-                        help="torch.compile the decode steps with frozen weights: faster decoding (about 1.8x "
-                             "tokens/s, BENCHMARKS.md) after a compile at start-up (needs a C++ compiler)")
+                        help="torch.compile the decode steps the native step does not serve (bf16 models, "
+                             "--no-native), with frozen weights: about 1.8x eager tokens/s after a compile at "
+                             "start-up (needs a C++ compiler)")
     parser.add_argument("--no-web", dest="web", action="store_false", default=None, help="do not serve the web chat")
     parser.add_argument("--graceful-seconds", type=float, default=30.0,
                         help="how long in-flight requests may run on after a shutdown signal")

@@ -61,7 +61,8 @@ class Settings:
     max_queue: int = 256
     kv_budget_tokens: int = 65536
     prefill_chunk: int = 512
-    compile_decode: bool = False           # torch.compile the decode steps (slower start, faster decode)
+    native_decode: bool = True             # decode steps in one C call where it applies (engine/native.py)
+    compile_decode: bool = False           # torch.compile the decode steps the native path does not serve
     # how the model's output is parsed: "auto" reads the checkpoint's chat template
     tool_parser: str = "auto"              # auto | deepseek | deepseek_v3 | hermes
     reasoning_parser: str = "auto"         # auto | deepseek (<think>…</think>) | none

@@ -12,8 +12,9 @@ One step of the loop, repeated while there is work:
   3. run prefill chunks of admitted prompts, at most `prefill_chunk` tokens per step, so one long prompt
      delays running streams by one chunk instead of stalling them for its whole length; prompts of equal
      length that wait side by side are prefilled together in one [k, T] forward,
-  4. run one batched forward of one new token for every decoding sequence, sample each row with its own
-     parameters (and grammar), stream the text deltas out and retire sequences that finished.
+  4. run one batched forward of one new token for every decoding sequence (in one C call, `native.py`, where
+     that applies), sample each row with its own parameters (and grammar), stream the text deltas out and
+     retire sequences that finished.
 
 A request with n > 1 samples is prefilled once; its KV is copied to n slots and its first tokens are
 drawn from the shared last-position logits. Requests wait in a bounded queue (`EngineOverloaded` when it
@@ -39,6 +40,7 @@ import torch
 
 from nanoseek.engine.constraint import GrammarBackend, mask_logits
 from nanoseek.engine.kv_cache import BLOCK_TOKENS, PrefixStore, SlotKVCache
+from nanoseek.engine.native import NativeDecoder
 from nanoseek.engine.params import (
     Completion,
     EngineOverloaded,
@@ -137,7 +139,7 @@ class Engine:
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, *, kv_budget_tokens: int = 65536,
                  max_batch: int = 32, max_queue: int = 256, prefill_chunk: int = 512,
                  keepalive_interval: float = 1.0, eos_token_ids: list[int] | None = None,
-                 compile_decode: bool = False) -> None:
+                 compile_decode: bool = False, native_decode: bool = True) -> None:
         if min(kv_budget_tokens, max_batch, max_queue, prefill_chunk) < 1:
             raise ValueError("kv_budget_tokens, max_batch, max_queue and prefill_chunk must all be >= 1")
         self.model = model.eval()
@@ -169,6 +171,11 @@ class Engine:
         if compile_decode:
             self._decode_model = torch.compile(self.model, dynamic=True,
                                                options={"cpp_wrapper": True, "freezing": True})
+        # Faster still where it applies (fp32 nanoseek Transformer on the CPU, a C compiler on the machine):
+        # the whole decode step in one C call (native.py, native_decode.c; BENCHMARKS.md "fourth round").
+        # It takes precedence over the compiled step; the model (compiled or not) decodes what it does not.
+        self.native = NativeDecoder.build(model, self.cache, max_batch) if native_decode else None
+        if compile_decode or self.native is not None:
             self._weight_versions = [(p, p._version) for p in self.model.parameters()]
         self._grammar: GrammarBackend | None = None  # built on the first constrained request
         self._token_text: dict[int, tuple[str, list[int]]] = {}
@@ -498,13 +505,18 @@ class Engine:
             self.prefix_store.evict(overflow)
 
     def _decode(self, sequences: list[_Sequence]) -> None:
-        input_ids = torch.tensor([[s.next_token] for s in sequences])
         positions = [s.length for s in sequences]
-        self.cache.begin_decode([s.slot for s in sequences], positions)
-        # Sequences in lock-step share one position: the model reads it from cache.seq_len (a slice).
-        position_ids = None if self.cache.seq_len is not None else torch.tensor(positions).unsqueeze(1)
-        model = self._decode_model if self._weights_unchanged() else self.model
-        logits = model(input_ids, position_ids, cache=self.cache)[:, 0].float()
+        slots = [s.slot for s in sequences]
+        unchanged = self._weights_unchanged()
+        if self.native is not None and unchanged:
+            logits = self.native.step([s.next_token for s in sequences], positions, slots)
+        else:
+            self.cache.begin_decode(slots, positions)
+            # Sequences in lock-step share one position: the model reads it from cache.seq_len (a slice).
+            position_ids = None if self.cache.seq_len is not None else torch.tensor(positions).unsqueeze(1)
+            model = self._decode_model if unchanged else self.model
+            input_ids = torch.tensor([[s.next_token] for s in sequences])
+            logits = model(input_ids, position_ids, cache=self.cache)[:, 0].float()
         for sequence in sequences:
             sequence.length += 1
         self.counters["decode_tokens"] += len(sequences)

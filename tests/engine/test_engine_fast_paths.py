@@ -1,5 +1,5 @@
 """The engine's speed paths give the same answers as the plain ones: oneDNN-packed projections, the compiled
-(frozen-weight) decode steps, and the fresh threads that keep OpenMP pools out of the caller's thread."""
+(frozen-weight) decode steps (the native C step has tests/engine/test_native_decode.py), and the fresh threads that keep OpenMP pools out of the caller's thread."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_packed_linear_matches_f_linear_and_falls_back_once_the_weight_changes()
 
 def test_packed_model_gives_the_same_batched_greedy_tokens_as_unpacked(checkpoint, make_engine):
     prompts = [[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
-    packed_engine = make_engine()
+    packed_engine = make_engine(native_decode=False)  # the packed projections decode too, not the C step
     assert packed_engine.packed_weights or not torch.backends.mkldnn.is_available()
     packed = [c.token_ids for c in packed_engine.generate([Request(p, greedy(24)) for p in prompts])]
     packed_engine.shutdown()
@@ -64,11 +64,11 @@ def greedy_by_hand(model: torch.nn.Module, prompt: list[int], new_tokens: int) -
 def test_compiled_decode_matches_eager_and_follows_weight_changes(checkpoint, make_engine):
     # Batch 1, a batch in lock-step (equal prompts) and one at different lengths: each its own graph.
     prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2], [1, 4, 1, 4, 2, 1, 3, 5]]
-    eager_engine = make_engine()
+    eager_engine = make_engine(native_decode=False)
     alone = eager_engine.generate([Request(prompts[0], greedy(32))])[0].token_ids
     batched = [c.token_ids for c in eager_engine.generate([Request(p, greedy(32)) for p in prompts])]
     assert batched[0] == alone
-    compiled_engine = make_engine(compile_decode=True)
+    compiled_engine = make_engine(compile_decode=True, native_decode=False)
     assert compiled_engine.warm_up() > 0
     assert compiled_engine.generate([Request(prompts[0], greedy(32))])[0].token_ids == alone
     assert [c.token_ids for c in compiled_engine.generate([Request(p, greedy(32)) for p in prompts])] == batched

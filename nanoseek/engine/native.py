@@ -1,0 +1,190 @@
+"""The native decode path: a whole decode step of the model in one C call (native_decode.c says why and how).
+
+    decoder = NativeDecoder.build(model, cache, max_batch=32)   # None when the path does not apply
+    logits = decoder.step(tokens, positions, slots)            # [B, vocab] fp32; writes the new k/v into cache
+
+`build` compiles native_decode.c once per machine with the C compiler it finds (`cc`, or $CC), into
+~/.cache/nanoseek/native (or $NANOSEEK_CACHE_DIR/native), named by a hash of the source and the flags, and
+loads it with ctypes. It applies to fp32 models of nanoseek's own Transformer (Llama and Qwen2 layers) on the
+CPU; anything else -- another dtype, no compiler, a failed build -- returns None, and the engine decodes
+with the PyTorch model as before. The C step reads the weights in place (transposed, [in, out], which is how
+transformer.py stores them; a model stored otherwise gets transposed copies, so the path is only built for
+models up to `max_weight_bytes`), and the engine stops using it as soon as any parameter changes (RL training
+the served model).
+
+The shared library links the same libgomp that PyTorch loaded (resolved by its soname), so the C step and
+PyTorch's own operations share one OpenMP thread pool instead of oversubscribing the cores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("native_decode.c")
+# -march=native: the library is built on the machine that runs it. -ffp-contract=fast: a*b+c as one FMA
+# (ISO C modes turn that off by default). -fno-math-errno lets expf/sqrtf inline;
+# no -ffast-math, so infinities and NaNs keep their meaning.
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared", "-std=c11"]
+
+_library: ctypes.CDLL | None = None
+_library_error: str | None = None
+_library_lock = threading.Lock()
+
+FloatPointer = ctypes.POINTER(ctypes.c_float)
+
+
+class _DecodeModel(ctypes.Structure):
+    # Mirrors `DecodeModel` in native_decode.c, field for field.
+    _fields_ = ([(name, ctypes.c_int32) for name in ("hidden", "num_heads", "num_kv_heads", "head_dim",
+                                                      "intermediate", "vocab", "num_layers", "slot_capacity")]
+                + [("eps", ctypes.c_float)]
+                + [(name, ctypes.c_void_p) for name in ("embed_t", "lm_head_t", "final_norm", "cos_table", "sin_table",
+                                                         "input_norm", "post_norm", "qkv_weight", "qkv_bias",
+                                                         "o_weight", "o_bias", "gate_up_weight", "gate_up_bias",
+                                                         "down_weight", "down_bias", "keys", "values")])
+
+
+class _Workspace(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in ("x", "normed", "qkv", "attention", "gate_up", "activation",
+                                                     "scores")]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("NANOSEEK_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "nanoseek") / "native"
+
+
+def load_library() -> ctypes.CDLL | None:
+    """The compiled native_decode.c, built on first use; None (with the reason logged once) when it cannot be."""
+    global _library, _library_error
+    with _library_lock:
+        if _library is not None or _library_error is not None:
+            return _library
+        try:
+            _library = _compile_and_load()
+        except (OSError, subprocess.SubprocessError) as error:
+            _library_error = str(error)
+            log.warning("native decode path unavailable, decoding with PyTorch: %s", error)
+        return _library
+
+
+def _compile_and_load() -> ctypes.CDLL:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise OSError("no C compiler (cc, gcc or $CC) found")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, *CFLAGS]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"native_decode-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Built under a temporary name and renamed: a concurrent or killed build never leaves a torn library.
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            built = Path(scratch) / target.name
+            result = subprocess.run([compiler, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"],
+                                    capture_output=True, text=True, timeout=300)
+            if result.returncode != 0:
+                raise OSError(f"{compiler} failed to build {SOURCE.name}: {result.stderr.strip()[-2000:]}")
+            os.replace(built, target)
+    library = ctypes.CDLL(str(target))
+    library.nanoseek_decode_step.restype = None
+    library.nanoseek_decode_step.argtypes = [ctypes.POINTER(_DecodeModel), ctypes.POINTER(_Workspace),
+                                             ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                             ctypes.c_void_p, ctypes.c_int]
+    return library
+
+
+def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
+
+
+class NativeDecoder:
+    """Decode steps of one model over one SlotKVCache, through the compiled C step."""
+
+    def __init__(self, library: ctypes.CDLL, model: torch.nn.Module, cache, max_batch: int) -> None:
+        config = model.config
+        self._library, self.max_batch = library, max_batch
+        self._threads = torch.get_num_threads()
+
+        def transposed(weight: torch.Tensor) -> torch.Tensor:
+            # [in, out] contiguous: a view of transformer.py's column-major weights (no copy), else a copy.
+            return weight.detach().t().contiguous()
+
+        def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.detach().contiguous()
+
+        layers = list(model.layers)
+        # Every array the C step reads is kept alive here; the struct only holds their addresses.
+        embed_t = transposed(model.embed_tokens.weight)
+        lm_head_t = embed_t if model.lm_head.weight is model.embed_tokens.weight else transposed(model.lm_head.weight)
+        cos, sin = model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
+        self._keep: list = [embed_t, lm_head_t, vector(model.norm.weight), cos.contiguous(), sin.contiguous()]
+        tables = {}
+        for name, get in (("input_norm", lambda b: b.input_layernorm.weight),
+                          ("post_norm", lambda b: b.post_attention_layernorm.weight),
+                          ("qkv_weight", lambda b: b.self_attn.qkv_proj.weight),
+                          ("qkv_bias", lambda b: b.self_attn.qkv_proj.bias),
+                          ("o_weight", lambda b: b.self_attn.o_proj.weight),
+                          ("o_bias", lambda b: b.self_attn.o_proj.bias),
+                          ("gate_up_weight", lambda b: b.mlp.gate_up_proj.weight),
+                          ("gate_up_bias", lambda b: b.mlp.gate_up_proj.bias),
+                          ("down_weight", lambda b: b.mlp.down_proj.weight),
+                          ("down_bias", lambda b: b.mlp.down_proj.bias)):
+            tensors = [(transposed if name.endswith("weight") else vector)(get(block)) for block in layers]
+            self._keep += tensors
+            tables[name] = _pointers(tensors)
+        tables["keys"], tables["values"] = _pointers(cache.keys), _pointers(cache.values)
+        self._keep += [cache.keys, cache.values, tables]
+        self._model = _DecodeModel(
+            hidden=config.hidden_size, num_heads=config.num_attention_heads,
+            num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
+            intermediate=config.intermediate_size, vocab=config.vocab_size, num_layers=config.num_hidden_layers,
+            slot_capacity=cache.slot_capacity, eps=config.rms_norm_eps,
+            embed_t=embed_t.data_ptr(), lm_head_t=lm_head_t.data_ptr(), final_norm=self._keep[2].data_ptr(),
+            cos_table=self._keep[3].data_ptr(), sin_table=self._keep[4].data_ptr(),
+            **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()})
+        qkv_width = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim
+        widths = {"x": config.hidden_size, "normed": config.hidden_size, "qkv": qkv_width,
+                  "attention": config.num_attention_heads * config.head_dim,
+                  "gate_up": 2 * config.intermediate_size, "activation": config.intermediate_size}
+        self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
+        self._buffers["scores"] = torch.empty(self._threads * cache.slot_capacity)
+        self._workspace = _Workspace(**{name: buffer.data_ptr() for name, buffer in self._buffers.items()})
+        self._logits = torch.empty(max_batch, config.vocab_size)
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, cache, max_batch: int,
+              max_weight_bytes: int = 1 << 30) -> NativeDecoder | None:
+        """A decoder for `model`, or None when the native path does not apply to it (see the module docstring)."""
+        from nanoseek.model.transformer import MLP, Attention, Transformer
+
+        if not isinstance(model, Transformer) or model.dtype != torch.float32 or model.device.type != "cpu":
+            return None
+        if not all(type(b.self_attn) is Attention and type(b.mlp) is MLP for b in model.layers):
+            return None
+        if cache.dtype != torch.float32 or sum(p.numel() * 4 for p in model.parameters()) > max_weight_bytes:
+            return None
+        library = load_library()
+        return cls(library, model, cache, max_batch) if library is not None else None
+
+    def step(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
+        """Logits [len(tokens), vocab] for one new token per sequence; writes its k/v at `positions` of `slots`."""
+        rows = len(tokens)
+        if not 0 < rows <= self.max_batch:
+            raise ValueError(f"a native decode step takes 1..{self.max_batch} rows, not {rows}")
+        arguments = torch.tensor([tokens, positions, slots], dtype=torch.int64)
+        self._library.nanoseek_decode_step(
+            ctypes.byref(self._model), ctypes.byref(self._workspace), rows, arguments[0].data_ptr(),
+            arguments[1].data_ptr(), arguments[2].data_ptr(), self._logits.data_ptr(), self._threads)
+        return self._logits[:rows].clone()  # the buffer is reused by the next step

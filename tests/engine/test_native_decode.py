@@ -1,0 +1,110 @@
+"""The native decode step (nanoseek/engine/native_decode.c) computes what the PyTorch model computes.
+
+Checked directly (logits of one decode step against the model's over the same cache contents, for shapes
+that take the vector and the scalar code paths, with biases, GQA and sequences at different positions in
+scattered slots) and through the engine (greedy tokens equal to the PyTorch path; a weight change sends
+decoding back to the model)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from nanoseek.engine import Request, SamplingParams
+from nanoseek.engine.kv_cache import SlotKVCache
+from nanoseek.engine.native import NativeDecoder, load_library
+from nanoseek.model.config import ModelConfig
+from nanoseek.model.transformer import Transformer
+
+
+def greedy(max_tokens: int) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiler_present():
+    # The machines nanoseek runs its tests on have a C compiler: there the library must build, not be skipped.
+    assert shutil.which("cc") or shutil.which("gcc"), "no C compiler on this machine"
+    assert load_library() is not None
+
+
+SHAPES = {
+    # head_dim 16: the vector attention path; output widths multiples of 32 (the blocked projections).
+    "llama-gqa": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2),
+    # head_dim 10 and widths like 70 or 50: the scalar attention path and the projections' leftover columns,
+    # with Qwen2's q/k/v biases.
+    "qwen2-odd": dict(hidden_size=40, intermediate_size=50, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=1, model_type="qwen2", attention_bias=True, mlp_bias=True),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scattered_slots(shape):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=300, max_position_embeddings=64, rms_norm_eps=1e-5, **SHAPES[shape])
+    model = Transformer(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)  # non-trivial biases and norms too
+
+    def new_cache() -> SlotKVCache:
+        return SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 6, 64,
+                           torch.float32)
+
+    reference, native_cache = new_cache(), new_cache()
+    decoder = NativeDecoder.build(model, native_cache, max_batch=6)
+    assert decoder is not None
+    slots, lengths = [4, 1, 3], [7, 12, 1]
+    with torch.no_grad():
+        for slot, length in zip(slots, lengths):
+            prompt = torch.randint(0, config.vocab_size, (1, length))
+            for cache in (reference, native_cache):
+                cache.begin_prefill(slot, 0, length)
+                model(prompt, torch.arange(length)[None], cache=cache)
+        tokens, positions = [11, 22, 33], list(lengths)
+        for _ in range(4):
+            reference.begin_decode(slots, positions)
+            expected = model(torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None], cache=reference)[:, 0]
+            got = decoder.step(tokens, positions, slots)
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+            tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
+    # The new keys and values landed where the PyTorch path put them.
+    for layer in range(config.num_hidden_layers):
+        for slot, end in zip(slots, positions):
+            torch.testing.assert_close(native_cache.keys[layer][slot, :, :end], reference.keys[layer][slot, :, :end],
+                                       atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(native_cache.values[layer][slot, :, :end],
+                                       reference.values[layer][slot, :, :end], atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="rows"):
+        decoder.step([1] * 7, [0] * 7, list(range(7)))
+
+
+def test_it_applies_to_fp32_models_only():
+    config = ModelConfig(vocab_size=64, **SHAPES["llama-gqa"])
+    model = Transformer(config).to(torch.bfloat16)
+    cache = SlotKVCache(2, 2, 16, 2, 32, torch.bfloat16)
+    assert NativeDecoder.build(model, cache, max_batch=2) is None
+
+
+def test_engine_decodes_natively_with_the_same_greedy_tokens_and_follows_weight_changes(checkpoint, make_engine):
+    prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2], [1, 4, 1, 4, 2, 1, 3, 5]]
+    plain = make_engine(native_decode=False)
+    assert plain.native is None
+    expected = [c.token_ids for c in plain.generate([Request(p, greedy(40)) for p in prompts])]
+    native = make_engine()
+    assert native.native is not None
+    assert [c.token_ids for c in native.generate([Request(p, greedy(40)) for p in prompts])] == expected
+    assert native.generate([Request(prompts[2], greedy(40))])[0].token_ids == expected[2]
+    # Once a weight changes (RL training the served model), decoding follows the model again.
+    with torch.no_grad():
+        checkpoint.model.lm_head.weight.mul_(-1.0)
+    try:
+        flipped_native = native.generate([Request(prompts[1], greedy(12))])[0].token_ids
+        flipped_plain = plain.generate([Request(prompts[1], greedy(12))])[0].token_ids
+    finally:
+        with torch.no_grad():
+            checkpoint.model.lm_head.weight.mul_(-1.0)
+    assert flipped_native == flipped_plain != expected[1][:12]
