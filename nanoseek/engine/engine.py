@@ -174,9 +174,9 @@ class Engine:
         # Faster still where it applies (fp32 nanoseek Transformer on the CPU, a C compiler on the machine):
         # the whole decode step in one C call (native.py, native_decode.c; BENCHMARKS.md "fourth round").
         # It takes precedence over the compiled step; the model (compiled or not) decodes what it does not.
-        self.native = NativeDecoder.build(model, self.cache, max_batch) if native_decode else None
-        if compile_decode or self.native is not None:
-            self._weight_versions = [(p, p._version) for p in self.model.parameters()]
+        # Built in the engine thread (`_setup_in_engine_thread`).
+        self.native_decode = native_decode
+        self.native: NativeDecoder | None = None
         self._grammar: GrammarBackend | None = None  # built on the first constrained request
         self._token_text: dict[int, tuple[str, list[int]]] = {}
 
@@ -387,6 +387,10 @@ class Engine:
             self.packed_weights = self.model.pack_for_inference()
         if self.compile_decode:  # the rotary table must not grow inside a traced step
             self.model.rotary.get(self.cache.position_limit, self.model.dtype, self.model.device)
+        if self.native_decode:
+            self.native = NativeDecoder.build(self.model, self.cache, self.max_batch)
+        if self.compile_decode or self.native is not None:
+            self._weight_versions = [(p, p._version) for p in self.model.parameters()]
 
     def _step(self) -> None:
         self._admit()

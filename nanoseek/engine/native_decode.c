@@ -19,6 +19,11 @@
 
 #include <math.h>
 #include <omp.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#include <sched.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,8 +44,36 @@ typedef struct {
     float *x, *normed, *qkv, *attention, *gate_up, *activation, *scores;
 } Workspace;
 
+/* The barrier between phases. Every phase's loop is `nowait` and the threads meet here instead of at
+   OpenMP's implicit barrier, because libgomp stops spinning at its barriers (it sleeps on a futex) as soon
+   as the process has more OpenMP threads than cores -- which happens whenever a second thread has run a
+   parallel PyTorch op -- and a ~50 us wake-up at each of the step's ~60 phase ends made steps 6x slower.
+   A waiting thread spins, and yields its core after a while so that an oversubscribed machine still
+   makes progress. */
+typedef struct {
+    atomic_int arrived;
+    atomic_int generation;
+} PhaseBarrier;
+
+static void phase_end(PhaseBarrier *barrier) {
+    const int team = omp_get_num_threads();
+    if (team == 1) return;
+    const int generation = atomic_load_explicit(&barrier->generation, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&barrier->arrived, 1, memory_order_acq_rel) == team - 1) {
+        atomic_store_explicit(&barrier->arrived, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&barrier->generation, 1, memory_order_release);
+        return;
+    }
+    for (long spins = 0; atomic_load_explicit(&barrier->generation, memory_order_acquire) == generation; spins++) {
+        if (spins > 20000) sched_yield();
+#if defined(__SSE2__)
+        else _mm_pause();
+#endif
+    }
+}
+
 static void rms_norm_rows(const float *x, const float *weight, float *out, int rows, int dim, float eps) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int r = 0; r < rows; r++) {
         const float *row = x + (size_t)r * dim;
         float *dst = out + (size_t)r * dim;
@@ -109,7 +142,7 @@ static void project(const float *x, int rows, int in_dim, const float *weight_t,
             }
         }
     }
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int j = blocks * COLUMN_BLOCK; j < out_dim; j++) {
         for (int r = 0; r < rows; r++) {
             float sum = 0.0f;
@@ -127,7 +160,7 @@ static void rotate_and_store(const DecodeModel *m, int layer, int rows, const in
     const int heads = m->num_heads, kv_heads = m->num_kv_heads, dim = m->head_dim, half = dim / 2;
     const int row_width = (heads + 2 * kv_heads) * dim;
     const int rotated = heads + kv_heads;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int task = 0; task < rows * rotated; task++) {
         const int r = task / rotated, head = task % rotated;
         float *vec = qkv + (size_t)r * row_width + (size_t)head * dim;
@@ -216,7 +249,7 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
     const int vectorized = dim % 16 == 0 && dim / 16 <= MAX_VECTOR_HEAD;
     const float scale = 1.0f / sqrtf((float)dim);
     float *my_scores = scores + (size_t)omp_get_thread_num() * m->slot_capacity;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
     for (int task = 0; task < rows * heads; task++) {
         const int r = task / heads, head = task % heads, kv = head / group;
         const size_t base = ((size_t)slots[r] * kv_heads + kv) * m->slot_capacity * dim;
@@ -228,7 +261,7 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
 }
 
 static void swiglu(const float *gate_up, float *out, int rows, int intermediate) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int r = 0; r < rows; r++) {
         const float *gate = gate_up + (size_t)r * 2 * intermediate, *up = gate + intermediate;
         float *dst = out + (size_t)r * intermediate;
@@ -241,29 +274,41 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
                           const int64_t *positions, const int64_t *slots, float *logits, int threads) {
     const int hidden = m->hidden, qkv_width = (m->num_heads + 2 * m->num_kv_heads) * m->head_dim;
     const int attention_width = m->num_heads * m->head_dim;
+    PhaseBarrier barrier = {0, 0};
 #pragma omp parallel num_threads(threads)
     {
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int r = 0; r < rows; r++) {
             /* The embedding matrix is stored transposed too: token t's vector is column t of [hidden, vocab]. */
             for (int k = 0; k < hidden; k++) w->x[(size_t)r * hidden + k] = m->embed_t[(size_t)k * m->vocab + tokens[r]];
         }
+        phase_end(&barrier);
         for (int layer = 0; layer < m->num_layers; layer++) {
             rms_norm_rows(w->x, m->input_norm[layer], w->normed, rows, hidden, m->eps);
+            phase_end(&barrier);
             project(w->normed, rows, hidden, m->qkv_weight[layer], m->qkv_bias[layer], qkv_width, w->qkv,
                     qkv_width, 0);
+            phase_end(&barrier);
             rotate_and_store(m, layer, rows, positions, slots, w->qkv);
+            phase_end(&barrier);
             attend(m, layer, rows, positions, slots, w->qkv, w->attention, w->scores);
+            phase_end(&barrier);
             project(w->attention, rows, attention_width, m->o_weight[layer], m->o_bias[layer], hidden, w->x,
                     hidden, 1);
+            phase_end(&barrier);
             rms_norm_rows(w->x, m->post_norm[layer], w->normed, rows, hidden, m->eps);
+            phase_end(&barrier);
             project(w->normed, rows, hidden, m->gate_up_weight[layer], m->gate_up_bias[layer],
                     2 * m->intermediate, w->gate_up, 2 * m->intermediate, 0);
+            phase_end(&barrier);
             swiglu(w->gate_up, w->activation, rows, m->intermediate);
+            phase_end(&barrier);
             project(w->activation, rows, m->intermediate, m->down_weight[layer], m->down_bias[layer], hidden,
                     w->x, hidden, 1);
+            phase_end(&barrier);
         }
         rms_norm_rows(w->x, m->final_norm, w->normed, rows, hidden, m->eps);
+        phase_end(&barrier);
         project(w->normed, rows, hidden, m->lm_head_t, NULL, m->vocab, logits, m->vocab, 0);
     }
 }
