@@ -13,7 +13,12 @@ the table reports median milliseconds per step. Three questions:
 * threads: the engine computes in its own thread; how much slower is that thread when the main thread
   has already run torch work (and so owns an idle OpenMP pool) than when it has not (`in_fresh_thread`);
 * compile: decode steps eager vs compiled as `Engine(compile_decode=True)` compiles them (torch.compile,
-  inductor with the C++ wrapper, dynamic shapes, frozen weights), at batch 1, 4 and 16.
+  inductor with the C++ wrapper, dynamic shapes, frozen weights), at batch 1, 4 and 16;
+* native: the engine's default decode step, one C call (`nanoseek.engine.native`), against both, and again
+  with an OpenMP pool in the main thread (its own phase barrier is what keeps that from slowing it).
+
+`--only native packed` runs the configurations whose names start with those words (the tables then show
+what was run).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ SLOTS = 64  # as the engine benchmark's engine (max_batch=64)
 # name -> child settings; every configuration computes in a thread other than the main one, as the engine does
 CONFIGS: dict[str, dict] = {
     **{f"plain B={b}": {"batch": b, "packed": False, "main_pool": False, "compile": False} for b in (1, 4, 16)},
+    **{f"native B={b}": {"batch": b, "native": True, "main_pool": False} for b in (1, 4, 16)},
+    **{f"native B={b}, main-thread pool": {"batch": b, "native": True, "main_pool": True} for b in (1, 4, 16)},
     **{f"packed B={b}": {"batch": b, "packed": True, "main_pool": False, "compile": False} for b in (1, 4, 16)},
     **{f"packed B={b}, main-thread pool": {"batch": b, "packed": True, "main_pool": True, "compile": False}
        for b in (1, 4, 16)},
@@ -48,6 +55,7 @@ def child(settings: dict, model_dir: Path, threads: int, steps: int) -> float:
 
     from nanoseek.engine.engine import in_fresh_thread
     from nanoseek.engine.kv_cache import SlotKVCache
+    from nanoseek.engine.native import NativeDecoder
     from nanoseek.model.checkpoint import load_model
 
     torch.set_num_threads(threads)
@@ -60,23 +68,31 @@ def child(settings: dict, model_dir: Path, threads: int, steps: int) -> float:
 
     def run() -> float:
         torch.set_num_threads(threads)
-        if settings["packed"]:
+        if settings.get("packed"):
             model.pack_for_inference()
         forward = model
-        if settings["compile"]:
+        if settings.get("compile"):
             forward = torch.compile(model, dynamic=True, options={"cpp_wrapper": True, "freezing": True})
         cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, SLOTS,
                             config.max_position_embeddings, model.dtype)
         model.rotary.get(cache.position_limit, model.dtype, model.device)
+        native = NativeDecoder.build(model, cache, SLOTS) if settings.get("native") else None
+        if settings.get("native") and native is None:
+            raise SystemExit("the native decode step does not apply here (no C compiler?)")
+        slots = list(range(batch))
         with torch.no_grad():
-            cache.begin_prefill(list(range(batch)), 0, PROMPT_TOKENS)
+            cache.begin_prefill(slots, 0, PROMPT_TOKENS)
             model(torch.randint(3, config.vocab_size, (batch, PROMPT_TOKENS)), cache=cache)
             tokens = torch.full((batch, 1), 7)
             times = []
             for step in range(steps + 10):  # the first 10 steps warm up (and compile)
                 started = time.perf_counter()
-                cache.begin_decode(list(range(batch)), [PROMPT_TOKENS + step] * batch)
-                logits = forward(tokens, None, cache=cache)[:, 0].float()
+                positions = [PROMPT_TOKENS + step] * batch
+                if native is not None:
+                    logits = native.step(tokens[:, 0].tolist(), positions, slots)
+                else:
+                    cache.begin_decode(slots, positions)
+                    logits = forward(tokens, None, cache=cache)[:, 0].float()
                 tokens = logits.argmax(-1, keepdim=True)
                 if step >= 10:
                     times.append(time.perf_counter() - started)
@@ -91,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="+", metavar="WORD", help="configurations whose names start with these "
+                        "words: plain packed compiled native")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -98,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from tqdm import tqdm
 
-    names = list(CONFIGS)
+    names = [name for name in CONFIGS if not args.only or name.split()[0] in args.only]
     results: dict[str, list[float]] = {name: [] for name in names}
     with tqdm(total=args.repeats * len(names), desc="configurations", unit="run") as bar:
         for repeat in range(args.repeats):
@@ -112,23 +130,34 @@ def main(argv: list[str] | None = None) -> int:
     ms = {name: statistics.median(values) for name, values in results.items()}
     print(f"\nmodel {args.model}, {args.threads} threads, {args.steps} decode steps after a {PROMPT_TOKENS}-token "
           f"prompt, median of {args.repeats} runs (ms per step)\n")
-    print("| batch | plain F.linear | oneDNN-packed | packed / plain speed-up | packed, main thread owns a pool | "
-          "slow-down from that pool |")
-    print("|---|---|---|---|---|---|")
-    for b in (1, 4, 16):
-        plain, packed, pooled = ms[f"plain B={b}"], ms[f"packed B={b}"], ms[f"packed B={b}, main-thread pool"]
-        print(f"| {b} | {plain:.2f} | {packed:.2f} | **{plain / packed:.2f}x** | {pooled:.2f} | "
-              f"**{pooled / packed:.2f}x** |")
-    print("\n| batch | eager (packed) | compiled (frozen weights) | compiled speed-up |")
-    print("|---|---|---|---|")
-    for b in (1, 4, 16):
-        eager, compiled = ms[f"packed B={b}"], ms[f"compiled B={b}"]
-        print(f"| {b} | {eager:.2f} | {compiled:.2f} | **{eager / compiled:.2f}x** |")
-    for mode, name in (("eager, packed", "packed"), ("compiled", "compiled")):
-        ratio = ms[f"{name} B=16"] / ms[f"{name} B=1"]
-        print(f"batched decode ({mode}): B=16 step = {ratio:.2f}x the B=1 step, so 16 sequences decode "
-              f"{16 / ratio:.1f}x the tokens/s of one")
+    print_table(ms, "projections", ["plain B={b}", "packed B={b}"], "packed / plain speed-up")
+    print_table(ms, "main-thread pool, packed", ["packed B={b}", "packed B={b}, main-thread pool"],
+                "slow-down from that pool", slow_down=True)
+    print_table(ms, "compile", ["packed B={b}", "compiled B={b}"], "compiled / eager speed-up")
+    print_table(ms, "native", ["packed B={b}", "native B={b}"], "native / eager speed-up")
+    print_table(ms, "native", ["compiled B={b}", "native B={b}"], "native / compiled speed-up")
+    print_table(ms, "main-thread pool, native", ["native B={b}", "native B={b}, main-thread pool"],
+                "slow-down from that pool", slow_down=True)
+    for mode in ("packed", "compiled", "native"):
+        if f"{mode} B=16" in ms and f"{mode} B=1" in ms:
+            ratio = ms[f"{mode} B=16"] / ms[f"{mode} B=1"]
+            print(f"batched decode ({mode}): B=16 step = {ratio:.2f}x the B=1 step, so 16 sequences decode "
+                  f"{16 / ratio:.1f}x the tokens/s of one")
     return 0
+
+
+def print_table(ms: dict[str, float], title: str, columns: list[str], ratio_name: str,
+                slow_down: bool = False) -> None:
+    """One comparison (ms per step of two configurations at batch 1, 4, 16 and their ratio), if it was run."""
+    rows = [b for b in (1, 4, 16) if all(column.format(b=b) in ms for column in columns)]
+    if not rows:
+        return
+    base, other = (column.split(" B=")[0] + column.split("}")[1] for column in columns)
+    print(f"\n{title}\n\n| batch | {base} | {other} | {ratio_name} |\n|---|---|---|---|")
+    for b in rows:
+        first, second = (ms[column.format(b=b)] for column in columns)
+        ratio = second / first if slow_down else first / second
+        print(f"| {b} | {first:.2f} | {second:.2f} | **{ratio:.2f}x** |")
 
 
 if __name__ == "__main__":

@@ -73,12 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="compiled decode steps (Engine compile_decode)")
+    parser.add_argument("--no-native", dest="native", action="store_false",
+                        help="decode with the PyTorch model, not the native C step")
+    parser.add_argument("--compile", action="store_true", help="with --no-native: compiled decode steps "
+                        "(Engine compile_decode)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     engine = Engine.from_checkpoint(bench_checkpoint(), max_batch=args.concurrency * 2, kv_budget_tokens=4096,
-                                    max_queue=args.concurrency * 4, compile_decode=args.compile)
-    if args.compile:
+                                    max_queue=args.concurrency * 4, compile_decode=args.compile,
+                                    native_decode=args.native)
+    if args.compile and engine.native is None:
         print(f"compiled the decode steps in {engine.warm_up():.0f} s", flush=True)
     rng = random.Random(0)
 
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     engine.shutdown()
     growth = 100 * (end_rss - start_rss) / start_rss
     print(f"{args.requests} requests ({tokens} tokens) in {seconds:.0f} s; engine stats: {stats}")
-    mode = "compiled decode" if args.compile else "eager decode"
+    mode = "native decode" if engine.native else "compiled decode" if args.compile else "eager decode"
     print(f"| soak ({mode}): {args.requests:,} short requests after {args.warmup:,} warm-up | RSS start {start_rss:.0f} MB "
           f"(prefix store {start_cached} tokens) | end {end_rss:.0f} MB (prefix store {stats['prefix_cache_tokens']} "
           f"tokens) | **{growth:+.1f}%** (goal within 10%) |")

@@ -382,13 +382,14 @@ class Engine:
     def _setup_in_engine_thread(self) -> None:
         """Torch work that would otherwise give the caller's thread an OpenMP pool (see in_fresh_thread)."""
         torch.set_num_threads(self._threads)
-        # A compiled decode step packs its frozen weights itself (and cannot trace oneDNN's packed linear).
-        if hasattr(self.model, "pack_for_inference") and not self.compile_decode:
+        if self.native_decode:
+            self.native = NativeDecoder.build(self.model, self.cache, self.max_batch)
+        # Packed weights speed up decode steps of a few rows, which the native step and a compiled step (it
+        # packs its frozen weights itself and cannot trace oneDNN's packed linear) do not run through the model.
+        if hasattr(self.model, "pack_for_inference") and not self.compile_decode and self.native is None:
             self.packed_weights = self.model.pack_for_inference()
         if self.compile_decode:  # the rotary table must not grow inside a traced step
             self.model.rotary.get(self.cache.position_limit, self.model.dtype, self.model.device)
-        if self.native_decode:
-            self.native = NativeDecoder.build(self.model, self.cache, self.max_batch)
         if self.compile_decode or self.native is not None:
             self._weight_versions = [(p, p._version) for p in self.model.parameters()]
 

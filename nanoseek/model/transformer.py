@@ -48,6 +48,11 @@ class Linear(nn.Linear):
 
     packed: torch.Tensor | None = None
     packed_version = -1
+    # Calls of more rows (prefill) take F.linear: oneDNN keeps a primitive per input shape in caches of up to
+    # 1,024 entries, and prompts of every length filled them until a 10,000-request soak had grown the process
+    # by ~40%; with at most this many distinct row counts the caches stay small. Prefill matmuls are large
+    # enough for MKL to run near its peak anyway.
+    max_packed_rows = 64
 
     def pack(self) -> bool:
         weight = self.weight.detach()
@@ -65,7 +70,8 @@ class Linear(nn.Linear):
         # One row (batch-1 decode) stays on MKL's GEMV over the column-major weight, which was as fast or faster.
         # A compiled graph traces F.linear: inductor cannot lower oneDNN's linear at dynamic shapes, and with
         # `freezing` it packs the weights for oneDNN itself (engine compile_decode).
-        if (self.packed is not None and x.numel() > self.in_features and not torch.is_grad_enabled()
+        if (self.packed is not None and self.in_features < x.numel() <= self.max_packed_rows * self.in_features
+                and not torch.is_grad_enabled()
                 and self.weight._version == self.packed_version and not torch.compiler.is_compiling()):
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
