@@ -3,14 +3,14 @@
     decoder = NativeDecoder.build(model, cache, max_batch=32)   # None when the path does not apply
     logits = decoder.step(tokens, positions, slots)            # [B, vocab] fp32; writes the new k/v into cache
 
-`build` compiles native_decode.c once per machine with the C compiler it finds (`cc`, or $CC), into
-~/.cache/nanoseek/native (or $NANOSEEK_CACHE_DIR/native), named by a hash of the source and the flags, and
-loads it with ctypes. It applies to fp32 models of nanoseek's own Transformer (Llama and Qwen2 layers) on the
-CPU; anything else -- another dtype, no compiler, a failed build -- returns None, and the engine decodes
-with the PyTorch model as before. The C step reads the weights in place (transposed, [in, out], which is how
-transformer.py stores them; a model stored otherwise gets transposed copies, so the path is only built for
-models up to `max_weight_bytes`), and the engine stops using it as soon as any parameter changes (RL training
-the served model).
+`build` compiles native_decode.c once per machine with the C compiler it finds (`cc`, or $CC) into the user's
+cache directory (~/.cache/nanoseek/native on Linux, or $NANOSEEK_CACHE_DIR/native), named by a hash of the
+source, the flags and the CPU's feature flags, and loads it with ctypes. It applies to fp32 models of
+nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU; anything else -- another dtype, no compiler, a
+failed build -- returns None, and the engine decodes with the PyTorch model as before. The C step reads the
+weights in place (transposed, [in, out], which is how transformer.py stores them; a model stored otherwise
+gets transposed copies, so the path is only built for models up to `max_weight_bytes`), and the engine stops
+using it as soon as any parameter changes (RL training the served model).
 
 The shared library links the same libgomp that PyTorch loaded (resolved by its soname), so the C step and
 PyTorch's own operations share one OpenMP thread pool instead of oversubscribing the cores.
@@ -22,12 +22,14 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
+import platformdirs
 import torch
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,17 @@ class _Workspace(ctypes.Structure):
 
 def cache_dir() -> Path:
     root = os.environ.get("NANOSEEK_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "nanoseek") / "native"
+    return (Path(root) if root else Path(platformdirs.user_cache_dir("nanoseek", appauthor=False))) / "native"
+
+
+def cpu_identity() -> str:
+    """What -march=native compiles for: a library built on one CPU must not be loaded on another (a home
+    directory shared between machines would otherwise hand an AVX-512 build to a CPU without it)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line for line in cpuinfo if line.startswith(("flags", "Features"))), platform.processor())
+    except OSError:
+        return platform.machine() + platform.processor()
 
 
 def load_library() -> ctypes.CDLL | None:
@@ -85,7 +97,7 @@ def _compile_and_load() -> ctypes.CDLL:
     if compiler is None:
         raise OSError("no C compiler (cc, gcc or $CC) found")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([compiler, *CFLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([compiler, *CFLAGS, cpu_identity()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"native_decode-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,10 @@ decoding back to the model)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -108,3 +111,22 @@ def test_engine_decodes_natively_with_the_same_greedy_tokens_and_follows_weight_
         with torch.no_grad():
             checkpoint.model.lm_head.weight.mul_(-1.0)
     assert flipped_native == flipped_plain != expected[1][:12]
+
+
+def test_without_a_working_compiler_the_engine_decodes_with_pytorch(engine_checkpoint, tmp_path):
+    # A fresh process (the library is loaded once per process), a compiler that fails and an empty cache.
+    script = f"""
+import torch
+from nanoseek.engine import Engine, Request, SamplingParams
+engine = Engine.from_checkpoint({str(engine_checkpoint)!r})
+assert engine.native is None
+[done] = engine.generate([Request([3, 4, 5], SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True))])
+assert len(done.token_ids) == 5
+engine.shutdown()
+print("decoded with pytorch")
+"""
+    env = {**os.environ, "CC": "false", "NANOSEEK_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "decoded with pytorch" in result.stdout
+    assert "native decode path unavailable" in result.stderr  # the reason is logged
