@@ -8,9 +8,9 @@ cache directory (~/.cache/nanoseek/native on Linux, or $NANOSEEK_CACHE_DIR/nativ
 source, the flags and the CPU's feature flags, and loads it with ctypes. It applies to fp32 models of
 nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU; anything else -- another dtype, no compiler, a
 failed build -- returns None, and the engine decodes with the PyTorch model as before. The C step reads the
-weights in place (transposed, [in, out], which is how transformer.py stores them; a model stored otherwise
-gets transposed copies, so the path is only built for models up to `max_weight_bytes`), and the engine stops
-using it as soon as any parameter changes (RL training the served model).
+projection weights as a copy packed in its own layout (`packed_projection`), so the path is only built for
+models up to `max_weight_bytes`, and the engine stops using it as soon as any parameter changes (RL training
+the served model).
 
 The shared library links the same libgomp that PyTorch loaded (resolved by its soname), so the C step and
 PyTorch's own operations share one OpenMP thread pool instead of oversubscribing the cores.
@@ -52,7 +52,7 @@ class _DecodeModel(ctypes.Structure):
     _fields_ = ([(name, ctypes.c_int32) for name in ("hidden", "num_heads", "num_kv_heads", "head_dim",
                                                       "intermediate", "vocab", "num_layers", "slot_capacity")]
                 + [("eps", ctypes.c_float)]
-                + [(name, ctypes.c_void_p) for name in ("embed_t", "lm_head_t", "final_norm", "cos_table", "sin_table",
+                + [(name, ctypes.c_void_p) for name in ("embed_t", "lm_head", "final_norm", "cos_table", "sin_table",
                                                          "input_norm", "post_norm", "qkv_weight", "qkv_bias",
                                                          "o_weight", "o_bias", "gate_up_weight", "gate_up_bias",
                                                          "down_weight", "down_bias", "keys", "values")])
@@ -117,6 +117,19 @@ def _compile_and_load() -> ctypes.CDLL:
     return library
 
 
+COLUMN_BLOCK = 32  # as in native_decode.c
+
+
+def packed_projection(weight: torch.Tensor) -> torch.Tensor:
+    """A [out, in] projection weight in native_decode.c's layout: blocks of 32 output columns, each block
+    [in, 32] contiguous, the last block zero-padded ([ceil(out / 32), in, 32])."""
+    out_features, in_features = weight.shape
+    blocks = -(-out_features // COLUMN_BLOCK)
+    padded = torch.zeros(blocks * COLUMN_BLOCK, in_features)
+    padded[:out_features] = weight.detach()
+    return padded.view(blocks, COLUMN_BLOCK, in_features).transpose(1, 2).contiguous()
+
+
 def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
     return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
 
@@ -129,19 +142,17 @@ class NativeDecoder:
         self._library, self.max_batch = library, max_batch
         self._threads = torch.get_num_threads()
 
-        def transposed(weight: torch.Tensor) -> torch.Tensor:
-            # [in, out] contiguous: a view of transformer.py's column-major weights (no copy), else a copy.
-            return weight.detach().t().contiguous()
 
         def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.detach().contiguous()
 
         layers = list(model.layers)
         # Every array the C step reads is kept alive here; the struct only holds their addresses.
-        embed_t = transposed(model.embed_tokens.weight)
-        lm_head_t = embed_t if model.lm_head.weight is model.embed_tokens.weight else transposed(model.lm_head.weight)
+        # [hidden, vocab] contiguous: a view of transformer.py's column-major embedding (no copy), else a copy.
+        embed_t = model.embed_tokens.weight.detach().t().contiguous()
+        lm_head = packed_projection(model.lm_head.weight)
         cos, sin = model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
-        self._keep: list = [embed_t, lm_head_t, vector(model.norm.weight), cos.contiguous(), sin.contiguous()]
+        self._keep: list = [embed_t, lm_head, vector(model.norm.weight), cos.contiguous(), sin.contiguous()]
         tables = {}
         for name, get in (("input_norm", lambda b: b.input_layernorm.weight),
                           ("post_norm", lambda b: b.post_attention_layernorm.weight),
@@ -153,7 +164,7 @@ class NativeDecoder:
                           ("gate_up_bias", lambda b: b.mlp.gate_up_proj.bias),
                           ("down_weight", lambda b: b.mlp.down_proj.weight),
                           ("down_bias", lambda b: b.mlp.down_proj.bias)):
-            tensors = [(transposed if name.endswith("weight") else vector)(get(block)) for block in layers]
+            tensors = [(packed_projection if name.endswith("weight") else vector)(get(block)) for block in layers]
             self._keep += tensors
             tables[name] = _pointers(tensors)
         tables["keys"], tables["values"] = _pointers(cache.keys), _pointers(cache.values)
@@ -163,7 +174,7 @@ class NativeDecoder:
             num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
             intermediate=config.intermediate_size, vocab=config.vocab_size, num_layers=config.num_hidden_layers,
             slot_capacity=cache.slot_capacity, eps=config.rms_norm_eps,
-            embed_t=embed_t.data_ptr(), lm_head_t=lm_head_t.data_ptr(), final_norm=self._keep[2].data_ptr(),
+            embed_t=embed_t.data_ptr(), lm_head=lm_head.data_ptr(), final_norm=self._keep[2].data_ptr(),
             cos_table=self._keep[3].data_ptr(), sin_table=self._keep[4].data_ptr(),
             **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()})
         qkv_width = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim

@@ -12,7 +12,8 @@
    same way whatever the batch size or thread count, so a sequence decodes to the same tokens alone or in
    a batch. Results match the PyTorch model to float rounding (tests/engine/test_native_decode.py).
 
-   Layouts: projection weights transposed, [in, out] contiguous (transformer.py's column-major storage); the q/k/v projection's output
+   Layouts: projection weights packed in column blocks (`project`); the embedding [hidden, vocab] (transformer.py's
+   column-major storage, read in place); the q/k/v projection's output
    rows are the q heads, then the k heads, then the v heads; gate/up holds the gate rows, then the up rows;
    the KV cache is the engine's SlotKVCache, [slot, kv_head, position, head_dim] per layer. The rotary
    tables are [position, head_dim] with the sign of rotate_half folded into sin, as in transformer.py. */
@@ -30,7 +31,7 @@
 typedef struct {
     int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity;
     float eps;
-    const float *embed_t, *lm_head_t, *final_norm, *cos_table, *sin_table;
+    const float *embed_t, *lm_head, *final_norm, *cos_table, *sin_table;
     const float *const *input_norm, *const *post_norm;
     const float *const *qkv_weight, *const *qkv_bias;
     const float *const *o_weight, *const *o_bias;
@@ -93,17 +94,18 @@ typedef float f16 __attribute__((vector_size(64), aligned(4)));
 #define COLUMN_BLOCK 32 /* two vectors of outputs per task: enough tasks for two threads even at 192 outputs */
 #define ROW_BLOCK 8     /* batch rows per pass over a weight block: 16 vector sums stay in registers */
 
-/* out[r, j0:j0+32] (=, or += with accumulate) x[r0:r0+rows, :] . weight_t[:, j0:j0+32] + bias, rows <= 8.
-   The classic GEMM micro-kernel: each step over k loads two weight vectors and broadcasts one input per row,
-   so every loaded weight is used `rows` times and no sum needs a horizontal reduction. */
+/* out[r, j0:j0+width] (=, or += with accumulate) x[r0:r0+rows, :] . block + bias, rows <= 8, width <= 32, where
+   `block` is one packed column block: [in_dim, 32] contiguous (see `project`). The classic GEMM micro-kernel:
+   each step over k loads two weight vectors and broadcasts one input per row, so every loaded weight is used
+   `rows` times and no sum needs a horizontal reduction. */
 static inline __attribute__((always_inline)) void project_block(
-    const float *x, int rows, int in_dim, const float *weight_t, int out_dim, int j0, const float *bias,
-    float *out, int out_stride, int accumulate) {
+    const float *x, int rows, int in_dim, const float *block, int j0, int width, const float *bias, float *out,
+    int out_stride, int accumulate) {
     f16 low[ROW_BLOCK], high[ROW_BLOCK];
     for (int r = 0; r < rows; r++) low[r] = high[r] = (f16){0};
     for (int k = 0; k < in_dim; k++) {
-        const f16 w_low = *(const f16 *)(weight_t + (size_t)k * out_dim + j0);
-        const f16 w_high = *(const f16 *)(weight_t + (size_t)k * out_dim + j0 + 16);
+        const f16 w_low = *(const f16 *)(block + (size_t)k * COLUMN_BLOCK);
+        const f16 w_high = *(const f16 *)(block + (size_t)k * COLUMN_BLOCK + 16);
         for (int r = 0; r < rows; r++) {
             const float v = x[(size_t)r * in_dim + k];
             low[r] += v * w_low;
@@ -112,44 +114,37 @@ static inline __attribute__((always_inline)) void project_block(
     }
     for (int r = 0; r < rows; r++) {
         float *dst = out + (size_t)r * out_stride + j0;
-        for (int i = 0; i < 16; i++) {
-            const float a = low[r][i] + (bias ? bias[j0 + i] : 0.0f);
-            const float b = high[r][i] + (bias ? bias[j0 + 16 + i] : 0.0f);
-            dst[i] = accumulate ? dst[i] + a : a;
-            dst[16 + i] = accumulate ? dst[16 + i] + b : b;
+        for (int i = 0; i < width; i++) {
+            const float value = (i < 16 ? low[r][i] : high[r][i - 16]) + (bias ? bias[j0 + i] : 0.0f);
+            dst[i] = accumulate ? dst[i] + value : value;
         }
     }
 }
 
-/* out[r, j] (=, or += with accumulate) x[r, :] . weight[j, :] + bias[j] for r < rows, j < out_dim, with the
-   weight given transposed (weight_t [in_dim, out_dim], the column-major storage of transformer.py). Threads
-   split the output columns; columns past the last whole block of 32 are summed one by one. */
-static void project(const float *x, int rows, int in_dim, const float *weight_t, const float *bias, int out_dim,
+/* out[r, j] (=, or += with accumulate) x[r, :] . weight[j, :] + bias[j] for r < rows, j < out_dim. The weight
+   comes packed by native.py (`packed_projection`): column blocks of 32 outputs, each block [in_dim, 32]
+   contiguous, the last one zero-padded. A block is then one sequential stream: reading [in, out] rows
+   out_dim floats apart instead cost a cache line and often a TLB entry per k, and at hidden 512 made
+   16-row steps slower than oneDNN. Threads split the column blocks. */
+static void project(const float *x, int rows, int in_dim, const float *packed, const float *bias, int out_dim,
                     float *out, int out_stride, int accumulate) {
-    const int blocks = out_dim / COLUMN_BLOCK;
+    const int blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
 #pragma omp for schedule(static) nowait
-    for (int block = 0; block < blocks; block++) {
+    for (int b = 0; b < blocks; b++) {
+        const float *block = packed + (size_t)b * in_dim * COLUMN_BLOCK;
+        const int j0 = b * COLUMN_BLOCK;
+        const int width = out_dim - j0 < COLUMN_BLOCK ? out_dim - j0 : COLUMN_BLOCK;
         for (int r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
             const int n = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
             const float *xr = x + (size_t)r0 * in_dim;
             float *dst = out + (size_t)r0 * out_stride;
             /* Constant row counts let the compiler keep every sum in a register. */
             switch (n) {
-                case 8: project_block(xr, 8, in_dim, weight_t, out_dim, block * COLUMN_BLOCK, bias, dst, out_stride, accumulate); break;
-                case 4: project_block(xr, 4, in_dim, weight_t, out_dim, block * COLUMN_BLOCK, bias, dst, out_stride, accumulate); break;
-                case 1: project_block(xr, 1, in_dim, weight_t, out_dim, block * COLUMN_BLOCK, bias, dst, out_stride, accumulate); break;
-                default: project_block(xr, n, in_dim, weight_t, out_dim, block * COLUMN_BLOCK, bias, dst, out_stride, accumulate);
+                case 8: project_block(xr, 8, in_dim, block, j0, width, bias, dst, out_stride, accumulate); break;
+                case 4: project_block(xr, 4, in_dim, block, j0, width, bias, dst, out_stride, accumulate); break;
+                case 1: project_block(xr, 1, in_dim, block, j0, width, bias, dst, out_stride, accumulate); break;
+                default: project_block(xr, n, in_dim, block, j0, width, bias, dst, out_stride, accumulate);
             }
-        }
-    }
-#pragma omp for schedule(static) nowait
-    for (int j = blocks * COLUMN_BLOCK; j < out_dim; j++) {
-        for (int r = 0; r < rows; r++) {
-            float sum = 0.0f;
-            for (int k = 0; k < in_dim; k++) sum += x[(size_t)r * in_dim + k] * weight_t[(size_t)k * out_dim + j];
-            const float value = sum + (bias ? bias[j] : 0.0f);
-            float *dst = out + (size_t)r * out_stride + j;
-            *dst = accumulate ? *dst + value : value;
         }
     }
 }
@@ -279,7 +274,7 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
     {
 #pragma omp for schedule(static) nowait
         for (int r = 0; r < rows; r++) {
-            /* The embedding matrix is stored transposed too: token t's vector is column t of [hidden, vocab]. */
+            /* The embedding is read in place, [hidden, vocab]: token t's vector is column t. */
             for (int k = 0; k < hidden; k++) w->x[(size_t)r * hidden + k] = m->embed_t[(size_t)k * m->vocab + tokens[r]];
         }
         phase_end(&barrier);
@@ -309,6 +304,6 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
         }
         rms_norm_rows(w->x, m->final_norm, w->normed, rows, hidden, m->eps);
         phase_end(&barrier);
-        project(w->normed, rows, hidden, m->lm_head_t, NULL, m->vocab, logits, m->vocab, 0);
+        project(w->normed, rows, hidden, m->lm_head, NULL, m->vocab, logits, m->vocab, 0);
     }
 }
