@@ -99,7 +99,8 @@ def resolve_model_path(settings: Settings) -> Path:
 
 def load_engine(settings: Settings, path: Path) -> Engine:
     try:
-        engine = Engine.from_checkpoint(str(path), kv_budget_tokens=settings.kv_budget_tokens,
+        dtype = None if settings.dtype == "auto" else settings.dtype
+        engine = Engine.from_checkpoint(str(path), dtype=dtype, kv_budget_tokens=settings.kv_budget_tokens,
                                         max_batch=settings.max_batch, max_queue=settings.max_queue,
                                         prefill_chunk=settings.prefill_chunk,
                                         keepalive_interval=settings.keepalive_seconds,

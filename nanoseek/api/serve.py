@@ -38,6 +38,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tool-call format of the model's output (default: read from the chat template)")
     parser.add_argument("--reasoning-parser", choices=["auto", "deepseek", "none"],
                         help="how <think> output is split into reasoning_content")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weights in memory (default auto: as the checkpoint stores them); float32 lets a "
+                             "bf16/fp16 checkpoint decode with the native C step")
     parser.add_argument("--no-native", dest="native_decode", action="store_false", default=None,
                         help="decode with the PyTorch model instead of the native C step (which fp32 models use "
                              "when the machine has a C compiler; BENCHMARKS.md)")

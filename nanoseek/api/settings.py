@@ -61,7 +61,8 @@ class Settings:
     max_queue: int = 256
     kv_budget_tokens: int = 65536
     prefill_chunk: int = 512
-    native_decode: bool = True             # decode steps in one C call where it applies (engine/native.py)
+    dtype: str = "auto"                    # weights in memory: auto (the checkpoint's) | float32 | bfloat16 | float16
+    native_decode: bool = True             # decode steps of fp32 models in one C call (engine/native.py)
     compile_decode: bool = False           # torch.compile the decode steps the native path does not serve
     # how the model's output is parsed: "auto" reads the checkpoint's chat template
     tool_parser: str = "auto"              # auto | deepseek | deepseek_v3 | hermes
@@ -77,6 +78,8 @@ class Settings:
             raise SettingsError(f"tool_parser must be auto, deepseek, deepseek_v3 or hermes, got {self.tool_parser!r}")
         if self.reasoning_parser not in ("auto", "deepseek", "none"):
             raise SettingsError(f"reasoning_parser must be auto, deepseek or none, got {self.reasoning_parser!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise SettingsError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.api_keys_file is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from nanoseek.api.errors import APIError
 from nanoseek.api.parsers import DEEPSEEK_TOOLS, DEEPSEEK_V3_TOOLS, HERMES_TOOLS, OutputParser, tool_format_for_template
@@ -126,3 +127,20 @@ def test_settings_from_environment_and_key_files(tmp_path):
         settings_from_env(environ={}, api_keys_file=tmp_path / "missing.txt")
     with pytest.raises(SettingsError, match="NANOSEEK_PORT"):
         settings_from_env(environ={"NANOSEEK_PORT": "eighty"})
+    with pytest.raises(SettingsError, match="dtype must be"):
+        settings_from_env(environ={"NANOSEEK_DTYPE": "int8"})
+
+
+def test_dtype_setting_converts_a_bf16_checkpoint_so_it_decodes_natively(tmp_path):
+    from nanoseek.api.app import load_engine
+    from nanoseek.model.random_init import make_random_checkpoint
+
+    path = make_random_checkpoint(tmp_path / "bf16", shape="tiny", vocab_size=300, seed=3, dtype="bfloat16")
+    as_stored = load_engine(settings_from_env(environ={}), path)
+    converted = load_engine(settings_from_env(environ={"NANOSEEK_DTYPE": "float32"}), path)
+    try:
+        assert as_stored.model.dtype == torch.bfloat16 and as_stored.native is None
+        assert converted.model.dtype == torch.float32 and converted.native is not None
+    finally:
+        as_stored.shutdown()
+        converted.shutdown()
