@@ -19,7 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
-from nanoseek.api.settings import Settings, SettingsError, parse_model_map, settings_from_env
+from nanoseek.api.settings import DTYPE_CHOICES, Settings, SettingsError, parse_model_map, settings_from_env
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,7 +38,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="tool-call format of the model's output (default: read from the chat template)")
     parser.add_argument("--reasoning-parser", choices=["auto", "deepseek", "none"],
                         help="how <think> output is split into reasoning_content")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES,
                         help="weights in memory (default auto: as the checkpoint stores them); float32 lets a "
                              "bf16/fp16 checkpoint decode with the native C step")
     parser.add_argument("--no-native", dest="native_decode", action="store_false", default=None,

@@ -25,6 +25,10 @@ from typing import Any
 
 import platformdirs
 
+from nanoseek.model.config import SUPPORTED_DTYPES
+
+DTYPE_CHOICES = ("auto", *SUPPORTED_DTYPES)  # auto: as the checkpoint stores its weights
+
 SERVED_MODEL_NAMES = ("deepseek-chat", "deepseek-coder", "deepseek-reasoner")
 
 
@@ -78,8 +82,8 @@ class Settings:
             raise SettingsError(f"tool_parser must be auto, deepseek, deepseek_v3 or hermes, got {self.tool_parser!r}")
         if self.reasoning_parser not in ("auto", "deepseek", "none"):
             raise SettingsError(f"reasoning_parser must be auto, deepseek or none, got {self.reasoning_parser!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise SettingsError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise SettingsError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.api_keys_file is not None:

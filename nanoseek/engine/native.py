@@ -142,7 +142,6 @@ class NativeDecoder:
         self._library, self.max_batch = library, max_batch
         self._threads = torch.get_num_threads()
 
-
         def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.detach().contiguous()
 
@@ -151,8 +150,10 @@ class NativeDecoder:
         # [hidden, vocab] contiguous: a view of transformer.py's column-major embedding (no copy), else a copy.
         embed_t = model.embed_tokens.weight.detach().t().contiguous()
         lm_head = packed_projection(model.lm_head.weight)
-        cos, sin = model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
-        self._keep: list = [embed_t, lm_head, vector(model.norm.weight), cos.contiguous(), sin.contiguous()]
+        final_norm = vector(model.norm.weight)
+        cos, sin = (table.contiguous() for table in
+                    model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu")))
+        self._keep: list = [embed_t, lm_head, final_norm, cos, sin]
         tables = {}
         for name, get in (("input_norm", lambda b: b.input_layernorm.weight),
                           ("post_norm", lambda b: b.post_attention_layernorm.weight),
@@ -174,8 +175,8 @@ class NativeDecoder:
             num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
             intermediate=config.intermediate_size, vocab=config.vocab_size, num_layers=config.num_hidden_layers,
             slot_capacity=cache.slot_capacity, eps=config.rms_norm_eps,
-            embed_t=embed_t.data_ptr(), lm_head=lm_head.data_ptr(), final_norm=self._keep[2].data_ptr(),
-            cos_table=self._keep[3].data_ptr(), sin_table=self._keep[4].data_ptr(),
+            embed_t=embed_t.data_ptr(), lm_head=lm_head.data_ptr(), final_norm=final_norm.data_ptr(),
+            cos_table=cos.data_ptr(), sin_table=sin.data_ptr(),
             **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()})
         qkv_width = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim
         widths = {"x": config.hidden_size, "normed": config.hidden_size, "qkv": qkv_width,
