@@ -58,3 +58,11 @@ def read_json_object(path: Path, error: type[Exception]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise error(f"{path} must hold a JSON object")
     return data
+
+
+def append_to_json_list(path: Path, item: Any) -> list[Any]:
+    """Add `item` to the JSON list in `path` (created when missing), rewritten atomically; returns the list."""
+    items = json.loads(path.read_text()) if path.exists() else []
+    items.append(item)
+    write_json_atomic(path, items)
+    return items

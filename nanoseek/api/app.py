@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import nanoseek
+from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.api import anthropic, balance, chat, completions, health, models
 from nanoseek.api.auth import Gatekeeper, identify_key
 from nanoseek.api.errors import error_body, install_error_handlers
@@ -31,7 +32,6 @@ from nanoseek.engine import Engine
 from nanoseek.model.checkpoint import CheckpointError
 
 log = logging.getLogger("nanoseek.api")
-DEFAULT_MODEL_DIR = Path(nanoseek.__file__).parent / "default_model"
 OPENAI_PREFIXES = ("", "/v1", "/beta")
 
 

@@ -16,10 +16,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.engine.engine import Engine
 from nanoseek.engine.params import Request, SamplingParams
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
 THINK_END = "</think>"
 DIM, RESET = "\033[2m", "\033[0m"
 

@@ -8,6 +8,8 @@ report card.
     nanoseek eval --report-only --out runs/eval [--judge-base-url URL --judge-model NAME]
 
 Results go to OUT/<name>/<suite>.jsonl (one line per item; rerunning resumes), the report to OUT/report.md.
+Every run that evaluates adds its command line to OUT/commands.json, which the report (and a model card made
+from it) quotes: the figures name the commands that produced them.
 """
 
 from __future__ import annotations
@@ -78,9 +80,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     from nanoseek.eval.backends import EngineBackend, OpenAIBackend
-    from nanoseek.eval.report import build_report
+    from nanoseek.eval.report import build_report, record_command
 
     config = RunConfig(
         n=args.n,
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         for index, path in enumerate(args.model):
             name = args.name[index] if args.name else Path(path).resolve().name
             backends.append(lambda path=path, name=name: EngineBackend.from_checkpoint(path, name=name))
+    if backends:
+        record_command(args.out, argv)
     for make_backend in backends:
         try:
             backend = make_backend()

@@ -6,22 +6,25 @@
 Layout read: `OUT/<model>/<suite>.jsonl` (written by the runner). Written: `OUT/report.md`,
 `OUT/metrics.json`, `OUT/summary.png`, `OUT/thinking_scaling.png` (the R1-Lite chart: accuracy against
 mean thinking tokens at each thinking budget, next to majority voting at equal total thinking tokens) and
-`OUT/arena_pairs_<judge>.jsonl` (pairwise judgements, see arena_judge.py). Every number in the report is a mean
+`OUT/arena_pairs_<judge>.jsonl` (pairwise judgements, see arena_judge.py); the command lines in
+`OUT/commands.json` are quoted in both. Every number in the report is a mean
 over JSONL records, so it can be recomputed from the files alone.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 from nanoseek.eval import arena_judge, scorers
 from nanoseek.eval.runner import majority, read_records
 from nanoseek.eval.tasks import SUITES
-from nanoseek.fileio import atomic_path, write_text_atomic
+from nanoseek.fileio import append_to_json_list, atomic_path, write_text_atomic
 
 Metric = tuple[float, int]  # (value, number of items it averages)
 
@@ -128,6 +131,21 @@ def thinking_scaling(records: list[dict[str, Any]]) -> dict[str, list[dict[str, 
             tokens.append(sum(v["thinking_tokens"] for v in votes))
         voting.append({"k": k, "thinking_tokens": _mean(tokens)[0], "accuracy": _mean(correct)[0]})
     return {"budgets": rows, "majority": voting}
+
+
+COMMANDS_FILE = "commands.json"
+
+
+def record_command(out_dir: Path, argv: list[str]) -> None:
+    """Add one `nanoseek eval` invocation (its arguments `argv`) to OUT/commands.json, rewritten atomically."""
+    append_to_json_list(out_dir / COMMANDS_FILE, {"command": shlex.join(["nanoseek", "eval", *argv]),
+                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+def read_commands(out_dir: Path) -> list[dict[str, str]]:
+    """The `nanoseek eval` command lines that wrote into `out_dir`, oldest first."""
+    path = out_dir / COMMANDS_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def load_runs(out_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -336,10 +354,15 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
                 for a in names
             ],
         )
+    commands = read_commands(out_dir)
+    if commands:
+        lines += ["", "## Commands", "", "The runs whose records this report reads:", ""]
+        lines += [f"* `{c['command']}` ({c['started']})" for c in commands]
     lines += ["", "![summary](summary.png)", ""]
     summary_chart(metrics, out_dir / "summary.png")
     write_text_atomic(out_dir / "report.md", "\n".join(lines))
     result = {
+        "commands": commands,
         "metrics": {
             m: {s: {k: {"value": v if n else None, "n": n} for k, (v, n) in ms.items()} for s, ms in sm.items()}
             for m, sm in metrics.items()

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from nanoseek import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
     from nanoseek.model.checkpoint import Checkpoint
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
 DEFAULT_PROMPT = "Write a Python function that returns the square of a number."
 
 

@@ -14,6 +14,9 @@ Exact resume: the batch of every step is a pure function of (seed, step) -- see 
 so the step number *is* the data position, and a run killed with `kill -9` and resumed from its last
 checkpoint replays the same batches and produces the same loss curve as an uninterrupted run.
 
+Devices: the model trains on the GPU when there is one (under `torchrun`, the one of the process's LOCAL_RANK),
+else on the CPU.
+
 Data parallel: launched under `torchrun`, each process takes its slice of the same global batch and
 gradients are averaged by DDP (gloo on CPU, NCCL on GPUs). The loss is normalised by the token count of
 the whole global batch, so 2 processes compute the same update as 1 process with twice the accumulation.
@@ -99,13 +102,23 @@ def make_optimizer(model: torch.nn.Module, config: LoopConfig) -> torch.optim.Ad
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
 
 
+def training_device() -> torch.device:
+    """The GPU of this process (LOCAL_RANK under torchrun) when there is one, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(device)
+    return device
+
+
 def distributed_setup() -> tuple[int, int]:
     """Join the process group when launched by torchrun; returns (rank, world_size)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # NCCL needs each process bound to its own GPU before the group forms.
+        backend = "nccl" if training_device().type == "cuda" else "gloo"
         dist.init_process_group(backend)
         # Two processes on two cores: more than one thread each only makes them fight.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
@@ -168,7 +181,11 @@ def resolve_precision(config: LoopConfig, model: torch.nn.Module, seq_len: int, 
     if state is not None and isinstance(state["config"].get("bf16"), bool):
         return replace(config, bf16=state["config"]["bf16"])
     choice = [False]
-    if is_main:
+    if is_main and next(model.parameters()).device.type == "cuda":
+        # Tensor cores: bf16 wins wherever the GPU has them; the timing probe is a CPU question.
+        choice[0] = torch.cuda.is_bf16_supported()
+        print(f"precision: {'bf16 autocast' if choice[0] else 'fp32'} (GPU bf16 support)", flush=True)
+    elif is_main:
         from nanoseek.train.throughput import faster_precision
 
         choice[0], rates = faster_precision(model, seq_len, config.batch_size)
@@ -182,7 +199,7 @@ def resolve_precision(config: LoopConfig, model: torch.nn.Module, seq_len: int, 
 def masked_loss_sum(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, bf16: bool) -> torch.Tensor:
     """Sum of next-token cross-entropy over the target positions whose mask is 1."""
     inputs, targets, target_mask = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    autocast = torch.autocast(tokens.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     with autocast:
         logits = model(inputs)
     losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
@@ -197,7 +214,7 @@ def evaluate(model: torch.nn.Module, rows: PackedRows, n_rows: int, batch_size: 
     total, count = 0.0, 0
     for start in range(0, min(n_rows, len(rows)), batch_size):
         index = np.arange(start, min(start + batch_size, n_rows, len(rows)))
-        tokens, mask = rows.tensors(index)
+        tokens, mask = rows.tensors(index, device=next(model.parameters()).device)
         total += masked_loss_sum(model, tokens, mask, bf16).item()
         count += int(mask[:, 1:].sum())
     model.train(was_training)
@@ -223,7 +240,8 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path, plot_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME, out_dir / PLOT_NAME
 
-    raw_model = model
+    device = training_device()
+    raw_model = model.to(device)
     optimizer = make_optimizer(raw_model, config)
     step, elapsed, tokens_seen = 0, 0.0, 0
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and ckpt_path.exists() else None
@@ -252,7 +270,8 @@ def train(
         rewrite_log(log_path, log_rows)  # drop rows logged after the checkpoint we resume from
 
     if world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(raw_model)
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
 
     def save_checkpoint() -> None:
@@ -289,7 +308,7 @@ def train(
         loss_sum = 0.0
         for micro in range(config.grad_accum):
             start = (micro * world_size + rank) * config.batch_size
-            tokens, mask = train_rows.tensors(global_index[start : start + config.batch_size])
+            tokens, mask = train_rows.tensors(global_index[start : start + config.batch_size], device=device)
             last = micro == config.grad_accum - 1
             sync = nullcontext() if (world_size == 1 or last) else model.no_sync()
             with sync:
@@ -301,7 +320,7 @@ def train(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if world_size > 1:
-            reduced = torch.tensor([loss_sum], dtype=torch.float64)
+            reduced = torch.tensor([loss_sum], dtype=torch.float64, device=device)
             dist.all_reduce(reduced)
             loss_sum = reduced.item()
         train_loss = loss_sum / global_count

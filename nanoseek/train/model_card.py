@@ -1,10 +1,11 @@
 """Write a model card (README.md) from a training run directory and a `nanoseek eval` output directory.
 
-    python -m nanoseek.train.model_card --run /work/runs/default2 --eval /work/runs/default2/eval \
-        --model nanoseek/default_model --eval-command "nanoseek eval --model nanoseek/default_model ..."
+    python -m nanoseek.train.model_card --run /work/runs/default5 --eval /work/runs/default5/eval \
+        --model nanoseek/default_model
 
 Every figure in the card is read from files, never typed in: training figures from each stage's log.jsonl and
-the recipe, evaluation figures from the eval directory's metrics.json (the same numbers as its report.md).
+the recipe, evaluation figures and the `nanoseek eval` commands that produced them from the eval directory's
+metrics.json (the same numbers as its report.md).
 The issue's goals for the default model are checked against those figures and each is marked met or missed.
 """
 
@@ -45,6 +46,20 @@ def stage_summary(run: Path, stage: str) -> dict[str, Any] | None:
             "train_loss": sum(r["loss"] for r in tail) / len(tail), "first_loss": steps[0]["loss"],
             "eval_loss": evals[-1]["eval_loss"] if evals else None, "eval_step": evals[-1]["step"] if evals else None,
             "precision": precision_used(steps)}
+
+
+def wall_clock_line(run: Path) -> str:
+    """End-to-end wall time from the run's wall_clock.json (every stage session, data building included)."""
+    from nanoseek.train.stages import STAGE_ORDER, WALL_CLOCK_FILE
+
+    path = run / WALL_CLOCK_FILE
+    if not path.exists():
+        return f"Wall clock end to end: not recorded (the run predates {WALL_CLOCK_FILE}); the table's times are training steps only."
+    sessions = json.loads(path.read_text())
+    by_stage = {stage: sum(s["seconds"] for s in sessions if s["stage"] == stage) for stage in STAGE_ORDER}
+    parts = ", ".join(f"{stage} {seconds / 60:.0f} min" for stage, seconds in by_stage.items() if seconds)
+    return (f"Wall clock end to end: {sum(by_stage.values()) / 60:.0f} min over {len(sessions)} stage session(s) "
+            f"({parts}; data building, precision probes, held-out evals and exports included; `{WALL_CLOCK_FILE}`).")
 
 
 def precision_used(steps: list[dict[str, Any]]) -> str:
@@ -120,8 +135,7 @@ def coherence_row(metrics: dict[str, Any]) -> str:
             f"{'met' if met else '**missed**'} |")
 
 
-def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, notes: str,
-               recipe_name: str = "default") -> str:
+def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_name: str = "default") -> str:
     from nanoseek.train.recipe import load_recipe
 
     recipe = load_recipe(recipe_name)
@@ -176,6 +190,8 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
     precisions = ", ".join(precision_by_stage)
     lines += [
         "",
+        wall_clock_line(run),
+        "",
         "* Pretraining: the *train* side of the file-level stdlib split (`nanoseek.eval.stdlib_split`): source files, "
         "questions and answers built from docstrings and signatures, FIM examples; all tokens are targets.",
         "* SFT: the evaluator's task generators with `split=\"train\"` only (instructions, math with reflective "
@@ -187,7 +203,10 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, eval_command: str, no
         "",
         "## Evaluation (held-out items)",
         "",
-        f"Command: `{eval_command}`",
+        "Commands (as `nanoseek eval` recorded them; rerunning one resumes from its records):",
+        "",
+        *([f"* `{c['command']}`" for c in metrics_file.get("commands", [])]
+          or ["* not recorded: this eval directory predates `commands.json`"]),
         "",
         "| suite | metric | value | n |",
         "|---|---|---:|---:|",
@@ -211,12 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--eval", type=Path, required=True, help="output directory of `nanoseek eval`")
     parser.add_argument("--model", type=Path, required=True, help="the exported model directory")
-    parser.add_argument("--eval-command", required=True, help="the exact `nanoseek eval` command that was run")
     parser.add_argument("--recipe", default="default")
     parser.add_argument("--notes", type=Path, default=None, help="a markdown file appended as the last section")
     args = parser.parse_args(argv)
     notes = args.notes.read_text() if args.notes else ""
-    card = write_card(args.run, args.eval, args.model, args.eval_command, notes, args.recipe)
+    card = write_card(args.run, args.eval, args.model, notes, args.recipe)
     write_text_atomic(args.model / "README.md", card)
     print(f"wrote {args.model / 'README.md'}")
     return 0

@@ -48,9 +48,10 @@ class PackedRows:
             index[epochs == epoch] = permutation[offsets[epochs == epoch]]
         return index
 
-    def tensors(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.from_numpy(self.tokens[index].astype(np.int64)),
-                torch.from_numpy(self.loss_mask[index].astype(np.int64)))
+    def tensors(self, index: np.ndarray, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and loss mask of the rows at `index`, int64, on `device` (default the CPU)."""
+        return (torch.from_numpy(self.tokens[index].astype(np.int64)).to(device),
+                torch.from_numpy(self.loss_mask[index].astype(np.int64)).to(device))
 
     def target_tokens(self) -> int:
         return int(self.loss_mask[:, 1:].sum())

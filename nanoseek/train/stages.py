@@ -9,12 +9,14 @@ Run directory layout:
     pretrain/ sft/                     train_rows.npz, eval_rows.npz (packed data, built once, then reused),
                                        checkpoint.pt (loop state), log.jsonl, loss.png, model/ (HF checkpoint,
                                        rewritten at every loop checkpoint, so there is always one to export)
+    wall_clock.json                    each stage session's start and wall seconds (data building included)
 Each stage's `model/` is a full Hugging Face checkpoint (config.json, model.safetensors, tokenizer files,
 generation_config.json) that `nanoseek serve --model` and transformers load.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from nanoseek.fileio import append_to_json_list
 from nanoseek.train import data
 from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
@@ -150,6 +153,8 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
 
     result = train(model, train_rows, eval_rows, loop_config(recipe, stage), stage_dir, resume=resume,
                    title=f"{recipe['name']}/{stage}", on_checkpoint=export)
+    if rank == 0 and exported_step(stage_dir / "model") != result.step:
+        export(result.step)  # a kill after the last checkpoint but before its export: export it now
     if rank == 0:
         held_out = "n/a" if result.eval_loss is None else f"{result.eval_loss:.4f}"
         print(f"{stage}: step {result.step}, train loss {result.train_loss:.4f}, held-out loss {held_out}, "
@@ -158,7 +163,31 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
     return result
 
 
+def exported_step(model_dir: Path) -> int | None:
+    """The training step of a stage's Hugging Face export (None when there is none)."""
+    path = model_dir / "generation_config.json"
+    return json.loads(path.read_text()).get("trained_steps") if path.exists() else None
+
+
+WALL_CLOCK_FILE = "wall_clock.json"
+
+
+def record_wall_clock(out: Path, stage: str, started: float) -> None:
+    """Add one stage session (its start and wall seconds, data building and exports included) to
+    OUT/wall_clock.json: a run resumed three times has three sessions, and their sum is its end-to-end time."""
+    append_to_json_list(out / WALL_CLOCK_FILE, {
+        "stage": stage, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1)})
+
+
 def run_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool = True) -> None:
+    started = time.time()
+    run_stage_untimed(stage, recipe, out, resume)
+    if distributed_setup()[0] == 0:
+        record_wall_clock(out, stage, started)
+
+
+def run_stage_untimed(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> None:
     if stage == "tokenizer":
         if distributed_setup()[0] == 0:
             tokenizer_stage(recipe, out)

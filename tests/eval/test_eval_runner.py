@@ -100,6 +100,10 @@ def test_every_suite_in_process_against_a_random_model(tmp_path, tiny_checkpoint
     )
     arena = {(r["a"], r["b"]): r for r in metrics["arena"]}
     assert arena[("refuser", "tiny")]["n"] == 2 and len(read_records(out / "arena_pairs_reference.jsonl")) == 2
+    # The one CLI run that wrote records is named, word for word, in metrics.json and in the report.
+    [command] = metrics["commands"]
+    assert command["command"].startswith(f"nanoseek eval --model {tiny_checkpoint} --name tiny --suite all")
+    assert f"`{command['command']}`" in report
 
 
 def test_cli_rejects_bad_arguments_with_clear_messages(tmp_path, capsys):

@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 
+from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.model.cache import SimpleKVCache
 from nanoseek.model.checkpoint import load_model, save_model
 from nanoseek.model.config import ModelConfig
@@ -158,15 +159,24 @@ def test_rotary_frequencies_match_transformers(scaling: dict) -> None:
     assert scale == pytest.approx(expected_scale, rel=1e-12)
 
 
-def test_random_checkpoint_with_tokenizer_loads_in_transformers(tiny_checkpoint: Path) -> None:
+@pytest.mark.parametrize("which", ["random tiny", "embedded default"])
+def test_checkpoint_with_tokenizer_loads_in_transformers(which: str, request: pytest.FixtureRequest) -> None:
     from nanoseek.model.checkpoint import load_checkpoint
 
-    ours = load_checkpoint(tiny_checkpoint)
-    reference = transformers.AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
-    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_checkpoint)
+    path = request.getfixturevalue("tiny_checkpoint") if which == "random tiny" else DEFAULT_MODEL_DIR
+    ours = load_checkpoint(path)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     text = "def square(x):\n    return x * x  # 平方"
     ids = ours.tokenizer.encode(text)
     assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == ids
     with torch.no_grad():
         difference = (reference(torch.tensor([ids])).logits - ours.model(torch.tensor([ids]))).abs().max().item()
     assert difference <= TOLERANCE
+
+
+def test_the_embedded_default_model_ships_in_hugging_face_layout_within_30_mb() -> None:
+    sizes = {path.name: path.stat().st_size for path in DEFAULT_MODEL_DIR.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "README.md"} <= set(sizes)
+    assert sum(sizes.values()) <= 30e6

@@ -1,8 +1,14 @@
-"""The model card's goal rows: each verdict follows from the figures it is given."""
+"""The model card: each goal verdict follows from the figures it is given, and the card is built from files
+(the run's logs and wall clock, the eval directory's metrics and recorded commands)."""
 
 from __future__ import annotations
 
-from nanoseek.train.model_card import coherence_row, goal_rows
+import json
+import shutil
+from pathlib import Path
+
+from nanoseek import DEFAULT_MODEL_DIR
+from nanoseek.train.model_card import coherence_row, goal_rows, write_card
 
 
 def multiturn(later: float, alone: float, repeats: float) -> dict:
@@ -25,3 +31,28 @@ def test_goal_rows_mark_each_goal_from_its_metric():
     assert any("JSON Output 100% valid" in r and r.endswith("| met |") for r in rows)
     assert any("instructions" in r and "**missed**" in r for r in rows)
     assert any("FIM exact line" in r and "not measured" in r for r in rows)
+
+
+def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_path: Path):
+    run, eval_dir, model_dir = tmp_path / "run", tmp_path / "eval", tmp_path / "model"
+    for directory in (run / "pretrain", eval_dir, model_dir):
+        directory.mkdir(parents=True)
+    steps = [{"step": i, "loss": 5.0 - i, "tokens": 4096 * (i + 1), "elapsed_s": 60.0 * (i + 1), "bf16": False}
+             for i in range(3)]
+    (run / "pretrain" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    # A tokenizer session and a pretraining run resumed once: 90 + 600 + 300 seconds.
+    (run / "wall_clock.json").write_text(json.dumps([
+        {"stage": "tokenizer", "started": "2026-12-02T10:00:00Z", "seconds": 90},
+        {"stage": "pretrain", "started": "2026-12-02T10:01:30Z", "seconds": 600},
+        {"stage": "pretrain", "started": "2026-12-02T11:00:00Z", "seconds": 300}]))
+    command = "nanoseek eval --model nanoseek/default_model --suite json --n 10 --out runs/eval"
+    (eval_dir / "metrics.json").write_text(json.dumps({
+        "commands": [{"command": command, "started": "2026-12-02T12:00:00Z"}],
+        "metrics": {"default_model": {"json": {"valid JSON": {"value": 1.0, "n": 10}}}}}))
+    shutil.copy(DEFAULT_MODEL_DIR / "config.json", model_dir / "config.json")
+
+    card = write_card(run, eval_dir, model_dir, notes="")
+    assert f"* `{command}`" in card
+    assert "Wall clock end to end: 16 min over 3 stage session(s) (tokenizer 2 min, pretrain 15 min;" in card
+    assert "| pretrain | 3 | 12,288 | 3 min | 5.000 |" in card
+    assert "| json | valid JSON | 1.000 | 10 |" in card
