@@ -14,7 +14,8 @@ Parts (each prints a table row; the ratios are the claims):
   bare model loop, each reference in a process of its own (`ReferenceProcess`), one side at a time. Where
   the greedy tokens part from transformers' (a near-tie of a trained model) is printed with the row.
 * concurrency: aggregate generated tokens/s with 1, 4, 16 and 64 concurrent requests (64-token prompts,
-  128 new tokens each, prefill included).
+  128 new tokens each, prefill included), and the compute ceiling those rates sit under: the tokens/s the
+  model's FLOPs allow at this machine's fp32 matmul peak, measured in the same run.
 * ttft: time to first token of a 1,024-token prompt (or the longest whole-block prompt a shorter context
   allows), cold vs fully cached (prefix cache).
 * json: tokens/s of JSON-schema-constrained sampling vs the same sampling unconstrained.
@@ -40,6 +41,7 @@ from nanoseek.model.cache import SimpleKVCache
 from nanoseek.model.checkpoint import save_checkpoint
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.transformer import Transformer
+from nanoseek.train.throughput import flops_per_token, matmul_peak_gflops
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench_out" / "engine"
@@ -284,7 +286,24 @@ def part_concurrency(engine: Engine, repeats: int) -> list[str]:
         speed[concurrent] = concurrent * new_tokens / median_time(run, repeats)
     cells = " | ".join(f"{c}: {s:.0f}" for c, s in speed.items())
     return [(f"| aggregate tok/s at 1 / 4 / 16 / 64 concurrent (64 + 128 tokens each) | {cells} | "
-             f"**16 concurrent = {speed[16] / speed[1]:.1f}x batch-1** (goal >= 6), 64 = {speed[64] / speed[1]:.1f}x |")]
+             f"**16 concurrent = {speed[16] / speed[1]:.1f}x batch-1** (goal >= 6), 64 = {speed[64] / speed[1]:.1f}x |"),
+            compute_ceiling_row(engine, prompt_tokens=64, new_tokens=128, speed=speed)]
+
+
+def compute_ceiling_row(engine: Engine, prompt_tokens: int, new_tokens: int, speed: dict[int, float]) -> str:
+    """How much of the machine the batched runs use: the generated tokens/s that the model's arithmetic
+    would allow at this machine's fp32 matmul peak (measured now, threads as the engine), against the rates
+    measured. Batching can only multiply batch-1 up to this ceiling: past it, a ratio goal needs a faster
+    batch-1 loss or cheaper arithmetic, not less overhead."""
+    peak_gflops = in_fresh_thread(matmul_peak_gflops, torch.float32)
+    # Forward only, a third of the training estimate; attention at the run's mean context length.
+    flops_per_position = flops_per_token(engine.model, (prompt_tokens + new_tokens) // 2) / 3
+    flops_per_generated = flops_per_position * (prompt_tokens + new_tokens) / new_tokens
+    ceiling = peak_gflops * 1e9 / flops_per_generated
+    return (f"| compute ceiling: fp32 matmul peak {peak_gflops:.0f} GFLOP/s (measured now) / "
+            f"{flops_per_generated / 1e6:.1f} MFLOP per generated token | {ceiling:,.0f} tok/s | "
+            f"batch-1 uses {speed[1] / ceiling:.0%} of it, 16 concurrent {speed[16] / ceiling:.0%}; "
+            f"6x batch-1 would need {6 * speed[1] / ceiling:.0%} |")
 
 
 def part_ttft(engine: Engine, repeats: int) -> list[str]:
