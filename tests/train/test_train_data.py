@@ -65,8 +65,12 @@ def test_sft_never_contains_held_out_items(sft: data.Corpus):
         assert split_of_source(example.source.removeprefix("fim:")) == "train", example.source
 
 
-def test_pretraining_text_comes_only_from_train_files():
-    corpus = data.pretrain_corpus({"code_files": 12, "python_qa": 200, "fim": 10}, seed=3)
+def test_pretraining_text_is_deterministic_and_comes_only_from_train_files():
+    counts = {"code_files": 12, "python_qa": 200, "fim": 10}
+    corpus = data.pretrain_corpus(counts, seed=3)
+    again = data.pretrain_corpus(counts, seed=3)
+    assert again.texts == corpus.texts and [(f.prefix, f.middle) for f in again.fim] == \
+           [(f.prefix, f.middle) for f in corpus.fim]
     heldout_sources = {p.read_text(encoding="utf-8") for p in stdlib_files("heldout")}
     assert len(corpus.texts) >= 10
     assert not any(text.split("\n", 1)[1] in heldout_sources for text in corpus.texts)
