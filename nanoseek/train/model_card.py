@@ -56,10 +56,14 @@ def wall_clock_line(run: Path) -> str:
     if not path.exists():
         return f"Wall clock end to end: not recorded (the run predates {WALL_CLOCK_FILE}); the table's times are training steps only."
     sessions = json.loads(path.read_text())
-    by_stage = {stage: sum(s["seconds"] for s in sessions if s["stage"] == stage) for stage in STAGE_ORDER}
+    timed = [s for s in sessions if s["seconds"] is not None]
+    by_stage = {stage: sum(s["seconds"] for s in timed if s["stage"] == stage) for stage in STAGE_ORDER}
     parts = ", ".join(f"{stage} {seconds / 60:.0f} min" for stage, seconds in by_stage.items() if seconds)
-    return (f"Wall clock end to end: {sum(by_stage.values()) / 60:.0f} min over {len(sessions)} stage session(s) "
-            f"({parts}; data building, precision probes, held-out evals and exports included; `{WALL_CLOCK_FILE}`).")
+    killed = len(sessions) - len(timed)
+    untimed = f"; {killed} session(s) killed before they ended are not counted" if killed else ""
+    return (f"Wall clock end to end: {sum(by_stage.values()) / 60:.0f} min over {len(timed)} stage session(s) "
+            f"({parts}; data building, precision probes, held-out evals and exports included; "
+            f"`{WALL_CLOCK_FILE}`{untimed}).")
 
 
 def precision_used(steps: list[dict[str, Any]]) -> str:

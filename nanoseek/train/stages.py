@@ -9,7 +9,7 @@ Run directory layout:
     pretrain/ sft/                     train_rows.npz, eval_rows.npz (packed data, built once, then reused),
                                        checkpoint.pt (loop state), log.jsonl, loss.png, model/ (HF checkpoint,
                                        rewritten at every loop checkpoint, so there is always one to export)
-    wall_clock.json                    each stage session's start and wall seconds (data building included)
+    wall_clock.json                    each stage session's start and wall seconds (see `run_stage`)
 Each stage's `model/` is a full Hugging Face checkpoint (config.json, model.safetensors, tokenizer files,
 generation_config.json) that `nanoseek serve --model` and transformers load.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nanoseek.fileio import append_to_json_list
+from nanoseek.fileio import append_to_json_list, write_json_atomic
 from nanoseek.train import data
 from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
@@ -172,19 +172,22 @@ def exported_step(model_dir: Path) -> int | None:
 WALL_CLOCK_FILE = "wall_clock.json"
 
 
-def record_wall_clock(out: Path, stage: str, started: float) -> None:
-    """Add one stage session (its start and wall seconds, data building and exports included) to
-    OUT/wall_clock.json: a run resumed three times has three sessions, and their sum is its end-to-end time."""
-    append_to_json_list(out / WALL_CLOCK_FILE, {
-        "stage": stage, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 1)})
-
-
 def run_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool = True) -> None:
-    started = time.time()
+    """Run one stage and log the session on the run's wall clock (OUT/wall_clock.json): its start is written
+    first and its wall seconds (data building and exports included) when it ends, so that a session killed
+    midway shows as one with no seconds instead of vanishing. The sum over a run's sessions is its end-to-end
+    time."""
+    is_main = distributed_setup()[0] == 0
+    clock, started = out / WALL_CLOCK_FILE, time.time()
+    if is_main:
+        session = len(append_to_json_list(clock, {
+            "stage": stage, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "seconds": None})) - 1
     run_stage_untimed(stage, recipe, out, resume)
-    if distributed_setup()[0] == 0:
-        record_wall_clock(out, stage, started)
+    if is_main:
+        sessions = json.loads(clock.read_text())
+        sessions[session]["seconds"] = round(time.time() - started, 1)
+        write_json_atomic(clock, sessions)
 
 
 def run_stage_untimed(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> None:

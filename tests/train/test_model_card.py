@@ -40,11 +40,12 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
     steps = [{"step": i, "loss": 5.0 - i, "tokens": 4096 * (i + 1), "elapsed_s": 60.0 * (i + 1), "bf16": False}
              for i in range(3)]
     (run / "pretrain" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
-    # A tokenizer session and a pretraining run resumed once: 90 + 600 + 300 seconds.
+    # A tokenizer session, a pretraining run resumed once (90 + 600 + 300 seconds), an SFT session killed.
     (run / "wall_clock.json").write_text(json.dumps([
         {"stage": "tokenizer", "started": "2026-12-02T10:00:00Z", "seconds": 90},
         {"stage": "pretrain", "started": "2026-12-02T10:01:30Z", "seconds": 600},
-        {"stage": "pretrain", "started": "2026-12-02T11:00:00Z", "seconds": 300}]))
+        {"stage": "pretrain", "started": "2026-12-02T11:00:00Z", "seconds": 300},
+        {"stage": "sft", "started": "2026-12-02T11:05:00Z", "seconds": None}]))  # killed
     command = "nanoseek eval --model nanoseek/default_model --suite json --n 10 --out runs/eval"
     (eval_dir / "metrics.json").write_text(json.dumps({
         "commands": [{"command": command, "started": "2026-12-02T12:00:00Z"}],
@@ -54,5 +55,6 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
     card = write_card(run, eval_dir, model_dir, notes="")
     assert f"* `{command}`" in card
     assert "Wall clock end to end: 16 min over 3 stage session(s) (tokenizer 2 min, pretrain 15 min;" in card
+    assert "1 session(s) killed before they ended are not counted" in card
     assert "| pretrain | 3 | 12,288 | 3 min | 5.000 |" in card
     assert "| json | valid JSON | 1.000 | 10 |" in card

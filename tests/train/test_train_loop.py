@@ -119,9 +119,10 @@ def test_resume_after_kill_9_reproduces_the_uninterrupted_loss_curve(run_dir: Pa
     a = load_file(uninterrupted / "pretrain" / "model" / "model.safetensors")
     b = load_file(run_dir / "pretrain" / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # Each finished stage session is on the run's wall clock (the killed one never finished).
-    sessions = json.loads((run_dir / "wall_clock.json").read_text())
-    assert sessions[-1]["stage"] == "pretrain" and sessions[-1]["seconds"] > 0
+    # Both sessions are on the run's wall clock: the killed one without its seconds.
+    killed, finished = json.loads((run_dir / "wall_clock.json").read_text())[-2:]
+    assert killed["stage"] == finished["stage"] == "pretrain"
+    assert killed["seconds"] is None and finished["seconds"] > 0
 
     # Killed after the last checkpoint but before its export: rerunning the finished stage exports it.
     shutil.rmtree(run_dir / "pretrain" / "model")
