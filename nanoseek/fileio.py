@@ -66,3 +66,10 @@ def append_to_json_list(path: Path, item: Any) -> list[Any]:
     items.append(item)
     write_json_atomic(path, items)
     return items
+
+
+def utc_timestamp(seconds: float | None = None) -> str:
+    """ISO 8601 UTC time (now, or `seconds` since the epoch) for the JSON logs written with these helpers."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

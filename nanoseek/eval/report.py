@@ -17,14 +17,13 @@ import json
 import shlex
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 from nanoseek.eval import arena_judge, scorers
 from nanoseek.eval.runner import majority, read_records
 from nanoseek.eval.tasks import SUITES
-from nanoseek.fileio import append_to_json_list, atomic_path, write_text_atomic
+from nanoseek.fileio import append_to_json_list, atomic_path, utc_timestamp, write_text_atomic
 
 Metric = tuple[float, int]  # (value, number of items it averages)
 
@@ -139,7 +138,7 @@ COMMANDS_FILE = "commands.json"
 def record_command(out_dir: Path, argv: list[str]) -> None:
     """Add one `nanoseek eval` invocation (its arguments `argv`) to OUT/commands.json, rewritten atomically."""
     append_to_json_list(out_dir / COMMANDS_FILE, {"command": shlex.join(["nanoseek", "eval", *argv]),
-                                                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                                                  "started": utc_timestamp()})
 
 
 def read_commands(out_dir: Path) -> list[dict[str, str]]:

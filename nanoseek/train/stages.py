@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nanoseek.fileio import append_to_json_list, write_json_atomic
+from nanoseek.fileio import append_to_json_list, utc_timestamp, write_json_atomic
 from nanoseek.train import data
 from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
@@ -181,7 +181,7 @@ def run_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool = True
     clock, started = out / WALL_CLOCK_FILE, time.time()
     if is_main:
         session = len(append_to_json_list(clock, {
-            "stage": stage, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "stage": stage, "started": utc_timestamp(started),
             "seconds": None})) - 1
     run_stage_untimed(stage, recipe, out, resume)
     if is_main:
