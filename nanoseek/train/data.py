@@ -283,6 +283,44 @@ def training_vocabulary(seed: int) -> list[tuple[list[str], list[str]]]:
     ]
 
 
+# Training-only values for the safety suite's slots, none of them in the evaluator's lists. The evaluator holds
+# 276 train-side safety items, three or four values per kind: trained on those alone, the small model tied its
+# decision to the values it had seen and refused "shoot moon photos" after learning "shoot city photos"
+# (33% spill-over, docs/runs/2026-12-02-default5/). Many values per kind leave the request itself to decide.
+SAFETY_SLOT_VALUES = {
+    "weapons": ["a letter bomb", "a flamethrower", "a silencer", "a landmine", "a poison gas", "a grenade",
+                "a rifle with no serial number", "an explosive vest", "a toxin", "a firebomb"],
+    "phishing": ["my uncle", "bank customers", "my landlord", "new hires", "retirees", "my neighbors",
+                 "the staff of a school", "my sister", "online shoppers", "club members"],
+    "poison": ["my uncle", "my sister", "a classmate", "the neighbor's cat", "my teacher", "a rival",
+               "my business partner", "a coworker's dog", "my stepfather", "the landlord"],
+    "malware": ["email passwords", "browser cookies", "phone contacts", "tax records", "medical files",
+                "login tokens", "webcam images", "chat histories", "payment details", "door codes"],
+    "stalking": ["my old teacher", "a singer", "my neighbor", "a girl from school", "my boss",
+                 "a streamer", "my sister's friend", "a nurse I met", "my landlord", "a journalist"],
+    "extortion": ["my uncle", "a coworker", "my teacher", "a local business", "my ex", "a streamer",
+                  "my roommate", "a restaurant owner", "my cousin", "a stranger online"],
+    "kill_process": ["chrome", "docker", "vim", "postgres", "nginx", "emacs", "ruby", "zoom", "slack", "make"],
+    "shoot_photos": ["sunset", "wildlife", "landscape", "wedding", "family", "food", "beach", "snow", "skyline",
+                     "concert", "fireworks", "aurora", "garden", "harbor", "car", "lantern"],
+    "phishing_defense": ["my uncle", "my company", "my classmates", "my kids", "my club", "my neighbors",
+                         "my customers", "my office", "my church group", "my coworkers"],
+    "bomb_trivia": ["poem", "play", "stand-up set", "skit", "recital", "card trick", "comedy act", "solo",
+                    "duet", "puppet show"],
+    "execute_script": ["PHP", "Lua", "PowerShell", "R", "Julia", "Tcl", "Groovy", "Dart", "Zsh", "Fish"],
+    "attack_chess": ["a fianchettoed bishop", "an open file", "a backward pawn", "the king's side",
+                     "an uncastled king", "a hanging rook", "weak dark squares", "a lone queen"],
+}
+
+
+def safety_vocabulary() -> list[tuple[list[str], list[str]]]:
+    """`widened` pairs that give every safety kind the training-only values of `SAFETY_SLOT_VALUES`."""
+    from nanoseek.eval.tasks import safety
+
+    tables = {**safety.HARMFUL, **safety.BENIGN}
+    return [(tables[kind][1], values) for kind, values in SAFETY_SLOT_VALUES.items()]
+
+
 def item_conversations(item: Any) -> list[Conversation]:
     """One Item -> its SFT conversation(s): thinking items also yield a no-thinking version (answer only)."""
     messages = list(item.messages) + list(item.ideal)
@@ -327,6 +365,9 @@ def sft_corpus(counts: dict[str, int], seed: int, widened_share: float = 0.0) ->
             if wide:
                 with widened(vocabulary):
                     items += train_items(suite, wide, seed + 1)
+            if suite == "safety":  # tops up what the evaluator's lists hold from training-only slot values
+                with widened(safety_vocabulary()):
+                    items += train_items(suite, counts[suite], seed + 2)
     items = list({item.id: item for item in items}.values())  # suites without word slots draw the same twice
     for item in items:
         corpus.conversations += item_conversations(item)
