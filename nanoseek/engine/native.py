@@ -6,11 +6,12 @@
 `build` compiles native_decode.c once per machine with the C compiler it finds (`cc`, or $CC) into the user's
 cache directory (~/.cache/nanoseek/native on Linux, or $NANOSEEK_CACHE_DIR/native), named by a hash of the
 source, the flags and the CPU's feature flags, and loads it with ctypes. It applies to fp32 models of
-nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU; anything else -- another dtype, no compiler, a
-failed build -- returns None, and the engine decodes with the PyTorch model as before. The C step reads the
-projection weights as a copy packed in its own layout (`packed_projection`), so the path is only built for
-models up to `max_weight_bytes`, and the engine stops using it as soon as any parameter changes (RL training
-the served model).
+nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU, and to bf16 ones where the CPU has AVX512-BF16
+(`serve --dtype bfloat16`: bf16 weights and KV cache, fp32 everywhere else; native_decode.c); anything else --
+another dtype, no compiler, a failed build -- returns None, and the engine decodes with the PyTorch model as
+before. The C step reads the projection weights as a copy packed in its own layout (`packed_projection`), so
+the path is only built for models up to `max_weight_bytes`, and the engine stops using it as soon as any
+parameter changes (RL training the served model).
 
 The shared library links the same libgomp that PyTorch loaded (resolved by its soname), so the C step and
 PyTorch's own operations share one OpenMP thread pool instead of oversubscribing the cores.
@@ -50,7 +51,8 @@ FloatPointer = ctypes.POINTER(ctypes.c_float)
 class _DecodeModel(ctypes.Structure):
     # Mirrors `DecodeModel` in native_decode.c, field for field.
     _fields_ = ([(name, ctypes.c_int32) for name in ("hidden", "num_heads", "num_kv_heads", "head_dim",
-                                                      "intermediate", "vocab", "num_layers", "slot_capacity")]
+                                                      "intermediate", "vocab", "num_layers", "slot_capacity",
+                                                      "bf16")]
                 + [("eps", ctypes.c_float)]
                 + [(name, ctypes.c_void_p) for name in ("embed_t", "lm_head", "final_norm", "cos_table", "sin_table",
                                                          "input_norm", "post_norm", "qkv_weight", "qkv_bias",
@@ -59,8 +61,9 @@ class _DecodeModel(ctypes.Structure):
 
 
 class _Workspace(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_void_p) for name in ("x", "normed", "qkv", "attention", "gate_up", "activation",
-                                                     "scores")]
+    _fields_ = ([(name, ctypes.c_void_p) for name in ("x", "normed", "qkv", "attention", "gate_up", "activation",
+                                                      "scores", "input_pairs")]
+                + [("input_pairs_per_thread", ctypes.c_int32)])
 
 
 def cache_dir() -> Path:
@@ -110,6 +113,7 @@ def _compile_and_load() -> ctypes.CDLL:
                 raise OSError(f"{compiler} failed to build {SOURCE.name}: {result.stderr.strip()[-2000:]}")
             os.replace(built, target)
     library = ctypes.CDLL(str(target))
+    library.nanoseek_supports_bf16.restype = ctypes.c_int
     library.nanoseek_decode_step.restype = None
     library.nanoseek_decode_step.argtypes = [ctypes.POINTER(_DecodeModel), ctypes.POINTER(_Workspace),
                                              ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -122,11 +126,15 @@ COLUMN_BLOCK = 32  # as in native_decode.c
 
 def packed_projection(weight: torch.Tensor) -> torch.Tensor:
     """A [out, in] projection weight in native_decode.c's layout: blocks of 32 output columns, each block
-    [in, 32] contiguous, the last block zero-padded ([ceil(out / 32), in, 32])."""
+    [in, 32] contiguous, the last block zero-padded ([ceil(out / 32), in, 32]). A bf16 weight keeps its dtype
+    and pairs its inputs: [ceil(out / 32), in / 2, 32, 2], inputs 2p and 2p+1 of a column side by side, what
+    one VDPBF16PS lane multiplies."""
     out_features, in_features = weight.shape
     blocks = -(-out_features // COLUMN_BLOCK)
-    padded = torch.zeros(blocks * COLUMN_BLOCK, in_features)
+    padded = torch.zeros(blocks * COLUMN_BLOCK, in_features, dtype=weight.dtype)
     padded[:out_features] = weight.detach()
+    if weight.dtype == torch.bfloat16:
+        return padded.view(blocks, COLUMN_BLOCK, in_features // 2, 2).permute(0, 2, 1, 3).contiguous()
     return padded.view(blocks, COLUMN_BLOCK, in_features).transpose(1, 2).contiguous()
 
 
@@ -142,13 +150,13 @@ class NativeDecoder:
         self._library, self.max_batch = library, max_batch
         self._threads = torch.get_num_threads()
 
-        def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:
-            return None if tensor is None else tensor.detach().contiguous()
+        def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:  # norms and biases: fp32 always
+            return None if tensor is None else tensor.detach().float().contiguous()
 
         layers = list(model.layers)
         # Every array the C step reads is kept alive here; the struct only holds their addresses.
         # [hidden, vocab] contiguous: a view of transformer.py's column-major embedding (no copy), else a copy.
-        embed_t = model.embed_tokens.weight.detach().t().contiguous()
+        embed_t = model.embed_tokens.weight.detach().float().t().contiguous()
         lm_head = packed_projection(model.lm_head.weight)
         final_norm = vector(model.norm.weight)
         cos, sin = (table.contiguous() for table in
@@ -174,7 +182,7 @@ class NativeDecoder:
             hidden=config.hidden_size, num_heads=config.num_attention_heads,
             num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
             intermediate=config.intermediate_size, vocab=config.vocab_size, num_layers=config.num_hidden_layers,
-            slot_capacity=cache.slot_capacity, eps=config.rms_norm_eps,
+            slot_capacity=cache.slot_capacity, bf16=int(model.dtype == torch.bfloat16), eps=config.rms_norm_eps,
             embed_t=embed_t.data_ptr(), lm_head=lm_head.data_ptr(), final_norm=final_norm.data_ptr(),
             cos_table=cos.data_ptr(), sin_table=sin.data_ptr(),
             **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()})
@@ -184,7 +192,11 @@ class NativeDecoder:
                   "gate_up": 2 * config.intermediate_size, "activation": config.intermediate_size}
         self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
         self._buffers["scores"] = torch.empty(self._threads * cache.slot_capacity)
-        self._workspace = _Workspace(**{name: buffer.data_ptr() for name, buffer in self._buffers.items()})
+        # Per thread: one projection's input rows as bf16, two per int32 (bf16 models only).
+        pairs_per_thread = max_batch * max(widths["attention"], config.hidden_size, config.intermediate_size) // 2
+        self._buffers["input_pairs"] = torch.empty(self._threads * pairs_per_thread, dtype=torch.int32)
+        self._workspace = _Workspace(**{name: buffer.data_ptr() for name, buffer in self._buffers.items()},
+                                     input_pairs_per_thread=pairs_per_thread)
         self._logits = torch.empty(max_batch, config.vocab_size)
 
     @classmethod
@@ -193,14 +205,23 @@ class NativeDecoder:
         """A decoder for `model`, or None when the native path does not apply to it (see the module docstring)."""
         from nanoseek.model.transformer import MLP, Attention, Transformer
 
-        if not isinstance(model, Transformer) or model.dtype != torch.float32 or model.device.type != "cpu":
+        if not isinstance(model, Transformer) or model.device.type != "cpu":
+            return None
+        if model.dtype not in (torch.float32, torch.bfloat16) or cache.dtype != model.dtype:
             return None
         if not all(type(b.self_attn) is Attention and type(b.mlp) is MLP for b in model.layers):
             return None
-        if cache.dtype != torch.float32 or sum(p.numel() * 4 for p in model.parameters()) > max_weight_bytes:
+        if sum(p.numel() * p.element_size() for p in model.parameters()) > max_weight_bytes:
             return None
         library = load_library()
-        return cls(library, model, cache, max_batch) if library is not None else None
+        if library is None:
+            return None
+        if model.dtype == torch.bfloat16:
+            config = model.config
+            input_widths = (config.hidden_size, config.num_attention_heads * config.head_dim, config.intermediate_size)
+            if not library.nanoseek_supports_bf16() or any(width % 2 for width in input_widths):
+                return None
+        return cls(library, model, cache, max_batch)
 
     def step(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
         """Logits [len(tokens), vocab] for one new token per sequence; writes its k/v at `positions` of `slots`."""

@@ -12,6 +12,12 @@
    same way whatever the batch size or thread count, so a sequence decodes to the same tokens alone or in
    a batch. Results match the PyTorch model to float rounding (tests/engine/test_native_decode.py).
 
+   bf16 models (`m->bf16`, on CPUs with AVX512-BF16 only): the projection weights and the KV cache stay in
+   bf16, which halves the bytes every step reads, and each projection multiplies bf16 pairs with VDPBF16PS,
+   twice the fp32 FMA rate. Its input rows are rounded to bf16 (as bf16 autocast does) but everything else --
+   the residual stream, norms, rotary, softmax, sums -- stays fp32, so the step is at least as exact as the
+   PyTorch model in bf16, not bit-equal to it; rows are still computed independently of the batch.
+
    Layouts: projection weights packed in column blocks (`project`); the embedding [hidden, vocab] (transformer.py's
    column-major storage, read in place); the q/k/v projection's output
    rows are the q heads, then the k heads, then the v heads; gate/up holds the gate rows, then the up rows;
@@ -23,27 +29,77 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 #include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+/* Weights and cache entries are fp32, or bf16 (uint16_t) when `bf16` is set; norms, biases, the embedding and
+   the rotary tables are always fp32 (native.py converts them). */
 typedef struct {
-    int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity;
+    int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity, bf16;
     float eps;
-    const float *embed_t, *lm_head, *final_norm, *cos_table, *sin_table;
+    const float *embed_t;
+    const void *lm_head;
+    const float *final_norm, *cos_table, *sin_table;
     const float *const *input_norm, *const *post_norm;
-    const float *const *qkv_weight, *const *qkv_bias;
-    const float *const *o_weight, *const *o_bias;
-    const float *const *gate_up_weight, *const *gate_up_bias;
-    const float *const *down_weight, *const *down_bias;
-    float *const *keys, *const *values;
+    const void *const *qkv_weight;
+    const float *const *qkv_bias;
+    const void *const *o_weight;
+    const float *const *o_bias;
+    const void *const *gate_up_weight;
+    const float *const *gate_up_bias;
+    const void *const *down_weight;
+    const float *const *down_bias;
+    void *const *keys, *const *values;
 } DecodeModel;
 
-/* Scratch memory for a batch of up to max_batch rows, laid out by native.py (`workspace_floats`). */
+/* Scratch memory for a batch of up to max_batch rows, laid out by native.py. `input_pairs` holds, per thread,
+   a projection's input rows rounded to bf16 (pairs of them per uint32_t); bf16 models only. */
 typedef struct {
     float *x, *normed, *qkv, *attention, *gate_up, *activation, *scores;
+    uint32_t *input_pairs;
+    int32_t input_pairs_per_thread;
 } Workspace;
+
+/* 1 when this build can run bf16 models (the compiler targeted a CPU with AVX512-BF16). */
+int nanoseek_supports_bf16(void) {
+#if defined(__AVX512BF16__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* fp32 -> bf16, rounding to nearest even as PyTorch's conversion does (NaNs stay quiet NaNs). */
+static inline uint16_t bf16_from_float(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+static inline float float_from_bf16(uint16_t value) {
+    const uint32_t bits = (uint32_t)value << 16;
+    float result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
+/* Element i of a cache tensor that holds fp32 or bf16 values. */
+static inline float cache_load(const void *base, size_t i, int bf16) {
+    return bf16 ? float_from_bf16(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+
+static inline void cache_store(void *base, size_t i, float value, int bf16) {
+    if (bf16) ((uint16_t *)base)[i] = bf16_from_float(value);
+    else ((float *)base)[i] = value;
+}
 
 /* The barrier between phases. Every phase's loop is `nowait` and the threads meet here instead of at
    OpenMP's implicit barrier, because libgomp stops spinning at its barriers (it sleeps on a futex) as soon
@@ -126,8 +182,8 @@ static inline __attribute__((always_inline)) void project_block(
    contiguous, the last one zero-padded. A block is then one sequential stream: reading [in, out] rows
    out_dim floats apart instead cost a cache line and often a TLB entry per k, and at hidden 512 made
    16-row steps slower than oneDNN. Threads split the column blocks. */
-static void project(const float *x, int rows, int in_dim, const float *packed, const float *bias, int out_dim,
-                    float *out, int out_stride, int accumulate) {
+static void project_fp32(const float *x, int rows, int in_dim, const float *packed, const float *bias, int out_dim,
+                         float *out, int out_stride, int accumulate) {
     const int blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
 #pragma omp for schedule(static) nowait
     for (int b = 0; b < blocks; b++) {
@@ -147,6 +203,86 @@ static void project(const float *x, int rows, int in_dim, const float *packed, c
             }
         }
     }
+}
+
+#if defined(__AVX512BF16__)
+/* The bf16 micro-kernel: as project_block, over `pairs` = in_dim / 2 steps of two inputs each. `block` is one
+   packed bf16 column block, [pairs, 32, 2]: a 64-byte load holds 16 columns' weights for inputs 2p and 2p+1,
+   and VDPBF16PS adds both products to each column's fp32 sum. `x_pairs` holds each row's inputs 2p and 2p+1
+   as one uint32_t, broadcast to all 16 lanes. */
+static inline __attribute__((always_inline)) void project_block_bf16(
+    const uint32_t *x_pairs, int rows, int pairs, const uint16_t *block, int j0, int width, const float *bias,
+    float *out, int out_stride, int accumulate) {
+    __m512 low[ROW_BLOCK], high[ROW_BLOCK];
+    for (int r = 0; r < rows; r++) low[r] = high[r] = _mm512_setzero_ps();
+    for (int p = 0; p < pairs; p++) {
+        const __m512bh w_low = (__m512bh)_mm512_loadu_si512(block + (size_t)p * 2 * COLUMN_BLOCK);
+        const __m512bh w_high = (__m512bh)_mm512_loadu_si512(block + (size_t)p * 2 * COLUMN_BLOCK + 32);
+        for (int r = 0; r < rows; r++) {
+            const __m512bh v = (__m512bh)_mm512_set1_epi32((int)x_pairs[(size_t)r * pairs + p]);
+            low[r] = _mm512_dpbf16_ps(low[r], v, w_low);
+            high[r] = _mm512_dpbf16_ps(high[r], v, w_high);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        float sums[COLUMN_BLOCK];
+        _mm512_storeu_ps(sums, low[r]);
+        _mm512_storeu_ps(sums + 16, high[r]);
+        float *dst = out + (size_t)r * out_stride + j0;
+        for (int i = 0; i < width; i++) {
+            const float value = sums[i] + (bias ? bias[j0 + i] : 0.0f);
+            dst[i] = accumulate ? dst[i] + value : value;
+        }
+    }
+}
+
+/* project_fp32 for bf16 weights (native.py `packed_projection` with bf16 pairs). Every thread first rounds
+   all input rows to bf16 into its own buffer -- a few thousand conversions, cheaper than a barrier -- and
+   then takes its share of the column blocks. in_dim is even (native.py checks). */
+static void project_bf16(const float *x, int rows, int in_dim, const uint16_t *packed, const float *bias,
+                         int out_dim, float *out, int out_stride, int accumulate, uint32_t *x_pairs) {
+    const int pairs = in_dim / 2, blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+    uint16_t *halves = (uint16_t *)x_pairs;
+    for (int r = 0; r < rows; r++) {
+        const float *row = x + (size_t)r * in_dim;
+        uint16_t *dst = halves + (size_t)r * in_dim;
+        int k = 0;
+        for (; k + 16 <= in_dim; k += 16)
+            _mm256_storeu_si256((__m256i *)(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(row + k)));
+        for (; k < in_dim; k++) dst[k] = bf16_from_float(row[k]);
+    }
+#pragma omp for schedule(static) nowait
+    for (int b = 0; b < blocks; b++) {
+        const uint16_t *block = packed + (size_t)b * in_dim * COLUMN_BLOCK;
+        const int j0 = b * COLUMN_BLOCK;
+        const int width = out_dim - j0 < COLUMN_BLOCK ? out_dim - j0 : COLUMN_BLOCK;
+        for (int r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
+            const int n = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
+            const uint32_t *xr = x_pairs + (size_t)r0 * pairs;
+            float *dst = out + (size_t)r0 * out_stride;
+            switch (n) {
+                case 8: project_block_bf16(xr, 8, pairs, block, j0, width, bias, dst, out_stride, accumulate); break;
+                case 4: project_block_bf16(xr, 4, pairs, block, j0, width, bias, dst, out_stride, accumulate); break;
+                case 1: project_block_bf16(xr, 1, pairs, block, j0, width, bias, dst, out_stride, accumulate); break;
+                default: project_block_bf16(xr, n, pairs, block, j0, width, bias, dst, out_stride, accumulate);
+            }
+        }
+    }
+}
+#endif
+
+/* A projection of the model's weight dtype; `w` gives the calling thread's bf16 input buffer. */
+static void project(const DecodeModel *m, const Workspace *w, const float *x, int rows, int in_dim,
+                    const void *packed, const float *bias, int out_dim, float *out, int out_stride, int accumulate) {
+#if defined(__AVX512BF16__)
+    if (m->bf16) {
+        project_bf16(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, accumulate,
+                     w->input_pairs + (size_t)omp_get_thread_num() * w->input_pairs_per_thread);
+        return;
+    }
+#endif
+    (void)w;
+    project_fp32(x, rows, in_dim, (const float *)packed, bias, out_dim, out, out_stride, accumulate);
 }
 
 /* Rotate the q and k heads of every row at its position, and store the new k and v in the row's slot. */
@@ -169,8 +305,8 @@ static void rotate_and_store(const DecodeModel *m, int layer, int rows, const in
             const size_t at = (((size_t)slots[r] * kv_heads + kv) * m->slot_capacity + positions[r]) * dim;
             const float *value = qkv + (size_t)r * row_width + (size_t)(rotated + kv) * dim;
             for (int k = 0; k < dim; k++) {
-                m->keys[layer][at + k] = vec[k];
-                m->values[layer][at + k] = value[k];
+                cache_store(m->keys[layer], at + k, vec[k], m->bf16);
+                cache_store(m->values[layer], at + k, value[k], m->bf16);
             }
         }
     }
@@ -185,13 +321,25 @@ static inline float sum_lanes(f16 v) {
     return v[0];
 }
 
+/* Cache elements i..i+15 as one vector: fp32 read in place, bf16 widened (a bf16 is the top half of an fp32). */
+static inline f16 cache_load16(const void *base, size_t i, int bf16) {
+#if defined(__AVX512BF16__)
+    if (bf16) {
+        const __m256i halves = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i));
+        return (f16)_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+    }
+#endif
+    (void)bf16;
+    return *(const f16 *)((const float *)base + i);
+}
+
 #define MAX_VECTOR_HEAD 16 /* head_dim up to 256 in registers; larger or odd head sizes take the scalar loop */
 
 /* Softmax attention of one query head over `length` cached keys and values, head_dim a multiple of 16:
    the query and the output stay in vector registers, one pass computes the scores, a second exponentiates
    them and sums the values. */
-static void attend_head_vectors(const float *q, const float *keys, const float *values, int length, int dim,
-                                float scale, float *scores, float *dst) {
+static void attend_head_vectors(const float *q, const void *keys, const void *values, size_t base, int length,
+                                int dim, int bf16, float scale, float *scores, float *dst) {
     const int vectors = dim / 16;
     f16 query[MAX_VECTOR_HEAD], out[MAX_VECTOR_HEAD];
     for (int i = 0; i < vectors; i++) {
@@ -200,9 +348,9 @@ static void attend_head_vectors(const float *q, const float *keys, const float *
     }
     float best = -INFINITY;
     for (int t = 0; t < length; t++) {
-        const float *key = keys + (size_t)t * dim;
-        f16 products = query[0] * *(const f16 *)key;
-        for (int i = 1; i < vectors; i++) products += query[i] * *(const f16 *)(key + 16 * i);
+        const size_t key = base + (size_t)t * dim;
+        f16 products = query[0] * cache_load16(keys, key, bf16);
+        for (int i = 1; i < vectors; i++) products += query[i] * cache_load16(keys, key + 16 * i, bf16);
         scores[t] = sum_lanes(products);
         best = scores[t] > best ? scores[t] : best;
     }
@@ -210,19 +358,19 @@ static void attend_head_vectors(const float *q, const float *keys, const float *
     for (int t = 0; t < length; t++) {
         const float weight = expf(scores[t] - best);
         total += weight;
-        const float *value = values + (size_t)t * dim;
-        for (int i = 0; i < vectors; i++) out[i] += weight * *(const f16 *)(value + 16 * i);
+        const size_t value = base + (size_t)t * dim;
+        for (int i = 0; i < vectors; i++) out[i] += weight * cache_load16(values, value + 16 * i, bf16);
     }
     for (int i = 0; i < vectors; i++) *(f16 *)(dst + 16 * i) = out[i] / total;
 }
 
 /* The same for any even head_dim, one float at a time. */
-static void attend_head_scalar(const float *q, const float *keys, const float *values, int length, int dim,
-                               float scale, float *scores, float *dst) {
+static void attend_head_scalar(const float *q, const void *keys, const void *values, size_t base, int length,
+                               int dim, int bf16, float scale, float *scores, float *dst) {
     float best = -INFINITY;
     for (int t = 0; t < length; t++) {
         float dot = 0.0f;
-        for (int k = 0; k < dim; k++) dot += q[k] * keys[(size_t)t * dim + k];
+        for (int k = 0; k < dim; k++) dot += q[k] * cache_load(keys, base + (size_t)t * dim + k, bf16);
         scores[t] = dot * scale;
         best = scores[t] > best ? scores[t] : best;
     }
@@ -231,7 +379,7 @@ static void attend_head_scalar(const float *q, const float *keys, const float *v
     for (int t = 0; t < length; t++) {
         const float weight = expf(scores[t] - best);
         total += weight;
-        for (int k = 0; k < dim; k++) dst[k] += weight * values[(size_t)t * dim + k];
+        for (int k = 0; k < dim; k++) dst[k] += weight * cache_load(values, base + (size_t)t * dim + k, bf16);
     }
     for (int k = 0; k < dim; k++) dst[k] /= total;
 }
@@ -251,7 +399,7 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
         const float *q = qkv + (size_t)r * row_width + (size_t)head * dim;
         float *dst = out + (size_t)r * heads * dim + (size_t)head * dim;
         (vectorized ? attend_head_vectors : attend_head_scalar)(
-            q, m->keys[layer] + base, m->values[layer] + base, (int)positions[r] + 1, dim, scale, my_scores, dst);
+            q, m->keys[layer], m->values[layer], base, (int)positions[r] + 1, dim, m->bf16, scale, my_scores, dst);
     }
 }
 
@@ -281,29 +429,29 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
         for (int layer = 0; layer < m->num_layers; layer++) {
             rms_norm_rows(w->x, m->input_norm[layer], w->normed, rows, hidden, m->eps);
             phase_end(&barrier);
-            project(w->normed, rows, hidden, m->qkv_weight[layer], m->qkv_bias[layer], qkv_width, w->qkv,
+            project(m, w, w->normed, rows, hidden, m->qkv_weight[layer], m->qkv_bias[layer], qkv_width, w->qkv,
                     qkv_width, 0);
             phase_end(&barrier);
             rotate_and_store(m, layer, rows, positions, slots, w->qkv);
             phase_end(&barrier);
             attend(m, layer, rows, positions, slots, w->qkv, w->attention, w->scores);
             phase_end(&barrier);
-            project(w->attention, rows, attention_width, m->o_weight[layer], m->o_bias[layer], hidden, w->x,
+            project(m, w, w->attention, rows, attention_width, m->o_weight[layer], m->o_bias[layer], hidden, w->x,
                     hidden, 1);
             phase_end(&barrier);
             rms_norm_rows(w->x, m->post_norm[layer], w->normed, rows, hidden, m->eps);
             phase_end(&barrier);
-            project(w->normed, rows, hidden, m->gate_up_weight[layer], m->gate_up_bias[layer],
+            project(m, w, w->normed, rows, hidden, m->gate_up_weight[layer], m->gate_up_bias[layer],
                     2 * m->intermediate, w->gate_up, 2 * m->intermediate, 0);
             phase_end(&barrier);
             swiglu(w->gate_up, w->activation, rows, m->intermediate);
             phase_end(&barrier);
-            project(w->activation, rows, m->intermediate, m->down_weight[layer], m->down_bias[layer], hidden,
+            project(m, w, w->activation, rows, m->intermediate, m->down_weight[layer], m->down_bias[layer], hidden,
                     w->x, hidden, 1);
             phase_end(&barrier);
         }
         rms_norm_rows(w->x, m->final_norm, w->normed, rows, hidden, m->eps);
         phase_end(&barrier);
-        project(w->normed, rows, hidden, m->lm_head, NULL, m->vocab, logits, m->vocab, 0);
+        project(m, w, w->normed, rows, hidden, m->lm_head, NULL, m->vocab, logits, m->vocab, 0);
     }
 }
