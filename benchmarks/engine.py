@@ -6,16 +6,17 @@
 
 Model: the embedded default model when it exists, else a random Llama of its planned shape (hidden 256,
 6 layers, 4 heads, vocab 8192, tied embeddings) with a byte-level BPE tokenizer trained on stdlib sources,
-saved once under bench_out/engine/. Everything runs fp32 on `--threads` threads (default 2).
+saved once under bench_out/engine/. Everything runs on `--threads` threads (default 2), in fp32 or, with
+`--dtype bfloat16`, with bf16 weights and KV cache on every side (llama.cpp on a bf16 GGUF).
 
 Parts (each prints a table row; the ratios are the claims):
 * batch1: 64-token prompt + 256 greedy tokens, one request: nanoseek Engine.generate vs transformers
-  `generate` vs llama.cpp (llama-cpp-python on an f32 GGUF export of the same checkpoint) vs nanoseek's
+  `generate` vs llama.cpp (llama-cpp-python on an f32/bf16 GGUF export of the same checkpoint) vs nanoseek's
   bare model loop, each reference in a process of its own (`ReferenceProcess`), one side at a time. Where
   the greedy tokens part from transformers' (a near-tie of a trained model) is printed with the row.
 * concurrency: aggregate generated tokens/s with 1, 4, 16 and 64 concurrent requests (64-token prompts,
   128 new tokens each, prefill included), and the compute ceiling those rates sit under: the tokens/s the
-  model's FLOPs allow at this machine's fp32 matmul peak, measured in the same run.
+  model's FLOPs allow at this machine's matmul peak in the run's dtype, measured in the same run.
 * ttft: time to first token of a 1,024-token prompt (or the longest whole-block prompt a shorter context
   allows), cold vs fully cached (prefix cache).
 * json: tokens/s of JSON-schema-constrained sampling vs the same sampling unconstrained.
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench_out" / "engine"
 DEFAULT_MODEL = ROOT / "nanoseek" / "default_model"
 VOCAB = 8192
+GGUF_TYPE = {"float32": "f32", "bfloat16": "bf16"}  # llama.cpp's name for each --dtype
 
 
 def bench_checkpoint() -> Path:
@@ -88,7 +90,7 @@ def greedy(max_tokens: int) -> SamplingParams:
 
 # ---- batch 1 --------------------------------------------------------------------------------------------
 
-def part_batch1(engine: Engine, path: Path, repeats: int, threads: int) -> list[str]:
+def part_batch1(engine: Engine, path: Path, repeats: int, threads: int, dtype: str) -> list[str]:
     new_tokens = 256
     prompt = random_prompt(64, 0, engine.vocab_size)
     # Each reference decodes in a process of its own. In one process they would share libgomp with the
@@ -98,16 +100,17 @@ def part_batch1(engine: Engine, path: Path, repeats: int, threads: int) -> list[
     references: dict[str, ReferenceProcess] = {}
     try:
         for side in ("transformers", "model loop", "llama.cpp"):
-            references[side] = ReferenceProcess(side, path, prompt, new_tokens, threads)
+            references[side] = ReferenceProcess(side, path, prompt, new_tokens, threads, dtype)
         return time_batch1(engine, prompt, new_tokens, repeats,
-                           {side: ref for side, ref in references.items() if ref.first_tokens is not None})
+                           {side: ref for side, ref in references.items() if ref.first_tokens is not None},
+                           GGUF_TYPE[dtype])
     finally:
         for ref in references.values():
             ref.close()
 
 
 def time_batch1(engine: Engine, prompt: list[int], new_tokens: int, repeats: int,
-                references: dict[str, ReferenceProcess]) -> list[str]:
+                references: dict[str, ReferenceProcess], gguf_type: str) -> list[str]:
     def run_nanoseek() -> list[int]:
         # Vary the first token so the prefix cache (a 64-token prompt is one whole block) never serves
         # the prompt: both sides pay the full prefill.
@@ -140,11 +143,11 @@ def time_batch1(engine: Engine, prompt: list[int], new_tokens: int, repeats: int
                 f"model + SimpleKVCache {speed['model loop']:.0f} | **{speed['nanoseek'] / speed['model loop']:.2f}x** | "
                 f"scheduler, sampling, detokenizer, events included |")
     if "llama.cpp" in speed:
-        rows.append(f"| batch-1 decode vs llama.cpp f32 (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
+        rows.append(f"| batch-1 decode vs llama.cpp {gguf_type} (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
                     f"llama.cpp {speed['llama.cpp']:.0f} | **{speed['nanoseek'] / speed['llama.cpp']:.2f}x** "
                     f"(goal >= 1) | first {first_split['llama.cpp']} greedy tokens equal to transformers |")
     else:
-        rows.append("| batch-1 decode vs llama.cpp f32 | not measured: llama-cpp-python is not installed "
+        rows.append(f"| batch-1 decode vs llama.cpp {gguf_type} | not measured: llama-cpp-python is not installed "
                     "(pip install -e '.[bench]') | | | |")
     return rows
 
@@ -158,12 +161,13 @@ class ReferenceProcess:
     it loads its side, decodes once (`first_tokens`, None when the side is not installed) and then times one
     decode per `time_one_run` call while the engine's process sits idle. An error in the child is raised here."""
 
-    def __init__(self, side: str, path: Path, prompt: list[int], new_tokens: int, threads: int) -> None:
+    def __init__(self, side: str, path: Path, prompt: list[int], new_tokens: int, threads: int,
+                 dtype: str) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no OpenMP pool, no engine
         self.side = side
         self.conn, child_conn = context.Pipe()
         self.process = context.Process(target=reference_worker, daemon=True,
-                                       args=(side, path, prompt, new_tokens, threads, child_conn))
+                                       args=(side, path, prompt, new_tokens, threads, dtype, child_conn))
         self.process.start()
         child_conn.close()  # only the child holds its end: its exit then ends our recv with EOFError
         self.first_tokens = self._receive()
@@ -192,11 +196,12 @@ class ReferenceProcess:
             self.process.kill()
 
 
-def reference_worker(side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, conn) -> None:
+def reference_worker(side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str,
+                     conn) -> None:
     try:
         torch.set_num_threads(threads)
         run = {"transformers": transformers_runner, "model loop": model_loop_runner,
-               "llama.cpp": llama_cpp_runner}[side](path, prompt, new_tokens, threads)
+               "llama.cpp": llama_cpp_runner}[side](path, prompt, new_tokens, threads, dtype)
         conn.send(run() if run is not None else None)
         while run is not None and conn.recv() == "run":
             started = time.perf_counter()
@@ -206,10 +211,10 @@ def reference_worker(side: str, path: Path, prompt: list[int], new_tokens: int, 
         conn.send(exc)
 
 
-def transformers_runner(path: Path, prompt: list[int], new_tokens: int, threads: int):
+def transformers_runner(path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str):
     import transformers
 
-    reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
     ids = torch.tensor([prompt])
 
     def run() -> list[int]:
@@ -221,11 +226,11 @@ def transformers_runner(path: Path, prompt: list[int], new_tokens: int, threads:
     return run
 
 
-def model_loop_runner(path: Path, prompt: list[int], new_tokens: int, threads: int):
+def model_loop_runner(path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str):
     """nanoseek's model driven by hand (SimpleKVCache, argmax): the floor for the engine's own per-step work."""
     from nanoseek.model.checkpoint import load_checkpoint
 
-    model = load_checkpoint(path, dtype="float32").model.eval()
+    model = load_checkpoint(path, dtype=dtype).model.eval()
     ids = torch.tensor([prompt])
 
     def run() -> list[int]:
@@ -241,7 +246,7 @@ def model_loop_runner(path: Path, prompt: list[int], new_tokens: int, threads: i
     return run
 
 
-def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: int):
+def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str):
     try:
         import llama_cpp
     except ImportError:
@@ -249,9 +254,9 @@ def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: in
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from gguf_export import export
 
-    gguf_file = OUT_DIR / f"{path.name}-f32.gguf"
+    gguf_file = OUT_DIR / f"{path.name}-{GGUF_TYPE[dtype]}.gguf"
     if not gguf_file.is_file() or gguf_file.stat().st_mtime < (path / "model.safetensors").stat().st_mtime:
-        export(path, gguf_file, "f32")
+        export(path, gguf_file, GGUF_TYPE[dtype])
     llm = llama_cpp.Llama(str(gguf_file), n_ctx=len(prompt) + new_tokens + 8, n_threads=threads,
                           n_threads_batch=threads, n_batch=len(prompt), verbose=False)
 
@@ -292,15 +297,16 @@ def part_concurrency(engine: Engine, repeats: int) -> list[str]:
 
 def compute_ceiling_row(engine: Engine, prompt_tokens: int, new_tokens: int, speed: dict[int, float]) -> str:
     """How much of the machine the batched runs use: the generated tokens/s that the model's arithmetic
-    would allow at this machine's fp32 matmul peak (measured now, threads as the engine), against the rates
-    measured. Batching can only multiply batch-1 up to this ceiling: past it, a ratio goal needs a faster
-    batch-1 loss or cheaper arithmetic, not less overhead."""
-    peak_gflops = in_fresh_thread(matmul_peak_gflops, torch.float32)
+    would allow at this machine's matmul peak in the model's dtype (measured now, threads as the engine),
+    against the rates measured. Batching can only multiply batch-1 up to this ceiling: past it, a ratio goal
+    needs a faster batch-1 loss or cheaper arithmetic, not less overhead."""
+    peak_gflops = in_fresh_thread(matmul_peak_gflops, engine.model.dtype)
     # Forward only, a third of the training estimate; attention at the run's mean context length.
     flops_per_position = flops_per_token(engine.model, (prompt_tokens + new_tokens) // 2) / 3
     flops_per_generated = flops_per_position * (prompt_tokens + new_tokens) / new_tokens
     ceiling = peak_gflops * 1e9 / flops_per_generated
-    return (f"| compute ceiling: fp32 matmul peak {peak_gflops:.0f} GFLOP/s (measured now) / "
+    dtype_name = str(engine.model.dtype).removeprefix("torch.")
+    return (f"| compute ceiling: {dtype_name} matmul peak {peak_gflops:.0f} GFLOP/s (measured now) / "
             f"{flops_per_generated / 1e6:.1f} MFLOP per generated token | {ceiling:,.0f} tok/s | "
             f"batch-1 uses {speed[1] / ceiling:.0%} of it, 16 concurrent {speed[16] / ceiling:.0%}; "
             f"6x batch-1 would need {6 * speed[1] / ceiling:.0%} |")
@@ -357,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["batch1", "concurrency", "ttft", "json"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", choices=sorted(GGUF_TYPE),
+                        help="weights and KV cache of every side (as `nanoseek serve --dtype`)")
     parser.add_argument("--no-native", dest="native", action="store_false", help="nanoseek decodes with the "
                         "PyTorch model, not the native C step (as `nanoseek serve --no-native`)")
     parser.add_argument("--compile", action="store_true", help="with --no-native: the PyTorch decode step "
@@ -364,18 +372,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = args.model or in_fresh_thread(bench_checkpoint)
-    engine = Engine.from_checkpoint(path, max_batch=64, kv_budget_tokens=64 * 1024, compile_decode=args.compile,
-                                    native_decode=args.native)
+    engine = Engine.from_checkpoint(path, dtype=args.dtype, max_batch=64, kv_budget_tokens=64 * 1024,
+                                    compile_decode=args.compile, native_decode=args.native)
     if args.compile and engine.native is None:
         print(f"compiled the decode step in {engine.warm_up():.0f}s", flush=True)
     config = engine.model.config
     decode_path = "native C step" if engine.native else "compiled model" if args.compile else "eager model"
     print(f"model {path}: {config.num_parameters() / 1e6:.1f}M params, hidden {config.hidden_size}, "
-          f"{config.num_hidden_layers} layers, vocab {config.vocab_size}; torch {torch.__version__}, "
+          f"{config.num_hidden_layers} layers, vocab {config.vocab_size}, {args.dtype}; torch {torch.__version__}, "
           f"{args.threads} threads; nanoseek decodes with the {decode_path}")
     engine.generate([Request(random_prompt(64, 99, engine.vocab_size), greedy(16))])  # warm-up
     rows = ["| measure | | | ratio | |", "|---|---|---|---|---|"]
-    parts = {"batch1": lambda: part_batch1(engine, path, args.repeats, args.threads),
+    parts = {"batch1": lambda: part_batch1(engine, path, args.repeats, args.threads, args.dtype),
              "concurrency": lambda: part_concurrency(engine, args.repeats),
              "ttft": lambda: part_ttft(engine, args.repeats), "json": lambda: part_json(engine, args.repeats)}
     try:

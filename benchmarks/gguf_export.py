@@ -1,6 +1,6 @@
 """Export a nanoseek (Hugging Face layout) checkpoint to GGUF with llama.cpp's own converter.
 
-    python benchmarks/gguf_export.py CHECKPOINT_DIR OUT.gguf [--outtype f32|f16|q8_0]
+    python benchmarks/gguf_export.py CHECKPOINT_DIR OUT.gguf [--outtype f32|f16|bf16|q8_0]
 
 The converter (`convert_hf_to_gguf.py` and its `conversion` package) ships in the llama-cpp-python source
 distribution under vendor/llama.cpp; this wrapper fetches that sdist once with pip (into bench_out/) when
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("out_file", type=Path)
-    parser.add_argument("--outtype", default="f32", choices=["f32", "f16", "q8_0"])
+    parser.add_argument("--outtype", default="f32", choices=["f32", "f16", "bf16", "q8_0"])
     parser.add_argument("--llama-cpp-src", type=Path, default=None, help="an unpacked vendor/llama.cpp directory")
     args = parser.parse_args(argv)
     export(args.checkpoint, args.out_file, args.outtype, args.llama_cpp_src)

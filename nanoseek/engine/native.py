@@ -7,7 +7,8 @@
 cache directory (~/.cache/nanoseek/native on Linux, or $NANOSEEK_CACHE_DIR/native), named by a hash of the
 source, the flags and the CPU's feature flags, and loads it with ctypes. It applies to fp32 models of
 nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU, and to bf16 ones where the CPU has AVX512-BF16
-(`serve --dtype bfloat16`: bf16 weights and KV cache, fp32 everywhere else; native_decode.c); anything else --
+(`serve --dtype bfloat16`: bf16 weights and KV cache, fp32 everywhere else; on the AMX tile unit where the CPU
+has one and the layer widths are multiples of 32; native_decode.c); anything else --
 another dtype, no compiler, a failed build -- returns None, and the engine decodes with the PyTorch model as
 before. The C step reads the projection weights as a copy packed in its own layout (`packed_projection`), so
 the path is only built for models up to `max_weight_bytes`, and the engine stops using it as soon as any
@@ -52,7 +53,7 @@ class _DecodeModel(ctypes.Structure):
     # Mirrors `DecodeModel` in native_decode.c, field for field.
     _fields_ = ([(name, ctypes.c_int32) for name in ("hidden", "num_heads", "num_kv_heads", "head_dim",
                                                       "intermediate", "vocab", "num_layers", "slot_capacity",
-                                                      "bf16")]
+                                                      "bf16", "amx")]
                 + [("eps", ctypes.c_float)]
                 + [(name, ctypes.c_void_p) for name in ("embed_t", "lm_head", "final_norm", "cos_table", "sin_table",
                                                          "input_norm", "post_norm", "qkv_weight", "qkv_bias",
@@ -114,6 +115,7 @@ def _compile_and_load() -> ctypes.CDLL:
             os.replace(built, target)
     library = ctypes.CDLL(str(target))
     library.nanoseek_supports_bf16.restype = ctypes.c_int
+    library.nanoseek_enable_amx.restype = ctypes.c_int
     library.nanoseek_decode_step.restype = None
     library.nanoseek_decode_step.argtypes = [ctypes.POINTER(_DecodeModel), ctypes.POINTER(_Workspace),
                                              ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -122,6 +124,7 @@ def _compile_and_load() -> ctypes.CDLL:
 
 
 COLUMN_BLOCK = 32  # as in native_decode.c
+TILE_ROWS, TILE_INPUTS = 16, 32  # an AMX bf16 tile of inputs: 16 rows of 32
 
 
 def packed_projection(weight: torch.Tensor) -> torch.Tensor:
@@ -145,9 +148,11 @@ def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
 class NativeDecoder:
     """Decode steps of one model over one SlotKVCache, through the compiled C step."""
 
-    def __init__(self, library: ctypes.CDLL, model: torch.nn.Module, cache, max_batch: int) -> None:
+    def __init__(self, library: ctypes.CDLL, model: torch.nn.Module, cache, max_batch: int, amx: bool) -> None:
         config = model.config
         self._library, self.max_batch = library, max_batch
+        # Which multiply the projections use, for logs and benchmarks.
+        self.kernel = ("bf16 AMX tiles" if amx else "bf16 AVX512-BF16") if model.dtype == torch.bfloat16 else "fp32"
         self._threads = torch.get_num_threads()
 
         def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:  # norms and biases: fp32 always
@@ -182,7 +187,8 @@ class NativeDecoder:
             hidden=config.hidden_size, num_heads=config.num_attention_heads,
             num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
             intermediate=config.intermediate_size, vocab=config.vocab_size, num_layers=config.num_hidden_layers,
-            slot_capacity=cache.slot_capacity, bf16=int(model.dtype == torch.bfloat16), eps=config.rms_norm_eps,
+            slot_capacity=cache.slot_capacity, bf16=int(model.dtype == torch.bfloat16), amx=int(amx),
+            eps=config.rms_norm_eps,
             embed_t=embed_t.data_ptr(), lm_head=lm_head.data_ptr(), final_norm=final_norm.data_ptr(),
             cos_table=cos.data_ptr(), sin_table=sin.data_ptr(),
             **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()})
@@ -192,17 +198,20 @@ class NativeDecoder:
                   "gate_up": 2 * config.intermediate_size, "activation": config.intermediate_size}
         self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
         self._buffers["scores"] = torch.empty(self._threads * cache.slot_capacity)
-        # Per thread: one projection's input rows as bf16, two per int32 (bf16 models only).
-        pairs_per_thread = max_batch * max(widths["attention"], config.hidden_size, config.intermediate_size) // 2
+        # Per thread: one projection's input rows as bf16, two per int32, rows rounded up to whole AMX tiles
+        # (bf16 models only).
+        padded_batch = -(-max_batch // TILE_ROWS) * TILE_ROWS
+        pairs_per_thread = padded_batch * max(widths["attention"], config.hidden_size, config.intermediate_size) // 2
         self._buffers["input_pairs"] = torch.empty(self._threads * pairs_per_thread, dtype=torch.int32)
         self._workspace = _Workspace(**{name: buffer.data_ptr() for name, buffer in self._buffers.items()},
                                      input_pairs_per_thread=pairs_per_thread)
         self._logits = torch.empty(max_batch, config.vocab_size)
 
     @classmethod
-    def build(cls, model: torch.nn.Module, cache, max_batch: int,
-              max_weight_bytes: int = 1 << 30) -> NativeDecoder | None:
-        """A decoder for `model`, or None when the native path does not apply to it (see the module docstring)."""
+    def build(cls, model: torch.nn.Module, cache, max_batch: int, max_weight_bytes: int = 1 << 30,
+              allow_amx: bool = True) -> NativeDecoder | None:
+        """A decoder for `model`, or None when the native path does not apply to it (see the module docstring).
+        `allow_amx=False` keeps a bf16 model off the tile unit (tests and benchmarks compare the two)."""
         from nanoseek.model.transformer import MLP, Attention, Transformer
 
         if not isinstance(model, Transformer) or model.device.type != "cpu":
@@ -216,12 +225,15 @@ class NativeDecoder:
         library = load_library()
         if library is None:
             return None
+        amx = False
         if model.dtype == torch.bfloat16:
             config = model.config
             input_widths = (config.hidden_size, config.num_attention_heads * config.head_dim, config.intermediate_size)
             if not library.nanoseek_supports_bf16() or any(width % 2 for width in input_widths):
                 return None
-        return cls(library, model, cache, max_batch)
+            amx = (allow_amx and all(width % TILE_INPUTS == 0 for width in input_widths)
+                   and bool(library.nanoseek_enable_amx()))
+        return cls(library, model, cache, max_batch, amx)
 
     def step(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
         """Logits [len(tokens), vocab] for one new token per sequence; writes its k/v at `positions` of `slots`."""

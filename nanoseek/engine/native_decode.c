@@ -18,12 +18,19 @@
    the residual stream, norms, rotary, softmax, sums -- stays fp32, so the step is at least as exact as the
    PyTorch model in bf16, not bit-equal to it; rows are still computed independently of the batch.
 
+   AMX (`m->amx`, CPUs with AMX-BF16 tiles whose kernel grants the tile state, and projection inputs that are
+   multiples of 32): the bf16 projections run on the tile unit instead, 16 rows by 32 columns per pass
+   (`project_amx`). VDPBF16PS is no faster than fp32 FMAs on such a CPU, while the tiles multiply bf16 several
+   times faster than either, which is what lets a batch of 16 rows cost about what one row costs. The AMX path
+   serves every batch size, one row included, so a row's logits still do not depend on its batch.
+
    Layouts: projection weights packed in column blocks (`project`); the embedding [hidden, vocab] (transformer.py's
    column-major storage, read in place); the q/k/v projection's output
    rows are the q heads, then the k heads, then the v heads; gate/up holds the gate rows, then the up rows;
    the KV cache is the engine's SlotKVCache, [slot, kv_head, position, head_dim] per layer. The rotary
    tables are [position, head_dim] with the sign of rotate_half folded into sin, as in transformer.py. */
 
+#define _DEFAULT_SOURCE /* syscall() under -std=c11 */
 #include <math.h>
 #include <omp.h>
 #if defined(__SSE2__)
@@ -31,6 +38,11 @@
 #endif
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512BF16__) && defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#define HAVE_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 #include <sched.h>
 #include <stdatomic.h>
@@ -41,7 +53,7 @@
 /* Weights and cache entries are fp32, or bf16 (uint16_t) when `bf16` is set; norms, biases, the embedding and
    the rotary tables are always fp32 (native.py converts them). */
 typedef struct {
-    int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity, bf16;
+    int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity, bf16, amx;
     float eps;
     const float *embed_t;
     const void *lm_head;
@@ -59,7 +71,8 @@ typedef struct {
 } DecodeModel;
 
 /* Scratch memory for a batch of up to max_batch rows, laid out by native.py. `input_pairs` holds, per thread,
-   a projection's input rows rounded to bf16 (pairs of them per uint32_t); bf16 models only. */
+   a projection's input rows rounded to bf16 (pairs of them per uint32_t), max_batch rounded up to 16 rows
+   (an AMX tile's height); bf16 models only. */
 typedef struct {
     float *x, *normed, *qkv, *attention, *gate_up, *activation, *scores;
     uint32_t *input_pairs;
@@ -70,6 +83,16 @@ typedef struct {
 int nanoseek_supports_bf16(void) {
 #if defined(__AVX512BF16__)
     return 1;
+#else
+    return 0;
+#endif
+}
+
+/* 1 when this process may use AMX bf16 tiles: the build targets them and Linux granted this process the
+   tile state (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, process-wide; refused on kernels before 5.16). */
+int nanoseek_enable_amx(void) {
+#if defined(HAVE_AMX)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
 #else
     return 0;
 #endif
@@ -96,9 +119,36 @@ static inline float cache_load(const void *base, size_t i, int bf16) {
     return bf16 ? float_from_bf16(((const uint16_t *)base)[i]) : ((const float *)base)[i];
 }
 
-static inline void cache_store(void *base, size_t i, float value, int bf16) {
-    if (bf16) ((uint16_t *)base)[i] = bf16_from_float(value);
-    else ((float *)base)[i] = value;
+/* Elements i..i+n of a cache tensor from fp32 values (rounded to bf16 for a bf16 cache). */
+static inline void cache_store_row(void *base, size_t i, const float *values, int n, int bf16) {
+    if (!bf16) {
+        memcpy((float *)base + i, values, (size_t)n * sizeof *values);
+        return;
+    }
+    uint16_t *dst = (uint16_t *)base + i;
+#pragma omp simd
+    for (int k = 0; k < n; k++) dst[k] = bf16_from_float(values[k]);
+}
+
+/* e^x, written so that GCC vectorizes a loop of it (expf is a libm call it cannot): x = n ln2 + r with
+   |r| <= ln2/2 (Cody-Waite, ln2 in two parts), e^r by its degree-6 Taylor polynomial, times 2^n built from
+   its exponent bits. Relative error 2.3e-7 over [-87, 88] (glibc's expf: 2.0e-7); x is clamped to that range,
+   so e^x never under- or overflows (a softmax weight e^-100 comes out 1.6e-38, not 3.7e-44); NaN stays NaN. */
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    const float n = rintf(x * 1.44269504088896341f);
+    const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
 }
 
 /* The barrier between phases. Every phase's loop is `nowait` and the threads meet here instead of at
@@ -150,6 +200,19 @@ typedef float f16 __attribute__((vector_size(64), aligned(4)));
 #define COLUMN_BLOCK 32 /* two vectors of outputs per task: enough tasks for two threads even at 192 outputs */
 #define ROW_BLOCK 8     /* batch rows per pass over a weight block: 16 vector sums stay in registers */
 
+/* Add (or write) a block's fp32 sums [rows][sums_stride], plus the bias, to columns j0..j0+width of `out`. */
+static inline void store_block(const float *sums, int sums_stride, int rows, int j0, int width, const float *bias,
+                               float *out, int out_stride, int accumulate) {
+    for (int r = 0; r < rows; r++) {
+        float *dst = out + (size_t)r * out_stride + j0;
+        const float *src = sums + (size_t)r * sums_stride;
+        for (int i = 0; i < width; i++) {
+            const float value = src[i] + (bias ? bias[j0 + i] : 0.0f);
+            dst[i] = accumulate ? dst[i] + value : value;
+        }
+    }
+}
+
 /* out[r, j0:j0+width] (=, or += with accumulate) x[r0:r0+rows, :] . block + bias, rows <= 8, width <= 32, where
    `block` is one packed column block: [in_dim, 32] contiguous (see `project`). The classic GEMM micro-kernel:
    each step over k loads two weight vectors and broadcasts one input per row, so every loaded weight is used
@@ -168,13 +231,12 @@ static inline __attribute__((always_inline)) void project_block(
             high[r] += v * w_high;
         }
     }
+    float sums[ROW_BLOCK][COLUMN_BLOCK];
     for (int r = 0; r < rows; r++) {
-        float *dst = out + (size_t)r * out_stride + j0;
-        for (int i = 0; i < width; i++) {
-            const float value = (i < 16 ? low[r][i] : high[r][i - 16]) + (bias ? bias[j0 + i] : 0.0f);
-            dst[i] = accumulate ? dst[i] + value : value;
-        }
+        memcpy(sums[r], &low[r], sizeof low[r]);
+        memcpy(sums[r] + 16, &high[r], sizeof high[r]);
     }
+    store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out, out_stride, accumulate);
 }
 
 /* out[r, j] (=, or += with accumulate) x[r, :] . weight[j, :] + bias[j] for r < rows, j < out_dim. The weight
@@ -224,25 +286,18 @@ static inline __attribute__((always_inline)) void project_block_bf16(
             high[r] = _mm512_dpbf16_ps(high[r], v, w_high);
         }
     }
+    float sums[ROW_BLOCK][COLUMN_BLOCK];
     for (int r = 0; r < rows; r++) {
-        float sums[COLUMN_BLOCK];
-        _mm512_storeu_ps(sums, low[r]);
-        _mm512_storeu_ps(sums + 16, high[r]);
-        float *dst = out + (size_t)r * out_stride + j0;
-        for (int i = 0; i < width; i++) {
-            const float value = sums[i] + (bias ? bias[j0 + i] : 0.0f);
-            dst[i] = accumulate ? dst[i] + value : value;
-        }
+        _mm512_storeu_ps(sums[r], low[r]);
+        _mm512_storeu_ps(sums[r] + 16, high[r]);
     }
+    store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out, out_stride, accumulate);
 }
 
 /* project_fp32 for bf16 weights (native.py `packed_projection` with bf16 pairs). Every thread first rounds
    all input rows to bf16 into its own buffer -- a few thousand conversions, cheaper than a barrier -- and
    then takes its share of the column blocks. in_dim is even (native.py checks). */
-static void project_bf16(const float *x, int rows, int in_dim, const uint16_t *packed, const float *bias,
-                         int out_dim, float *out, int out_stride, int accumulate, uint32_t *x_pairs) {
-    const int pairs = in_dim / 2, blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
-    uint16_t *halves = (uint16_t *)x_pairs;
+static void round_rows_to_bf16(const float *x, int rows, int in_dim, uint16_t *halves) {
     for (int r = 0; r < rows; r++) {
         const float *row = x + (size_t)r * in_dim;
         uint16_t *dst = halves + (size_t)r * in_dim;
@@ -251,6 +306,12 @@ static void project_bf16(const float *x, int rows, int in_dim, const uint16_t *p
             _mm256_storeu_si256((__m256i *)(dst + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(row + k)));
         for (; k < in_dim; k++) dst[k] = bf16_from_float(row[k]);
     }
+}
+
+static void project_bf16(const float *x, int rows, int in_dim, const uint16_t *packed, const float *bias,
+                         int out_dim, float *out, int out_stride, int accumulate, uint32_t *x_pairs) {
+    const int pairs = in_dim / 2, blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+    round_rows_to_bf16(x, rows, in_dim, (uint16_t *)x_pairs);
 #pragma omp for schedule(static) nowait
     for (int b = 0; b < blocks; b++) {
         const uint16_t *block = packed + (size_t)b * in_dim * COLUMN_BLOCK;
@@ -271,17 +332,73 @@ static void project_bf16(const float *x, int rows, int in_dim, const uint16_t *p
 }
 #endif
 
+#if defined(HAVE_AMX)
+#define TILE_ROWS 16 /* rows of a tile; 64 bytes a row: 32 bf16 inputs, or 16 fp32 sums, or 16 bf16 pairs */
+
+/* Every tile 16 rows of 64 bytes: sums 0 and 1 (columns 0-15 and 16-31 of a block), inputs 2, weights 3
+   and 4. The configuration is per thread: each thread of the step's parallel region loads it. It is a
+   constant in memory, not built on the stack, because GCC 12's _tile_loadconfig tells the compiler it reads
+   only 8 bytes, and the stores of the other fields were optimised away (LDTILECFG then faulted). */
+static const struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} TILE_CONFIG = {.palette_id = 1, .bytes_per_row = {64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16}};
+
+/* project_bf16 on the tile unit, for in_dim a multiple of 32. A tile of inputs is 16 rows x 32 bf16 of the
+   rounded input rows (rows past `rows` are zeros); the packed block [pairs, 32, 2] is read as two weight
+   tiles, 16 pairs x 16 columns each (its left and right halves: a 128-byte stride), and TDPBF16PS adds
+   inputs x weights into the two fp32 sum tiles. */
+static void project_amx(const float *x, int rows, int in_dim, const uint16_t *packed, const float *bias,
+                        int out_dim, float *out, int out_stride, int accumulate, uint16_t *halves) {
+    const int blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+    const int padded_rows = (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
+    round_rows_to_bf16(x, rows, in_dim, halves);
+    memset(halves + (size_t)rows * in_dim, 0, (size_t)(padded_rows - rows) * in_dim * sizeof *halves);
+#pragma omp for schedule(static) nowait
+    for (int b = 0; b < blocks; b++) {
+        const uint16_t *block = packed + (size_t)b * in_dim * COLUMN_BLOCK;
+        const int j0 = b * COLUMN_BLOCK;
+        const int width = out_dim - j0 < COLUMN_BLOCK ? out_dim - j0 : COLUMN_BLOCK;
+        for (int r0 = 0; r0 < rows; r0 += TILE_ROWS) {
+            _tile_zero(0);
+            _tile_zero(1);
+            for (int k = 0; k < in_dim; k += 32) {
+                _tile_loadd(2, halves + (size_t)r0 * in_dim + k, in_dim * 2);
+                _tile_loadd(3, block + (size_t)k * COLUMN_BLOCK, 2 * COLUMN_BLOCK * 2);  /* pairs k/2.. */
+                _tile_loadd(4, block + (size_t)k * COLUMN_BLOCK + 32, 2 * COLUMN_BLOCK * 2);
+                _tile_dpbf16ps(0, 2, 3);
+                _tile_dpbf16ps(1, 2, 4);
+            }
+            float sums[TILE_ROWS][COLUMN_BLOCK] __attribute__((aligned(64)));
+            _tile_stored(0, &sums[0][0], COLUMN_BLOCK * 4);
+            _tile_stored(1, &sums[0][16], COLUMN_BLOCK * 4);
+            const int n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
+            store_block(&sums[0][0], COLUMN_BLOCK, n, j0, width, bias, out + (size_t)r0 * out_stride, out_stride,
+                        accumulate);
+        }
+    }
+}
+#endif
+
 /* A projection of the model's weight dtype; `w` gives the calling thread's bf16 input buffer. */
 static void project(const DecodeModel *m, const Workspace *w, const float *x, int rows, int in_dim,
                     const void *packed, const float *bias, int out_dim, float *out, int out_stride, int accumulate) {
 #if defined(__AVX512BF16__)
     if (m->bf16) {
-        project_bf16(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, accumulate,
-                     w->input_pairs + (size_t)omp_get_thread_num() * w->input_pairs_per_thread);
+        uint32_t *x_pairs = w->input_pairs + (size_t)omp_get_thread_num() * w->input_pairs_per_thread;
+#if defined(HAVE_AMX)
+        if (m->amx) {
+            project_amx(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, accumulate,
+                        (uint16_t *)x_pairs);
+            return;
+        }
+#endif
+        project_bf16(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, accumulate, x_pairs);
         return;
     }
 #endif
-    (void)w;
+    (void)m, (void)w;
     project_fp32(x, rows, in_dim, (const float *)packed, bias, out_dim, out, out_stride, accumulate);
 }
 
@@ -297,17 +414,18 @@ static void rotate_and_store(const DecodeModel *m, int layer, int rows, const in
         float *vec = qkv + (size_t)r * row_width + (size_t)head * dim;
         const float *cos_row = m->cos_table + (size_t)positions[r] * dim;
         const float *sin_row = m->sin_table + (size_t)positions[r] * dim;
-        float rolled[dim];
-        for (int k = 0; k < dim; k++) rolled[k] = vec[(k + half) % dim];
-        for (int k = 0; k < dim; k++) vec[k] = vec[k] * cos_row[k] + rolled[k] * sin_row[k];
+        float rotated_vec[dim];
+        for (int k = 0; k < half; k++) {  /* rotate_half: the two halves swap (sin carries the sign) */
+            rotated_vec[k] = vec[k] * cos_row[k] + vec[k + half] * sin_row[k];
+            rotated_vec[k + half] = vec[k + half] * cos_row[k + half] + vec[k] * sin_row[k + half];
+        }
+        memcpy(vec, rotated_vec, sizeof rotated_vec);
         if (head >= heads) {
             const int kv = head - heads;
             const size_t at = (((size_t)slots[r] * kv_heads + kv) * m->slot_capacity + positions[r]) * dim;
             const float *value = qkv + (size_t)r * row_width + (size_t)(rotated + kv) * dim;
-            for (int k = 0; k < dim; k++) {
-                cache_store(m->keys[layer], at + k, vec[k], m->bf16);
-                cache_store(m->values[layer], at + k, value[k], m->bf16);
-            }
+            cache_store_row(m->keys[layer], at, vec, dim, m->bf16);
+            cache_store_row(m->values[layer], at, value, dim, m->bf16);
         }
     }
 }
@@ -333,6 +451,17 @@ static inline f16 cache_load16(const void *base, size_t i, int bf16) {
     return *(const f16 *)((const float *)base + i);
 }
 
+/* scores[t] <- e^(scores[t] - best), in one vectorized pass; returns their sum. */
+static inline float softmax_weights(float *scores, int length, float best) {
+    float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+    for (int t = 0; t < length; t++) {
+        scores[t] = exp_approx(scores[t] - best);
+        total += scores[t];
+    }
+    return total;
+}
+
 #define MAX_VECTOR_HEAD 16 /* head_dim up to 256 in registers; larger or odd head sizes take the scalar loop */
 
 /* Softmax attention of one query head over `length` cached keys and values, head_dim a multiple of 16:
@@ -354,12 +483,10 @@ static void attend_head_vectors(const float *q, const void *keys, const void *va
         scores[t] = sum_lanes(products);
         best = scores[t] > best ? scores[t] : best;
     }
-    float total = 0.0f;
+    const float total = softmax_weights(scores, length, best);
     for (int t = 0; t < length; t++) {
-        const float weight = expf(scores[t] - best);
-        total += weight;
         const size_t value = base + (size_t)t * dim;
-        for (int i = 0; i < vectors; i++) out[i] += weight * cache_load16(values, value + 16 * i, bf16);
+        for (int i = 0; i < vectors; i++) out[i] += scores[t] * cache_load16(values, value + 16 * i, bf16);
     }
     for (int i = 0; i < vectors; i++) *(f16 *)(dst + 16 * i) = out[i] / total;
 }
@@ -374,13 +501,10 @@ static void attend_head_scalar(const float *q, const void *keys, const void *val
         scores[t] = dot * scale;
         best = scores[t] > best ? scores[t] : best;
     }
-    float total = 0.0f;
+    const float total = softmax_weights(scores, length, best);
     for (int k = 0; k < dim; k++) dst[k] = 0.0f;
-    for (int t = 0; t < length; t++) {
-        const float weight = expf(scores[t] - best);
-        total += weight;
-        for (int k = 0; k < dim; k++) dst[k] += weight * cache_load(values, base + (size_t)t * dim + k, bf16);
-    }
+    for (int t = 0; t < length; t++)
+        for (int k = 0; k < dim; k++) dst[k] += scores[t] * cache_load(values, base + (size_t)t * dim + k, bf16);
     for (int k = 0; k < dim; k++) dst[k] /= total;
 }
 
@@ -408,7 +532,8 @@ static void swiglu(const float *gate_up, float *out, int rows, int intermediate)
     for (int r = 0; r < rows; r++) {
         const float *gate = gate_up + (size_t)r * 2 * intermediate, *up = gate + intermediate;
         float *dst = out + (size_t)r * intermediate;
-        for (int i = 0; i < intermediate; i++) dst[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+#pragma omp simd
+        for (int i = 0; i < intermediate; i++) dst[i] = gate[i] / (1.0f + exp_approx(-gate[i])) * up[i];
     }
 }
 
@@ -420,6 +545,9 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
     PhaseBarrier barrier = {0, 0};
 #pragma omp parallel num_threads(threads)
     {
+#if defined(HAVE_AMX)
+        if (m->amx) _tile_loadconfig(&TILE_CONFIG);
+#endif
 #pragma omp for schedule(static) nowait
         for (int r = 0; r < rows; r++) {
             /* The embedding is read in place, [hidden, vocab]: token t's vector is column t. */
@@ -453,5 +581,8 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
         rms_norm_rows(w->x, m->final_norm, w->normed, rows, hidden, m->eps);
         phase_end(&barrier);
         project(m, w, w->normed, rows, hidden, m->lm_head, NULL, m->vocab, logits, m->vocab, 0);
+#if defined(HAVE_AMX)
+        if (m->amx) _tile_release();
+#endif
     }
 }

@@ -62,17 +62,26 @@ class RowSampler:
         return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
+def argmax_rows(logits: torch.Tensor) -> list[int]:
+    """The first index of each row's maximum (a NaN counts as the maximum), as torch.argmax. On the CPU
+    through NumPy: torch's argmax took 100 us for [16, 8192] on 2 threads, NumPy's 9 us, and at 16
+    concurrent greedy requests that was 15% of a decode step."""
+    if logits.device.type == "cpu":
+        return logits.detach().float().numpy().argmax(axis=-1).tolist()  # float(): NumPy has no bf16
+    return logits.argmax(dim=-1).tolist()
+
+
 def sample_next(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
     """Pick one token per row of `logits` [B, V] (modified in place by penalties)."""
     for row, sampler in enumerate(samplers):
         if sampler.penalized:
             sampler.apply_penalties(logits[row])
     if all(s.greedy for s in samplers):
-        return logits.argmax(dim=-1).tolist()
+        return argmax_rows(logits)
     tokens = [0] * len(samplers)
     greedy_rows = [i for i, s in enumerate(samplers) if s.greedy]
     if greedy_rows:
-        for row, token in zip(greedy_rows, logits[greedy_rows].argmax(dim=-1).tolist()):
+        for row, token in zip(greedy_rows, argmax_rows(logits[greedy_rows])):
             tokens[row] = token
     for row, sampler in enumerate(samplers):
         if not sampler.greedy:

@@ -99,8 +99,9 @@ def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scat
         decoder.step([1] * 7, [0] * 7, list(range(7)))
 
 
+@pytest.mark.parametrize("allow_amx", [True, False], ids=["amx-where-available", "avx512-bf16"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the_batch(shape):
+def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the_batch(shape, allow_amx):
     if not load_library().nanoseek_supports_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bf16 models decode with PyTorch (next test)")
     exact = random_model(shape)
@@ -111,8 +112,11 @@ def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the
     config = model.config
     exact_cache, torch_cache, native_cache = (new_cache(config, dtype) for dtype in
                                               (torch.float32, torch.bfloat16, torch.bfloat16))
-    decoder = NativeDecoder.build(model, native_cache, max_batch=6)
+    decoder = NativeDecoder.build(model, native_cache, max_batch=6, allow_amx=allow_amx)
     assert decoder is not None
+    # The tile path needs input widths that are multiples of 32 (llama-gqa's; qwen2-odd's 40 and 50 are not).
+    tiles = allow_amx and shape == "llama-gqa" and bool(load_library().nanoseek_enable_amx())
+    assert decoder.kernel == ("bf16 AMX tiles" if tiles else "bf16 AVX512-BF16")
     prefill(exact, exact_cache)
     prefill(model, torch_cache)
     prefill(model, native_cache)
@@ -170,6 +174,24 @@ def test_engine_decodes_natively_with_the_same_greedy_tokens_and_follows_weight_
         with torch.no_grad():
             checkpoint.model.lm_head.weight.mul_(-1.0)
     assert flipped_native == flipped_plain != expected[1][:12]
+
+
+def test_a_bf16_engine_decodes_natively_and_batched_greedy_equals_one_at_a_time(engine_checkpoint):
+    if not load_library().nanoseek_supports_bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bf16 models decode with PyTorch")
+    from nanoseek.engine import Engine
+
+    engine = Engine.from_checkpoint(str(engine_checkpoint), dtype="bfloat16", max_batch=8)
+    try:
+        assert engine.model.dtype == torch.bfloat16 and engine.native is not None
+        prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2], [1, 4, 1, 4, 2, 1, 3, 5], [9, 9, 8]]
+        alone = [engine.generate([Request(p, greedy(32))])[0].token_ids for p in prompts]
+        # Requests leaving at different steps: the batch shrinks, and no row's tokens change with it.
+        batched = [c.token_ids for c in engine.generate(
+            [Request(p, greedy(32 - 6 * i)) for i, p in enumerate(prompts)])]
+        assert batched == [tokens[:32 - 6 * i] for i, tokens in enumerate(alone)]
+    finally:
+        engine.shutdown()
 
 
 def test_without_a_working_compiler_the_engine_decodes_with_pytorch(engine_checkpoint, tmp_path):
