@@ -545,8 +545,10 @@ class Engine:
             for position, row in enumerate(logprob_rows):
                 logprobs[row] = self._logprob_entry(raw_logprobs[position], tokens[row],
                                                     sequences[row].group.params.top_logprobs)
-        for row, (sequence, token) in enumerate(zip(sequences, tokens)):
-            self._accept(sequence, token, logprobs.get(row))
+        # Last slot first: a sequence that finishes frees its slot by moving the last one's cache into it
+        # (_free_slot), so when several finish in one step, those above them are retired before they would move.
+        for row in sorted(range(len(sequences)), key=lambda row: sequences[row].slot, reverse=True):
+            self._accept(sequences[row], tokens[row], logprobs.get(row))
 
     def _accept(self, sequence: _Sequence, token: int, logprob: TokenLogprob | None) -> None:
         group, params = sequence.group, sequence.group.params

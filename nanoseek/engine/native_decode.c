@@ -200,16 +200,20 @@ typedef float f16 __attribute__((vector_size(64), aligned(4)));
 #define COLUMN_BLOCK 32 /* two vectors of outputs per task: enough tasks for two threads even at 192 outputs */
 #define ROW_BLOCK 8     /* batch rows per pass over a weight block: 16 vector sums stay in registers */
 
-/* Add (or write) a block's fp32 sums [rows][sums_stride], plus the bias, to columns j0..j0+width of `out`. */
+static const float NO_BIAS[COLUMN_BLOCK];
+
+/* Add (or write) a block's fp32 sums [rows][sums_stride], plus the bias, to columns j0..j0+width of `out`.
+   Branch-free inner loops, so that they vectorize. */
 static inline void store_block(const float *sums, int sums_stride, int rows, int j0, int width, const float *bias,
                                float *out, int out_stride, int accumulate) {
+    const float *b = bias ? bias + j0 : NO_BIAS;
     for (int r = 0; r < rows; r++) {
         float *dst = out + (size_t)r * out_stride + j0;
         const float *src = sums + (size_t)r * sums_stride;
-        for (int i = 0; i < width; i++) {
-            const float value = src[i] + (bias ? bias[j0 + i] : 0.0f);
-            dst[i] = accumulate ? dst[i] + value : value;
-        }
+        if (accumulate)
+            for (int i = 0; i < width; i++) dst[i] += src[i] + b[i];
+        else
+            for (int i = 0; i < width; i++) dst[i] = src[i] + b[i];
     }
 }
 
@@ -370,10 +374,16 @@ static void project_amx(const float *x, int rows, int in_dim, const uint16_t *pa
                 _tile_dpbf16ps(0, 2, 3);
                 _tile_dpbf16ps(1, 2, 4);
             }
+            const int n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
+            float *dst = out + (size_t)r0 * out_stride + j0;
+            if (n == TILE_ROWS && width == COLUMN_BLOCK && !accumulate && !bias) {  /* the sums are the output */
+                _tile_stored(0, dst, out_stride * 4);
+                _tile_stored(1, dst + 16, out_stride * 4);
+                continue;
+            }
             float sums[TILE_ROWS][COLUMN_BLOCK] __attribute__((aligned(64)));
             _tile_stored(0, &sums[0][0], COLUMN_BLOCK * 4);
             _tile_stored(1, &sums[0][16], COLUMN_BLOCK * 4);
-            const int n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
             store_block(&sums[0][0], COLUMN_BLOCK, n, j0, width, bias, out + (size_t)r0 * out_stride, out_stride,
                         accumulate);
         }
@@ -491,6 +501,63 @@ static void attend_head_vectors(const float *q, const void *keys, const void *va
     for (int i = 0; i < vectors; i++) *(f16 *)(dst + 16 * i) = out[i] / total;
 }
 
+#if defined(__AVX512BF16__)
+/* attend_head_vectors for a bf16 cache and head_dim a multiple of 32, without a shuffle in the loops: 64
+   bytes of keys hold 32 bf16 values, and one shift and one mask make the even-numbered and the odd-numbered
+   ones fp32 vectors (a bf16 is the top half of an fp32). The query is split the same way once, so a dot
+   product is even . even + odd . odd; the output is kept split and interleaved back at the end. Widening
+   16 values at a time instead (cache_load16) costs a shuffle-port instruction per 16, which bounded the
+   loop. */
+static void attend_head_bf16(const float *q, const uint16_t *keys, const uint16_t *values, size_t base,
+                             int length, int dim, float scale, float *scores, float *dst) {
+    const int chunks = dim / 32;
+    const __m512i odd_mask = _mm512_set1_epi32((int)0xffff0000u);
+    __m512 q_even[MAX_VECTOR_HEAD / 2], q_odd[MAX_VECTOR_HEAD / 2], out_even[MAX_VECTOR_HEAD / 2],
+        out_odd[MAX_VECTOR_HEAD / 2];
+    for (int c = 0; c < chunks; c++) {
+        float even[16], odd[16];
+        for (int i = 0; i < 16; i++) {
+            even[i] = q[32 * c + 2 * i] * scale;
+            odd[i] = q[32 * c + 2 * i + 1] * scale;
+        }
+        q_even[c] = _mm512_loadu_ps(even);
+        q_odd[c] = _mm512_loadu_ps(odd);
+        out_even[c] = out_odd[c] = _mm512_setzero_ps();
+    }
+    float best = -INFINITY;
+    for (int t = 0; t < length; t++) {
+        const uint16_t *key = keys + base + (size_t)t * dim;
+        __m512 products = _mm512_setzero_ps();
+        for (int c = 0; c < chunks; c++) {
+            const __m512i raw = _mm512_loadu_si512(key + 32 * c);
+            products = _mm512_fmadd_ps(q_even[c], _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16)), products);
+            products = _mm512_fmadd_ps(q_odd[c], _mm512_castsi512_ps(_mm512_and_si512(raw, odd_mask)), products);
+        }
+        scores[t] = _mm512_reduce_add_ps(products);
+        best = scores[t] > best ? scores[t] : best;
+    }
+    const float total = softmax_weights(scores, length, best);
+    for (int t = 0; t < length; t++) {
+        const uint16_t *value = values + base + (size_t)t * dim;
+        const __m512 weight = _mm512_set1_ps(scores[t]);
+        for (int c = 0; c < chunks; c++) {
+            const __m512i raw = _mm512_loadu_si512(value + 32 * c);
+            out_even[c] = _mm512_fmadd_ps(weight, _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16)), out_even[c]);
+            out_odd[c] = _mm512_fmadd_ps(weight, _mm512_castsi512_ps(_mm512_and_si512(raw, odd_mask)), out_odd[c]);
+        }
+    }
+    for (int c = 0; c < chunks; c++) {
+        float even[16], odd[16];
+        _mm512_storeu_ps(even, out_even[c]);
+        _mm512_storeu_ps(odd, out_odd[c]);
+        for (int i = 0; i < 16; i++) {
+            dst[32 * c + 2 * i] = even[i] / total;
+            dst[32 * c + 2 * i + 1] = odd[i] / total;
+        }
+    }
+}
+#endif
+
 /* The same for any even head_dim, one float at a time. */
 static void attend_head_scalar(const float *q, const void *keys, const void *values, size_t base, int length,
                                int dim, int bf16, float scale, float *scores, float *dst) {
@@ -522,8 +589,15 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
         const size_t base = ((size_t)slots[r] * kv_heads + kv) * m->slot_capacity * dim;
         const float *q = qkv + (size_t)r * row_width + (size_t)head * dim;
         float *dst = out + (size_t)r * heads * dim + (size_t)head * dim;
+        const int length = (int)positions[r] + 1;
+#if defined(__AVX512BF16__)
+        if (m->bf16 && vectorized && dim % 32 == 0) {
+            attend_head_bf16(q, m->keys[layer], m->values[layer], base, length, dim, scale, my_scores, dst);
+            continue;
+        }
+#endif
         (vectorized ? attend_head_vectors : attend_head_scalar)(
-            q, m->keys[layer], m->values[layer], base, (int)positions[r] + 1, dim, m->bf16, scale, my_scores, dst);
+            q, m->keys[layer], m->values[layer], base, length, dim, m->bf16, scale, my_scores, dst);
     }
 }
 
