@@ -62,7 +62,7 @@ class _DecodeModel(ctypes.Structure):
 
 
 class _Workspace(ctypes.Structure):
-    _fields_ = ([(name, ctypes.c_void_p) for name in ("x", "normed", "qkv", "attention", "gate_up", "activation",
+    _fields_ = ([(name, ctypes.c_void_p) for name in ("x", "normed", "qkv", "attention", "activation",
                                                       "scores", "input_pairs")]
                 + [("input_pairs_per_thread", ctypes.c_int32)])
 
@@ -141,6 +141,32 @@ def packed_projection(weight: torch.Tensor) -> torch.Tensor:
     return padded.view(blocks, COLUMN_BLOCK, in_features).transpose(1, 2).contiguous()
 
 
+def padded_intermediate(intermediate_size: int) -> int:
+    """The MLP width the C step works with: a multiple of 32 (zero rows and columns fill it up)."""
+    return -(-intermediate_size // COLUMN_BLOCK) * COLUMN_BLOCK
+
+
+def swiglu_blocks(gate_up: torch.Tensor | None, padded: int) -> torch.Tensor | None:
+    """A gate/up projection's weight [2I, in] (or bias [2I]), gate rows then up rows, reordered for the C step's
+    SWIGLU epilogue: each block of 32 rows is 16 gate rows and the same 16 up rows, both zero-padded to
+    `padded` rows."""
+    if gate_up is None:
+        return None
+    gate, up = gate_up.detach().chunk(2, dim=0)
+    halves = torch.zeros(2, padded, *gate.shape[1:], dtype=gate.dtype)
+    halves[0, :len(gate)], halves[1, :len(up)] = gate, up
+    half_block = COLUMN_BLOCK // 2
+    return halves.view(2, padded // half_block, half_block, *gate.shape[1:]).transpose(0, 1).reshape(
+        2 * padded, *gate.shape[1:])
+
+
+def padded_inputs(weight: torch.Tensor, in_features: int) -> torch.Tensor:
+    """A [out, in] weight widened to `in_features` inputs by zero columns."""
+    widened = torch.zeros(weight.shape[0], in_features, dtype=weight.dtype)
+    widened[:, :weight.shape[1]] = weight.detach()
+    return widened
+
+
 def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
     return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
 
@@ -159,6 +185,7 @@ class NativeDecoder:
             return None if tensor is None else tensor.detach().float().contiguous()
 
         layers = list(model.layers)
+        intermediate = padded_intermediate(config.intermediate_size)
         # Every array the C step reads is kept alive here; the struct only holds their addresses.
         # [hidden, vocab] contiguous: a view of transformer.py's column-major embedding (no copy), else a copy.
         embed_t = model.embed_tokens.weight.detach().float().t().contiguous()
@@ -174,9 +201,9 @@ class NativeDecoder:
                           ("qkv_bias", lambda b: b.self_attn.qkv_proj.bias),
                           ("o_weight", lambda b: b.self_attn.o_proj.weight),
                           ("o_bias", lambda b: b.self_attn.o_proj.bias),
-                          ("gate_up_weight", lambda b: b.mlp.gate_up_proj.weight),
-                          ("gate_up_bias", lambda b: b.mlp.gate_up_proj.bias),
-                          ("down_weight", lambda b: b.mlp.down_proj.weight),
+                          ("gate_up_weight", lambda b: swiglu_blocks(b.mlp.gate_up_proj.weight, intermediate)),
+                          ("gate_up_bias", lambda b: swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate)),
+                          ("down_weight", lambda b: padded_inputs(b.mlp.down_proj.weight, intermediate)),
                           ("down_bias", lambda b: b.mlp.down_proj.bias)):
             tensors = [(packed_projection if name.endswith("weight") else vector)(get(block)) for block in layers]
             self._keep += tensors
@@ -186,7 +213,7 @@ class NativeDecoder:
         self._model = _DecodeModel(
             hidden=config.hidden_size, num_heads=config.num_attention_heads,
             num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
-            intermediate=config.intermediate_size, vocab=config.vocab_size, num_layers=config.num_hidden_layers,
+            intermediate=intermediate, vocab=config.vocab_size, num_layers=config.num_hidden_layers,
             slot_capacity=cache.slot_capacity, bf16=int(model.dtype == torch.bfloat16), amx=int(amx),
             eps=config.rms_norm_eps,
             embed_t=embed_t.data_ptr(), lm_head=lm_head.data_ptr(), final_norm=final_norm.data_ptr(),
@@ -195,13 +222,13 @@ class NativeDecoder:
         qkv_width = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim
         widths = {"x": config.hidden_size, "normed": config.hidden_size, "qkv": qkv_width,
                   "attention": config.num_attention_heads * config.head_dim,
-                  "gate_up": 2 * config.intermediate_size, "activation": config.intermediate_size}
+                  "activation": intermediate}
         self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
         self._buffers["scores"] = torch.empty(self._threads * cache.slot_capacity)
         # Per thread: one projection's input rows as bf16, two per int32, rows rounded up to whole AMX tiles
         # (bf16 models only).
         padded_batch = -(-max_batch // TILE_ROWS) * TILE_ROWS
-        pairs_per_thread = padded_batch * max(widths["attention"], config.hidden_size, config.intermediate_size) // 2
+        pairs_per_thread = padded_batch * max(widths["attention"], config.hidden_size, intermediate) // 2
         self._buffers["input_pairs"] = torch.empty(self._threads * pairs_per_thread, dtype=torch.int32)
         self._workspace = _Workspace(**{name: buffer.data_ptr() for name, buffer in self._buffers.items()},
                                      input_pairs_per_thread=pairs_per_thread)
@@ -228,7 +255,8 @@ class NativeDecoder:
         amx = False
         if model.dtype == torch.bfloat16:
             config = model.config
-            input_widths = (config.hidden_size, config.num_attention_heads * config.head_dim, config.intermediate_size)
+            input_widths = (config.hidden_size, config.num_attention_heads * config.head_dim,
+                            padded_intermediate(config.intermediate_size))
             if not library.nanoseek_supports_bf16() or any(width % 2 for width in input_widths):
                 return None
             amx = (allow_amx and all(width % TILE_INPUTS == 0 for width in input_widths)

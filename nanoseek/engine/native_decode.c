@@ -26,8 +26,9 @@
 
    Layouts: projection weights packed in column blocks (`project`); the embedding [hidden, vocab] (transformer.py's
    column-major storage, read in place); the q/k/v projection's output
-   rows are the q heads, then the k heads, then the v heads; gate/up holds the gate rows, then the up rows;
-   the KV cache is the engine's SlotKVCache, [slot, kv_head, position, head_dim] per layer. The rotary
+   rows are the q heads, then the k heads, then the v heads; gate/up holds 16 gate rows, then the same 16
+   up rows, block after block (SWIGLU), with `intermediate` rounded up to a multiple of 32 by zero rows (and
+   the down projection's inputs by zero columns), whose activations are silu(0) * 0 = 0; the KV cache is the engine's SlotKVCache, [slot, kv_head, position, head_dim] per layer. The rotary
    tables are [position, head_dim] with the sign of rotate_half folded into sin, as in transformer.py. */
 
 #define _DEFAULT_SOURCE /* syscall() under -std=c11 */
@@ -51,7 +52,7 @@
 #include <string.h>
 
 /* Weights and cache entries are fp32, or bf16 (uint16_t) when `bf16` is set; norms, biases, the embedding and
-   the rotary tables are always fp32 (native.py converts them). */
+   the rotary tables are always fp32 (native.py converts them). `intermediate` is the padded MLP width. */
 typedef struct {
     int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity, bf16, amx;
     float eps;
@@ -74,7 +75,7 @@ typedef struct {
    a projection's input rows rounded to bf16 (pairs of them per uint32_t), max_batch rounded up to 16 rows
    (an AMX tile's height); bf16 models only. */
 typedef struct {
-    float *x, *normed, *qkv, *attention, *gate_up, *activation, *scores;
+    float *x, *normed, *qkv, *attention, *activation, *scores;
     uint32_t *input_pairs;
     int32_t input_pairs_per_thread;
 } Workspace;
@@ -202,28 +203,42 @@ typedef float f16 __attribute__((vector_size(64), aligned(4)));
 
 static const float NO_BIAS[COLUMN_BLOCK];
 
-/* Add (or write) a block's fp32 sums [rows][sums_stride], plus the bias, to columns j0..j0+width of `out`.
-   Branch-free inner loops, so that they vectorize. */
+/* What a projection does with its sums (plus bias): WRITE them to its output columns, ACCUMULATE them into
+   them (the residual stream), or, for the gate/up projection, SWIGLU: native.py packs each 32-column block
+   as 16 gate columns then the same 16 up columns, so the block's 16 outputs silu(gate) * up go straight to
+   columns j0/2.. of the activation, and the MLP needs no separate phase (and barrier) for them. */
+enum { WRITE = 0, ACCUMULATE = 1, SWIGLU = 2 };
+
+/* A block's fp32 sums [rows][sums_stride] plus the bias, into columns j0..j0+width of `out` as `epilogue`
+   says. Branch-free inner loops, so that they vectorize. */
 static inline void store_block(const float *sums, int sums_stride, int rows, int j0, int width, const float *bias,
-                               float *out, int out_stride, int accumulate) {
+                               float *out, int out_stride, int epilogue) {
     const float *b = bias ? bias + j0 : NO_BIAS;
     for (int r = 0; r < rows; r++) {
         float *dst = out + (size_t)r * out_stride + j0;
         const float *src = sums + (size_t)r * sums_stride;
-        if (accumulate)
+        if (epilogue == ACCUMULATE) {
             for (int i = 0; i < width; i++) dst[i] += src[i] + b[i];
-        else
+        } else if (epilogue == SWIGLU) {
+            float *activation = out + (size_t)r * out_stride + j0 / 2;
+#pragma omp simd
+            for (int i = 0; i < COLUMN_BLOCK / 2; i++) {
+                const float gate = src[i] + b[i], up = src[i + COLUMN_BLOCK / 2] + b[i + COLUMN_BLOCK / 2];
+                activation[i] = gate / (1.0f + exp_approx(-gate)) * up;
+            }
+        } else {
             for (int i = 0; i < width; i++) dst[i] = src[i] + b[i];
+        }
     }
 }
 
-/* out[r, j0:j0+width] (=, or += with accumulate) x[r0:r0+rows, :] . block + bias, rows <= 8, width <= 32, where
+/* out[r, j0:j0+width] (as `epilogue` says) x[r0:r0+rows, :] . block + bias, rows <= 8, width <= 32, where
    `block` is one packed column block: [in_dim, 32] contiguous (see `project`). The classic GEMM micro-kernel:
    each step over k loads two weight vectors and broadcasts one input per row, so every loaded weight is used
    `rows` times and no sum needs a horizontal reduction. */
 static inline __attribute__((always_inline)) void project_block(
     const float *x, int rows, int in_dim, const float *block, int j0, int width, const float *bias, float *out,
-    int out_stride, int accumulate) {
+    int out_stride, int epilogue) {
     f16 low[ROW_BLOCK], high[ROW_BLOCK];
     for (int r = 0; r < rows; r++) low[r] = high[r] = (f16){0};
     for (int k = 0; k < in_dim; k++) {
@@ -240,16 +255,16 @@ static inline __attribute__((always_inline)) void project_block(
         memcpy(sums[r], &low[r], sizeof low[r]);
         memcpy(sums[r] + 16, &high[r], sizeof high[r]);
     }
-    store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out, out_stride, accumulate);
+    store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out, out_stride, epilogue);
 }
 
-/* out[r, j] (=, or += with accumulate) x[r, :] . weight[j, :] + bias[j] for r < rows, j < out_dim. The weight
+/* out[r, j] (as `epilogue` says) x[r, :] . weight[j, :] + bias[j] for r < rows, j < out_dim. The weight
    comes packed by native.py (`packed_projection`): column blocks of 32 outputs, each block [in_dim, 32]
    contiguous, the last one zero-padded. A block is then one sequential stream: reading [in, out] rows
    out_dim floats apart instead cost a cache line and often a TLB entry per k, and at hidden 512 made
    16-row steps slower than oneDNN. Threads split the column blocks. */
 static void project_fp32(const float *x, int rows, int in_dim, const float *packed, const float *bias, int out_dim,
-                         float *out, int out_stride, int accumulate) {
+                         float *out, int out_stride, int epilogue) {
     const int blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
 #pragma omp for schedule(static) nowait
     for (int b = 0; b < blocks; b++) {
@@ -262,10 +277,10 @@ static void project_fp32(const float *x, int rows, int in_dim, const float *pack
             float *dst = out + (size_t)r0 * out_stride;
             /* Constant row counts let the compiler keep every sum in a register. */
             switch (n) {
-                case 8: project_block(xr, 8, in_dim, block, j0, width, bias, dst, out_stride, accumulate); break;
-                case 4: project_block(xr, 4, in_dim, block, j0, width, bias, dst, out_stride, accumulate); break;
-                case 1: project_block(xr, 1, in_dim, block, j0, width, bias, dst, out_stride, accumulate); break;
-                default: project_block(xr, n, in_dim, block, j0, width, bias, dst, out_stride, accumulate);
+                case 8: project_block(xr, 8, in_dim, block, j0, width, bias, dst, out_stride, epilogue); break;
+                case 4: project_block(xr, 4, in_dim, block, j0, width, bias, dst, out_stride, epilogue); break;
+                case 1: project_block(xr, 1, in_dim, block, j0, width, bias, dst, out_stride, epilogue); break;
+                default: project_block(xr, n, in_dim, block, j0, width, bias, dst, out_stride, epilogue);
             }
         }
     }
@@ -278,7 +293,7 @@ static void project_fp32(const float *x, int rows, int in_dim, const float *pack
    as one uint32_t, broadcast to all 16 lanes. */
 static inline __attribute__((always_inline)) void project_block_bf16(
     const uint32_t *x_pairs, int rows, int pairs, const uint16_t *block, int j0, int width, const float *bias,
-    float *out, int out_stride, int accumulate) {
+    float *out, int out_stride, int epilogue) {
     __m512 low[ROW_BLOCK], high[ROW_BLOCK];
     for (int r = 0; r < rows; r++) low[r] = high[r] = _mm512_setzero_ps();
     for (int p = 0; p < pairs; p++) {
@@ -295,7 +310,7 @@ static inline __attribute__((always_inline)) void project_block_bf16(
         _mm512_storeu_ps(sums[r], low[r]);
         _mm512_storeu_ps(sums[r] + 16, high[r]);
     }
-    store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out, out_stride, accumulate);
+    store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out, out_stride, epilogue);
 }
 
 /* project_fp32 for bf16 weights (native.py `packed_projection` with bf16 pairs). Every thread first rounds
@@ -313,7 +328,7 @@ static void round_rows_to_bf16(const float *x, int rows, int in_dim, uint16_t *h
 }
 
 static void project_bf16(const float *x, int rows, int in_dim, const uint16_t *packed, const float *bias,
-                         int out_dim, float *out, int out_stride, int accumulate, uint32_t *x_pairs) {
+                         int out_dim, float *out, int out_stride, int epilogue, uint32_t *x_pairs) {
     const int pairs = in_dim / 2, blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
     round_rows_to_bf16(x, rows, in_dim, (uint16_t *)x_pairs);
 #pragma omp for schedule(static) nowait
@@ -326,10 +341,10 @@ static void project_bf16(const float *x, int rows, int in_dim, const uint16_t *p
             const uint32_t *xr = x_pairs + (size_t)r0 * pairs;
             float *dst = out + (size_t)r0 * out_stride;
             switch (n) {
-                case 8: project_block_bf16(xr, 8, pairs, block, j0, width, bias, dst, out_stride, accumulate); break;
-                case 4: project_block_bf16(xr, 4, pairs, block, j0, width, bias, dst, out_stride, accumulate); break;
-                case 1: project_block_bf16(xr, 1, pairs, block, j0, width, bias, dst, out_stride, accumulate); break;
-                default: project_block_bf16(xr, n, pairs, block, j0, width, bias, dst, out_stride, accumulate);
+                case 8: project_block_bf16(xr, 8, pairs, block, j0, width, bias, dst, out_stride, epilogue); break;
+                case 4: project_block_bf16(xr, 4, pairs, block, j0, width, bias, dst, out_stride, epilogue); break;
+                case 1: project_block_bf16(xr, 1, pairs, block, j0, width, bias, dst, out_stride, epilogue); break;
+                default: project_block_bf16(xr, n, pairs, block, j0, width, bias, dst, out_stride, epilogue);
             }
         }
     }
@@ -354,7 +369,7 @@ static const struct {
    tiles, 16 pairs x 16 columns each (its left and right halves: a 128-byte stride), and TDPBF16PS adds
    inputs x weights into the two fp32 sum tiles. */
 static void project_amx(const float *x, int rows, int in_dim, const uint16_t *packed, const float *bias,
-                        int out_dim, float *out, int out_stride, int accumulate, uint16_t *halves) {
+                        int out_dim, float *out, int out_stride, int epilogue, uint16_t *halves) {
     const int blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
     const int padded_rows = (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
     round_rows_to_bf16(x, rows, in_dim, halves);
@@ -376,7 +391,7 @@ static void project_amx(const float *x, int rows, int in_dim, const uint16_t *pa
             }
             const int n = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
             float *dst = out + (size_t)r0 * out_stride + j0;
-            if (n == TILE_ROWS && width == COLUMN_BLOCK && !accumulate && !bias) {  /* the sums are the output */
+            if (n == TILE_ROWS && width == COLUMN_BLOCK && epilogue == WRITE && !bias) {  /* the sums are the output */
                 _tile_stored(0, dst, out_stride * 4);
                 _tile_stored(1, dst + 16, out_stride * 4);
                 continue;
@@ -385,7 +400,7 @@ static void project_amx(const float *x, int rows, int in_dim, const uint16_t *pa
             _tile_stored(0, &sums[0][0], COLUMN_BLOCK * 4);
             _tile_stored(1, &sums[0][16], COLUMN_BLOCK * 4);
             store_block(&sums[0][0], COLUMN_BLOCK, n, j0, width, bias, out + (size_t)r0 * out_stride, out_stride,
-                        accumulate);
+                        epilogue);
         }
     }
 }
@@ -393,23 +408,23 @@ static void project_amx(const float *x, int rows, int in_dim, const uint16_t *pa
 
 /* A projection of the model's weight dtype; `w` gives the calling thread's bf16 input buffer. */
 static void project(const DecodeModel *m, const Workspace *w, const float *x, int rows, int in_dim,
-                    const void *packed, const float *bias, int out_dim, float *out, int out_stride, int accumulate) {
+                    const void *packed, const float *bias, int out_dim, float *out, int out_stride, int epilogue) {
 #if defined(__AVX512BF16__)
     if (m->bf16) {
         uint32_t *x_pairs = w->input_pairs + (size_t)omp_get_thread_num() * w->input_pairs_per_thread;
 #if defined(HAVE_AMX)
         if (m->amx) {
-            project_amx(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, accumulate,
+            project_amx(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, epilogue,
                         (uint16_t *)x_pairs);
             return;
         }
 #endif
-        project_bf16(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, accumulate, x_pairs);
+        project_bf16(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, epilogue, x_pairs);
         return;
     }
 #endif
     (void)m, (void)w;
-    project_fp32(x, rows, in_dim, (const float *)packed, bias, out_dim, out, out_stride, accumulate);
+    project_fp32(x, rows, in_dim, (const float *)packed, bias, out_dim, out, out_stride, epilogue);
 }
 
 /* Rotate the q and k heads of every row at its position, and store the new k and v in the row's slot. */
@@ -601,16 +616,6 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
     }
 }
 
-static void swiglu(const float *gate_up, float *out, int rows, int intermediate) {
-#pragma omp for schedule(static) nowait
-    for (int r = 0; r < rows; r++) {
-        const float *gate = gate_up + (size_t)r * 2 * intermediate, *up = gate + intermediate;
-        float *dst = out + (size_t)r * intermediate;
-#pragma omp simd
-        for (int i = 0; i < intermediate; i++) dst[i] = gate[i] / (1.0f + exp_approx(-gate[i])) * up[i];
-    }
-}
-
 /* Logits [rows, vocab] for one new token per row: tokens[r] at positions[r], cached in slot slots[r]. */
 void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, const int64_t *tokens,
                           const int64_t *positions, const int64_t *slots, float *logits, int threads) {
@@ -632,29 +637,27 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
             rms_norm_rows(w->x, m->input_norm[layer], w->normed, rows, hidden, m->eps);
             phase_end(&barrier);
             project(m, w, w->normed, rows, hidden, m->qkv_weight[layer], m->qkv_bias[layer], qkv_width, w->qkv,
-                    qkv_width, 0);
+                    qkv_width, WRITE);
             phase_end(&barrier);
             rotate_and_store(m, layer, rows, positions, slots, w->qkv);
             phase_end(&barrier);
             attend(m, layer, rows, positions, slots, w->qkv, w->attention, w->scores);
             phase_end(&barrier);
             project(m, w, w->attention, rows, attention_width, m->o_weight[layer], m->o_bias[layer], hidden, w->x,
-                    hidden, 1);
+                    hidden, ACCUMULATE);
             phase_end(&barrier);
             rms_norm_rows(w->x, m->post_norm[layer], w->normed, rows, hidden, m->eps);
             phase_end(&barrier);
             project(m, w, w->normed, rows, hidden, m->gate_up_weight[layer], m->gate_up_bias[layer],
-                    2 * m->intermediate, w->gate_up, 2 * m->intermediate, 0);
-            phase_end(&barrier);
-            swiglu(w->gate_up, w->activation, rows, m->intermediate);
+                    2 * m->intermediate, w->activation, m->intermediate, SWIGLU);
             phase_end(&barrier);
             project(m, w, w->activation, rows, m->intermediate, m->down_weight[layer], m->down_bias[layer], hidden,
-                    w->x, hidden, 1);
+                    w->x, hidden, ACCUMULATE);
             phase_end(&barrier);
         }
         rms_norm_rows(w->x, m->final_norm, w->normed, rows, hidden, m->eps);
         phase_end(&barrier);
-        project(m, w, w->normed, rows, hidden, m->lm_head, NULL, m->vocab, logits, m->vocab, 0);
+        project(m, w, w->normed, rows, hidden, m->lm_head, NULL, m->vocab, logits, m->vocab, WRITE);
 #if defined(HAVE_AMX)
         if (m->amx) _tile_release();
 #endif
