@@ -125,6 +125,7 @@ def _compile_and_load() -> ctypes.CDLL:
 
 COLUMN_BLOCK = 32  # as in native_decode.c
 TILE_ROWS, TILE_INPUTS = 16, 32  # an AMX bf16 tile of inputs: 16 rows of 32
+HEADS_PER_PASS = 4  # as in native_decode.c: a thread's attention scores are this many rows of slot_capacity
 
 
 def packed_projection(weight: torch.Tensor) -> torch.Tensor:
@@ -224,7 +225,7 @@ class NativeDecoder:
                   "attention": config.num_attention_heads * config.head_dim,
                   "activation": intermediate}
         self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
-        self._buffers["scores"] = torch.empty(self._threads * cache.slot_capacity)
+        self._buffers["scores"] = torch.empty(self._threads * HEADS_PER_PASS * cache.slot_capacity)
         # Per thread: one projection's input rows as bf16, two per int32, rows rounded up to whole AMX tiles
         # (bf16 models only).
         padded_batch = -(-max_batch // TILE_ROWS) * TILE_ROWS

@@ -516,59 +516,88 @@ static void attend_head_vectors(const float *q, const void *keys, const void *va
     for (int i = 0; i < vectors; i++) *(f16 *)(dst + 16 * i) = out[i] / total;
 }
 
+#define HEADS_PER_PASS 4 /* q heads of one kv head attended in one pass over its keys and values */
+
 #if defined(__AVX512BF16__)
-/* attend_head_vectors for a bf16 cache and head_dim a multiple of 32, without a shuffle in the loops: 64
-   bytes of keys hold 32 bf16 values, and one shift and one mask make the even-numbered and the odd-numbered
-   ones fp32 vectors (a bf16 is the top half of an fp32). The query is split the same way once, so a dot
-   product is even . even + odd . odd; the output is kept split and interleaved back at the end. Widening
-   16 values at a time instead (cache_load16) costs a shuffle-port instruction per 16, which bounded the
-   loop. */
-static void attend_head_bf16(const float *q, const uint16_t *keys, const uint16_t *values, size_t base,
-                             int length, int dim, float scale, float *scores, float *dst) {
+/* attend_head_vectors for a bf16 cache and head_dim a multiple of 32, for `heads` (a compile-time 1..4) q
+   heads that share one kv head (GQA): each key and value is loaded once for all of them, which matters
+   because these loops are bound by the bytes they read. No shuffle in the loops either: 64 bytes of keys
+   hold 32 bf16 values, and one shift and one mask make the even-numbered and the odd-numbered ones fp32
+   vectors (a bf16 is the top half of an fp32). The queries are split the same way once, so a dot product is
+   even . even + odd . odd; the outputs are kept split and interleaved back at the end. `scores` holds one
+   row of slot_capacity floats per head. */
+static inline __attribute__((always_inline)) void attend_heads_bf16(
+    const float *q, int heads, const uint16_t *keys, const uint16_t *values, size_t base, int length, int dim,
+    float scale, float *scores, int scores_stride, float *dst) {
     const int chunks = dim / 32;
     const __m512i odd_mask = _mm512_set1_epi32((int)0xffff0000u);
-    __m512 q_even[MAX_VECTOR_HEAD / 2], q_odd[MAX_VECTOR_HEAD / 2], out_even[MAX_VECTOR_HEAD / 2],
-        out_odd[MAX_VECTOR_HEAD / 2];
-    for (int c = 0; c < chunks; c++) {
-        float even[16], odd[16];
-        for (int i = 0; i < 16; i++) {
-            even[i] = q[32 * c + 2 * i] * scale;
-            odd[i] = q[32 * c + 2 * i + 1] * scale;
+    __m512 q_even[HEADS_PER_PASS][MAX_VECTOR_HEAD / 2], q_odd[HEADS_PER_PASS][MAX_VECTOR_HEAD / 2];
+    __m512 out_even[HEADS_PER_PASS][MAX_VECTOR_HEAD / 2], out_odd[HEADS_PER_PASS][MAX_VECTOR_HEAD / 2];
+    float best[HEADS_PER_PASS], total[HEADS_PER_PASS];
+    for (int h = 0; h < heads; h++) {
+        for (int c = 0; c < chunks; c++) {
+            float even[16], odd[16];
+            for (int i = 0; i < 16; i++) {
+                even[i] = q[h * dim + 32 * c + 2 * i] * scale;
+                odd[i] = q[h * dim + 32 * c + 2 * i + 1] * scale;
+            }
+            q_even[h][c] = _mm512_loadu_ps(even);
+            q_odd[h][c] = _mm512_loadu_ps(odd);
+            out_even[h][c] = out_odd[h][c] = _mm512_setzero_ps();
         }
-        q_even[c] = _mm512_loadu_ps(even);
-        q_odd[c] = _mm512_loadu_ps(odd);
-        out_even[c] = out_odd[c] = _mm512_setzero_ps();
+        best[h] = -INFINITY;
     }
-    float best = -INFINITY;
     for (int t = 0; t < length; t++) {
         const uint16_t *key = keys + base + (size_t)t * dim;
-        __m512 products = _mm512_setzero_ps();
+        __m512 products[HEADS_PER_PASS];
+        for (int h = 0; h < heads; h++) products[h] = _mm512_setzero_ps();
         for (int c = 0; c < chunks; c++) {
             const __m512i raw = _mm512_loadu_si512(key + 32 * c);
-            products = _mm512_fmadd_ps(q_even[c], _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16)), products);
-            products = _mm512_fmadd_ps(q_odd[c], _mm512_castsi512_ps(_mm512_and_si512(raw, odd_mask)), products);
+            const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+            const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(raw, odd_mask));
+            for (int h = 0; h < heads; h++)
+                products[h] = _mm512_fmadd_ps(q_odd[h][c], odd, _mm512_fmadd_ps(q_even[h][c], even, products[h]));
         }
-        scores[t] = _mm512_reduce_add_ps(products);
-        best = scores[t] > best ? scores[t] : best;
+        for (int h = 0; h < heads; h++) {
+            const float score = _mm512_reduce_add_ps(products[h]);
+            scores[h * scores_stride + t] = score;
+            best[h] = score > best[h] ? score : best[h];
+        }
     }
-    const float total = softmax_weights(scores, length, best);
+    for (int h = 0; h < heads; h++) total[h] = softmax_weights(scores + h * scores_stride, length, best[h]);
     for (int t = 0; t < length; t++) {
         const uint16_t *value = values + base + (size_t)t * dim;
-        const __m512 weight = _mm512_set1_ps(scores[t]);
         for (int c = 0; c < chunks; c++) {
             const __m512i raw = _mm512_loadu_si512(value + 32 * c);
-            out_even[c] = _mm512_fmadd_ps(weight, _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16)), out_even[c]);
-            out_odd[c] = _mm512_fmadd_ps(weight, _mm512_castsi512_ps(_mm512_and_si512(raw, odd_mask)), out_odd[c]);
+            const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+            const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(raw, odd_mask));
+            for (int h = 0; h < heads; h++) {
+                const __m512 weight = _mm512_set1_ps(scores[h * scores_stride + t]);
+                out_even[h][c] = _mm512_fmadd_ps(weight, even, out_even[h][c]);
+                out_odd[h][c] = _mm512_fmadd_ps(weight, odd, out_odd[h][c]);
+            }
         }
     }
-    for (int c = 0; c < chunks; c++) {
-        float even[16], odd[16];
-        _mm512_storeu_ps(even, out_even[c]);
-        _mm512_storeu_ps(odd, out_odd[c]);
-        for (int i = 0; i < 16; i++) {
-            dst[32 * c + 2 * i] = even[i] / total;
-            dst[32 * c + 2 * i + 1] = odd[i] / total;
+    for (int h = 0; h < heads; h++)
+        for (int c = 0; c < chunks; c++) {
+            float even[16], odd[16];
+            _mm512_storeu_ps(even, out_even[h][c]);
+            _mm512_storeu_ps(odd, out_odd[h][c]);
+            for (int i = 0; i < 16; i++) {
+                dst[h * dim + 32 * c + 2 * i] = even[i] / total[h];
+                dst[h * dim + 32 * c + 2 * i + 1] = odd[i] / total[h];
+            }
         }
+}
+
+/* attend_heads_bf16 with its head count as a constant, so that its per-head arrays live in registers. */
+static void attend_group_bf16(const float *q, int heads, const uint16_t *keys, const uint16_t *values, size_t base,
+                              int length, int dim, float scale, float *scores, int scores_stride, float *dst) {
+    switch (heads) {
+        case 1: attend_heads_bf16(q, 1, keys, values, base, length, dim, scale, scores, scores_stride, dst); break;
+        case 2: attend_heads_bf16(q, 2, keys, values, base, length, dim, scale, scores, scores_stride, dst); break;
+        case 3: attend_heads_bf16(q, 3, keys, values, base, length, dim, scale, scores, scores_stride, dst); break;
+        default: attend_heads_bf16(q, 4, keys, values, base, length, dim, scale, scores, scores_stride, dst);
     }
 }
 #endif
@@ -597,22 +626,34 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
     const int row_width = (heads + 2 * kv_heads) * dim, group = heads / kv_heads;
     const int vectorized = dim % 16 == 0 && dim / 16 <= MAX_VECTOR_HEAD;
     const float scale = 1.0f / sqrtf((float)dim);
-    float *my_scores = scores + (size_t)omp_get_thread_num() * m->slot_capacity;
+    /* Per thread: HEADS_PER_PASS rows of slot_capacity scores (native.py sizes the buffer). */
+    float *my_scores = scores + (size_t)omp_get_thread_num() * HEADS_PER_PASS * m->slot_capacity;
+#if defined(__AVX512BF16__)
+    if (m->bf16 && vectorized && dim % 32 == 0) {
+        /* One task per row, kv head and pass of up to HEADS_PER_PASS of its q heads. */
+        const int passes = (group + HEADS_PER_PASS - 1) / HEADS_PER_PASS;
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int task = 0; task < rows * kv_heads * passes; task++) {
+            const int r = task / (kv_heads * passes), kv = task / passes % kv_heads, pass = task % passes;
+            const int head = kv * group + pass * HEADS_PER_PASS;
+            const int count = group - pass * HEADS_PER_PASS < HEADS_PER_PASS ? group - pass * HEADS_PER_PASS
+                                                                              : HEADS_PER_PASS;
+            const size_t base = ((size_t)slots[r] * kv_heads + kv) * m->slot_capacity * dim;
+            attend_group_bf16(qkv + (size_t)r * row_width + (size_t)head * dim, count, m->keys[layer],
+                              m->values[layer], base, (int)positions[r] + 1, dim, scale, my_scores, m->slot_capacity,
+                              out + (size_t)r * heads * dim + (size_t)head * dim);
+        }
+        return;
+    }
+#endif
 #pragma omp for schedule(dynamic, 1) nowait
     for (int task = 0; task < rows * heads; task++) {
         const int r = task / heads, head = task % heads, kv = head / group;
         const size_t base = ((size_t)slots[r] * kv_heads + kv) * m->slot_capacity * dim;
         const float *q = qkv + (size_t)r * row_width + (size_t)head * dim;
         float *dst = out + (size_t)r * heads * dim + (size_t)head * dim;
-        const int length = (int)positions[r] + 1;
-#if defined(__AVX512BF16__)
-        if (m->bf16 && vectorized && dim % 32 == 0) {
-            attend_head_bf16(q, m->keys[layer], m->values[layer], base, length, dim, scale, my_scores, dst);
-            continue;
-        }
-#endif
         (vectorized ? attend_head_vectors : attend_head_scalar)(
-            q, m->keys[layer], m->values[layer], base, length, dim, m->bf16, scale, my_scores, dst);
+            q, m->keys[layer], m->values[layer], base, (int)positions[r] + 1, dim, m->bf16, scale, my_scores, dst);
     }
 }
 
