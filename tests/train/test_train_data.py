@@ -139,6 +139,23 @@ def test_a_widened_share_trains_on_words_evaluation_never_sees(sft: data.Corpus)
         data.sft_corpus(COUNTS, seed=7, widened_share=1.5)
 
 
+def test_safety_tops_up_from_slot_values_the_evaluator_never_asks_about(sft: data.Corpus):
+    from nanoseek.eval.tasks import safety
+
+    tables = {**safety.HARMFUL, **safety.BENIGN}
+    assert set(data.SAFETY_SLOT_VALUES) == set(tables)  # every kind, harmful and harmless, is topped up
+    # None of them in the evaluator's lists (which also shows the corpus built above left those lists as they were).
+    for kind, values in data.SAFETY_SLOT_VALUES.items():
+        assert not set(values) & set(tables[kind][1]), kind
+    # The corpus asks about the training-only values, in harmful and in harmless requests alike.
+    asked = " ".join(user_texts(sft))
+    for kind in ("weapons", "shoot_photos", "kill_process"):
+        assert any(value in asked for value in data.SAFETY_SLOT_VALUES[kind]), kind
+    held_out = {next(m["content"] for m in item.messages if m["role"] == "user")
+                for item in safety.generate("heldout", 84, 0)}  # all of them
+    assert not held_out & user_texts(sft)
+
+
 def test_spelling_spells_training_words_only(sft: data.Corpus):
     from nanoseek.eval.tasks import tools, words
 
