@@ -236,7 +236,7 @@ def model_loop_runner(path: Path, prompt: list[int], new_tokens: int, threads: i
 
     def run() -> list[int]:
         with torch.no_grad():
-            cache = SimpleKVCache(model.config, batch_size=1, capacity=len(prompt) + new_tokens)
+            cache = SimpleKVCache(model.config, batch_size=1, capacity=len(prompt) + new_tokens, dtype=model.dtype)
             next_ids = model(ids, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
             tokens = [int(next_ids)]
             while len(tokens) < new_tokens:

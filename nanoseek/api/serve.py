@@ -39,13 +39,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reasoning-parser", choices=["auto", "deepseek", "none"],
                         help="how <think> output is split into reasoning_content")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES,
-                        help="weights in memory (default auto: as the checkpoint stores them); float32 lets a "
-                             "bf16/fp16 checkpoint decode with the native C step")
+                        help="weights in memory (default auto: as the checkpoint stores them); the native C step "
+                             "decodes float32 models, and bfloat16 ones on CPUs with AVX512-BF16 (on AMX tiles "
+                             "where there are any: about 2x float32 at batch 1; BENCHMARKS.md)")
     parser.add_argument("--no-native", dest="native_decode", action="store_false", default=None,
-                        help="decode with the PyTorch model instead of the native C step (which fp32 models use "
+                        help="decode with the PyTorch model instead of the native C step (which models use "
                              "when the machine has a C compiler; BENCHMARKS.md)")
     parser.add_argument("--compile", dest="compile_decode", action="store_true", default=None,
-                        help="torch.compile the decode steps the native step does not serve (bf16 models, "
+                        help="torch.compile the decode steps the native step does not serve (fp16 models, "
                              "--no-native), with frozen weights: about 1.8x eager tokens/s after a compile at "
                              "start-up (needs a C++ compiler)")
     parser.add_argument("--no-web", dest="web", action="store_false", default=None, help="do not serve the web chat")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -56,6 +57,8 @@ from nanoseek.engine.sampling import RowSampler, sample_next
 from nanoseek.engine.stop import StopStringMatcher
 from nanoseek.tokenizer.detokenizer import IncrementalDetokenizer
 from nanoseek.tokenizer.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 Sink = Callable[[StreamEvent | BaseException], None]
 
@@ -384,6 +387,7 @@ class Engine:
         torch.set_num_threads(self._threads)
         if self.native_decode:
             self.native = NativeDecoder.build(self.model, self.cache, self.max_batch)
+            log.info("decode steps: %s", f"native C step, {self.native.kernel}" if self.native else "PyTorch model")
         # Packed weights speed up decode steps of a few rows, which the native step and a compiled step (it
         # packs its frozen weights itself and cannot trace oneDNN's packed linear) do not run through the model.
         if hasattr(self.model, "pack_for_inference") and not self.compile_decode and self.native is None:
@@ -449,7 +453,7 @@ class Engine:
             blocks = blocks[:-1]  # the last position must be computed to get its logits
         first = group.sequences[0]
         if blocks:
-            self.cache.write_blocks(first.slot, PrefixStore.stack(blocks))
+            self.cache.write_blocks(first.slot, blocks)
         group.cached_tokens = group.prefill_position = first.length = len(blocks) * BLOCK_TOKENS
         self.counters["cached_tokens"] += group.cached_tokens
         if last_logits is not None:
