@@ -15,7 +15,9 @@ the table reports median milliseconds per step. Three questions:
 * compile: decode steps eager vs compiled as `Engine(compile_decode=True)` compiles them (torch.compile,
   inductor with the C++ wrapper, dynamic shapes, frozen weights), at batch 1, 4 and 16;
 * native: the engine's default decode step, one C call (`nanoseek.engine.native`), against both, and again
-  with an OpenMP pool in the main thread (its own phase barrier is what keeps that from slowing it).
+  with an OpenMP pool in the main thread (its own phase barrier is what keeps that from slowing it);
+* native bf16: the same step for the model in bf16 (`serve --dtype bfloat16`), its projections on
+  AVX512-BF16 (`native-bf16`) and on AMX tiles (`native-amx`), against fp32 (each only where the CPU has it).
 
 `--only native packed` runs the configurations whose names start with those words (the tables then show
 what was run).
@@ -44,6 +46,10 @@ CONFIGS: dict[str, dict] = {
     **{f"packed B={b}": {"batch": b, "packed": True, "main_pool": False, "compile": False} for b in (1, 4, 16)},
     **{f"packed B={b}, main-thread pool": {"batch": b, "packed": True, "main_pool": True, "compile": False}
        for b in (1, 4, 16)},
+    **{f"native-bf16 B={b}": {"batch": b, "native": True, "main_pool": False, "dtype": "bfloat16", "amx": False}
+       for b in (1, 4, 16)},
+    **{f"native-amx B={b}": {"batch": b, "native": True, "main_pool": False, "dtype": "bfloat16", "amx": True}
+       for b in (1, 4, 16)},
     # As Engine(compile_decode=True): frozen weights that inductor packs itself, so the model is not packed.
     **{f"compiled B={b}": {"batch": b, "packed": False, "main_pool": False, "compile": True} for b in (1, 4, 16)},
 }
@@ -60,7 +66,7 @@ def child(settings: dict, model_dir: Path, threads: int, steps: int) -> float:
 
     torch.set_num_threads(threads)
     batch = settings["batch"]
-    model = in_fresh_thread(load_model, model_dir, dtype="float32").eval()
+    model = in_fresh_thread(load_model, model_dir, dtype=settings.get("dtype", "float32")).eval()
     config = model.config
     if settings["main_pool"]:
         square = torch.randn(512, 512)
@@ -76,7 +82,8 @@ def child(settings: dict, model_dir: Path, threads: int, steps: int) -> float:
         cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, SLOTS,
                             config.max_position_embeddings, model.dtype)
         model.rotary.get(cache.position_limit, model.dtype, model.device)
-        native = NativeDecoder.build(model, cache, SLOTS) if settings.get("native") else None
+        native = (NativeDecoder.build(model, cache, SLOTS, allow_amx=settings.get("amx", True))
+                  if settings.get("native") else None)
         if settings.get("native") and native is None:
             raise SystemExit("the native decode step does not apply here (no C compiler?)")
         slots = list(range(batch))
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from tqdm import tqdm
 
-    names = [name for name in CONFIGS if not args.only or name.split()[0] in args.only]
+    names = [name for name in CONFIGS if (not args.only or name.split()[0] in args.only) and available(name)]
     results: dict[str, list[float]] = {name: [] for name in names}
     with tqdm(total=args.repeats * len(names), desc="configurations", unit="run") as bar:
         for repeat in range(args.repeats):
@@ -138,12 +145,28 @@ def main(argv: list[str] | None = None) -> int:
     print_table(ms, "native", ["compiled B={b}", "native B={b}"], "native / compiled speed-up")
     print_table(ms, "main-thread pool, native", ["native B={b}", "native B={b}, main-thread pool"],
                 "slow-down from that pool", slow_down=True)
-    for mode in ("packed", "compiled", "native"):
+    print_table(ms, "native bf16 (AVX512-BF16)", ["native B={b}", "native-bf16 B={b}"], "bf16 / fp32 speed-up")
+    print_table(ms, "native bf16 (AMX tiles)", ["native B={b}", "native-amx B={b}"], "AMX bf16 / fp32 speed-up")
+    print_table(ms, "native bf16, AMX tiles vs AVX512-BF16", ["native-bf16 B={b}", "native-amx B={b}"],
+                "AMX / AVX512-BF16 speed-up")
+    for mode in ("packed", "compiled", "native", "native-bf16", "native-amx"):
         if f"{mode} B=16" in ms and f"{mode} B=1" in ms:
             ratio = ms[f"{mode} B=16"] / ms[f"{mode} B=1"]
             print(f"batched decode ({mode}): B=16 step = {ratio:.2f}x the B=1 step, so 16 sequences decode "
                   f"{16 / ratio:.1f}x the tokens/s of one")
     return 0
+
+
+def available(name: str) -> bool:
+    """Whether this CPU runs a configuration: the bf16 native ones need AVX512-BF16, `native-amx` AMX tiles."""
+    if not name.startswith(("native-bf16", "native-amx")):
+        return True
+    from nanoseek.engine.native import load_library
+
+    library = load_library()
+    if library is None or not library.nanoseek_supports_bf16():
+        return False
+    return not name.startswith("native-amx") or bool(library.nanoseek_enable_amx())
 
 
 def print_table(ms: dict[str, float], title: str, columns: list[str], ratio_name: str,
