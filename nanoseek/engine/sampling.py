@@ -1,8 +1,11 @@
 """Per-sequence sampling inside a batch: greedy, temperature, top-k, top-p, penalties, seeds, logprobs.
 
 Every row of the batch's logits belongs to one sequence with its own `SamplingParams`. Greedy rows are
-decided together by one argmax; sampled rows go one by one through their own `torch.Generator`, so a
-seeded request draws the same numbers whatever else shares its batch (and whatever order the batch is in).
+decided together by one argmax. Sampled rows are drawn by inverse transform: each row takes one uniform
+number from its own random stream (NumPy's PCG64, seeded from the request's seed and the sample's index), so a
+seeded request draws the same tokens whatever else shares its batch (and whatever order the batch is in), and
+the rows without top-k/top-p go through one batched softmax, cumulative sum and search. One
+`torch.multinomial` per row cost ~0.4 ms: at 64 sampled rows a decode step spent 25 ms there, 5x the model.
 
     sampler = RowSampler(params, sample_index=0)
     tokens = sample_next(logits, [sampler])          # logits [B, V] -> list of B token ids
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 
+import numpy as np
 import torch
 
 from nanoseek.engine.params import SamplingParams
@@ -26,11 +30,13 @@ class RowSampler:
     def __init__(self, params: SamplingParams, sample_index: int, vocab_size: int) -> None:
         self.params = params
         self.greedy = params.temperature == 0
-        self.generator: torch.Generator | None = None
+        # top-k and top-p need a sort of their own row; the rest share the batched draw.
+        self.plain = not self.greedy and not params.top_k and params.top_p >= 1.0
+        self.random: np.random.Generator | None = None
         if not self.greedy:
             # Sample i of an n-sample request gets its own stream, derived from (seed, i).
             base = params.seed if params.seed is not None else secrets.randbits(62)
-            self.generator = torch.Generator().manual_seed(hash((base, sample_index)) & (2**63 - 1))
+            self.random = np.random.Generator(np.random.PCG64([base & (2**63 - 1), sample_index]))
         self.penalized = params.frequency_penalty != 0 or params.presence_penalty != 0
         self.counts = torch.zeros(vocab_size) if self.penalized else None
 
@@ -44,22 +50,35 @@ class RowSampler:
             return
         row.sub_(counts * self.params.frequency_penalty + (counts > 0).float() * self.params.presence_penalty)
 
+    def uniform(self) -> float:
+        return float(self.random.random())
+
     def draw(self, row: torch.Tensor) -> int:
-        """One token from an already penalised and masked logits row [V]."""
+        """One token from an already penalised and masked logits row [V], with top-k and top-p."""
         params = self.params
-        row = row / params.temperature
+        row = row.float() / params.temperature
         if params.top_k and params.top_k < row.shape[0]:
             kth_value = torch.topk(row, params.top_k).values[-1]
             row = row.masked_fill(row < kth_value, float("-inf"))
         probs = torch.softmax(row, dim=-1)
-        if params.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
-            outside = (sorted_probs.cumsum(0) - sorted_probs) >= params.top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            choice = torch.multinomial(sorted_probs, 1, generator=self.generator)
-            return int(order[choice])
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        if params.top_p >= 1.0:
+            return pick_by_uniform(probs[None], [self.uniform()])[0]
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
+        outside = (sorted_probs.cumsum(0) - sorted_probs) >= params.top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        return int(order[pick_by_uniform(sorted_probs[None], [self.uniform()])[0]])
+
+
+def pick_by_uniform(probs: torch.Tensor, uniforms: list[float]) -> list[int]:
+    """Inverse transform sampling of each row of `probs` [B, V] (not necessarily normalised) with its own
+    uniform number in [0, 1): the first index whose cumulative mass exceeds u times the row's total. A
+    zero-probability token (masked by a grammar, cut by top-p) never has a cumulative mass above the one
+    before it, so it is never picked."""
+    cumulative = probs.cumsum(dim=-1)
+    targets = torch.tensor(uniforms, dtype=cumulative.dtype)[:, None] * cumulative[:, -1:]
+    picks = torch.searchsorted(cumulative, targets, right=True)[:, 0]
+    return picks.clamp_(max=probs.shape[-1] - 1).tolist()
 
 
 def argmax_rows(logits: torch.Tensor) -> list[int]:
@@ -83,8 +102,13 @@ def sample_next(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
     if greedy_rows:
         for row, token in zip(greedy_rows, argmax_rows(logits[greedy_rows])):
             tokens[row] = token
+    plain_rows = [i for i, s in enumerate(samplers) if s.plain]
+    if plain_rows:
+        temperatures = torch.tensor([samplers[i].params.temperature for i in plain_rows])
+        probs = torch.softmax(logits[plain_rows].float() / temperatures[:, None], dim=-1)
+        for row, token in zip(plain_rows, pick_by_uniform(probs, [samplers[i].uniform() for i in plain_rows])):
+            tokens[row] = token
     for row, sampler in enumerate(samplers):
-        if not sampler.greedy:
+        if not sampler.greedy and not sampler.plain:
             tokens[row] = sampler.draw(logits[row])
     return tokens
-

@@ -32,6 +32,7 @@ class Reply:
     finish_reason: str | None = None
     completion_tokens: int = 0
     reasoning_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)  # in process only: what the model generated (RL trains on it)
 
 
 class Backend(Protocol):
@@ -106,6 +107,7 @@ class EngineBackend:
             finish_reason=finish,
             completion_tokens=len(token_ids),
             reasoning_tokens=reasoning_tokens,
+            token_ids=list(token_ids),
         )
 
     def chat(
@@ -164,6 +166,7 @@ class EngineBackend:
             reply = self._parse(answer.text, answer.token_ids, answer.finish_reason, thinking=False, tools=bool(tools))
             reply.reasoning = self.tokenizer.decode(ids).strip()
             reply.reasoning_tokens = len(ids)
+            reply.token_ids = ids + [self.think_end_id] + reply.token_ids
             reply.completion_tokens += len(ids) + 1
             replies.append(reply)
         return replies

@@ -1,6 +1,6 @@
 """`nanoseek train`: run the training stages of a recipe.
 
-    nanoseek train tokenizer|pretrain|sft|all --recipe NAME [--out DIR] [--resume | --restart]
+    nanoseek train tokenizer|pretrain|sft|rl|all --recipe NAME [--out DIR] [--resume | --restart]
     nanoseek train export --out DIR --to nanoseek/default_model     # copy the last stage's model
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --out runs/tiny   # data parallel
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 from nanoseek.train.recipe import available_recipes, check_recipe, load_recipe
 
-COMMANDS = ("tokenizer", "pretrain", "sft", "all", "export")
+COMMANDS = ("tokenizer", "pretrain", "sft", "rl", "all", "export")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nanoseek train", description="Train nanoseek's tokenizer and model.")
-    parser.add_argument("stage", choices=COMMANDS, help="stage to run; `all` runs tokenizer, pretrain, sft")
+    parser.add_argument("stage", choices=COMMANDS, help="stage to run; `all` runs tokenizer, pretrain, sft and rl (when the recipe has [rl])")
     parser.add_argument("--recipe", default="default", help=f"one of {', '.join(available_recipes())} or a .toml path")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/RECIPE)")
     group = parser.add_mutually_exclusive_group()
@@ -37,7 +37,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="torch threads per process, overriding the recipe's `threads` "
                         "(on a crowded machine 1 beats 2: no barrier waits, see BENCHMARKS.md)")
     parser.add_argument("--to", type=Path, default=None, help="export: destination directory")
-    parser.add_argument("--stage-dir", default="sft", help="export: which stage's model to export")
+    parser.add_argument("--stage-dir", default=None,
+                        help="export: which stage's model to export (default: the last stage that has one)")
     parser.add_argument("--dtype", default="bfloat16", help="export: weight dtype (bfloat16 or float32)")
     return parser.parse_args(argv)
 
@@ -75,16 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
+    from nanoseek.train.stages import STAGE_ORDER, run_stage
+
     if args.stage == "export":
         from nanoseek.train.export import export_model
 
         if args.to is None:
             print("nanoseek train export: --to DIR is required", file=sys.stderr)
             return 2
-        export_model(out / args.stage_dir / "model", args.to, dtype=args.dtype)
+        stage_dir = args.stage_dir or next((s for s in reversed(STAGE_ORDER) if (out / s / "model").is_dir()), "sft")
+        export_model(out / stage_dir / "model", args.to, dtype=args.dtype)
         return 0
-    from nanoseek.train.stages import STAGE_ORDER, run_stage
-
     stages = STAGE_ORDER if args.stage == "all" else (args.stage,)
     try:
         for stage in stages:

@@ -4,7 +4,8 @@
 
 A recipe has a `[tokenizer]`, a `[model]` (ModelConfig fields, vocab_size comes from the tokenizer), and one
 section per training stage (`[pretrain]`, `[sft]`) holding LoopConfig fields, `seq_len`, and a `mixture`
-table of data counts (SFT may add `widened_share`). `load_recipe` accepts a recipe name or a path to a TOML file.
+table of data counts (SFT may add `widened_share`). An optional `[rl]` section (RLConfig fields, with a
+`mixture` of suite weights) adds the RL stage after SFT. `load_recipe` accepts a recipe name or a path to a TOML file.
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
         for key in ("steps", "batch_size", "seq_len", "mixture"):
             if key not in recipe[stage]:
                 raise ValueError(f"recipe {path}: [{stage}] needs `{key}`")
+    if "rl" in recipe:
+        from nanoseek.train.rl import RLConfig
+
+        unknown = set(recipe["rl"]) - {f.name for f in fields(RLConfig)} - {"init_from"}
+        if unknown:
+            raise ValueError(f"recipe {path}: unknown keys in [rl]: {', '.join(sorted(unknown))}")
+        if "steps" not in recipe["rl"]:
+            raise ValueError(f"recipe {path}: [rl] needs `steps`")
 
 
 def loop_config(recipe: dict[str, Any], stage: str) -> "LoopConfig":

@@ -1,4 +1,4 @@
-"""Training stages: tokenizer -> pretrain -> sft, each resumable, each writing into one run directory.
+"""Training stages: tokenizer -> pretrain -> sft -> rl, each resumable, each writing into one run directory.
 
     nanoseek train all --recipe tiny --out runs/tiny          # the CLI (train/cli.py) calls these
     from nanoseek.train.stages import run_stage
@@ -9,6 +9,8 @@ Run directory layout:
     pretrain/ sft/                     train_rows.npz, eval_rows.npz (packed data, built once, then reused),
                                        checkpoint.pt (loop state), log.jsonl, loss.png, model/ (HF checkpoint,
                                        rewritten at every loop checkpoint, so there is always one to export)
+    rl/                                checkpoint.pt, log.jsonl, rewards.png, model/ (only when the recipe
+                                       has an [rl] section: nanoseek.train.rl)
     wall_clock.json                    each stage session's start and wall seconds (see `run_stage`)
 Each stage's `model/` is a full Hugging Face checkpoint (config.json, model.safetensors, tokenizer files,
 generation_config.json) that `nanoseek serve --model` and transformers load.
@@ -31,7 +33,7 @@ from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
 from nanoseek.train.recipe import loop_config
 
-STAGE_ORDER = ("tokenizer", "pretrain", "sft")
+STAGE_ORDER = ("tokenizer", "pretrain", "sft", "rl")
 # Held-out loss during SFT is measured on this many held-out items of each suite (loss only, never trained).
 SFT_EVAL_ITEMS_PER_SUITE = 24
 
@@ -132,24 +134,48 @@ def new_model(recipe: dict[str, Any], tokenizer: Any) -> torch.nn.Module:
     return model
 
 
-def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> TrainResult:
-    from nanoseek.model.checkpoint import load_model, save_checkpoint
+def previous_model(stage: str, recipe: dict[str, Any], out: Path) -> torch.nn.Module:
+    from nanoseek.model.checkpoint import load_model
 
+    previous = out / recipe[stage].get("init_from", "pretrain" if stage == "sft" else "sft") / "model"
+    if not (previous / "model.safetensors").exists():
+        raise FileNotFoundError(f"{stage} starts from {previous}, which does not exist: run the previous stage first")
+    return load_model(previous, dtype="float32")
+
+
+def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Any, step: int) -> None:
+    from nanoseek.model.checkpoint import save_checkpoint
+
+    save_checkpoint(model, tokenizer, stage_dir / "model", dtype="float32",
+                    generation_config={"max_new_tokens": 512, "trained_steps": step})
+
+
+def rl_stage(recipe: dict[str, Any], out: Path, resume: bool) -> None:
+    from nanoseek.train.rl import rl_config, train_rl
+
+    if "rl" not in recipe:
+        print(f"rl: recipe {recipe['name']} has no [rl] section; skipped")
+        return
+    if distributed_setup()[1] > 1:
+        raise ValueError("the rl stage runs in one process (its rollouts go through one engine): not under torchrun")
+    tokenizer, model, stage_dir = load_tokenizer(out), previous_model("rl", recipe, out), out / "rl"
+    config = rl_config(recipe)
+    last = train_rl(model, tokenizer, config, stage_dir, resume=resume, title=f"{recipe['name']}/rl",
+                    on_checkpoint=lambda step: export_step(stage_dir, model, tokenizer, step))
+    if exported_step(stage_dir / "model") != config.steps:
+        export_step(stage_dir, model, tokenizer, config.steps)
+    print(f"rl: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} -> {stage_dir / 'model'}")
+
+
+def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> TrainResult:
     rank, world_size = distributed_setup()
     tokenizer = load_tokenizer(out)
     stage_dir = out / stage
     train_rows, eval_rows = cached_rows(stage_dir, stage, recipe, tokenizer, rank, world_size)
-    if stage == "pretrain":
-        model = new_model(recipe, tokenizer)
-    else:
-        previous = out / recipe[stage].get("init_from", "pretrain") / "model"
-        if not (previous / "model.safetensors").exists():
-            raise FileNotFoundError(f"{stage} starts from {previous}, which does not exist: "
-                                    "run the previous stage first")
-        model = load_model(previous, dtype="float32")
+    model = new_model(recipe, tokenizer) if stage == "pretrain" else previous_model(stage, recipe, out)
+
     def export(step: int) -> None:
-        save_checkpoint(model, tokenizer, stage_dir / "model", dtype="float32",
-                        generation_config={"max_new_tokens": 512, "trained_steps": step})
+        export_step(stage_dir, model, tokenizer, step)
 
     result = train(model, train_rows, eval_rows, loop_config(recipe, stage), stage_dir, resume=resume,
                    title=f"{recipe['name']}/{stage}", on_checkpoint=export)
@@ -199,4 +225,7 @@ def run_stage_untimed(stage: str, recipe: dict[str, Any], out: Path, resume: boo
         return
     if stage not in STAGE_ORDER:
         raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGE_ORDER)} or all")
-    train_stage(stage, recipe, out, resume)
+    if stage == "rl":
+        rl_stage(recipe, out, resume)
+    else:
+        train_stage(stage, recipe, out, resume)

@@ -30,6 +30,37 @@ def test_seeded_sampling_is_reproducible_alone_and_batched(make_engine):
     assert other_seed.token_ids != alone.token_ids
 
 
+def test_plain_temperature_sampling_is_reproducible_batched_with_other_kinds_of_rows(make_engine):
+    # Rows without top-k/top-p share one batched draw: a seeded one must not depend on its neighbours.
+    engine = make_engine(max_batch=8)
+    prompt = prompt_of(30, 3)
+    params = SamplingParams(max_tokens=24, temperature=0.8, seed=99, ignore_eos=True)
+    [alone] = engine.generate([Request(prompt, params)])
+    neighbours = [SamplingParams(max_tokens=20, temperature=1.0, ignore_eos=True),
+                  SamplingParams(max_tokens=28, temperature=0.0, ignore_eos=True),
+                  SamplingParams(max_tokens=16, temperature=1.2, top_p=0.9, ignore_eos=True)]
+    requests = [Request(prompt_of(15 + i, 40 + i), p) for i, p in enumerate(neighbours)]
+    assert engine.generate(requests[:2] + [Request(prompt, params)] + requests[2:])[2].token_ids == alone.token_ids
+
+
+def test_sampled_tokens_follow_the_tempered_softmax_and_never_a_masked_token():
+    from nanoseek.engine.sampling import RowSampler, sample_next
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf"), 0.5]])
+    for params in (SamplingParams(temperature=0.5), SamplingParams(temperature=1.0, top_p=0.999)):
+        expected = torch.softmax(logits[0] / params.temperature, -1)
+        counts = torch.zeros(6)
+        samplers = [RowSampler(SamplingParams(**{**params.__dict__, "seed": 7}), i, 6) for i in range(4000)]
+        for start in range(0, 4000, 500):  # rows of one batch, as the engine draws them
+            chunk = samplers[start : start + 500]
+            for token in sample_next(logits.repeat(len(chunk), 1), chunk):
+                counts[token] += 1
+        assert counts[4] == 0
+        # Each frequency within 4 standard errors of its probability.
+        tolerance = 4 * (expected * (1 - expected) / 4000).sqrt() + 1e-3
+        assert ((counts / 4000 - expected).abs() <= tolerance).all(), (counts / 4000, expected)
+
+
 def test_top_k_one_and_tiny_top_p_are_greedy(make_engine):
     engine = make_engine()
     prompt = prompt_of(25, 5)

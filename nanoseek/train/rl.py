@@ -1,0 +1,307 @@
+"""The RL stage: group-relative policy optimisation (GRPO, as in DeepSeek-R1) on verifiable rewards.
+
+    nanoseek train rl --recipe default --out runs/default      # after sft; resumes like every stage
+    from nanoseek.train.rl import RLConfig, train_rl
+
+Each step draws `prompts_per_step` train-split items (a pure function of seed and step, so a resumed run
+replays the same prompts), asks the model for `samples_per_prompt` sampled replies to each through the
+engine (the same generation loop and output parser as the server and the evaluator: `EngineBackend`), and
+scores every reply with the evaluator's own check (`verifiable_reward`: math-verify for math, exact match for
+instructions, ...). A reply's advantage is its reward minus the mean of its group, over the group's
+standard deviation; groups whose replies all score the same teach nothing and are skipped. The update raises
+the log-probability of the sampled tokens (thought, answer and end-of-sentence) in proportion to their reply's
+advantage, normalised by the step's total completion tokens (so long replies are not favoured), with one
+AdamW step per batch of rollouts: strictly on-policy, so GRPO's ratio clipping is always 1 and is left out,
+and there is no KL term (a small learning rate and few steps keep the policy near the SFT model instead).
+
+Rollouts use a fresh engine every step, built on the current weights: the native decode step packs its own
+copy of them, so an engine kept across updates would fall back to the slower PyTorch path.
+The log (log.jsonl) has the reward, accuracy and reply lengths of every step and a greedy held-out accuracy
+every `eval_every` steps; rewards.png plots them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from nanoseek.eval import scorers
+from nanoseek.eval.backends import EngineBackend, Reply
+from nanoseek.eval.item import Item
+from nanoseek.fileio import atomic_path
+from nanoseek.train.loop import (CHECKPOINT_NAME, LOG_NAME, LoopConfig, atomic_torch_save, learning_rate,
+                                 make_optimizer, read_log, rewrite_log)
+
+PLOT_NAME = "rewards.png"
+# Suites asked with thinking on, as the evaluator asks them.
+THINKING_SUITES = {"math"}
+
+
+@dataclass
+class RLConfig:
+    steps: int
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 8
+    max_tokens: int = 320  # thought + answer
+    temperature: float = 1.0
+    lr: float = 3e-5
+    min_lr_ratio: float = 1.0  # a constant rate after warm-up unless the recipe asks for decay
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    micro_batch: int = 16  # replies per forward/backward pass
+    eval_every: int = 10
+    eval_items: int = 64  # held-out items scored greedily at each evaluation (monitoring only)
+    checkpoint_every: int = 5
+    pool: int = 4000  # distinct train items drawn per suite
+    mixture: dict[str, float] = field(default_factory=lambda: {"math_problems": 1.0})
+    seed: int = 0
+
+    def loop_config(self) -> LoopConfig:
+        """The schedule and optimiser settings, in the shape the shared training helpers take."""
+        return LoopConfig(steps=self.steps, batch_size=self.prompts_per_step, lr=self.lr,
+                          min_lr_ratio=self.min_lr_ratio, warmup_steps=self.warmup_steps,
+                          weight_decay=self.weight_decay, grad_clip=self.grad_clip, seed=self.seed)
+
+
+Reward = Callable[[Item, Reply], float]
+
+
+def verifiable_reward(item: Item, reply: Reply) -> float:
+    """The evaluator's own check of a reply (math-verify for math, exact match for instructions, ...)."""
+    return scorers.reward(item, reply.content, reply.tool_calls)
+
+
+@dataclass
+class Rollout:
+    item: Item
+    prompt: list[int]
+    completion: list[int]
+    reward: float
+    reasoning_tokens: int
+
+
+def item_pool(config: RLConfig) -> list[Item]:
+    """The train items RL draws prompts from, in a fixed order (suites interleaved by their mixture weight)."""
+    from nanoseek.train.data import train_items
+
+    suites = sorted(config.mixture)
+    per_suite = {suite: train_items(suite, config.pool, config.seed) for suite in suites}
+    rng = random.Random(f"rl-pool:{config.seed}")
+    weights = [config.mixture[s] for s in suites]
+    pool = []
+    while any(per_suite.values()):
+        suite = rng.choices(suites, weights)[0]
+        if per_suite[suite]:
+            pool.append(per_suite[suite].pop())
+    return pool
+
+
+def prompts_for_step(pool: list[Item], config: RLConfig, step: int) -> list[Item]:
+    return random.Random(f"rl-step:{config.seed}:{step}").sample(pool, config.prompts_per_step)
+
+
+def ask(backend: EngineBackend, item: Item, config: RLConfig, n: int, temperature: float, seed: int | None
+        ) -> list[Reply]:
+    return backend.chat(item.messages, tools=item.tools, json_mode=item.response_format is not None,
+                        thinking=item.suite in THINKING_SUITES, max_tokens=config.max_tokens,
+                        temperature=temperature, n=n, seed=seed)
+
+
+def in_parallel(items: list[Item], work: Callable[[int, Item], Any]) -> list[Any]:
+    """`work(index, item)` for every item at once, so that the engine batches all their requests."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        return list(pool.map(work, range(len(items)), items))
+
+
+def collect_rollouts(backend: EngineBackend, items: list[Item], config: RLConfig, step: int,
+                     reward: Reward) -> list[list[Rollout]]:
+    tokenizer = backend.tokenizer
+
+    def work(index: int, item: Item) -> list[Rollout]:
+        prompt = tokenizer.encode_chat(item.messages, tools=item.tools, thinking=item.suite in THINKING_SUITES)
+        replies = ask(backend, item, config, config.samples_per_prompt, config.temperature,
+                      seed=config.seed * 1_000_003 + step * 1_000 + index)
+        return [Rollout(item, prompt, reply.token_ids, reward(item, reply), reply.reasoning_tokens)
+                for reply in replies]
+
+    return in_parallel(items, work)
+
+
+def held_out_accuracy(backend: EngineBackend, items: list[Item], config: RLConfig, reward: Reward) -> float:
+    def work(_index: int, item: Item) -> float:
+        [reply] = ask(backend, item, config, 1, 0.0, None)
+        return reward(item, reply)
+
+    return statistics.fmean(in_parallel(items, work))
+
+
+def advantages(group: list[Rollout]) -> list[float]:
+    rewards = [r.reward for r in group]
+    spread = statistics.pstdev(rewards)
+    if spread == 0:
+        return [0.0] * len(group)
+    mean = statistics.fmean(rewards)
+    return [(r - mean) / spread for r in rewards]
+
+
+def policy_gradient_loss(model: torch.nn.Module, batch: list[tuple[Rollout, float]], total_tokens: int,
+                         pad_id: int) -> torch.Tensor:
+    """-(sum over the batch's completion tokens of advantage x log-probability) / total_tokens."""
+    sequences = [r.prompt + r.completion for r, _ in batch]
+    width = max(map(len, sequences))
+    tokens = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    weights = torch.zeros(len(batch), width)
+    for row, ((rollout, advantage), sequence) in enumerate(zip(batch, sequences)):
+        tokens[row, : len(sequence)] = torch.tensor(sequence)
+        weights[row, len(rollout.prompt) : len(sequence)] = advantage
+    logits = model(tokens[:, :-1]).float()
+    logprobs = -F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+    return -(logprobs * weights[:, 1:].flatten()).sum() / total_tokens
+
+
+def plot_rewards(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in rows if "reward" in r]
+    evals = [r for r in rows if "heldout_accuracy" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if steps:
+        window = 10
+        smoothed = [statistics.fmean(r["reward"] for r in steps[max(0, i - window + 1) : i + 1])
+                    for i in range(len(steps))]
+        ax.plot([r["step"] for r in steps], [r["reward"] for r in steps], lw=0.6, alpha=0.4, label="sampled reward")
+        ax.plot([r["step"] for r in steps], smoothed, lw=1.2, label=f"sampled reward, mean of {window} steps")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-",
+                label="held-out accuracy (greedy)")
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("reward / accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: str | Path, resume: bool = True,
+             title: str = "rl", on_checkpoint: Callable[[int], None] | None = None,
+             engine_kwargs: dict[str, Any] | None = None, reward: Reward = verifiable_reward) -> dict[str, Any]:
+    """Run GRPO for `config.steps` steps on `model` (in place); returns the last step's log row."""
+    from nanoseek.engine import Engine
+    from nanoseek.eval.tasks import generate
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path, plot_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME, out_dir / PLOT_NAME
+    loop = config.loop_config()
+    optimizer = make_optimizer(model, loop)
+    step, elapsed = 0, 0.0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)} - {"steps", "eval_every",
+                                                                                         "checkpoint_every"}
+        if changed:
+            raise ValueError(f"{ckpt_path} was written with different RL settings ({', '.join(sorted(changed))}); "
+                             "resume with the same recipe or pass a fresh --out directory")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed"]
+    # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept.
+    rewrite_log(log_path, [r for r in read_log(log_path)
+                           if r["step"] < step or ("heldout_accuracy" in r and r["step"] == step)])
+
+    pool = item_pool(config)
+    suites = sorted({item.suite for item in pool})
+    heldout = [item for suite in suites for item in generate(suite, "heldout", config.eval_items // len(suites), 1)]
+    engine_settings = {"max_batch": min(64, config.prompts_per_step * config.samples_per_prompt),
+                       "kv_budget_tokens": 1 << 16, "max_queue": 1 << 12, **(engine_kwargs or {})}
+
+    def with_backend(work: Callable[[EngineBackend], Any]) -> Any:
+        engine = Engine(model, tokenizer, **engine_settings)
+        try:
+            return work(EngineBackend(engine))
+        finally:
+            engine.shutdown()
+            model.train()
+
+    def log(row: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save() -> None:
+        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                           "elapsed": elapsed, "config": asdict(config)}, ckpt_path)
+        plot_rewards(read_log(log_path), plot_path, title)
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
+    if step == 0 and config.eval_every:
+        accuracy = with_backend(lambda backend: held_out_accuracy(backend, heldout, config, reward))
+        log({"step": 0, "heldout_accuracy": accuracy})
+        print(f"{title} step 0: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)", flush=True)
+    bar = tqdm(total=config.steps, initial=step, desc=title, unit="step", dynamic_ncols=True)
+    row: dict[str, Any] = {}
+    while step < config.steps:
+        started = time.perf_counter()
+        items = prompts_for_step(pool, config, step)
+        groups = with_backend(lambda backend: collect_rollouts(backend, items, config, step, reward))
+        rollout_seconds = time.perf_counter() - started
+        weighted = [(r, a) for group in groups for r, a in zip(group, advantages(group)) if a != 0.0]
+        lr = learning_rate(loop, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        grad_norm = 0.0
+        if weighted:
+            model.train()
+            total_tokens = sum(len(r.completion) for group in groups for r in group)
+            for start in range(0, len(weighted), config.micro_batch):
+                policy_gradient_loss(model, weighted[start : start + config.micro_batch], total_tokens,
+                                     tokenizer.pad_id).backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        rollouts = [r for group in groups for r in group]
+        step += 1
+        elapsed += time.perf_counter() - started
+        row = {"step": step - 1, "reward": statistics.fmean(r.reward for r in rollouts),
+               "groups_learning": sum(any(advantages(g)) for g in groups),
+               "completion_tokens": statistics.fmean(len(r.completion) for r in rollouts),
+               "reasoning_tokens": statistics.fmean(r.reasoning_tokens for r in rollouts),
+               "lr": lr, "grad_norm": grad_norm, "rollout_s": round(rollout_seconds, 2),
+               "step_s": round(time.perf_counter() - started, 2), "elapsed_s": round(elapsed, 2)}
+        log(row)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", tokens=f"{row['completion_tokens']:.0f}",
+                        learning=f"{row['groups_learning']}/{len(groups)}")
+        bar.update(1)
+        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+            accuracy = with_backend(lambda backend: held_out_accuracy(backend, heldout, config, reward))
+            log({"step": step, "heldout_accuracy": accuracy})
+            bar.write(f"{title} step {step}: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save()
+    bar.close()
+    return row or next((r for r in reversed(read_log(log_path)) if "reward" in r), {})
+
+
+def rl_config(recipe: dict[str, Any]) -> RLConfig:
+    settings = dict(recipe["rl"])
+    settings.pop("init_from", None)
+    return RLConfig(seed=recipe["seed"], **settings)
+

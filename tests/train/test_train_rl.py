@@ -1,0 +1,107 @@
+"""The RL stage (nanoseek.train.rl): group-relative advantages, the policy-gradient update, learning a reward
+through real engine rollouts, exact resume, and `nanoseek train rl` on the tiny recipe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanoseek.eval.backends import Reply
+from nanoseek.eval.item import Item
+from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.train.loop import LoopConfig, make_optimizer
+from nanoseek.train.rl import RLConfig, Rollout, advantages, policy_gradient_loss, train_rl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def even_share(_item: Item, reply: Reply) -> float:
+    """A reward a random model can learn in a few steps: the share of its first 6 tokens that are even."""
+    first = reply.token_ids[:6]
+    return sum(t % 2 == 0 for t in first) / max(1, len(first))
+
+
+def small_config(steps: int, **overrides) -> RLConfig:
+    settings = dict(steps=steps, prompts_per_step=4, samples_per_prompt=4, max_tokens=6, lr=2e-2, warmup_steps=0,
+                    eval_every=0, checkpoint_every=1, pool=16, mixture={"instructions": 1.0})
+    return RLConfig(**{**settings, **overrides})
+
+
+def rollout(reward: float, completion: list[int] | None = None) -> Rollout:
+    return Rollout(item=None, prompt=[1, 2, 3], completion=completion or [4, 5], reward=reward, reasoning_tokens=0)
+
+
+def test_advantages_are_relative_to_the_group_and_equal_groups_teach_nothing():
+    assert advantages([rollout(1.0), rollout(0.0), rollout(0.0), rollout(1.0)]) == [1.0, -1.0, -1.0, 1.0]
+    assert advantages([rollout(0.0)] * 4) == [0.0] * 4
+    assert advantages([rollout(1.0)] * 3) == [0.0] * 3
+
+
+def test_the_update_raises_rewarded_replies_and_lowers_penalised_ones(tiny_checkpoint: Path):
+    model = load_checkpoint(tiny_checkpoint).model.float().train()
+    good, bad = rollout(1.0, [10, 11, 12, 13]), rollout(0.0, [20, 21, 22, 23])
+
+    def logprob(r: Rollout) -> float:
+        with torch.no_grad():
+            sequence = torch.tensor([r.prompt + r.completion])
+            logprobs = model(sequence[:, :-1]).log_softmax(-1)[0, len(r.prompt) - 1 :]
+            return float(logprobs.gather(-1, sequence[0, len(r.prompt) :, None]).sum())
+
+    before = logprob(good), logprob(bad)
+    optimizer = make_optimizer(model, LoopConfig(steps=1, batch_size=1, lr=1e-2, weight_decay=0.0))
+    batch = list(zip([good, bad], advantages([good, bad])))
+    policy_gradient_loss(model, batch, total_tokens=8, pad_id=0).backward()
+    optimizer.step()
+    assert logprob(good) > before[0] and logprob(bad) < before[1]
+
+
+def test_a_few_steps_raise_the_reward_through_real_rollouts(tiny_checkpoint: Path, tmp_path: Path):
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    model = checkpoint.model.float()
+    train_rl(model, checkpoint.tokenizer, small_config(12), tmp_path, reward=even_share)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    rewards = [r["reward"] for r in rows if "reward" in r]
+    assert len(rewards) == 12 and all(r["groups_learning"] > 0 for r in rows[:3])
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15, rewards
+    assert (tmp_path / "rewards.png").stat().st_size > 0 and (tmp_path / "checkpoint.pt").exists()
+
+
+def test_stopping_and_resuming_gives_the_same_weights_as_one_run(tiny_checkpoint: Path, tmp_path: Path):
+    def fresh():
+        checkpoint = load_checkpoint(tiny_checkpoint)
+        return checkpoint.model.float(), checkpoint.tokenizer
+
+    model, tokenizer = fresh()
+    train_rl(model, tokenizer, small_config(3), tmp_path / "whole", reward=even_share)
+    first, tokenizer = fresh()
+    train_rl(first, tokenizer, small_config(2), tmp_path / "split", reward=even_share)
+    resumed, tokenizer = fresh()  # a new process would start from the SFT weights too; the checkpoint wins
+    train_rl(resumed, tokenizer, small_config(3), tmp_path / "split", reward=even_share)
+    start = load_checkpoint(tiny_checkpoint).model.float().state_dict()
+    whole = model.state_dict()
+    assert any(not torch.equal(start[k], whole[k]) for k in whole), "RL never changed the weights"
+    assert all(torch.equal(whole[k], v) for k, v in resumed.state_dict().items())
+    with pytest.raises(ValueError, match="lr"):
+        train_rl(resumed, tokenizer, small_config(3, lr=1.0), tmp_path / "split", reward=even_share)
+
+
+@pytest.mark.slow
+def test_train_rl_on_the_tiny_recipe_exports_a_servable_checkpoint(tiny_checkpoint: Path, tmp_path: Path, run_train):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run / "sft" / "model")
+    (run / "tokenizer").mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_checkpoint / name, run / "tokenizer" / name)
+    done = run_train(["rl", "--recipe", "tiny", "--out", str(run)], cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (run / "rl" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [0, 1] and any("heldout_accuracy" in r for r in rows)
+    dest = tmp_path / "exported"
+    exported = run_train(["export", "--recipe", "tiny", "--out", str(run), "--to", str(dest)], cwd=REPO)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert json.loads((dest / "generation_config.json").read_text())["trained_steps"] == 2  # the rl stage's
+    assert load_checkpoint(dest).chat_template
