@@ -24,10 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import xgrammar as xgr
 
 from nanoseek.tokenizer.tokenizer import Tokenizer
+
+NEG_INF = np.float32(-np.inf)
 
 
 @dataclass(frozen=True)
@@ -141,5 +144,14 @@ def mask_logits(logits: torch.Tensor, matchers: list[tuple[int, xgr.GrammarMatch
     for row, matcher in matchers:
         if matcher.fill_next_token_bitmask(bitmask, row):  # False: every token allowed, skip the row
             rows.append(row)
-    if rows:
+    if not rows:
+        return
+    if logits.device.type != "cpu" or logits.dtype != torch.float32:
         xgr.apply_token_bitmask_inplace(logits, bitmask[: logits.shape[0]], vocab_size=logits.shape[1], indices=rows)
+        return
+    # On the CPU xgrammar's apply took ~70 us per row of 8,192 logits, a tenth of a batch-1 decode step of the
+    # default model; unpacking the bits with NumPy and writing -inf through a view takes ~20 us.
+    vocab_size, words, rows_view = logits.shape[1], bitmask.numpy(), logits.numpy()
+    for row in rows:
+        allowed = np.unpackbits(words[row].view(np.uint8), count=vocab_size, bitorder="little").view(bool)
+        np.putmask(rows_view[row], ~allowed, NEG_INF)

@@ -61,6 +61,25 @@ def test_sampled_tokens_follow_the_tempered_softmax_and_never_a_masked_token():
         assert ((counts / 4000 - expected).abs() <= tolerance).all(), (counts / 4000, expected)
 
 
+def test_inverse_transform_never_picks_a_zero_weight_token_even_at_the_ends_of_the_unit_interval():
+    import numpy as np
+
+    from nanoseek.engine.sampling import pick_by_uniform
+
+    rng = np.random.default_rng(0)
+    for vocab in (5, 64, 100, 8192):
+        weights = rng.random((40, vocab)).astype(np.float32) * (rng.random((40, vocab)) < 0.3)
+        weights[:, -1] = 0.0  # the last token (and a padded block) masked
+        weights[0] = 0.0
+        weights[0, vocab // 2] = 1e-30  # one tiny survivor
+        for u in (0.0, 0.5, 1.0 - 1e-12, float(np.nextafter(1.0, 0.0))):
+            for row, token in enumerate(pick_by_uniform(weights, [u] * len(weights))):
+                assert weights[row, token] > 0 or not weights[row].any(), (vocab, u, row, token)
+        first_positive = [int(np.flatnonzero(w)[0]) for w in weights if w.any()]
+        assert pick_by_uniform(weights[[r for r in range(40) if weights[r].any()]], [0.0] * len(first_positive)) \
+            == first_positive
+
+
 def test_top_k_one_and_tiny_top_p_are_greedy(make_engine):
     engine = make_engine()
     prompt = prompt_of(25, 5)
