@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from nanoseek.engine.constraint import GrammarBackend, mask_logits
+from nanoseek.engine.constraint import GrammarBackend, allowed_token_ids
 from nanoseek.engine.kv_cache import BLOCK_TOKENS, PrefixStore, SlotKVCache
 from nanoseek.engine.native import NativeDecoder
 from nanoseek.engine.params import (
@@ -131,6 +131,7 @@ class _Sequence:
     stop_matcher: StopStringMatcher
     matcher: Any = None  # xgrammar.GrammarMatcher, when the request has a constraint
     constraint_active: bool = False
+    grammar_dead_end: bool = False  # the grammar accepted no token at all (see _enforce_grammar)
     length: int = 0  # tokens whose KV is in the slot
     next_token: int = -1  # sampled, not yet fed to the model
     decoding: bool = False
@@ -551,10 +552,10 @@ class Engine:
         """Pick the next token of every sequence from its logits row; stream and retire them."""
         logprob_rows = [i for i, s in enumerate(sequences) if s.group.params.logprobs]
         raw_logprobs = torch.log_softmax(logits[logprob_rows], dim=-1) if logprob_rows else None
-        constrained = [(i, s.matcher) for i, s in enumerate(sequences) if s.constraint_active]
-        if constrained:
-            mask_logits(logits, constrained, self._grammar_backend().bitmask)
         tokens = sample_next(logits, [s.sampler for s in sequences])
+        constrained = [row for row, s in enumerate(sequences) if s.constraint_active]
+        if constrained:
+            self._enforce_grammar(logits, sequences, constrained, tokens)
         logprobs: dict[int, TokenLogprob] = {}
         if raw_logprobs is not None:
             for position, row in enumerate(logprob_rows):
@@ -564,6 +565,30 @@ class Engine:
         # (_free_slot), so when several finish in one step, those above them are retired before they would move.
         for row in sorted(range(len(sequences)), key=lambda row: sequences[row].slot, reverse=True):
             self._accept(sequences[row], tokens[row], logprobs.get(row))
+
+    def _enforce_grammar(self, logits: torch.Tensor, sequences: list[_Sequence], rows: list[int],
+                         tokens: list[int]) -> None:
+        """Make the token of every constrained row one its grammar accepts, advancing its matcher by it.
+
+        Draw first, mask only on a miss: a token drawn from the full distribution that the grammar accepts is
+        kept, and a rejected one is redrawn among the allowed tokens. Token t then comes out with probability
+        p(t) + (1 - p(allowed)) * p(t) / p(allowed) = p(t) / p(allowed): exactly the masked distribution (and
+        for greedy rows the masked argmax), while the common case costs one accept_token (~2 us) instead of a
+        bitmask fill (~20-30 us) and a redraw."""
+        rejected = [row for row in rows if not sequences[row].matcher.accept_token(tokens[row])]
+        if not rejected:
+            return
+        bitmask, logits_rows = self._grammar_backend().bitmask, logits.numpy()
+        for row in rejected:
+            sequence = sequences[row]
+            allowed = allowed_token_ids(sequence.matcher, bitmask, row)
+            allowed = allowed[allowed < self.vocab_size]
+            # No token allowed at all (a grammar that cannot continue): _accept ends the sequence.
+            sequence.grammar_dead_end = len(allowed) == 0
+            if len(allowed):
+                # Penalties were applied to this row by the first draw.
+                tokens[row] = sequence.sampler.draw_among(logits_rows[row], allowed)
+                sequence.matcher.accept_token(tokens[row])
 
     def _accept(self, sequence: _Sequence, token: int, logprob: TokenLogprob | None) -> None:
         group, params = sequence.group, sequence.group.params
@@ -576,8 +601,8 @@ class Engine:
         stop_hit: str | None = None
         grammar_done = False
         if sequence.constraint_active:
-            # The mask only allowed tokens the grammar accepts; termination means it took a stop token.
-            grammar_done = not sequence.matcher.accept_token(token) or sequence.matcher.is_terminated()
+            # _enforce_grammar has advanced the matcher by this token; termination means it took a stop token.
+            grammar_done = sequence.grammar_dead_end or sequence.matcher.is_terminated()
         elif sequence.matcher is not None and token == params.constraint_after_token:
             sequence.constraint_active = True
         if token in group.stop_ids or grammar_done:

@@ -71,6 +71,19 @@ class RowSampler:
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         return int(order[pick_by_uniform(sorted_probs[None].numpy(), [self.uniform()])[0]])
 
+    def draw_among(self, logits: np.ndarray, allowed: np.ndarray) -> int:
+        """One token of those in `allowed` (ids, ascending) from an already penalised logits row [V]: the
+        distribution masked to them, without writing -inf over the rest of the row."""
+        values = logits[allowed]
+        if self.greedy:
+            return int(allowed[np.argmax(values)])
+        if not self.plain:  # top-k / top-p rank within the allowed tokens
+            masked = np.full_like(logits, -np.inf)
+            masked[allowed] = values
+            return self.draw(torch.from_numpy(masked))
+        weights = tempered_softmax_weights(values[None], np.array([self.params.temperature], dtype=values.dtype))
+        return int(allowed[pick_by_uniform(weights, [self.uniform()])[0]])
+
 
 PICK_BLOCK = 64  # tokens per block of the two-level search in pick_by_uniform
 

@@ -119,3 +119,32 @@ def test_structural_tag_constrains_the_tagged_segment(shared_engine):
 def test_invalid_constraints_are_rejected_with_a_named_problem(factory, argument, message):
     with pytest.raises(ValueError, match=message):
         factory(argument)
+
+
+def test_constrained_sampling_follows_the_masked_distribution(make_engine, checkpoint):
+    """The engine draws first and masks only when the grammar rejects the draw; the tokens must still come
+    from the model's distribution restricted to what the grammar allows: p(t) / p(allowed)."""
+    import torch
+
+    tokenizer = checkpoint.tokenizer
+    letters = [tokenizer.token_id(c) if tokenizer.has_token(c) else None for c in "abcde"]
+    assert None not in letters, "the tiny tokenizer has single-letter tokens"
+    prompt = prompt_of(12, 11)
+    with torch.no_grad():
+        probs = torch.softmax(checkpoint.model(torch.tensor([prompt]))[0, -1].float(), -1)
+    expected = probs[letters] / probs[letters].sum()
+    engine = make_engine(max_batch=16)
+    constraint = Constraint.regex("[a-e]")
+    draws = 2000
+    completions = engine.generate([Request(prompt, SamplingParams(max_tokens=1, temperature=1.0, n=16, seed=seed,
+                                                                  constraint=constraint))
+                                   for seed in range(draws // 16)])
+    draws = 16 * (draws // 16)
+    firsts = [output.token_ids[0] for completion in completions for output in completion.outputs]
+    counts = torch.tensor([firsts.count(t) for t in letters], dtype=torch.float32)
+    assert counts.sum() == draws  # every draw is one of the allowed letters
+    tolerance = 4 * (expected * (1 - expected) / draws).sqrt() + 1e-3
+    assert ((counts / draws - expected).abs() <= tolerance).all(), (counts / draws, expected)
+    # Greedy: the best allowed letter, whatever the unconstrained argmax is.
+    [greedy] = engine.generate([Request(prompt, SamplingParams(max_tokens=1, temperature=0.0, constraint=constraint))])
+    assert greedy.token_ids[0] == letters[int(probs[letters].argmax())]
