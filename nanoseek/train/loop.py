@@ -146,21 +146,22 @@ def rewrite_log(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def plot_losses(rows: list[dict], path: Path, title: str) -> None:
+def plot_lines(path: Path, title: str, xlabel: str, ylabel: str,
+               lines: list[tuple[list[float], list[float], dict]], ylim: tuple[float, float] | None = None) -> None:
+    """A line chart written atomically as PNG: one (xs, ys, matplotlib keyword arguments) per line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train_rows = [r for r in rows if "loss" in r]
-    eval_rows = [r for r in rows if "eval_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4))
-    if train_rows:
-        ax.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], lw=0.8, label="train")
-    if eval_rows:
-        ax.plot([r["step"] for r in eval_rows], [r["eval_loss"] for r in eval_rows], "o-", label="held-out")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
+    for xs, ys, style in lines:
+        if xs:
+            ax.plot(xs, ys, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -168,6 +169,15 @@ def plot_losses(rows: list[dict], path: Path, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def plot_losses(rows: list[dict], path: Path, title: str) -> None:
+    train_rows = [r for r in rows if "loss" in r]
+    eval_rows = [r for r in rows if "eval_loss" in r]
+    plot_lines(path, title, "step", "loss (nats/token)", [
+        ([r["step"] for r in train_rows], [r["loss"] for r in train_rows], {"lw": 0.8, "label": "train"}),
+        ([r["step"] for r in eval_rows], [r["eval_loss"] for r in eval_rows], {"marker": "o", "label": "held-out"}),
+    ])
 
 
 def resolve_precision(config: LoopConfig, model: torch.nn.Module, seq_len: int, state: dict | None,

@@ -48,6 +48,43 @@ def stage_summary(run: Path, stage: str) -> dict[str, Any] | None:
             "precision": precision_used(steps)}
 
 
+def rl_summary(run: Path) -> dict[str, Any] | None:
+    """The RL stage's figures from rl/log.jsonl: steps, minutes, sampled reward over its first and last ten
+    steps, and the held-out greedy accuracy it logged at its first and last evaluation."""
+    rows = read_jsonl(run / "rl" / "log.jsonl")
+    steps = [r for r in rows if "reward" in r]
+    if not steps:
+        return None
+    evals = [r for r in rows if "heldout_accuracy" in r]
+
+    def mean_reward(part: list[dict[str, Any]]) -> float:
+        return sum(r["reward"] for r in part) / len(part)
+
+    return {"steps": steps[-1]["step"] + 1, "minutes": steps[-1]["elapsed_s"] / 60,
+            "first_reward": mean_reward(steps[:10]), "last_reward": mean_reward(steps[-10:]),
+            "first_eval": evals[0] if evals else None, "last_eval": evals[-1] if evals else None,
+            "reply_tokens": sum(r["completion_tokens"] for r in steps[-10:]) / len(steps[-10:])}
+
+
+def rl_lines(run: Path, recipe: dict[str, Any]) -> list[str]:
+    summary = rl_summary(run)
+    if summary is None:
+        return []
+    settings = recipe.get("rl", {})
+    mixture = ", ".join(f"{suite} {weight:g}" for suite, weight in settings.get("mixture", {}).items())
+    held = "not logged"
+    if summary["first_eval"] is not None:
+        held = (f"{summary['first_eval']['heldout_accuracy']:.1%} at step {summary['first_eval']['step']} → "
+                f"{summary['last_eval']['heldout_accuracy']:.1%} at step {summary['last_eval']['step']}")
+    return [
+        f"* RL (`nanoseek.train.rl`, GRPO on verifiable rewards; mixture: {mixture}): {summary['steps']} steps of "
+        f"{settings.get('prompts_per_step')} prompts x {settings.get('samples_per_prompt')} sampled replies in "
+        f"{summary['minutes']:.0f} min; mean sampled reward {summary['first_reward']:.3f} over the first 10 steps → "
+        f"{summary['last_reward']:.3f} over the last 10 (replies {summary['reply_tokens']:.0f} tokens); greedy "
+        f"accuracy on the held-out items it monitors: {held}. Curve: `{run}/rl/rewards.png`.",
+    ]
+
+
 def wall_clock_line(run: Path) -> str:
     """End-to-end wall time from the run's wall_clock.json (every stage session, data building included)."""
     from nanoseek.train.stages import STAGE_ORDER, WALL_CLOCK_FILE
@@ -202,7 +239,8 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         "thinking and without, code, tools, JSON, safety refusals and harmless look-alikes, FIM), plus identity and "
         "multi-turn chats and Python Q&A; loss on assistant tokens only. Held-out items never appear "
         "(tests/train/test_train_data.py).",
-        f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions}. "
+        *rl_lines(run, recipe),
+        f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions or 'see the stage logs'}. "
         f"BENCHMARKS.md has the throughput measurements. Loss curves: `{run}/{{pretrain,sft}}/loss.png`.",
         "",
         "## Evaluation (held-out items)",

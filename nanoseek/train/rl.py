@@ -38,9 +38,8 @@ from tqdm import tqdm
 from nanoseek.eval import scorers
 from nanoseek.eval.backends import EngineBackend, Reply
 from nanoseek.eval.item import Item
-from nanoseek.fileio import atomic_path
 from nanoseek.train.loop import (CHECKPOINT_NAME, LOG_NAME, LoopConfig, atomic_torch_save, learning_rate,
-                                 make_optimizer, read_log, rewrite_log)
+                                 make_optimizer, plot_lines, read_log, rewrite_log)
 
 PLOT_NAME = "rewards.png"
 # Suites asked with thinking on, as the evaluator asks them.
@@ -170,34 +169,17 @@ def policy_gradient_loss(model: torch.nn.Module, batch: list[tuple[Rollout, floa
     return -(logprobs * weights[:, 1:].flatten()).sum() / total_tokens
 
 
-def plot_rewards(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_rewards(rows: list[dict], path: Path, title: str, window: int = 10) -> None:
     steps = [r for r in rows if "reward" in r]
     evals = [r for r in rows if "heldout_accuracy" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if steps:
-        window = 10
-        smoothed = [statistics.fmean(r["reward"] for r in steps[max(0, i - window + 1) : i + 1])
-                    for i in range(len(steps))]
-        ax.plot([r["step"] for r in steps], [r["reward"] for r in steps], lw=0.6, alpha=0.4, label="sampled reward")
-        ax.plot([r["step"] for r in steps], smoothed, lw=1.2, label=f"sampled reward, mean of {window} steps")
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals], "o-",
-                label="held-out accuracy (greedy)")
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("reward / accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    rewards = [r["reward"] for r in steps]
+    smoothed = [statistics.fmean(rewards[max(0, i - window + 1) : i + 1]) for i in range(len(rewards))]
+    plot_lines(path, title, "RL step", "reward / accuracy", [
+        ([r["step"] for r in steps], rewards, {"lw": 0.6, "alpha": 0.4, "label": "sampled reward"}),
+        ([r["step"] for r in steps], smoothed, {"lw": 1.2, "label": f"sampled reward, mean of {window} steps"}),
+        ([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals],
+         {"marker": "o", "label": "held-out accuracy (greedy)"}),
+    ], ylim=(0, 1))
 
 
 def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: str | Path, resume: bool = True,

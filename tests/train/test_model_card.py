@@ -58,3 +58,21 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
     assert "1 session(s) killed before they ended are not counted" in card
     assert "| pretrain | 3 | 12,288 | 3 min | 5.000 |" in card
     assert "| json | valid JSON | 1.000 | 10 |" in card
+    assert "RL (" not in card  # this run had no RL stage
+
+
+def test_the_card_summarises_the_rl_stage_from_its_log(tmp_path: Path):
+    run, eval_dir, model_dir = tmp_path / "run", tmp_path / "eval", tmp_path / "model"
+    for directory in (run / "rl", eval_dir, model_dir):
+        directory.mkdir(parents=True)
+    rows = [{"step": 0, "heldout_accuracy": 0.25}]
+    rows += [{"step": i, "reward": 0.1 if i < 10 else 0.3, "completion_tokens": 120.0, "elapsed_s": 6.0 * (i + 1)}
+             for i in range(20)]
+    rows += [{"step": 20, "heldout_accuracy": 0.375}]
+    (run / "rl" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (eval_dir / "metrics.json").write_text(json.dumps({"metrics": {"m": {"json": {"valid JSON": {"value": 1.0, "n": 1}}}}}))
+    shutil.copy(DEFAULT_MODEL_DIR / "config.json", model_dir / "config.json")
+    card = write_card(run, eval_dir, model_dir, notes="")
+    assert "20 steps of 16 prompts x 8 sampled replies in 2 min" in card
+    assert "mean sampled reward 0.100 over the first 10 steps → 0.300 over the last 10" in card
+    assert "25.0% at step 0 → 37.5% at step 20" in card
