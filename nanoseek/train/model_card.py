@@ -98,7 +98,9 @@ def wall_clock_line(run: Path) -> str:
     parts = ", ".join(f"{stage} {seconds / 60:.0f} min" for stage, seconds in by_stage.items() if seconds)
     killed = len(sessions) - len(timed)
     untimed = f"; {killed} session(s) killed before they ended are not counted" if killed else ""
-    return (f"Wall clock end to end: {sum(by_stage.values()) / 60:.0f} min over {len(timed)} stage session(s) "
+    whole_run = {"pretrain", "sft"} <= {s["stage"] for s in sessions}
+    what = "Wall clock end to end" if whole_run else "Wall clock of the stages run in this directory (not end to end)"
+    return (f"{what}: {sum(by_stage.values()) / 60:.0f} min over {len(timed)} stage session(s) "
             f"({parts}; data building, precision probes, held-out evals and exports included; "
             f"`{WALL_CLOCK_FILE}`{untimed}).")
 
@@ -228,6 +230,9 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         held = "—" if summary["eval_loss"] is None else f"{summary['eval_loss']:.3f} ({what}, step {summary['eval_step']})"
         lines.append(f"| {stage} | {summary['steps']} | {summary['tokens']:,} | {summary['minutes']:.0f} min | "
                      f"{summary['first_loss']:.3f} | {summary['train_loss']:.3f} | {held} |")
+    if not precision_by_stage:  # the table has no rows
+        lines[-2:] = [f"Pretraining and SFT: no logs in `{run}`; it starts from an SFT model trained elsewhere "
+                      "(see the notes at the end)."]
     precisions = ", ".join(precision_by_stage)
     lines += [
         "",
@@ -240,8 +245,9 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         "multi-turn chats and Python Q&A; loss on assistant tokens only. Held-out items never appear "
         "(tests/train/test_train_data.py).",
         *rl_lines(run, recipe),
-        f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions or 'see the stage logs'}. "
-        f"BENCHMARKS.md has the throughput measurements. Loss curves: `{run}/{{pretrain,sft}}/loss.png`.",
+        *([f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions}. "
+           f"BENCHMARKS.md has the throughput measurements. Loss curves: `{run}/{{pretrain,sft}}/loss.png`."]
+          if precision_by_stage else []),
         "",
         "## Evaluation (held-out items)",
         "",

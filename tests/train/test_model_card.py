@@ -76,3 +76,4 @@ def test_the_card_summarises_the_rl_stage_from_its_log(tmp_path: Path):
     assert "20 steps of 16 prompts x 8 sampled replies in 2 min" in card
     assert "mean sampled reward 0.100 over the first 10 steps → 0.300 over the last 10" in card
     assert "25.0% at step 0 → 37.5% at step 20" in card
+    assert "Pretraining and SFT: no logs in" in card and "| stage | steps |" not in card
