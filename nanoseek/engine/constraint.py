@@ -31,7 +31,6 @@ import xgrammar as xgr
 from nanoseek.tokenizer.tokenizer import Tokenizer
 
 
-
 @dataclass(frozen=True)
 class Constraint:
     kind: str  # "json_schema" | "ebnf" | "regex" | "structural_tag" | "json_object"

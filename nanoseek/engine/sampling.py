@@ -56,7 +56,8 @@ class RowSampler:
         return float(self.random.random())
 
     def draw(self, row: torch.Tensor) -> int:
-        """One token from an already penalised and masked logits row [V], with top-k and top-p."""
+        """One token from an already penalised logits row [V] (-inf where a token is ruled out), with top-k and
+        top-p."""
         params = self.params
         row = row.float() / params.temperature
         if params.top_k and params.top_k < row.shape[0]:
@@ -105,7 +106,7 @@ def pick_by_uniform(weights: np.ndarray, uniforms: list[float]) -> list[int]:
     picks = []
     for row, u in enumerate(uniforms):
         totals = block_totals[row]
-        if not totals[-1] > 0:  # nothing has weight (NaN or all -inf logits): the first largest, as greedy
+        if not totals[-1] > 0:  # no token has weight (NaN or all -inf logits): the first largest, or token 0
             picks.append(int(np.argmax(weights[row])))
             continue
         target = u * totals[-1]

@@ -70,15 +70,17 @@ def rl_lines(run: Path, recipe: dict[str, Any]) -> list[str]:
     summary = rl_summary(run)
     if summary is None:
         return []
-    settings = recipe.get("rl", {})
-    mixture = ", ".join(f"{suite} {weight:g}" for suite, weight in settings.get("mixture", {}).items())
+    from nanoseek.train.rl import rl_config
+
+    settings = rl_config(recipe)
+    mixture = ", ".join(f"{suite} {weight:g}" for suite, weight in settings.mixture.items())
     held = "not logged"
     if summary["first_eval"] is not None:
         held = (f"{summary['first_eval']['heldout_accuracy']:.1%} at step {summary['first_eval']['step']} → "
                 f"{summary['last_eval']['heldout_accuracy']:.1%} at step {summary['last_eval']['step']}")
     return [
         f"* RL (`nanoseek.train.rl`, GRPO on verifiable rewards; mixture: {mixture}): {summary['steps']} steps of "
-        f"{settings.get('prompts_per_step')} prompts x {settings.get('samples_per_prompt')} sampled replies in "
+        f"{settings.prompts_per_step} prompts x {settings.samples_per_prompt} sampled replies in "
         f"{summary['minutes']:.0f} min; mean sampled reward {summary['first_reward']:.3f} over the first 10 steps → "
         f"{summary['last_reward']:.3f} over the last 10 (replies {summary['reply_tokens']:.0f} tokens); greedy "
         f"accuracy on the held-out items it monitors: {held}. Curve: `{run}/rl/rewards.png`.",

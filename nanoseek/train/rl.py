@@ -11,8 +11,10 @@ instructions, ...). A reply's advantage is its reward minus the mean of its grou
 standard deviation; groups whose replies all score the same teach nothing and are skipped. The update raises
 the log-probability of the sampled tokens (thought, answer and end-of-sentence) in proportion to their reply's
 advantage, normalised by the step's total completion tokens (so long replies are not favoured), with one
-AdamW step per batch of rollouts: strictly on-policy, so GRPO's ratio clipping is always 1 and is left out,
-and there is no KL term (a small learning rate and few steps keep the policy near the SFT model instead).
+AdamW step per batch of rollouts. The batch is used once, right after it was sampled, so GRPO's importance
+ratio and its clipping are left out; the replies are sampled at the rollout temperature and scored under the
+model's own (temperature 1) log-probabilities, a common simplification. There is no KL term: a small learning
+rate and few steps keep the policy near the SFT model instead.
 
 Rollouts use a fresh engine every step, built on the current weights: the native decode step packs its own
 copy of them, so an engine kept across updates would fall back to the slower PyTorch path.
@@ -90,24 +92,20 @@ class Rollout:
     reasoning_tokens: int
 
 
-def item_pool(config: RLConfig) -> list[Item]:
-    """The train items RL draws prompts from, in a fixed order (suites interleaved by their mixture weight)."""
+def item_pools(config: RLConfig) -> dict[str, list[Item]]:
+    """The train items RL draws prompts from, per suite (module name) of the mixture, in a fixed order."""
     from nanoseek.train.data import train_items
 
-    suites = sorted(config.mixture)
-    per_suite = {suite: train_items(suite, config.pool, config.seed) for suite in suites}
-    rng = random.Random(f"rl-pool:{config.seed}")
-    weights = [config.mixture[s] for s in suites]
-    pool = []
-    while any(per_suite.values()):
-        suite = rng.choices(suites, weights)[0]
-        if per_suite[suite]:
-            pool.append(per_suite[suite].pop())
-    return pool
+    return {suite: train_items(suite, config.pool, config.seed) for suite in sorted(config.mixture)}
 
 
-def prompts_for_step(pool: list[Item], config: RLConfig, step: int) -> list[Item]:
-    return random.Random(f"rl-step:{config.seed}:{step}").sample(pool, config.prompts_per_step)
+def prompts_for_step(pools: dict[str, list[Item]], config: RLConfig, step: int) -> list[Item]:
+    """The step's prompts, a pure function of (seed, step): each prompt's suite drawn by its mixture weight,
+    then distinct items within each suite."""
+    rng = random.Random(f"rl-step:{config.seed}:{step}")
+    suites = sorted(pools)
+    picked = rng.choices(suites, [config.mixture[suite] for suite in suites], k=config.prompts_per_step)
+    return [item for suite in suites for item in rng.sample(pools[suite], picked.count(suite))]
 
 
 def ask(backend: EngineBackend, item: Item, config: RLConfig, n: int, temperature: float, seed: int | None
@@ -205,13 +203,15 @@ def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
-    # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept.
+    # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept (but a
+    # step-0 one is not: the run starts over and evaluates again).
     rewrite_log(log_path, [r for r in read_log(log_path)
-                           if r["step"] < step or ("heldout_accuracy" in r and r["step"] == step)])
+                           if r["step"] < step or ("heldout_accuracy" in r and r["step"] == step > 0)])
 
-    pool = item_pool(config)
-    suites = sorted({item.suite for item in pool})
-    heldout = [item for suite in suites for item in generate(suite, "heldout", config.eval_items // len(suites), 1)]
+    pools = item_pools(config)
+    suites = sorted({pool[0].suite for pool in pools.values()})  # evaluator suite names ("math", ...)
+    per_suite = max(1, config.eval_items // len(suites))
+    heldout = [item for suite in suites for item in generate(suite, "heldout", per_suite, 1)]
     engine_settings = {"max_batch": min(64, config.prompts_per_step * config.samples_per_prompt),
                        "kv_budget_tokens": 1 << 16, "max_queue": 1 << 12, **(engine_kwargs or {})}
 
@@ -242,7 +242,7 @@ def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: 
     row: dict[str, Any] = {}
     while step < config.steps:
         started = time.perf_counter()
-        items = prompts_for_step(pool, config, step)
+        items = prompts_for_step(pools, config, step)
         groups = with_backend(lambda backend: collect_rollouts(backend, items, config, step, reward))
         rollout_seconds = time.perf_counter() - started
         weighted = [(r, a) for group in groups for r, a in zip(group, advantages(group)) if a != 0.0]

@@ -156,8 +156,11 @@ def rl_stage(recipe: dict[str, Any], out: Path, resume: bool) -> None:
     if "rl" not in recipe:
         print(f"rl: recipe {recipe['name']} has no [rl] section; skipped")
         return
-    if distributed_setup()[1] > 1:
-        raise ValueError("the rl stage runs in one process (its rollouts go through one engine): not under torchrun")
+    rank, world_size = distributed_setup()
+    if world_size > 1:  # `all` under torchrun: the earlier stages ran data parallel, RL needs one process
+        if rank == 0:
+            print("rl: skipped under torchrun (its rollouts go through one engine): run `nanoseek train rl` alone")
+        return
     tokenizer, model, stage_dir = load_tokenizer(out), previous_model("rl", recipe, out), out / "rl"
     config = rl_config(recipe)
     last = train_rl(model, tokenizer, config, stage_dir, resume=resume, title=f"{recipe['name']}/rl",

@@ -121,30 +121,46 @@ def test_invalid_constraints_are_rejected_with_a_named_problem(factory, argument
         factory(argument)
 
 
-def test_constrained_sampling_follows_the_masked_distribution(make_engine, checkpoint):
-    """The engine draws first and masks only when the grammar rejects the draw; the tokens must still come
-    from the model's distribution restricted to what the grammar allows: p(t) / p(allowed)."""
+@pytest.mark.parametrize("top_k", [0, 2])
+def test_constrained_sampling_follows_the_masked_distribution(make_engine, checkpoint, top_k):
+    """Plain rows draw first and consult the grammar only when it rejects the draw, top-k rows draw among the
+    allowed tokens; either way the first token must come from the model's distribution restricted to what the
+    grammar allows (p(t) / p(allowed)), for top-k cut to the k most likely allowed tokens. The grammar allows
+    the model's most likely token and two less likely ones but not the second most likely, so a top-k row that
+    drew from the whole vocabulary first would favour the first token."""
+    import re
+
     import torch
 
+    from nanoseek.engine.constraint import GrammarBackend, allowed_token_ids
+
     tokenizer = checkpoint.tokenizer
-    letters = [tokenizer.token_id(c) if tokenizer.has_token(c) else None for c in "abcde"]
-    assert None not in letters, "the tiny tokenizer has single-letter tokens"
     prompt = prompt_of(12, 11)
     with torch.no_grad():
         probs = torch.softmax(checkpoint.model(torch.tensor([prompt]))[0, -1].float(), -1)
-    expected = probs[letters] / probs[letters].sum()
+    ranked = [int(t) for t in probs.argsort(descending=True)
+              if re.fullmatch(r"[A-Za-z ]+", tokenizer.decode([int(t)]) or "")]
+    texts = [tokenizer.decode([t]) for t in (ranked[0], ranked[2], ranked[3])]
+    constraint = Constraint.regex("|".join(re.escape(text) for text in texts))
+    backend = GrammarBackend(tokenizer, probs.shape[0], [tokenizer.eos_id], 1)
+    allowed = torch.from_numpy(allowed_token_ids(backend.matcher(constraint, [tokenizer.eos_id]), backend.bitmask, 0))
+    assert ranked[0] in allowed and ranked[1] not in allowed
+    expected = torch.zeros_like(probs)
+    expected[allowed] = probs[allowed]
+    if top_k:
+        expected[expected < expected.topk(top_k).values[-1]] = 0.0
+    expected /= expected.sum()
     engine = make_engine(max_batch=16)
-    constraint = Constraint.regex("[a-e]")
-    draws = 2000
-    completions = engine.generate([Request(prompt, SamplingParams(max_tokens=1, temperature=1.0, n=16, seed=seed,
-                                                                  constraint=constraint))
+    draws = 16 * 125
+    completions = engine.generate([Request(prompt, SamplingParams(max_tokens=1, temperature=1.0, top_k=top_k, n=16,
+                                                                  seed=seed, constraint=constraint))
                                    for seed in range(draws // 16)])
-    draws = 16 * (draws // 16)
-    firsts = [output.token_ids[0] for completion in completions for output in completion.outputs]
-    counts = torch.tensor([firsts.count(t) for t in letters], dtype=torch.float32)
-    assert counts.sum() == draws  # every draw is one of the allowed letters
+    counts = torch.zeros_like(probs)
+    for output in (output for completion in completions for output in completion.outputs):
+        counts[output.token_ids[0]] += 1
+    assert counts[expected == 0].sum() == 0  # never a token the grammar (or top-k) rules out
     tolerance = 4 * (expected * (1 - expected) / draws).sqrt() + 1e-3
-    assert ((counts / draws - expected).abs() <= tolerance).all(), (counts / draws, expected)
-    # Greedy: the best allowed letter, whatever the unconstrained argmax is.
+    assert ((counts / draws - expected).abs() <= tolerance).all(), (counts[allowed] / draws, expected[allowed])
+    # Greedy: the best allowed token.
     [greedy] = engine.generate([Request(prompt, SamplingParams(max_tokens=1, temperature=0.0, constraint=constraint))])
-    assert greedy.token_ids[0] == letters[int(probs[letters].argmax())]
+    assert greedy.token_ids[0] == int(allowed[probs[allowed].argmax()])
