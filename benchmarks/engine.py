@@ -218,11 +218,14 @@ def transformers_runner(path: Path, prompt: list[int], new_tokens: int, threads:
 
     reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
     ids = torch.tensor([prompt])
+    # Exactly new_tokens greedy tokens with the end-of-sentence token chosen like any other and not stopping, as
+    # nanoseek's ignore_eos and llama.cpp: min_new_tokens would forbid it instead, and a trained model's argmax
+    # after a random prompt is often EOS, so the greedy tokens parted at once.
+    config = transformers.GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=[], pad_token_id=0)
 
     def run() -> list[int]:
         with torch.inference_mode():
-            out = reference.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                                     min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+            out = reference.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
         return out[0, ids.shape[1]:].tolist()
 
     return run
