@@ -587,8 +587,7 @@ class Engine:
         bitmask, logits_rows = self._grammar_backend().bitmask, logits.numpy()
         for row in redraw:
             sequence = sequences[row]
-            allowed = allowed_token_ids(sequence.matcher, bitmask, row)
-            allowed = allowed[allowed < self.vocab_size]
+            allowed = allowed_token_ids(sequence.matcher, bitmask, row, self.vocab_size)
             if len(allowed):
                 # Penalties were applied to this row by the first draw.
                 tokens[row] = sequence.sampler.draw_among(logits_rows[row], allowed)

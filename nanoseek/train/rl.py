@@ -108,10 +108,14 @@ def prompts_for_step(pools: dict[str, list[Item]], config: RLConfig, step: int) 
     return [item for suite in suites for item in rng.sample(pools[suite], picked.count(suite))]
 
 
+def thinks(item: Item) -> bool:
+    return item.suite in THINKING_SUITES
+
+
 def ask(backend: EngineBackend, item: Item, config: RLConfig, n: int, temperature: float, seed: int | None
         ) -> list[Reply]:
     return backend.chat(item.messages, tools=item.tools, json_mode=item.response_format is not None,
-                        thinking=item.suite in THINKING_SUITES, max_tokens=config.max_tokens,
+                        thinking=thinks(item), max_tokens=config.max_tokens,
                         temperature=temperature, n=n, seed=seed)
 
 
@@ -126,7 +130,7 @@ def collect_rollouts(backend: EngineBackend, items: list[Item], config: RLConfig
     tokenizer = backend.tokenizer
 
     def work(index: int, item: Item) -> list[Rollout]:
-        prompt = tokenizer.encode_chat(item.messages, tools=item.tools, thinking=item.suite in THINKING_SUITES)
+        prompt = tokenizer.encode_chat(item.messages, tools=item.tools, thinking=thinks(item))  # as ask() renders it
         replies = ask(backend, item, config, config.samples_per_prompt, config.temperature,
                       seed=config.seed * 1_000_003 + step * 1_000 + index)
         return [Rollout(item, prompt, reply.token_ids, reward(item, reply), reply.reasoning_tokens)

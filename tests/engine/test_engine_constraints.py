@@ -143,7 +143,8 @@ def test_constrained_sampling_follows_the_masked_distribution(make_engine, check
     texts = [tokenizer.decode([t]) for t in (ranked[0], ranked[2], ranked[3])]
     constraint = Constraint.regex("|".join(re.escape(text) for text in texts))
     backend = GrammarBackend(tokenizer, probs.shape[0], [tokenizer.eos_id], 1)
-    allowed = torch.from_numpy(allowed_token_ids(backend.matcher(constraint, [tokenizer.eos_id]), backend.bitmask, 0))
+    allowed = torch.from_numpy(allowed_token_ids(backend.matcher(constraint, [tokenizer.eos_id]), backend.bitmask, 0,
+                                                       probs.shape[0]))
     assert ranked[0] in allowed and ranked[1] not in allowed
     expected = torch.zeros_like(probs)
     expected[allowed] = probs[allowed]
