@@ -1,6 +1,6 @@
 """`nanoseek train`: run the training stages of a recipe.
 
-    nanoseek train tokenizer|pretrain|sft|rl|all --recipe NAME [--out DIR] [--resume | --restart]
+    nanoseek train tokenizer|pretrain|sft|rl|STAGE|all --recipe NAME [--out DIR] [--resume | --restart]
     nanoseek train export --out DIR --to nanoseek/default_model     # copy the last stage's model
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --out runs/tiny   # data parallel
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 from nanoseek.train.recipe import available_recipes, check_recipe, load_recipe
 
-COMMANDS = ("tokenizer", "pretrain", "sft", "rl", "all", "export")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nanoseek train", description="Train nanoseek's tokenizer and model.")
-    parser.add_argument("stage", choices=COMMANDS, help="stage to run; `all` runs tokenizer, pretrain, sft and rl (when the recipe has [rl])")
+    parser.add_argument("stage", help="a stage of the recipe (tokenizer, pretrain, sft, rl, or a later round it "
+                        "names in `stages`), `all` to run every stage in order, or `export`")
     parser.add_argument("--recipe", default="default", help=f"one of {', '.join(available_recipes())} or a .toml path")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/RECIPE)")
     group = parser.add_mutually_exclusive_group()
@@ -76,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    from nanoseek.train.stages import STAGE_ORDER, run_stage
+    from nanoseek.train.stages import all_stages, run_stage
+
+    stages = all_stages(recipe)
+    if args.stage not in (*stages, "all", "export"):
+        print(f"nanoseek train: recipe {recipe['name']} has no stage {args.stage!r}: expected one of "
+              f"{', '.join(stages)}, all or export", file=sys.stderr)
+        return 2
 
     if args.stage == "export":
         from nanoseek.train.export import export_model
@@ -84,12 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.to is None:
             print("nanoseek train export: --to DIR is required", file=sys.stderr)
             return 2
-        stage_dir = args.stage_dir or next((s for s in reversed(STAGE_ORDER) if (out / s / "model").is_dir()), "sft")
+        stage_dir = args.stage_dir or next((s for s in reversed(stages) if (out / s / "model").is_dir()), "sft")
         export_model(out / stage_dir / "model", args.to, dtype=args.dtype)
         return 0
-    stages = STAGE_ORDER if args.stage == "all" else (args.stage,)
     try:
-        for stage in stages:
+        for stage in stages if args.stage == "all" else [args.stage]:
             run_stage(stage, recipe, out, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:
         print(f"nanoseek train: {exc}", file=sys.stderr)

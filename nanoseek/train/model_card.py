@@ -48,10 +48,10 @@ def stage_summary(run: Path, stage: str) -> dict[str, Any] | None:
             "precision": precision_used(steps)}
 
 
-def rl_summary(run: Path) -> dict[str, Any] | None:
-    """The RL stage's figures from rl/log.jsonl: steps, minutes, sampled reward over its first and last ten
+def rl_summary(run: Path, stage: str = "rl") -> dict[str, Any] | None:
+    """An RL stage's figures from its log.jsonl: steps, minutes, sampled reward over its first and last ten
     steps, and the held-out greedy accuracy it logged at its first and last evaluation."""
-    rows = read_jsonl(run / "rl" / "log.jsonl")
+    rows = read_jsonl(run / stage / "log.jsonl")
     steps = [r for r in rows if "reward" in r]
     if not steps:
         return None
@@ -67,40 +67,47 @@ def rl_summary(run: Path) -> dict[str, Any] | None:
 
 
 def rl_lines(run: Path, recipe: dict[str, Any]) -> list[str]:
-    summary = rl_summary(run)
+    from nanoseek.train.recipe import stage_kind, training_stages
+
+    return [line for stage in training_stages(recipe) if stage_kind(recipe, stage) == "rl"
+            for line in rl_stage_lines(run, recipe, stage)]
+
+
+def rl_stage_lines(run: Path, recipe: dict[str, Any], stage: str) -> list[str]:
+    summary = rl_summary(run, stage)
     if summary is None:
         return []
     from nanoseek.train.rl import rl_config
 
-    settings = rl_config(recipe)
+    settings = rl_config(recipe, stage)
     mixture = ", ".join(f"{suite} {weight:g}" for suite, weight in settings.mixture.items())
     held = "not logged"
     if summary["first_eval"] is not None:
         held = (f"{summary['first_eval']['heldout_accuracy']:.1%} at step {summary['first_eval']['step']} → "
                 f"{summary['last_eval']['heldout_accuracy']:.1%} at step {summary['last_eval']['step']}")
     return [
-        f"* RL (`nanoseek.train.rl`, GRPO on verifiable rewards; mixture: {mixture}): {summary['steps']} steps of "
+        f"* RL, stage `{stage}` (`nanoseek.train.rl`, GRPO on verifiable rewards; mixture: {mixture}): {summary['steps']} steps of "
         f"{settings.prompts_per_step} prompts x {settings.samples_per_prompt} sampled replies in "
         f"{summary['minutes']:.0f} min; mean sampled reward {summary['first_reward']:.3f} over the first 10 steps → "
         f"{summary['last_reward']:.3f} over the last 10 (replies {summary['reply_tokens']:.0f} tokens); greedy "
-        f"accuracy on the held-out items it monitors: {held}. Curve: `{run}/rl/rewards.png`.",
+        f"accuracy on the held-out items it monitors: {held}. Curve: `{run}/{stage}/rewards.png`.",
     ]
 
 
-def wall_clock_line(run: Path) -> str:
+def wall_clock_line(run: Path, recipe: dict[str, Any]) -> str:
     """End-to-end wall time from the run's wall_clock.json (every stage session, data building included)."""
-    from nanoseek.train.stages import STAGE_ORDER, WALL_CLOCK_FILE
+    from nanoseek.train.stages import WALL_CLOCK_FILE, all_stages
 
     path = run / WALL_CLOCK_FILE
     if not path.exists():
         return f"Wall clock end to end: not recorded (the run predates {WALL_CLOCK_FILE}); the table's times are training steps only."
     sessions = json.loads(path.read_text())
     timed = [s for s in sessions if s["seconds"] is not None]
-    by_stage = {stage: sum(s["seconds"] for s in timed if s["stage"] == stage) for stage in STAGE_ORDER}
+    by_stage = {stage: sum(s["seconds"] for s in timed if s["stage"] == stage) for stage in all_stages(recipe)}
     parts = ", ".join(f"{stage} {seconds / 60:.0f} min" for stage, seconds in by_stage.items() if seconds)
     killed = len(sessions) - len(timed)
     untimed = f"; {killed} session(s) killed before they ended are not counted" if killed else ""
-    whole_run = {"pretrain", "sft"} <= {s["stage"] for s in sessions}
+    whole_run = set(all_stages(recipe)) - {"tokenizer"} <= {s["stage"] for s in sessions}
     what = "Wall clock end to end" if whole_run else "Wall clock of the stages run in this directory (not end to end)"
     return (f"{what}: {sum(by_stage.values()) / 60:.0f} min over {len(timed)} stage session(s) "
             f"({parts}; data building, precision probes, held-out evals and exports included; "
@@ -180,8 +187,24 @@ def coherence_row(metrics: dict[str, Any]) -> str:
             f"{'met' if met else '**missed**'} |")
 
 
+def later_round_lines(recipe: dict[str, Any]) -> list[str]:
+    """One line per SFT round after the first: what it starts from, its steps, seed and mixture."""
+    from nanoseek.train.recipe import init_stage, stage_kind, stage_seed, stage_settings, training_stages
+
+    lines = []
+    for stage in training_stages(recipe):
+        if stage_kind(recipe, stage) != "sft" or stage == "sft":
+            continue
+        settings = stage_settings(recipe, stage)
+        mixture = ", ".join(f"{name} {count:,}" for name, count in settings["mixture"].items())
+        lines.append(f"* SFT round `{stage}`: from `{init_stage(recipe, stage)}`'s model, {settings['steps']:,} steps "
+                     f"at lr {settings['lr']:g}, seed {stage_seed(recipe, stage)}, the same generators' train items "
+                     f"({mixture}).")
+    return lines
+
+
 def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_name: str = "default") -> str:
-    from nanoseek.train.recipe import load_recipe
+    from nanoseek.train.recipe import load_recipe, stage_kind, stage_settings, training_stages
 
     recipe = load_recipe(recipe_name)
     metrics_file = json.loads((eval_dir / "metrics.json").read_text())
@@ -223,22 +246,27 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     precision_by_stage = []
-    for stage, what in (("pretrain", "held-out stdlib files"), ("sft", "held-out eval items")):
+    loop_stages = [s for s in training_stages(recipe) if stage_kind(recipe, s) in ("pretrain", "sft")]
+    for stage in loop_stages:
         summary = stage_summary(run, stage)
         if summary is None:
             continue
-        how = "timed when the stage started" if recipe[stage].get("bf16") == "auto" else "set by the recipe"
+        what = "held-out stdlib files" if stage_kind(recipe, stage) == "pretrain" else "held-out eval items"
+        how = "timed when the stage started" if stage_settings(recipe, stage).get("bf16") == "auto" else "set by the recipe"
         precision_by_stage.append(f"{stage} {summary['precision']} ({how})")
         held = "—" if summary["eval_loss"] is None else f"{summary['eval_loss']:.3f} ({what}, step {summary['eval_step']})"
         lines.append(f"| {stage} | {summary['steps']} | {summary['tokens']:,} | {summary['minutes']:.0f} min | "
                      f"{summary['first_loss']:.3f} | {summary['train_loss']:.3f} | {held} |")
+    missing = [s for s in loop_stages if stage_summary(run, s) is None]
     if not precision_by_stage:  # the table has no rows
-        lines[-2:] = [f"Pretraining and SFT: no logs in `{run}`; it starts from an SFT model trained elsewhere "
-                      "(see the notes at the end)."]
+        lines[-2:] = []
+    if missing:
+        lines += ["", f"Stages with no logs in `{run}`: {', '.join(missing)} (trained elsewhere: see the notes at "
+                  "the end)."]
     precisions = ", ".join(precision_by_stage)
     lines += [
         "",
-        wall_clock_line(run),
+        wall_clock_line(run, recipe),
         "",
         "* Pretraining: the *train* side of the file-level stdlib split (`nanoseek.eval.stdlib_split`): source files, "
         "questions and answers built from docstrings and signatures, FIM examples; all tokens are targets.",
@@ -247,8 +275,10 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         "multi-turn chats and Python Q&A; loss on assistant tokens only. Held-out items never appear "
         "(tests/train/test_train_data.py).",
         *rl_lines(run, recipe),
+        *later_round_lines(recipe),
         *([f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions}. "
-           f"BENCHMARKS.md has the throughput measurements. Loss curves: `{run}/{{pretrain,sft}}/loss.png`."]
+           f"BENCHMARKS.md has the throughput measurements. Loss curves: "
+           f"{', '.join(f'`{run}/{s}/loss.png`' for s in loop_stages if stage_summary(run, s))}."]
           if precision_by_stage else []),
         "",
         "## Evaluation (held-out items)",

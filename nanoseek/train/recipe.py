@@ -6,6 +6,12 @@ A recipe has a `[tokenizer]`, a `[model]` (ModelConfig fields, vocab_size comes 
 section per training stage (`[pretrain]`, `[sft]`) holding LoopConfig fields, `seq_len`, and a `mixture`
 table of data counts (SFT may add `widened_share`). An optional `[rl]` section (RLConfig fields, with a
 `mixture` of suite weights) adds the RL stage after SFT. `load_recipe` accepts a recipe name or a path to a TOML file.
+
+Later rounds: a top-level `stages = ["pretrain", "sft", "rl", "sft2"]` runs the named sections in that order.
+A section whose name is not a stage kind says what it is (`kind = "sft"`) and takes every setting of the
+section of that kind that it does not set itself (its `mixture` replaces the whole table); it may set its own
+`seed` (data draw and batch order). Each stage starts from the model of the stage before it unless it names
+another with `init_from`.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ if TYPE_CHECKING:
     from nanoseek.train.loop import LoopConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
-STAGES = ("pretrain", "sft")
-# Stage keys that shape the data rather than the loop (`widened_share`: see `nanoseek.train.data.sft_corpus`).
-DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share"}
+STAGES = ("pretrain", "sft")  # the sections every recipe has
+STAGE_KINDS = ("pretrain", "sft", "rl")
+# Stage keys that shape the data or the stage order rather than the loop (`widened_share`: see
+# `nanoseek.train.data.sft_corpus`).
+DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share", "kind"}
+# Settings a later round does not take from the first section of its kind.
+NOT_INHERITED = {"init_from", "kind", "seed"}
 
 
 def available_recipes() -> list[str]:
@@ -45,37 +55,73 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     return recipe
 
 
+def training_stages(recipe: dict[str, Any]) -> list[str]:
+    """The recipe's training stages in the order `nanoseek train all` runs them (the tokenizer comes first)."""
+    return list(recipe.get("stages") or [s for s in STAGE_KINDS if s in recipe])
+
+
+def stage_kind(recipe: dict[str, Any], stage: str) -> str:
+    return recipe[stage].get("kind", stage)
+
+
+def stage_settings(recipe: dict[str, Any], stage: str) -> dict[str, Any]:
+    """A stage's settings: its own, over those of the first section of its kind (for later rounds)."""
+    kind = stage_kind(recipe, stage)
+    inherited = {k: v for k, v in recipe.get(kind, {}).items() if k not in NOT_INHERITED} if kind != stage else {}
+    return {**inherited, **recipe[stage]}
+
+
+def stage_seed(recipe: dict[str, Any], stage: str) -> int:
+    return recipe[stage].get("seed", recipe["seed"])
+
+
+def init_stage(recipe: dict[str, Any], stage: str) -> str:
+    """The run-directory folder whose model/ this stage starts from: `init_from` (a stage, or any folder put
+    there, e.g. a model to continue from), else the stage before it."""
+    if "init_from" in recipe[stage]:
+        return recipe[stage]["init_from"]
+    order = training_stages(recipe)
+    if stage not in order or order.index(stage) == 0:
+        raise ValueError(f"stage {stage!r} has no stage before it to start from: set its `init_from`")
+    return order[order.index(stage) - 1]
+
+
 def check_recipe(recipe: dict[str, Any], path: Path) -> None:
     from nanoseek.train.loop import LoopConfig
+    from nanoseek.train.rl import RLConfig
 
     for section in ("tokenizer", "model", *STAGES):
         if section not in recipe:
             raise ValueError(f"recipe {path} has no [{section}] section")
     if "seed" not in recipe:
         raise ValueError(f"recipe {path} needs a top-level `seed`")
-    loop_fields = {f.name for f in fields(LoopConfig)}
-    for stage in STAGES:
-        unknown = set(recipe[stage]) - loop_fields - DATA_KEYS
+    order = training_stages(recipe)
+    valid_keys = {"pretrain": {f.name for f in fields(LoopConfig)} | DATA_KEYS, "sft": None,
+                  "rl": {f.name for f in fields(RLConfig)} | {"init_from", "kind"}}
+    valid_keys["sft"] = valid_keys["pretrain"]
+    for stage in order:
+        if not isinstance(recipe.get(stage), dict) or stage in ("tokenizer", "model"):
+            raise ValueError(f"recipe {path}: `stages` names {stage!r}, which is not a stage section")
+        kind = stage_kind(recipe, stage)
+        if kind not in STAGE_KINDS:
+            raise ValueError(f"recipe {path}: [{stage}] has kind {kind!r}: expected one of {', '.join(STAGE_KINDS)}")
+        unknown = set(recipe[stage]) - valid_keys[kind]
         if unknown:
             raise ValueError(f"recipe {path}: unknown keys in [{stage}]: {', '.join(sorted(unknown))}")
-        for key in ("steps", "batch_size", "seq_len", "mixture"):
-            if key not in recipe[stage]:
+        settings = stage_settings(recipe, stage)
+        needed = ("steps",) if kind == "rl" else ("steps", "batch_size", "seq_len", "mixture")
+        for key in needed:
+            if key not in settings:
                 raise ValueError(f"recipe {path}: [{stage}] needs `{key}`")
-    if "rl" in recipe:
-        from nanoseek.train.rl import RLConfig
-
-        unknown = set(recipe["rl"]) - {f.name for f in fields(RLConfig)} - {"init_from"}
-        if unknown:
-            raise ValueError(f"recipe {path}: unknown keys in [rl]: {', '.join(sorted(unknown))}")
-        if "steps" not in recipe["rl"]:
-            raise ValueError(f"recipe {path}: [rl] needs `steps`")
+        if kind != "pretrain":
+            init_stage(recipe, stage)  # raises when there is nothing to start from
 
 
 def loop_config(recipe: dict[str, Any], stage: str) -> "LoopConfig":
     from nanoseek.train.loop import LoopConfig
 
-    settings = {k: v for k, v in recipe[stage].items() if k not in DATA_KEYS}
-    return LoopConfig(seed=recipe["seed"], **settings)
+    settings = {k: v for k, v in stage_settings(recipe, stage).items() if k not in DATA_KEYS}
+    return LoopConfig(**{"seed": recipe["seed"], **settings})
 
 
 if __name__ == "__main__":

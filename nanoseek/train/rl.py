@@ -286,8 +286,9 @@ def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: 
     return row or next((r for r in reversed(read_log(log_path)) if "reward" in r), {})
 
 
-def rl_config(recipe: dict[str, Any]) -> RLConfig:
-    settings = dict(recipe["rl"])
-    settings.pop("init_from", None)
-    return RLConfig(seed=recipe["seed"], **settings)
+def rl_config(recipe: dict[str, Any], stage: str = "rl") -> RLConfig:
+    from nanoseek.train.recipe import stage_settings
+
+    settings = {k: v for k, v in stage_settings(recipe, stage).items() if k not in ("init_from", "kind")}
+    return RLConfig(**{"seed": recipe["seed"], **settings})
 

@@ -1,4 +1,5 @@
-"""Training stages: tokenizer -> pretrain -> sft -> rl, each resumable, each writing into one run directory.
+"""Training stages: tokenizer -> pretrain -> sft -> rl (-> later rounds the recipe names), each resumable, each
+writing into one run directory.
 
     nanoseek train all --recipe tiny --out runs/tiny          # the CLI (train/cli.py) calls these
     from nanoseek.train.stages import run_stage
@@ -11,6 +12,7 @@ Run directory layout:
                                        rewritten at every loop checkpoint, so there is always one to export)
     rl/                                checkpoint.pt, log.jsonl, rewards.png, model/ (only when the recipe
                                        has an [rl] section: nanoseek.train.rl)
+    sft2/ ...                          a later round's folder is named after its recipe section
     wall_clock.json                    each stage session's start and wall seconds (see `run_stage`)
 Each stage's `model/` is a full Hugging Face checkpoint (config.json, model.safetensors, tokenizer files,
 generation_config.json) that `nanoseek serve --model` and transformers load.
@@ -31,9 +33,7 @@ from nanoseek.fileio import append_to_json_list, utc_timestamp, write_json_atomi
 from nanoseek.train import data
 from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
-from nanoseek.train.recipe import loop_config
-
-STAGE_ORDER = ("tokenizer", "pretrain", "sft", "rl")
+from nanoseek.train.recipe import init_stage, loop_config, stage_kind, stage_seed, stage_settings, training_stages
 # Held-out loss during SFT is measured on this many held-out items of each suite (loss only, never trained).
 SFT_EVAL_ITEMS_PER_SUITE = 24
 
@@ -79,9 +79,9 @@ def load_tokenizer(out: Path):
 
 def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Any) -> tuple[PackedRows, PackedRows]:
     """Tokenize and pack a stage's training data and its held-out evaluation data."""
-    settings, seed = recipe[stage], recipe["seed"]
+    settings, seed = stage_settings(recipe, stage), stage_seed(recipe, stage)
     seq_len = settings["seq_len"]
-    if stage == "pretrain":
+    if stage_kind(recipe, stage) == "pretrain":
         corpus = data.pretrain_corpus(settings["mixture"], seed)
         documents = data.corpus_documents(corpus, tokenizer, pretraining=True, seed=seed)
         # Held-out loss on held-out stdlib files: how well the model predicts code it has never seen.
@@ -137,10 +137,15 @@ def new_model(recipe: dict[str, Any], tokenizer: Any) -> torch.nn.Module:
 def previous_model(stage: str, recipe: dict[str, Any], out: Path) -> torch.nn.Module:
     from nanoseek.model.checkpoint import load_model
 
-    previous = out / recipe[stage].get("init_from", "pretrain" if stage == "sft" else "sft") / "model"
+    previous = out / init_stage(recipe, stage) / "model"
     if not (previous / "model.safetensors").exists():
         raise FileNotFoundError(f"{stage} starts from {previous}, which does not exist: run the previous stage first")
     return load_model(previous, dtype="float32")
+
+
+def all_stages(recipe: dict[str, Any]) -> list[str]:
+    """What `nanoseek train all` runs, in order: the tokenizer, then the recipe's training stages."""
+    return ["tokenizer", *training_stages(recipe)]
 
 
 def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Any, step: int) -> None:
@@ -150,24 +155,23 @@ def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Any, step: i
                     generation_config={"max_new_tokens": 512, "trained_steps": step})
 
 
-def rl_stage(recipe: dict[str, Any], out: Path, resume: bool) -> None:
+def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> None:
     from nanoseek.train.rl import rl_config, train_rl
 
-    if "rl" not in recipe:
-        print(f"rl: recipe {recipe['name']} has no [rl] section; skipped")
-        return
     rank, world_size = distributed_setup()
     if world_size > 1:  # `all` under torchrun: the earlier stages ran data parallel, RL needs one process
         if rank == 0:
-            print("rl: skipped under torchrun (its rollouts go through one engine): run `nanoseek train rl` alone")
+            print(f"{stage}: skipped under torchrun (its rollouts go through one engine): "
+                  f"run `nanoseek train {stage}` alone")
         return
-    tokenizer, model, stage_dir = load_tokenizer(out), previous_model("rl", recipe, out), out / "rl"
-    config = rl_config(recipe)
-    last = train_rl(model, tokenizer, config, stage_dir, resume=resume, title=f"{recipe['name']}/rl",
+    tokenizer, model, stage_dir = load_tokenizer(out), previous_model(stage, recipe, out), out / stage
+    config = rl_config(recipe, stage)
+    last = train_rl(model, tokenizer, config, stage_dir, resume=resume, title=f"{recipe['name']}/{stage}",
                     on_checkpoint=lambda step: export_step(stage_dir, model, tokenizer, step))
     if exported_step(stage_dir / "model") != config.steps:
         export_step(stage_dir, model, tokenizer, config.steps)
-    print(f"rl: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} -> {stage_dir / 'model'}")
+    print(f"{stage}: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} "
+          f"-> {stage_dir / 'model'}")
 
 
 def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> TrainResult:
@@ -175,7 +179,8 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
     tokenizer = load_tokenizer(out)
     stage_dir = out / stage
     train_rows, eval_rows = cached_rows(stage_dir, stage, recipe, tokenizer, rank, world_size)
-    model = new_model(recipe, tokenizer) if stage == "pretrain" else previous_model(stage, recipe, out)
+    first = stage_kind(recipe, stage) == "pretrain"
+    model = new_model(recipe, tokenizer) if first else previous_model(stage, recipe, out)
 
     def export(step: int) -> None:
         export_step(stage_dir, model, tokenizer, step)
@@ -226,9 +231,10 @@ def run_stage_untimed(stage: str, recipe: dict[str, Any], out: Path, resume: boo
         if dist.is_initialized():
             dist.barrier()
         return
-    if stage not in STAGE_ORDER:
-        raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGE_ORDER)} or all")
-    if stage == "rl":
-        rl_stage(recipe, out, resume)
+    stages = all_stages(recipe)
+    if stage not in stages:
+        raise ValueError(f"recipe {recipe['name']} has no stage {stage!r}: expected one of {', '.join(stages)} or all")
+    if stage_kind(recipe, stage) == "rl":
+        rl_stage(stage, recipe, out, resume)
     else:
         train_stage(stage, recipe, out, resume)

@@ -40,12 +40,16 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
     steps = [{"step": i, "loss": 5.0 - i, "tokens": 4096 * (i + 1), "elapsed_s": 60.0 * (i + 1), "bf16": False}
              for i in range(3)]
     (run / "pretrain" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
-    # A tokenizer session, a pretraining run resumed once (90 + 600 + 300 seconds), an SFT session killed.
+    # A tokenizer session, a pretraining run resumed once (90 + 600 + 300 seconds), an SFT session killed, then
+    # the default recipe's later stages (120 + 60 + 60 seconds).
     (run / "wall_clock.json").write_text(json.dumps([
         {"stage": "tokenizer", "started": "2026-12-02T10:00:00Z", "seconds": 90},
         {"stage": "pretrain", "started": "2026-12-02T10:01:30Z", "seconds": 600},
         {"stage": "pretrain", "started": "2026-12-02T11:00:00Z", "seconds": 300},
-        {"stage": "sft", "started": "2026-12-02T11:05:00Z", "seconds": None}]))  # killed
+        {"stage": "sft", "started": "2026-12-02T11:05:00Z", "seconds": None},  # killed
+        {"stage": "rl", "started": "2026-12-02T11:30:00Z", "seconds": 120},
+        {"stage": "sft2", "started": "2026-12-02T11:32:00Z", "seconds": 60},
+        {"stage": "sft3", "started": "2026-12-02T11:33:00Z", "seconds": 60}]))
     command = "nanoseek eval --model nanoseek/default_model --suite json --n 10 --out runs/eval"
     (eval_dir / "metrics.json").write_text(json.dumps({
         "commands": [{"command": command, "started": "2026-12-02T12:00:00Z"}],
@@ -54,11 +58,13 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
 
     card = write_card(run, eval_dir, model_dir, notes="")
     assert f"* `{command}`" in card
-    assert "Wall clock end to end: 16 min over 3 stage session(s) (tokenizer 2 min, pretrain 15 min;" in card
+    assert ("Wall clock end to end: 20 min over 6 stage session(s) (tokenizer 2 min, pretrain 15 min, rl 2 min, "
+            "sft2 1 min, sft3 1 min;") in card
     assert "1 session(s) killed before they ended are not counted" in card
     assert "| pretrain | 3 | 12,288 | 3 min | 5.000 |" in card
     assert "| json | valid JSON | 1.000 | 10 |" in card
-    assert "RL (" not in card  # this run had no RL stage
+    assert "RL, stage" not in card  # its RL stage left no log
+    assert "* SFT round `sft2`: from `rl`'s model, 800 steps at lr 0.0005, seed 1234" in card
 
 
 def test_the_card_summarises_the_rl_stage_from_its_log(tmp_path: Path):
@@ -76,4 +82,5 @@ def test_the_card_summarises_the_rl_stage_from_its_log(tmp_path: Path):
     assert "20 steps of 16 prompts x 8 sampled replies in 2 min" in card
     assert "mean sampled reward 0.100 over the first 10 steps → 0.300 over the last 10" in card
     assert "25.0% at step 0 → 37.5% at step 20" in card
-    assert "Pretraining and SFT: no logs in" in card and "| stage | steps |" not in card
+    assert "Stages with no logs in" in card and ": pretrain, sft, sft2, sft3 (trained elsewhere" in card
+    assert "| stage | steps |" not in card
