@@ -19,7 +19,6 @@ from pathlib import Path
 from nanoseek.train.recipe import available_recipes, check_recipe, load_recipe
 
 
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nanoseek train", description="Train nanoseek's tokenizer and model.")
     parser.add_argument("stage", help="a stage of the recipe (tokenizer, pretrain, sft, rl, or a later round it "

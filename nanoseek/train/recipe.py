@@ -96,9 +96,8 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
     if "seed" not in recipe:
         raise ValueError(f"recipe {path} needs a top-level `seed`")
     order = training_stages(recipe)
-    valid_keys = {"pretrain": {f.name for f in fields(LoopConfig)} | DATA_KEYS, "sft": None,
-                  "rl": {f.name for f in fields(RLConfig)} | {"init_from", "kind"}}
-    valid_keys["sft"] = valid_keys["pretrain"]
+    loop_keys = {f.name for f in fields(LoopConfig)} | DATA_KEYS
+    valid_keys = {"pretrain": loop_keys, "sft": loop_keys, "rl": {f.name for f in fields(RLConfig)} | {"init_from", "kind"}}
     for stage in order:
         if not isinstance(recipe.get(stage), dict) or stage in ("tokenizer", "model"):
             raise ValueError(f"recipe {path}: `stages` names {stage!r}, which is not a stage section")
