@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
+    from nanoseek.train.loop import distributed_setup
+    from nanoseek.train.recipe import stage_kind
     from nanoseek.train.stages import all_stages, run_stage
 
     stages = all_stages(recipe)
@@ -95,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for stage in stages if args.stage == "all" else [args.stage]:
             run_stage(stage, recipe, out, resume=args.resume)
+            if stage != "tokenizer" and stage_kind(recipe, stage) == "rl" and distributed_setup()[1] > 1:
+                # RL was skipped (one engine, one process); what comes after it starts from its model.
+                if distributed_setup()[0] == 0 and stage != stages[-1]:
+                    print(f"nanoseek train: stopped after {stage}: run `nanoseek train {stage}` and the stages after "
+                          "it without torchrun", file=sys.stderr)
+                break
     except (FileNotFoundError, ValueError) as exc:
         print(f"nanoseek train: {exc}", file=sys.stderr)
         return 1

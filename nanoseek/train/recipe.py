@@ -96,9 +96,14 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
     if "seed" not in recipe:
         raise ValueError(f"recipe {path} needs a top-level `seed`")
     order = training_stages(recipe)
+    if len(set(order)) != len(order):
+        raise ValueError(f"recipe {path}: `stages` names a stage twice: {order}")
+    # Stage sections left out of `stages` are checked too: a typo there should not wait for the day they run.
+    unlisted = [name for name, section in recipe.items() if name not in order and isinstance(section, dict)
+                and (name in STAGE_KINDS or "kind" in section)]
     loop_keys = {f.name for f in fields(LoopConfig)} | DATA_KEYS
     valid_keys = {"pretrain": loop_keys, "sft": loop_keys, "rl": {f.name for f in fields(RLConfig)} | {"init_from", "kind"}}
-    for stage in order:
+    for stage in order + unlisted:
         if not isinstance(recipe.get(stage), dict) or stage in ("tokenizer", "model"):
             raise ValueError(f"recipe {path}: `stages` names {stage!r}, which is not a stage section")
         kind = stage_kind(recipe, stage)
@@ -112,7 +117,7 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
         for key in needed:
             if key not in settings:
                 raise ValueError(f"recipe {path}: [{stage}] needs `{key}`")
-        if kind != "pretrain":
+        if stage in order[1:]:
             init_stage(recipe, stage)  # raises when there is nothing to start from
 
 

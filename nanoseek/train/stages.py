@@ -10,8 +10,8 @@ Run directory layout:
     pretrain/ sft/                     train_rows.npz, eval_rows.npz (packed data, built once, then reused),
                                        checkpoint.pt (loop state), log.jsonl, loss.png, model/ (HF checkpoint,
                                        rewritten at every loop checkpoint, so there is always one to export)
-    rl/                                checkpoint.pt, log.jsonl, rewards.png, model/ (only when the recipe
-                                       has an [rl] section: nanoseek.train.rl)
+    rl/                                checkpoint.pt, log.jsonl, rewards.png, model/ (when the recipe's stages
+                                       include an RL stage: nanoseek.train.rl)
     sft2/ ...                          a later round's folder is named after its recipe section
     wall_clock.json                    each stage session's start and wall seconds (see `run_stage`)
 Each stage's `model/` is a full Hugging Face checkpoint (config.json, model.safetensors, tokenizer files,
@@ -179,8 +179,8 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
     tokenizer = load_tokenizer(out)
     stage_dir = out / stage
     train_rows, eval_rows = cached_rows(stage_dir, stage, recipe, tokenizer, rank, world_size)
-    first = stage_kind(recipe, stage) == "pretrain"
-    model = new_model(recipe, tokenizer) if first else previous_model(stage, recipe, out)
+    from_scratch = training_stages(recipe)[0] == stage and "init_from" not in recipe[stage]
+    model = new_model(recipe, tokenizer) if from_scratch else previous_model(stage, recipe, out)
 
     def export(step: int) -> None:
         export_step(stage_dir, model, tokenizer, step)

@@ -39,11 +39,11 @@ def test_a_later_round_inherits_its_kinds_settings_and_starts_from_the_stage_bef
     # --set on the first section reaches the rounds that do not set the value themselves, and only those.
     apply_overrides(recipe, ["sft.lr=1e-3", "sft2.warmup_steps=3"])
     assert loop_config(recipe, "sft2").lr == 1e-3 and loop_config(recipe, "sft2").warmup_steps == 3
-    assert loop_config(recipe, "sft").warmup_steps == recipe["sft"]["warmup_steps"] != 3
+    assert loop_config(recipe, "sft").warmup_steps != 3
 
 
-def test_recipes_without_stages_keep_the_built_in_order():
-    assert training_stages(load_recipe("tiny")) == ["pretrain", "sft", "rl"]
+def test_stage_order_is_the_built_in_one_unless_the_recipe_lists_its_stages():
+    assert training_stages(load_recipe("tiny")) == ["pretrain", "sft", "rl"]  # no `stages`
     default = load_recipe("default")
     assert training_stages(default) == ["pretrain", "sft", "rl", "sft2", "sft3"]
     assert init_stage(default, "sft2") == "rl" and loop_config(default, "sft3").seed != default["seed"]
@@ -54,12 +54,24 @@ def test_recipes_without_stages_keep_the_built_in_order():
     ({"stages": ["pretrain", "sft", "model"]}, "not a stage section"),
     ({"extra": {"kind": "dpo", "steps": 1}, "stages": ["pretrain", "sft", "extra"]}, "kind 'dpo'"),
     ({"extra": {"kind": "sft", "stpes": 1}, "stages": ["pretrain", "sft", "extra"]}, "unknown keys in [extra]: stpes"),
-    ({"stages": ["sft", "pretrain"]}, "no stage before it"),
+    ({"stages": ["pretrain", "sft", "sft"]}, "names a stage twice"),
+    ({"stages": ["pretrain", "sft"], "rl": {"steps": 1, "bogus": 1}}, "unknown keys in [rl]: bogus"),  # unlisted
 ])
 def test_bad_stage_lists_are_refused_with_the_reason(change: dict, message: str):
     recipe = {**load_recipe("tiny"), **change}
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         check_recipe(recipe, Path("bad"))
+
+
+def test_only_the_first_stage_starts_from_scratch():
+    from nanoseek.train.recipe import init_stage
+
+    recipe = load_recipe("tiny")
+    recipe["stages"] = ["sft", "pretrain"]  # an SFT-only start, then more pretraining on top of it
+    check_recipe(recipe, Path("reordered"))
+    assert init_stage(recipe, "pretrain") == "sft"
+    with pytest.raises(ValueError, match="no stage before it"):
+        init_stage(recipe, "sft")
 
 
 def test_nanoseek_train_runs_a_later_round_from_the_stage_before_it(run_dir: Path, tmp_path: Path, run_train):
