@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for stage in stages if args.stage == "all" else [args.stage]:
             run_stage(stage, recipe, out, resume=args.resume)
-            if stage != "tokenizer" and stage_kind(recipe, stage) == "rl" and distributed_setup()[1] > 1:
+            rank, world_size = distributed_setup()
+            if world_size > 1 and stage_kind(recipe, stage) == "rl":
                 # RL was skipped (one engine, one process); what comes after it starts from its model.
-                if distributed_setup()[0] == 0 and stage != stages[-1]:
+                if rank == 0 and stage != stages[-1]:
                     print(f"nanoseek train: stopped after {stage}: run `nanoseek train {stage}` and the stages after "
                           "it without torchrun", file=sys.stderr)
                 break

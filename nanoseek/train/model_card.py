@@ -247,8 +247,8 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
     ]
     precision_by_stage = []
     loop_stages = [s for s in training_stages(recipe) if stage_kind(recipe, s) in ("pretrain", "sft")]
-    for stage in loop_stages:
-        summary = stage_summary(run, stage)
+    summaries = {stage: stage_summary(run, stage) for stage in loop_stages}
+    for stage, summary in summaries.items():
         if summary is None:
             continue
         what = "held-out stdlib files" if stage_kind(recipe, stage) == "pretrain" else "held-out eval items"
@@ -257,7 +257,7 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         held = "—" if summary["eval_loss"] is None else f"{summary['eval_loss']:.3f} ({what}, step {summary['eval_step']})"
         lines.append(f"| {stage} | {summary['steps']} | {summary['tokens']:,} | {summary['minutes']:.0f} min | "
                      f"{summary['first_loss']:.3f} | {summary['train_loss']:.3f} | {held} |")
-    missing = [s for s in loop_stages if stage_summary(run, s) is None]
+    missing = [s for s, summary in summaries.items() if summary is None]
     if not precision_by_stage:  # the table has no rows
         lines[-2:] = []
     if missing:
@@ -278,7 +278,7 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         *later_round_lines(recipe),
         *([f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions}. "
            f"BENCHMARKS.md has the throughput measurements. Loss curves: "
-           f"{', '.join(f'`{run}/{s}/loss.png`' for s in loop_stages if stage_summary(run, s))}."]
+           f"{', '.join(f'`{run}/{s}/loss.png`' for s, summary in summaries.items() if summary)}."]
           if precision_by_stage else []),
         "",
         "## Evaluation (held-out items)",

@@ -33,6 +33,8 @@ STAGE_KINDS = ("pretrain", "sft", "rl")
 DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share", "kind"}
 # Settings a later round does not take from the first section of its kind.
 NOT_INHERITED = {"init_from", "kind", "seed"}
+# RL stage keys that are not RLConfig fields.
+RL_STAGE_KEYS = {"init_from", "kind"}
 
 
 def available_recipes() -> list[str]:
@@ -102,7 +104,7 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
     unlisted = [name for name, section in recipe.items() if name not in order and isinstance(section, dict)
                 and (name in STAGE_KINDS or "kind" in section)]
     loop_keys = {f.name for f in fields(LoopConfig)} | DATA_KEYS
-    valid_keys = {"pretrain": loop_keys, "sft": loop_keys, "rl": {f.name for f in fields(RLConfig)} | {"init_from", "kind"}}
+    valid_keys = {"pretrain": loop_keys, "sft": loop_keys, "rl": {f.name for f in fields(RLConfig)} | RL_STAGE_KEYS}
     for stage in order + unlisted:
         if not isinstance(recipe.get(stage), dict) or stage in ("tokenizer", "model"):
             raise ValueError(f"recipe {path}: `stages` names {stage!r}, which is not a stage section")
@@ -121,11 +123,17 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
             init_stage(recipe, stage)  # raises when there is nothing to start from
 
 
+def config_arguments(recipe: dict[str, Any], stage: str, not_fields: set[str]) -> dict[str, Any]:
+    """A stage's settings as keyword arguments of its config dataclass: the keys that are not fields dropped,
+    the seed the stage's own or the recipe's."""
+    settings = {k: v for k, v in stage_settings(recipe, stage).items() if k not in not_fields}
+    return {"seed": recipe["seed"], **settings}
+
+
 def loop_config(recipe: dict[str, Any], stage: str) -> "LoopConfig":
     from nanoseek.train.loop import LoopConfig
 
-    settings = {k: v for k, v in stage_settings(recipe, stage).items() if k not in DATA_KEYS}
-    return LoopConfig(**{"seed": recipe["seed"], **settings})
+    return LoopConfig(**config_arguments(recipe, stage, DATA_KEYS))
 
 
 if __name__ == "__main__":

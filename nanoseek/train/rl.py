@@ -287,8 +287,7 @@ def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: 
 
 
 def rl_config(recipe: dict[str, Any], stage: str = "rl") -> RLConfig:
-    from nanoseek.train.recipe import stage_settings
+    from nanoseek.train.recipe import RL_STAGE_KEYS, config_arguments
 
-    settings = {k: v for k, v in stage_settings(recipe, stage).items() if k not in ("init_from", "kind")}
-    return RLConfig(**{"seed": recipe["seed"], **settings})
+    return RLConfig(**config_arguments(recipe, stage, RL_STAGE_KEYS))
 
