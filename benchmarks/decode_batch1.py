@@ -59,9 +59,10 @@ def nanoseek_greedy(model: Transformer, prompt: torch.Tensor, new_tokens: int) -
 
 @torch.inference_mode()
 def transformers_greedy(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int) -> list[int]:
-    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                         do_sample=False, pad_token_id=0)
-    return out[0, prompt.shape[1]:].tolist()
+    out = model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, do_sample=False, pad_token_id=0
+    )
+    return out[0, prompt.shape[1] :].tolist()
 
 
 def timed(fn, *args) -> tuple[float, list[int]]:
@@ -87,17 +88,22 @@ def main() -> None:
             parameter.data = parameter.data.contiguous()
     reference = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     prompt = torch.randint(2, VOCAB, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0))
-    print(f"model: {ours.config.num_parameters() / 1e6:.1f}M params ({path}), prompt {PROMPT_TOKENS} tokens, "
-          f"{args.threads} threads, torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"{platform.processor() or platform.machine()}")
+    print(
+        f"model: {ours.config.num_parameters() / 1e6:.1f}M params ({path}), prompt {PROMPT_TOKENS} tokens, "
+        f"{args.threads} threads, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{platform.processor() or platform.machine()}"
+    )
     rows = []
     for new_tokens in args.new_tokens:
         expected = transformers_greedy(reference, prompt, new_tokens)  # warm-up, and the tokens to match
         if nanoseek_greedy(ours, prompt, new_tokens) != expected:
             raise SystemExit(f"nanoseek and transformers disagree on the greedy tokens for {new_tokens} tokens")
         nanoseek_greedy(row_major, prompt, new_tokens)  # warm-up
-        sides = [("nanoseek", nanoseek_greedy, ours), ("transformers", transformers_greedy, reference),
-                 ("row-major", nanoseek_greedy, row_major)]
+        sides = [
+            ("nanoseek", nanoseek_greedy, ours),
+            ("transformers", transformers_greedy, reference),
+            ("row-major", nanoseek_greedy, row_major),
+        ]
         times: dict[str, list[float]] = {name: [] for name, _, _ in sides}
         for repeat in range(args.repeats):
             # Rotate who goes first so that drifting machine load hits every side alike.
@@ -107,12 +113,16 @@ def main() -> None:
                 times[name].append(seconds)
         rates = {name: new_tokens / statistics.median(values) for name, values in times.items()}
         rows.append((new_tokens, rates))
-    print("\n| new tokens | nanoseek model + SimpleKVCache | transformers generate | ratio | "
-          "nanoseek, row-major weights (ablation) |")
+    print(
+        "\n| new tokens | nanoseek model + SimpleKVCache | transformers generate | ratio | "
+        "nanoseek, row-major weights (ablation) |"
+    )
     print("|---|---|---|---|---|")
     for new_tokens, rates in rows:
-        print(f"| {new_tokens} | {rates['nanoseek']:.1f} tok/s | {rates['transformers']:.1f} tok/s | "
-              f"**{rates['nanoseek'] / rates['transformers']:.2f}x** | {rates['row-major']:.1f} tok/s |")
+        print(
+            f"| {new_tokens} | {rates['nanoseek']:.1f} tok/s | {rates['transformers']:.1f} tok/s | "
+            f"**{rates['nanoseek'] / rates['transformers']:.2f}x** | {rates['row-major']:.1f} tok/s |"
+        )
 
 
 if __name__ == "__main__":

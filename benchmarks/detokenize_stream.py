@@ -50,9 +50,9 @@ def run_naive(tokenizer: Tokenizer, ids: list[int]) -> str:
     for end in range(1, len(ids) + 1):
         text = tokenizer.decode(ids[:end])
         if not text.endswith("\ufffd"):
-            pieces.append(text[len(emitted):])
+            pieces.append(text[len(emitted) :])
             emitted = text
-    pieces.append(tokenizer.decode(ids)[len(emitted):])
+    pieces.append(tokenizer.decode(ids)[len(emitted) :])
     return "".join(pieces)
 
 
@@ -85,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer.save(directory)
         hf_tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
 
-    print(f"tokenizer: byte-level BPE, {tokenizer.vocab_size} tokens; torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, python {sys.version.split()[0]}")
-    print("| tokens | nanoseek µs/token | transformers TextIteratorStreamer µs/token | ratio | "
-          "naive re-decode µs/token | ratio |")
+    print(
+        f"tokenizer: byte-level BPE, {tokenizer.vocab_size} tokens; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, python {sys.version.split()[0]}"
+    )
+    print(
+        "| tokens | nanoseek µs/token | transformers TextIteratorStreamer µs/token | ratio | "
+        "naive re-decode µs/token | ratio |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for length in args.lengths:
         ids = stream_ids(tokenizer, length)

@@ -64,9 +64,14 @@ def bench_checkpoint() -> Path:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     corpus = sorted(stdlib.glob("*.py"))[:120]  # ~4 MB: enough text for 8,192 merges
     tokenizer = Tokenizer.train(corpus, VOCAB)
-    config = ModelConfig.from_shape("small", tokenizer.vocab_size, tie_word_embeddings=True,
-                                    bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
-                                    pad_token_id=tokenizer.pad_id)
+    config = ModelConfig.from_shape(
+        "small",
+        tokenizer.vocab_size,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+    )
     torch.manual_seed(0)
     model = Transformer(config)
     model.init_weights(std=0.02)
@@ -92,6 +97,7 @@ def greedy(max_tokens: int) -> SamplingParams:
 
 # ---- batch 1 --------------------------------------------------------------------------------------------
 
+
 def part_batch1(engine: Engine, path: Path, repeats: int, threads: int, dtype: str) -> list[str]:
     new_tokens = 256
     prompt = random_prompt(64, 0, engine.vocab_size)
@@ -103,16 +109,27 @@ def part_batch1(engine: Engine, path: Path, repeats: int, threads: int, dtype: s
     try:
         for side in ("transformers", "model loop", "llama.cpp"):
             references[side] = ReferenceProcess(side, path, prompt, new_tokens, threads, dtype)
-        return time_batch1(engine, prompt, new_tokens, repeats,
-                           {side: ref for side, ref in references.items() if ref.first_tokens is not None},
-                           GGUF_TYPE[dtype])
+        return time_batch1(
+            engine,
+            prompt,
+            new_tokens,
+            repeats,
+            {side: ref for side, ref in references.items() if ref.first_tokens is not None},
+            GGUF_TYPE[dtype],
+        )
     finally:
         for ref in references.values():
             ref.close()
 
 
-def time_batch1(engine: Engine, prompt: list[int], new_tokens: int, repeats: int,
-                references: dict[str, ReferenceProcess], gguf_type: str) -> list[str]:
+def time_batch1(
+    engine: Engine,
+    prompt: list[int],
+    new_tokens: int,
+    repeats: int,
+    references: dict[str, ReferenceProcess],
+    gguf_type: str,
+) -> list[str]:
     def run_nanoseek() -> list[int]:
         # Vary the first token so the prefix cache (a 64-token prompt is one whole block) never serves
         # the prompt: both sides pay the full prefill.
@@ -137,20 +154,30 @@ def time_batch1(engine: Engine, prompt: list[int], new_tokens: int, repeats: int
         for name, timed in sides if repeat % 2 == 0 else sides[::-1]:
             times[name].append(timed())
     speed = {name: new_tokens / statistics.median(t) for name, t in times.items()}
-    rows = [(f"| batch-1 decode, 64 + 256 tokens (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
-             f"transformers generate {speed['transformers']:.0f} | "
-             f"**{speed['nanoseek'] / speed['transformers']:.2f}x** (goal >= 3) | "
-             f"greedy tokens equal: {agree}/{new_tokens}, first {first_split['nanoseek']} identical |")]
-    rows.append(f"| engine overhead: batch-1 decode vs the bare model loop (tok/s) | engine {speed['nanoseek']:.0f} | "
-                f"model + SimpleKVCache {speed['model loop']:.0f} | **{speed['nanoseek'] / speed['model loop']:.2f}x** | "
-                f"scheduler, sampling, detokenizer, events included |")
+    rows = [
+        (
+            f"| batch-1 decode, 64 + 256 tokens (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
+            f"transformers generate {speed['transformers']:.0f} | "
+            f"**{speed['nanoseek'] / speed['transformers']:.2f}x** (goal >= 3) | "
+            f"greedy tokens equal: {agree}/{new_tokens}, first {first_split['nanoseek']} identical |"
+        )
+    ]
+    rows.append(
+        f"| engine overhead: batch-1 decode vs the bare model loop (tok/s) | engine {speed['nanoseek']:.0f} | "
+        f"model + SimpleKVCache {speed['model loop']:.0f} | **{speed['nanoseek'] / speed['model loop']:.2f}x** | "
+        f"scheduler, sampling, detokenizer, events included |"
+    )
     if "llama.cpp" in speed:
-        rows.append(f"| batch-1 decode vs llama.cpp {gguf_type} (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
-                    f"llama.cpp {speed['llama.cpp']:.0f} | **{speed['nanoseek'] / speed['llama.cpp']:.2f}x** "
-                    f"(goal >= 1) | first {first_split['llama.cpp']} greedy tokens equal to transformers |")
+        rows.append(
+            f"| batch-1 decode vs llama.cpp {gguf_type} (tok/s) | nanoseek {speed['nanoseek']:.0f} | "
+            f"llama.cpp {speed['llama.cpp']:.0f} | **{speed['nanoseek'] / speed['llama.cpp']:.2f}x** "
+            f"(goal >= 1) | first {first_split['llama.cpp']} greedy tokens equal to transformers |"
+        )
     else:
-        rows.append(f"| batch-1 decode vs llama.cpp {gguf_type} | not measured: llama-cpp-python is not installed "
-                    "(pip install -e '.[bench]') | | | |")
+        rows.append(
+            f"| batch-1 decode vs llama.cpp {gguf_type} | not measured: llama-cpp-python is not installed "
+            "(pip install -e '.[bench]') | | | |"
+        )
     return rows
 
 
@@ -163,13 +190,13 @@ class ReferenceProcess:
     it loads its side, decodes once (`first_tokens`, None when the side is not installed) and then times one
     decode per `time_one_run` call while the engine's process sits idle. An error in the child is raised here."""
 
-    def __init__(self, side: str, path: Path, prompt: list[int], new_tokens: int, threads: int,
-                 dtype: str) -> None:
+    def __init__(self, side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no OpenMP pool, no engine
         self.side = side
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=reference_worker, daemon=True,
-                                       args=(side, path, prompt, new_tokens, threads, dtype, child_conn))
+        self.process = context.Process(
+            target=reference_worker, daemon=True, args=(side, path, prompt, new_tokens, threads, dtype, child_conn)
+        )
         self.process.start()
         child_conn.close()  # only the child holds its end: its exit then ends our recv with EOFError
         self.first_tokens = self._receive()
@@ -198,12 +225,12 @@ class ReferenceProcess:
             self.process.kill()
 
 
-def reference_worker(side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str,
-                     conn) -> None:
+def reference_worker(side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str, conn) -> None:
     try:
         torch.set_num_threads(threads)
-        run = {"transformers": transformers_runner, "model loop": model_loop_runner,
-               "llama.cpp": llama_cpp_runner}[side](path, prompt, new_tokens, threads, dtype)
+        run = {"transformers": transformers_runner, "model loop": model_loop_runner, "llama.cpp": llama_cpp_runner}[
+            side
+        ](path, prompt, new_tokens, threads, dtype)
         conn.send(run() if run is not None else None)
         while run is not None and conn.recv() == "run":
             started = time.perf_counter()
@@ -226,7 +253,7 @@ def transformers_runner(path: Path, prompt: list[int], new_tokens: int, threads:
     def run() -> list[int]:
         with torch.inference_mode():
             out = reference.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
-        return out[0, ids.shape[1]:].tolist()
+        return out[0, ids.shape[1] :].tolist()
 
     return run
 
@@ -262,8 +289,14 @@ def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: in
     gguf_file = OUT_DIR / f"{path.name}-{GGUF_TYPE[dtype]}.gguf"
     if not gguf_file.is_file() or gguf_file.stat().st_mtime < (path / "model.safetensors").stat().st_mtime:
         export(path, gguf_file, GGUF_TYPE[dtype])
-    llm = llama_cpp.Llama(str(gguf_file), n_ctx=len(prompt) + new_tokens + 8, n_threads=threads,
-                          n_threads_batch=threads, n_batch=len(prompt), verbose=False)
+    llm = llama_cpp.Llama(
+        str(gguf_file),
+        n_ctx=len(prompt) + new_tokens + 8,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_batch=len(prompt),
+        verbose=False,
+    )
 
     def run() -> list[int]:
         # generate(reset=True) still reuses the matching prompt prefix in llama-cpp-python 0.3.x: reset() first,
@@ -281,6 +314,7 @@ def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: in
 
 # ---- concurrency, TTFT, JSON ----------------------------------------------------------------------------
 
+
 def part_concurrency(engine: Engine, repeats: int) -> list[str]:
     """Two rates per concurrency, from the same runs: end to end (prefill included: generated tokens over the
     whole run) and decode only, as llama-bench's tg separates from pp: the 127 tokens after the first, over
@@ -291,8 +325,10 @@ def part_concurrency(engine: Engine, repeats: int) -> list[str]:
 
     def run(concurrent: int, max_tokens: int) -> float:
         call = next(calls)  # fresh prompts every call: the prefix cache never serves them
-        requests = [Request(random_prompt(64, 1000 * call + i, engine.vocab_size), greedy(max_tokens))
-                    for i in range(concurrent)]
+        requests = [
+            Request(random_prompt(64, 1000 * call + i, engine.vocab_size), greedy(max_tokens))
+            for i in range(concurrent)
+        ]
         started = time.perf_counter()
         engine.generate(requests)
         return time.perf_counter() - started
@@ -309,12 +345,18 @@ def part_concurrency(engine: Engine, repeats: int) -> list[str]:
     def cells(rates: dict[int, float]) -> str:
         return " | ".join(f"{c}: {s:.0f}" for c, s in rates.items())
 
-    return [(f"| aggregate tok/s, end to end, at 1 / 4 / 16 / 64 concurrent (64 + 128 tokens each) | {cells(speed)} | "
-             f"**16 concurrent = {speed[16] / speed[1]:.1f}x batch-1**, 64 = {speed[64] / speed[1]:.1f}x |"),
-            (f"| aggregate decode tok/s (the 127 tokens after the first) at 1 / 4 / 16 / 64 concurrent | "
-             f"{cells(decode_speed)} | **16 concurrent = {decode_speed[16] / decode_speed[1]:.1f}x batch-1** "
-             f"(goal >= 6), 64 = {decode_speed[64] / decode_speed[1]:.1f}x |"),
-            compute_ceiling_row(engine, prompt_tokens=64, new_tokens=128, speed=speed)]
+    return [
+        (
+            f"| aggregate tok/s, end to end, at 1 / 4 / 16 / 64 concurrent (64 + 128 tokens each) | {cells(speed)} | "
+            f"**16 concurrent = {speed[16] / speed[1]:.1f}x batch-1**, 64 = {speed[64] / speed[1]:.1f}x |"
+        ),
+        (
+            f"| aggregate decode tok/s (the 127 tokens after the first) at 1 / 4 / 16 / 64 concurrent | "
+            f"{cells(decode_speed)} | **16 concurrent = {decode_speed[16] / decode_speed[1]:.1f}x batch-1** "
+            f"(goal >= 6), 64 = {decode_speed[64] / decode_speed[1]:.1f}x |"
+        ),
+        compute_ceiling_row(engine, prompt_tokens=64, new_tokens=128, speed=speed),
+    ]
 
 
 def compute_ceiling_row(engine: Engine, prompt_tokens: int, new_tokens: int, speed: dict[int, float]) -> str:
@@ -328,10 +370,12 @@ def compute_ceiling_row(engine: Engine, prompt_tokens: int, new_tokens: int, spe
     flops_per_generated = flops_per_position * (prompt_tokens + new_tokens) / new_tokens
     ceiling = peak_gflops * 1e9 / flops_per_generated
     dtype_name = str(engine.model.dtype).removeprefix("torch.")
-    return (f"| compute ceiling: {dtype_name} matmul peak {peak_gflops:.0f} GFLOP/s (measured now) / "
-            f"{flops_per_generated / 1e6:.1f} MFLOP per generated token | {ceiling:,.0f} tok/s | "
-            f"batch-1 uses {speed[1] / ceiling:.0%} of it, 16 concurrent {speed[16] / ceiling:.0%}; "
-            f"6x batch-1 would need {6 * speed[1] / ceiling:.0%} |")
+    return (
+        f"| compute ceiling: {dtype_name} matmul peak {peak_gflops:.0f} GFLOP/s (measured now) / "
+        f"{flops_per_generated / 1e6:.1f} MFLOP per generated token | {ceiling:,.0f} tok/s | "
+        f"batch-1 uses {speed[1] / ceiling:.0%} of it, 16 concurrent {speed[16] / ceiling:.0%}; "
+        f"6x batch-1 would need {6 * speed[1] / ceiling:.0%} |"
+    )
 
 
 def part_ttft(engine: Engine, repeats: int) -> list[str]:
@@ -346,8 +390,12 @@ def part_ttft(engine: Engine, repeats: int) -> list[str]:
             times.append(time.perf_counter() - started)
         assert completion.usage.cached_tokens == length, completion.usage
     cold_ms, cached_ms = statistics.median(cold) * 1e3, statistics.median(cached) * 1e3
-    return [(f"| time to first token, {length:,}-token prompt | cold {cold_ms:.1f} ms | "
-             f"fully cached {cached_ms:.2f} ms | **cached = {100 * cached_ms / cold_ms:.1f}% of cold** (goal <= 10%) |")]
+    return [
+        (
+            f"| time to first token, {length:,}-token prompt | cold {cold_ms:.1f} ms | "
+            f"fully cached {cached_ms:.2f} ms | **cached = {100 * cached_ms / cold_ms:.1f}% of cold** (goal <= 10%) |"
+        )
+    ]
 
 
 def part_json(engine: Engine, repeats: int) -> list[str]:
@@ -356,8 +404,12 @@ def part_json(engine: Engine, repeats: int) -> list[str]:
     (prefill excluded, as in the concurrency part), and end to end as well. Constrained requests stop when
     the document is complete (tens of tokens) and free ones run to 256 tokens, so end to end the constrained
     side pays a prefill per fewer tokens."""
-    schema = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}}},
-              "required": ["items"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"type": "string"}}},
+        "required": ["items"],
+        "additionalProperties": False,
+    }
     constraint = Constraint.json_schema(schema)
     prompt = random_prompt(64, 7, engine.vocab_size)
 
@@ -377,8 +429,13 @@ def part_json(engine: Engine, repeats: int) -> list[str]:
         seed = 0
         while tokens < 512:  # constrained runs may end early (document complete): keep going to 512 tokens
             seed += 1
-            params = SamplingParams(max_tokens=256, temperature=1.0, seed=seed, ignore_eos=not constrained,
-                                    constraint=constraint if constrained else None)
+            params = SamplingParams(
+                max_tokens=256,
+                temperature=1.0,
+                seed=seed,
+                ignore_eos=not constrained,
+                constraint=constraint if constrained else None,
+            )
             count, started, first, last = asyncio.run(streamed(Request([3 + seed] + prompt[1:], params)))
             tokens, seconds = tokens + count, seconds + last - started
             decode_tokens, decode_seconds = decode_tokens + count - 1, decode_seconds + last - first
@@ -390,41 +447,72 @@ def part_json(engine: Engine, repeats: int) -> list[str]:
         free.append(rates(False))
         constrained.append(rates(True))
     (f, f_end), (c, c_end) = ([statistics.median(side) for side in zip(*runs)] for runs in (free, constrained))
-    return [(f"| JSON-schema-constrained vs free sampling, batch 1, decode tok/s | free {f:.0f} | constrained {c:.0f} | "
-             f"**{c / f:.2f}x** (goal >= 0.9) | end to end (prefill included): {f_end:.0f} vs {c_end:.0f} = "
-             f"{c_end / f_end:.2f}x |")]
+    return [
+        (
+            f"| JSON-schema-constrained vs free sampling, batch 1, decode tok/s | free {f:.0f} | constrained {c:.0f} | "
+            f"**{c / f:.2f}x** (goal >= 0.9) | end to end (prefill included): {f_end:.0f} vs {c_end:.0f} = "
+            f"{c_end / f_end:.2f}x |"
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--parts", nargs="+", default=["batch1", "concurrency", "ttft", "json"],
-                        choices=["batch1", "concurrency", "ttft", "json"])
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["batch1", "concurrency", "ttft", "json"],
+        choices=["batch1", "concurrency", "ttft", "json"],
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dtype", default="float32", choices=sorted(GGUF_TYPE),
-                        help="weights and KV cache of every side (as `nanoseek serve --dtype`)")
-    parser.add_argument("--no-native", dest="native", action="store_false", help="nanoseek decodes with the "
-                        "PyTorch model, not the native C step (as `nanoseek serve --no-native`)")
-    parser.add_argument("--compile", action="store_true", help="with --no-native: the PyTorch decode step "
-                        "compiled (Engine compile_decode, as `nanoseek serve --no-native --compile`)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=sorted(GGUF_TYPE),
+        help="weights and KV cache of every side (as `nanoseek serve --dtype`)",
+    )
+    parser.add_argument(
+        "--no-native",
+        dest="native",
+        action="store_false",
+        help="nanoseek decodes with the PyTorch model, not the native C step (as `nanoseek serve --no-native`)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="with --no-native: the PyTorch decode step "
+        "compiled (Engine compile_decode, as `nanoseek serve --no-native --compile`)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = args.model or in_fresh_thread(bench_checkpoint)
-    engine = Engine.from_checkpoint(path, dtype=args.dtype, max_batch=64, kv_budget_tokens=64 * 1024,
-                                    compile_decode=args.compile, native_decode=args.native)
+    engine = Engine.from_checkpoint(
+        path,
+        dtype=args.dtype,
+        max_batch=64,
+        kv_budget_tokens=64 * 1024,
+        compile_decode=args.compile,
+        native_decode=args.native,
+    )
     if args.compile and engine.native is None:
         print(f"compiled the decode step in {engine.warm_up():.0f}s", flush=True)
     config = engine.model.config
     decode_path = "native C step" if engine.native else "compiled model" if args.compile else "eager model"
-    print(f"model {path}: {config.num_parameters() / 1e6:.1f}M params, hidden {config.hidden_size}, "
-          f"{config.num_hidden_layers} layers, vocab {config.vocab_size}, {args.dtype}; torch {torch.__version__}, "
-          f"{args.threads} threads; nanoseek decodes with the {decode_path}")
+    print(
+        f"model {path}: {config.num_parameters() / 1e6:.1f}M params, hidden {config.hidden_size}, "
+        f"{config.num_hidden_layers} layers, vocab {config.vocab_size}, {args.dtype}; torch {torch.__version__}, "
+        f"{args.threads} threads; nanoseek decodes with the {decode_path}"
+    )
     engine.generate([Request(random_prompt(64, 99, engine.vocab_size), greedy(16))])  # warm-up
     rows = ["| measure | | | ratio | |", "|---|---|---|---|---|"]
-    parts = {"batch1": lambda: part_batch1(engine, path, args.repeats, args.threads, args.dtype),
-             "concurrency": lambda: part_concurrency(engine, args.repeats),
-             "ttft": lambda: part_ttft(engine, args.repeats), "json": lambda: part_json(engine, args.repeats)}
+    parts = {
+        "batch1": lambda: part_batch1(engine, path, args.repeats, args.threads, args.dtype),
+        "concurrency": lambda: part_concurrency(engine, args.repeats),
+        "ttft": lambda: part_ttft(engine, args.repeats),
+        "json": lambda: part_json(engine, args.repeats),
+    }
     try:
         for name in args.parts:
             new_rows = parts[name]()

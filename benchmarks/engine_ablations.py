@@ -44,12 +44,18 @@ CONFIGS: dict[str, dict] = {
     **{f"native B={b}": {"batch": b, "native": True, "main_pool": False} for b in (1, 4, 16)},
     **{f"native B={b}, main-thread pool": {"batch": b, "native": True, "main_pool": True} for b in (1, 4, 16)},
     **{f"packed B={b}": {"batch": b, "packed": True, "main_pool": False, "compile": False} for b in (1, 4, 16)},
-    **{f"packed B={b}, main-thread pool": {"batch": b, "packed": True, "main_pool": True, "compile": False}
-       for b in (1, 4, 16)},
-    **{f"native-bf16 B={b}": {"batch": b, "native": True, "main_pool": False, "dtype": "bfloat16", "amx": False}
-       for b in (1, 4, 16)},
-    **{f"native-amx B={b}": {"batch": b, "native": True, "main_pool": False, "dtype": "bfloat16", "amx": True}
-       for b in (1, 4, 16)},
+    **{
+        f"packed B={b}, main-thread pool": {"batch": b, "packed": True, "main_pool": True, "compile": False}
+        for b in (1, 4, 16)
+    },
+    **{
+        f"native-bf16 B={b}": {"batch": b, "native": True, "main_pool": False, "dtype": "bfloat16", "amx": False}
+        for b in (1, 4, 16)
+    },
+    **{
+        f"native-amx B={b}": {"batch": b, "native": True, "main_pool": False, "dtype": "bfloat16", "amx": True}
+        for b in (1, 4, 16)
+    },
     # As Engine(compile_decode=True): frozen weights that inductor packs itself, so the model is not packed.
     **{f"compiled B={b}": {"batch": b, "packed": False, "main_pool": False, "compile": True} for b in (1, 4, 16)},
 }
@@ -79,11 +85,20 @@ def child(settings: dict, model_dir: Path, threads: int, steps: int) -> float:
         forward = model
         if settings.get("compile"):
             forward = torch.compile(model, dynamic=True, options={"cpp_wrapper": True, "freezing": True})
-        cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, SLOTS,
-                            config.max_position_embeddings, model.dtype)
+        cache = SlotKVCache(
+            config.num_hidden_layers,
+            config.num_key_value_heads,
+            config.head_dim,
+            SLOTS,
+            config.max_position_embeddings,
+            model.dtype,
+        )
         model.rotary.get(cache.position_limit, model.dtype, model.device)
-        native = (NativeDecoder.build(model, cache, SLOTS, allow_amx=settings.get("amx", True))
-                  if settings.get("native") else None)
+        native = (
+            NativeDecoder.build(model, cache, SLOTS, allow_amx=settings.get("amx", True))
+            if settings.get("native")
+            else None
+        )
         if settings.get("native") and native is None:
             raise SystemExit("the native decode step does not apply here (no C compiler?)")
         slots = list(range(batch))
@@ -114,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="+", metavar="WORD", help="configurations whose names start with these "
-                        "words: plain packed compiled native")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="WORD",
+        help="configurations whose names start with these words: plain packed compiled native",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -127,33 +146,65 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[float]] = {name: [] for name in names}
     with tqdm(total=args.repeats * len(names), desc="configurations", unit="run") as bar:
         for repeat in range(args.repeats):
-            order = names[repeat % len(names):] + names[:repeat % len(names)]  # rotate: load drifts
+            order = names[repeat % len(names) :] + names[: repeat % len(names)]  # rotate: load drifts
             for name in order:
-                out = subprocess.run([sys.executable, __file__, "--model", str(args.model), "--threads",
-                                      str(args.threads), "--steps", str(args.steps), "--child",
-                                      json.dumps(CONFIGS[name])], capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--model",
+                        str(args.model),
+                        "--threads",
+                        str(args.threads),
+                        "--steps",
+                        str(args.steps),
+                        "--child",
+                        json.dumps(CONFIGS[name]),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 results[name].append(float(out.stdout.strip().splitlines()[-1]))
                 bar.update()
     ms = {name: statistics.median(values) for name, values in results.items()}
-    print(f"\nmodel {args.model}, {args.threads} threads, {args.steps} decode steps after a {PROMPT_TOKENS}-token "
-          f"prompt, median of {args.repeats} runs (ms per step)\n")
+    print(
+        f"\nmodel {args.model}, {args.threads} threads, {args.steps} decode steps after a {PROMPT_TOKENS}-token "
+        f"prompt, median of {args.repeats} runs (ms per step)\n"
+    )
     print_table(ms, "projections", ["plain B={b}", "packed B={b}"], "packed / plain speed-up")
-    print_table(ms, "main-thread pool, packed", ["packed B={b}", "packed B={b}, main-thread pool"],
-                "slow-down from that pool", slow_down=True)
+    print_table(
+        ms,
+        "main-thread pool, packed",
+        ["packed B={b}", "packed B={b}, main-thread pool"],
+        "slow-down from that pool",
+        slow_down=True,
+    )
     print_table(ms, "compile", ["packed B={b}", "compiled B={b}"], "compiled / eager speed-up")
     print_table(ms, "native", ["packed B={b}", "native B={b}"], "native / eager speed-up")
     print_table(ms, "native", ["compiled B={b}", "native B={b}"], "native / compiled speed-up")
-    print_table(ms, "main-thread pool, native", ["native B={b}", "native B={b}, main-thread pool"],
-                "slow-down from that pool", slow_down=True)
+    print_table(
+        ms,
+        "main-thread pool, native",
+        ["native B={b}", "native B={b}, main-thread pool"],
+        "slow-down from that pool",
+        slow_down=True,
+    )
     print_table(ms, "native bf16 (AVX512-BF16)", ["native B={b}", "native-bf16 B={b}"], "bf16 / fp32 speed-up")
     print_table(ms, "native bf16 (AMX tiles)", ["native B={b}", "native-amx B={b}"], "AMX bf16 / fp32 speed-up")
-    print_table(ms, "native bf16, AMX tiles vs AVX512-BF16", ["native-bf16 B={b}", "native-amx B={b}"],
-                "AMX / AVX512-BF16 speed-up")
+    print_table(
+        ms,
+        "native bf16, AMX tiles vs AVX512-BF16",
+        ["native-bf16 B={b}", "native-amx B={b}"],
+        "AMX / AVX512-BF16 speed-up",
+    )
     for mode in ("packed", "compiled", "native", "native-bf16", "native-amx"):
         if f"{mode} B=16" in ms and f"{mode} B=1" in ms:
             ratio = ms[f"{mode} B=16"] / ms[f"{mode} B=1"]
-            print(f"batched decode ({mode}): B=16 step = {ratio:.2f}x the B=1 step, so 16 sequences decode "
-                  f"{16 / ratio:.1f}x the tokens/s of one")
+            print(
+                f"batched decode ({mode}): B=16 step = {ratio:.2f}x the B=1 step, so 16 sequences decode "
+                f"{16 / ratio:.1f}x the tokens/s of one"
+            )
     return 0
 
 
@@ -169,8 +220,7 @@ def available(name: str) -> bool:
     return not name.startswith("native-amx") or bool(library.nanoseek_enable_amx())
 
 
-def print_table(ms: dict[str, float], title: str, columns: list[str], ratio_name: str,
-                slow_down: bool = False) -> None:
+def print_table(ms: dict[str, float], title: str, columns: list[str], ratio_name: str, slow_down: bool = False) -> None:
     """One comparison (ms per step of two configurations at batch 1, 4, 16 and their ratio), if it was run."""
     rows = [b for b in (1, 4, 16) if all(column.format(b=b) in ms for column in columns)]
     if not rows:

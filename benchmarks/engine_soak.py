@@ -29,8 +29,9 @@ from engine import bench_checkpoint
 
 from nanoseek.engine import Constraint, Engine, Request, SamplingParams
 
-SCHEMA = Constraint.json_schema({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
-                                 "additionalProperties": False})
+SCHEMA = Constraint.json_schema(
+    {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+)
 
 
 def make_request(rng: random.Random, vocab: int) -> Request:
@@ -40,10 +41,16 @@ def make_request(rng: random.Random, vocab: int) -> Request:
         prompt[:64] = list(range(3, 67))  # a shared first block: prefix-cache hits
     kind = rng.randrange(6)
     params = SamplingParams(
-        max_tokens=rng.randrange(2, 16), temperature=0 if kind == 0 else 0.8, seed=rng.randrange(100),
-        frequency_penalty=0.5 if kind == 1 else 0.0, stop=["e", "\n"] if kind == 2 else [],
-        logprobs=kind == 3, top_logprobs=5 if kind == 3 else 0, n=2 if kind == 4 else 1,
-        constraint=SCHEMA if kind == 5 else None)
+        max_tokens=rng.randrange(2, 16),
+        temperature=0 if kind == 0 else 0.8,
+        seed=rng.randrange(100),
+        frequency_penalty=0.5 if kind == 1 else 0.0,
+        stop=["e", "\n"] if kind == 2 else [],
+        logprobs=kind == 3,
+        top_logprobs=5 if kind == 3 else 0,
+        n=2 if kind == 4 else 1,
+        constraint=SCHEMA if kind == 5 else None,
+    )
     return Request(prompt, params)
 
 
@@ -73,15 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-native", dest="native", action="store_false",
-                        help="decode with the PyTorch model, not the native C step")
-    parser.add_argument("--compile", action="store_true", help="with --no-native: compiled decode steps "
-                        "(Engine compile_decode)")
+    parser.add_argument(
+        "--no-native", dest="native", action="store_false", help="decode with the PyTorch model, not the native C step"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="with --no-native: compiled decode steps (Engine compile_decode)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    engine = Engine.from_checkpoint(bench_checkpoint(), max_batch=args.concurrency * 2, kv_budget_tokens=4096,
-                                    max_queue=args.concurrency * 4, compile_decode=args.compile,
-                                    native_decode=args.native)
+    engine = Engine.from_checkpoint(
+        bench_checkpoint(),
+        max_batch=args.concurrency * 2,
+        kv_budget_tokens=4096,
+        max_queue=args.concurrency * 4,
+        compile_decode=args.compile,
+        native_decode=args.native,
+    )
     if args.compile and engine.native is None:
         print(f"compiled the decode steps in {engine.warm_up():.0f} s", flush=True)
     rng = random.Random(0)
@@ -104,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     growth = 100 * (end_rss - start_rss) / start_rss
     print(f"{args.requests} requests ({tokens} tokens) in {seconds:.0f} s; engine stats: {stats}")
     mode = "native decode" if engine.native else "compiled decode" if args.compile else "eager decode"
-    print(f"| soak ({mode}): {args.requests:,} short requests after {args.warmup:,} warm-up | RSS start {start_rss:.0f} MB "
-          f"(prefix store {start_cached} tokens) | end {end_rss:.0f} MB (prefix store {stats['prefix_cache_tokens']} "
-          f"tokens) | **{growth:+.1f}%** (goal within 10%) |")
+    print(
+        f"| soak ({mode}): {args.requests:,} short requests after {args.warmup:,} warm-up | RSS start {start_rss:.0f} MB "
+        f"(prefix store {start_cached} tokens) | end {end_rss:.0f} MB (prefix store {stats['prefix_cache_tokens']} "
+        f"tokens) | **{growth:+.1f}%** (goal within 10%) |"
+    )
     leftover = stats["running"] + stats["waiting"] + stats["kv_reserved_tokens"]
     return 0 if abs(growth) <= 10 and leftover == 0 else 1
 

@@ -32,8 +32,21 @@ def converter_dir(src_root: Path = DEFAULT_SRC_ROOT) -> Path:
     src_root.mkdir(parents=True, exist_ok=True)
     archive = src_root / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
     if not archive.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                        f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(src_root)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
+                "-d",
+                str(src_root),
+            ],
+            check=True,
+        )
     with tarfile.open(archive) as tar:
         tar.extractall(src_root, filter="data")
     return unpacked

@@ -37,9 +37,28 @@ def free_port() -> int:
 
 def start_server(model: Path, port: int, max_batch: int) -> subprocess.Popen:
     env = {**os.environ, "NANOSEEK_DB_PATH": str(Path(tempfile.mkdtemp()) / "web.sqlite3")}
-    return subprocess.Popen([sys.executable, "-m", "nanoseek.cli", "serve", "--model", str(model), "--host",
-                             "127.0.0.1", "--port", str(port), "--max-batch", str(max_batch), "--log-level", "warning"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nanoseek.cli",
+            "serve",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -69,9 +88,13 @@ async def client_loop(index: int, url: str, stop_at: float, max_tokens: int, tal
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as http:
         turn = 0
         while time.monotonic() < stop_at:
-            body = {"model": "deepseek-chat", "stream": True, "max_tokens": max_tokens,
-                    "messages": [{"role": "user", "content": PROMPTS[(index + turn) % len(PROMPTS)]}],
-                    "stream_options": {"include_usage": True}}
+            body = {
+                "model": "deepseek-chat",
+                "stream": True,
+                "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": PROMPTS[(index + turn) % len(PROMPTS)]}],
+                "stream_options": {"include_usage": True},
+            }
             turn += 1
             try:
                 async with http.stream("POST", f"{url}/chat/completions", json=body) as response:
@@ -93,8 +116,9 @@ async def client_loop(index: int, url: str, stop_at: float, max_tokens: int, tal
                 tally.transport_errors += 1
 
 
-async def run_clients(url: str, clients: int, seconds: float, max_tokens: int, tally: Tally,
-                      server: psutil.Process, warmup: float) -> tuple[float, float]:
+async def run_clients(
+    url: str, clients: int, seconds: float, max_tokens: int, tally: Tally, server: psutil.Process, warmup: float
+) -> tuple[float, float]:
     stop_at = time.monotonic() + seconds
     tasks = [asyncio.create_task(client_loop(i, url, stop_at, max_tokens, tally)) for i in range(clients)]
     await asyncio.sleep(warmup)
@@ -105,8 +129,11 @@ async def run_clients(url: str, clients: int, seconds: float, max_tokens: int, t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="checkpoint (default: the embedded default model, else a "
-                                                    "random tiny one made in a temp dir)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="checkpoint (default: the embedded default model, else a random tiny one made in a temp dir)",
+    )
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=10.0)
@@ -132,20 +159,31 @@ def main(argv: list[str] | None = None) -> int:
         wait_until_up(url, process)
         tally = Tally()
         started = time.monotonic()
-        rss_warm, rss_end = asyncio.run(run_clients(url, args.clients, args.seconds, args.max_tokens, tally,
-                                                    psutil.Process(process.pid), args.warmup))
+        rss_warm, rss_end = asyncio.run(
+            run_clients(
+                url, args.clients, args.seconds, args.max_tokens, tally, psutil.Process(process.pid), args.warmup
+            )
+        )
         elapsed = time.monotonic() - started
     finally:
         process.terminate()
         process.wait(timeout=60)
     server_errors = sum(n for code, n in tally.status.items() if code >= 500)
     growth = rss_end / rss_warm - 1
-    rows = [("clients", args.clients), ("duration (s)", f"{elapsed:.1f}"), ("requests", sum(tally.status.values())),
-            ("status codes", dict(sorted(tally.status.items()))), ("5xx responses", server_errors),
-            ("streams ended with [DONE]", tally.done), ("streams without [DONE]", tally.unfinished),
-            ("transport errors", tally.transport_errors), ("keep-alive comments", tally.keepalives),
-            ("server RSS after warm-up (MiB)", f"{rss_warm / 2**20:.1f}"),
-            ("server RSS at end (MiB)", f"{rss_end / 2**20:.1f}"), ("RSS growth after warm-up", f"{growth:+.1%}")]
+    rows = [
+        ("clients", args.clients),
+        ("duration (s)", f"{elapsed:.1f}"),
+        ("requests", sum(tally.status.values())),
+        ("status codes", dict(sorted(tally.status.items()))),
+        ("5xx responses", server_errors),
+        ("streams ended with [DONE]", tally.done),
+        ("streams without [DONE]", tally.unfinished),
+        ("transport errors", tally.transport_errors),
+        ("keep-alive comments", tally.keepalives),
+        ("server RSS after warm-up (MiB)", f"{rss_warm / 2**20:.1f}"),
+        ("server RSS at end (MiB)", f"{rss_end / 2**20:.1f}"),
+        ("RSS growth after warm-up", f"{growth:+.1%}"),
+    ]
     print("| measure | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

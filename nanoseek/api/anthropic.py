@@ -18,15 +18,30 @@ from pydantic import ValidationError
 from nanoseek.api.auth import require_key
 from nanoseek.api.chat import ERROR_RESPONSES, STREAM_RESPONSE, ChatAccumulator, ChatPlan, finish, plan_chat
 from nanoseek.api.errors import APIError, describe_validation_errors, error_body
-from nanoseek.api.protocol import (AnthropicResponse, AnthropicTextBlock, AnthropicThinkingBlock,
-                                   AnthropicToolResultBlock, AnthropicToolUseBlock, AnthropicUsage,
-                                   ChatCompletionRequest, ChatMessage, FunctionCall, MessagesRequest, ToolCall)
-from nanoseek.api.serving import (KEEPALIVE, SSE_HEADERS, ClosingStreamingResponse, EventSource, completion_id)
+from nanoseek.api.protocol import (
+    AnthropicResponse,
+    AnthropicTextBlock,
+    AnthropicThinkingBlock,
+    AnthropicToolResultBlock,
+    AnthropicToolUseBlock,
+    AnthropicUsage,
+    ChatCompletionRequest,
+    ChatMessage,
+    FunctionCall,
+    MessagesRequest,
+    ToolCall,
+)
+from nanoseek.api.serving import KEEPALIVE, SSE_HEADERS, ClosingStreamingResponse, EventSource, completion_id
 from nanoseek.api.settings import SERVED_MODEL_NAMES, KeyPolicy
 
 router = APIRouter()
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
-                "insufficient_system_resource": "end_turn", "content_filter": "end_turn"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "insufficient_system_resource": "end_turn",
+    "content_filter": "end_turn",
+}
 
 
 def block_text(content: str | list[AnthropicTextBlock] | None) -> str:
@@ -45,8 +60,9 @@ def to_chat_messages(body: MessagesRequest) -> list[ChatMessage]:
             texts = []
             for block in blocks:
                 if isinstance(block, AnthropicToolResultBlock):
-                    messages.append(ChatMessage(role="tool", tool_call_id=block.tool_use_id,
-                                                content=block_text(block.content)))
+                    messages.append(
+                        ChatMessage(role="tool", tool_call_id=block.tool_use_id, content=block_text(block.content))
+                    )
                 elif isinstance(block, AnthropicTextBlock):
                     texts.append(block.text)
                 else:
@@ -61,12 +77,14 @@ def to_chat_messages(body: MessagesRequest) -> list[ChatMessage]:
             elif isinstance(block, AnthropicThinkingBlock):
                 reasoning = (reasoning or "") + block.thinking
             elif isinstance(block, AnthropicToolUseBlock):
-                calls.append(ToolCall(id=block.id, function=FunctionCall(name=block.name,
-                                                                         arguments=json.dumps(block.input))))
+                calls.append(
+                    ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input)))
+                )
             else:
                 raise APIError(400, "an assistant message cannot hold a tool_result block.", param="messages")
-        messages.append(ChatMessage(role="assistant", content=text, reasoning_content=reasoning,
-                                    tool_calls=calls or None))
+        messages.append(
+            ChatMessage(role="assistant", content=text, reasoning_content=reasoning, tool_calls=calls or None)
+        )
     return messages
 
 
@@ -84,12 +102,21 @@ def to_chat_request(body: MessagesRequest) -> tuple[ChatCompletionRequest, bool]
             tool_choice = {"type": "function", "function": {"name": body.tool_choice.name}}
         else:
             tool_choice = {"any": "required"}.get(kind, kind)
-    tools = [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                               "parameters": t.input_schema}} for t in body.tools or []]
+    tools = [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}
+        for t in body.tools or []
+    ]
     try:
         request = ChatCompletionRequest(
-            model=model, messages=to_chat_messages(body), max_tokens=body.max_tokens, stop=body.stop_sequences,
-            temperature=body.temperature, top_p=body.top_p, tools=tools or None, tool_choice=tool_choice)
+            model=model,
+            messages=to_chat_messages(body),
+            max_tokens=body.max_tokens,
+            stop=body.stop_sequences,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            tools=tools or None,
+            tool_choice=tool_choice,
+        )
     except ValidationError as exc:
         status, message, param = describe_validation_errors(list(exc.errors()))
         raise APIError(status, message, param=param) from None
@@ -103,8 +130,14 @@ def content_blocks(acc: ChatAccumulator, thinking: bool) -> list[dict[str, Any]]
     if acc.content or not acc.tool_calls:
         blocks.append({"type": "text", "text": acc.content})
     for call in acc.tool_calls:
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name,
-                       "input": parse_arguments(call.function.arguments)})
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.function.name,
+                "input": parse_arguments(call.function.arguments),
+            }
+        )
     return blocks
 
 
@@ -124,18 +157,26 @@ def stop_reason(acc: ChatAccumulator) -> str:
 
 def anthropic_usage(acc: ChatAccumulator) -> AnthropicUsage:
     usage = acc.api_usage()
-    return AnthropicUsage(input_tokens=usage.prompt_cache_miss_tokens, output_tokens=usage.completion_tokens,
-                          cache_read_input_tokens=usage.prompt_cache_hit_tokens)
+    return AnthropicUsage(
+        input_tokens=usage.prompt_cache_miss_tokens,
+        output_tokens=usage.completion_tokens,
+        cache_read_input_tokens=usage.prompt_cache_hit_tokens,
+    )
 
 
 def event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-@router.post("/v1/messages", response_model=AnthropicResponse, responses={**ERROR_RESPONSES, **STREAM_RESPONSE},
-             summary="Create a message (Anthropic-compatible)")
-async def create_message(body: MessagesRequest, request: Request,
-                         policy: KeyPolicy = Depends(require_key)) -> ClosingStreamingResponse:
+@router.post(
+    "/v1/messages",
+    response_model=AnthropicResponse,
+    responses={**ERROR_RESPONSES, **STREAM_RESPONSE},
+    summary="Create a message (Anthropic-compatible)",
+)
+async def create_message(
+    body: MessagesRequest, request: Request, policy: KeyPolicy = Depends(require_key)
+) -> ClosingStreamingResponse:
     state = request.app.state
     chat_request, thinking = to_chat_request(body)
     served, _ = state.registry.resolve(chat_request.model)
@@ -144,9 +185,11 @@ async def create_message(body: MessagesRequest, request: Request,
     state.metrics.requests_started(chat_request.model)
     message_id = completion_id("msg")
     if body.stream:
-        return ClosingStreamingResponse(stream_message(body, chat_request.model, plan, source, request, policy,
-                                                       message_id),
-                                        media_type="text/event-stream", headers=SSE_HEADERS)
+        return ClosingStreamingResponse(
+            stream_message(body, chat_request.model, plan, source, request, policy, message_id),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
 
     async def collect():
         acc = ChatAccumulator.for_plan(plan)
@@ -155,16 +198,28 @@ async def create_message(body: MessagesRequest, request: Request,
         if source.error is not None:
             return
         finish(request, policy, chat_request.model, acc.api_usage())
-        response = AnthropicResponse(id=message_id, model=body.model, content=content_blocks(acc, plan.thinking),
-                                     stop_reason=stop_reason(acc), stop_sequence=acc.stop_string,
-                                     usage=anthropic_usage(acc))
+        response = AnthropicResponse(
+            id=message_id,
+            model=body.model,
+            content=content_blocks(acc, plan.thinking),
+            stop_reason=stop_reason(acc),
+            stop_sequence=acc.stop_string,
+            usage=anthropic_usage(acc),
+        )
         yield response.model_dump_json()
 
     return ClosingStreamingResponse(collect(), media_type="application/json")
 
 
-async def stream_message(body: MessagesRequest, chat_model: str, plan: ChatPlan, source: EventSource,
-                         request: Request, policy: KeyPolicy, message_id: str):
+async def stream_message(
+    body: MessagesRequest,
+    chat_model: str,
+    plan: ChatPlan,
+    source: EventSource,
+    request: Request,
+    policy: KeyPolicy,
+    message_id: str,
+):
     acc = ChatAccumulator.for_plan(plan)
     open_block: str | None = None
     index = -1
@@ -174,15 +229,28 @@ async def stream_message(body: MessagesRequest, chat_model: str, plan: ChatPlan,
         out = [event("content_block_stop", {"type": "content_block_stop", "index": index})] if open_block else []
         index += 1
         open_block = kind
-        out.append(event("content_block_start", {"type": "content_block_start", "index": index,
-                                                 "content_block": start}))
+        out.append(
+            event("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+        )
         return out
 
     try:
-        yield event("message_start", {"type": "message_start", "message": {
-            "id": message_id, "type": "message", "role": "assistant", "model": body.model, "content": [],
-            "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": len(plan.engine_request.prompt_ids), "output_tokens": 0}}})
+        yield event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": len(plan.engine_request.prompt_ids), "output_tokens": 0},
+                },
+            },
+        )
         async for item in source:
             if item is KEEPALIVE or item.queued:
                 yield event("ping", {"type": "ping"})
@@ -192,29 +260,52 @@ async def stream_message(body: MessagesRequest, chat_model: str, plan: ChatPlan,
                 if open_block != "thinking":
                     for line in switch_to("thinking", {"type": "thinking", "thinking": ""}):
                         yield line
-                yield event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                    "delta": {"type": "thinking_delta", "thinking": piece.reasoning}})
+                yield event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "thinking_delta", "thinking": piece.reasoning},
+                    },
+                )
             if piece.content:
                 if open_block != "text":
                     for line in switch_to("text", {"type": "text", "text": ""}):
                         yield line
-                yield event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                    "delta": {"type": "text_delta", "text": piece.content}})
+                yield event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": piece.content},
+                    },
+                )
             for part in piece.tool_call_pieces:
                 if part.id is not None:
-                    for line in switch_to("tool_use", {"type": "tool_use", "id": part.id, "name": part.name,
-                                                       "input": {}}):
+                    for line in switch_to(
+                        "tool_use", {"type": "tool_use", "id": part.id, "name": part.name, "input": {}}
+                    ):
                         yield line
                 if part.arguments:
-                    yield event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                        "delta": {"type": "input_json_delta",
-                                                                  "partial_json": part.arguments}})
+                    yield event(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": part.arguments},
+                        },
+                    )
         if open_block:
             yield event("content_block_stop", {"type": "content_block_stop", "index": index})
         finish(request, policy, chat_model, acc.api_usage())
-        yield event("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": stop_reason(acc), "stop_sequence": acc.stop_string},
-                                      "usage": anthropic_usage(acc).model_dump()})
+        yield event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason(acc), "stop_sequence": acc.stop_string},
+                "usage": anthropic_usage(acc).model_dump(),
+            },
+        )
         yield event("message_stop", {"type": "message_stop"})
     except APIError as exc:
         yield event("error", error_body(exc.status, exc.message, exc.param, exc.code, anthropic=True))

@@ -80,10 +80,20 @@ class BodyLimitMiddleware:
             await self.reject(scope, send)
 
     async def reject(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(error_body(413, f"Request body is larger than the server's limit of {self.max_bytes} "
-                                          "bytes.", anthropic=scope["path"].startswith("/anthropic"))).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            error_body(
+                413,
+                f"Request body is larger than the server's limit of {self.max_bytes} bytes.",
+                anthropic=scope["path"].startswith("/anthropic"),
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -91,21 +101,28 @@ def resolve_model_path(settings: Settings) -> Path:
     if settings.model is not None:
         return settings.model
     if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        raise SettingsError(f"the embedded default model is missing ({DEFAULT_MODEL_DIR}/config.json not found): "
-                            "this install ships no trained model yet, so pass --model PATH (or NANOSEEK_MODEL) "
-                            "with a checkpoint directory")
+        raise SettingsError(
+            f"the embedded default model is missing ({DEFAULT_MODEL_DIR}/config.json not found): "
+            "this install ships no trained model yet, so pass --model PATH (or NANOSEEK_MODEL) "
+            "with a checkpoint directory"
+        )
     return DEFAULT_MODEL_DIR
 
 
 def load_engine(settings: Settings, path: Path) -> Engine:
     try:
         dtype = None if settings.dtype == "auto" else settings.dtype
-        engine = Engine.from_checkpoint(str(path), dtype=dtype, kv_budget_tokens=settings.kv_budget_tokens,
-                                        max_batch=settings.max_batch, max_queue=settings.max_queue,
-                                        prefill_chunk=settings.prefill_chunk,
-                                        keepalive_interval=settings.keepalive_seconds,
-                                        compile_decode=settings.compile_decode,
-                                        native_decode=settings.native_decode)
+        engine = Engine.from_checkpoint(
+            str(path),
+            dtype=dtype,
+            kv_budget_tokens=settings.kv_budget_tokens,
+            max_batch=settings.max_batch,
+            max_queue=settings.max_queue,
+            prefill_chunk=settings.prefill_chunk,
+            keepalive_interval=settings.keepalive_seconds,
+            compile_decode=settings.compile_decode,
+            native_decode=settings.native_decode,
+        )
         if settings.compile_decode:  # compile before serving, not inside the first request
             log.info("compiled the decode step of %s in %.0f s", path, engine.warm_up())
         return engine
@@ -127,8 +144,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if path not in engines_by_path:
             engines_by_path[path] = load_engine(settings, path)
             owned_engines.append(engines_by_path[path])
-    others = {name: serve_model(engines_by_path[path], settings, str(path), path)
-              for name, path in settings.model_map.items()}
+    others = {
+        name: serve_model(engines_by_path[path], settings, str(path), path) for name, path in settings.model_map.items()
+    }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,9 +154,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         for owned in owned_engines:  # uvicorn has already drained in-flight requests when this runs
             owned.shutdown()
 
-    app = FastAPI(title="nanoseek", version=nanoseek.__version__, lifespan=lifespan,
-                  description="DeepSeek-compatible API (chat, reasoner, FIM, JSON Output, tool calls) and an "
-                              "Anthropic-compatible messages endpoint, served by the nanoseek engine.")
+    app = FastAPI(
+        title="nanoseek",
+        version=nanoseek.__version__,
+        lifespan=lifespan,
+        description="DeepSeek-compatible API (chat, reasoner, FIM, JSON Output, tool calls) and an "
+        "Anthropic-compatible messages endpoint, served by the nanoseek engine.",
+    )
     app.state.settings = settings
     app.state.registry = ModelRegistry(serve_model(engine, settings, label, checkpoint), others)
     app.state.gate = Gatekeeper(settings)

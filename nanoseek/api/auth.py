@@ -45,8 +45,11 @@ class Gatekeeper:
         if presented is None and authorization.lower().startswith("bearer "):
             presented = authorization[7:].strip()
         if not presented:
-            raise APIError(401, "Authentication Fails: no API key was given (send 'Authorization: Bearer KEY' "
-                                "or 'x-api-key: KEY').", code="invalid_api_key")
+            raise APIError(
+                401,
+                "Authentication Fails: no API key was given (send 'Authorization: Bearer KEY' or 'x-api-key: KEY').",
+                code="invalid_api_key",
+            )
         for key, policy in self.policies.items():
             if hmac.compare_digest(key.encode(), presented.encode()):  # constant time: no key guessing by timing
                 return policy
@@ -62,9 +65,12 @@ class Gatekeeper:
                 window.popleft()
             if len(window) >= limit:
                 retry_after = max(1, math.ceil(60.0 - (now - window[0])))
-                raise APIError(429, f"Rate Limit Reached: at most {limit} requests per minute; retry in "
-                                    f"{retry_after} s.", code="rate_limit_exceeded",
-                               headers={"Retry-After": str(retry_after)})
+                raise APIError(
+                    429,
+                    f"Rate Limit Reached: at most {limit} requests per minute; retry in {retry_after} s.",
+                    code="rate_limit_exceeded",
+                    headers={"Retry-After": str(retry_after)},
+                )
             window.append(now)
 
     def remaining_tokens(self, policy: KeyPolicy) -> int | None:
@@ -90,8 +96,9 @@ class Gatekeeper:
         identity = policy.key or (request.client.host if request.client else "unknown")
         self.check_rate(identity, policy.requests_per_minute or self.default_rpm)
         if self.remaining_tokens(policy) == 0:
-            raise APIError(402, "Insufficient Balance: this API key has used all of its token quota.",
-                           code="insufficient_balance")
+            raise APIError(
+                402, "Insufficient Balance: this API key has used all of its token quota.", code="insufficient_balance"
+            )
         request.state.key_policy = policy
         return policy
 

@@ -16,12 +16,17 @@ from nanoseek.api.settings import KeyPolicy
 router = APIRouter()
 
 
-@router.get("/user/balance", response_model=Balance, responses={401: ERROR_RESPONSES[401]},
-            summary="Get the calling key's balance")
+@router.get(
+    "/user/balance",
+    response_model=Balance,
+    responses={401: ERROR_RESPONSES[401]},
+    summary="Get the calling key's balance",
+)
 async def user_balance(request: Request, policy: KeyPolicy = Depends(identify_key)) -> Balance:
     remaining = request.app.state.gate.remaining_tokens(policy)
     if remaining is None:
         return Balance(is_available=True, balance_infos=[])
-    info = BalanceInfo(currency="TOKENS", total_balance=str(remaining), granted_balance=str(remaining),
-                       topped_up_balance="0")
+    info = BalanceInfo(
+        currency="TOKENS", total_balance=str(remaining), granted_balance=str(remaining), topped_up_balance="0"
+    )
     return Balance(is_available=remaining > 0, balance_infos=[info])

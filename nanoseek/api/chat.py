@@ -18,13 +18,42 @@ from nanoseek.api.auth import require_key
 from nanoseek.api.errors import APIError
 from nanoseek.api.parsers import OutputParser, ParsedDelta, ToolCallPiece
 from nanoseek.api.prompts import check_messages, render_chat_prompt
-from nanoseek.api.protocol import (ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
-                                   ChoiceLogprobs, ChunkChoice, CompletionTokensDetails, Delta, ErrorResponse,
-                                   FunctionCall, ResponseMessage, TokenLogprob, ToolCall, ToolCallDelta,
-                                   ToolCallDeltaFunction, TopLogprob, Usage)
-from nanoseek.api.serving import (KEEPALIVE, SSE_DONE, SSE_HEADERS, SSE_KEEPALIVE, ClosingStreamingResponse,
-                                  EventSource, ServedModel, choose_max_tokens, completion_id, engine_top_p, error_json,
-                                  make_sampling_params, now, sse, stop_list)
+from nanoseek.api.protocol import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChoiceLogprobs,
+    ChunkChoice,
+    CompletionTokensDetails,
+    Delta,
+    ErrorResponse,
+    FunctionCall,
+    ResponseMessage,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallDeltaFunction,
+    TopLogprob,
+    Usage,
+)
+from nanoseek.api.serving import (
+    KEEPALIVE,
+    SSE_DONE,
+    SSE_HEADERS,
+    SSE_KEEPALIVE,
+    ClosingStreamingResponse,
+    EventSource,
+    ServedModel,
+    choose_max_tokens,
+    completion_id,
+    engine_top_p,
+    error_json,
+    make_sampling_params,
+    now,
+    sse,
+    stop_list,
+)
 from nanoseek.api.settings import KeyPolicy, Settings
 from nanoseek.api.tools import check_tools, tool_call_structural_tag
 from nanoseek.engine.constraint import Constraint
@@ -33,14 +62,21 @@ from nanoseek.engine.params import StreamEvent
 from nanoseek.engine.params import TokenLogprob as EngineTokenLogprob
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 402, 413, 422, 429, 500, 503)}
+    code: {"model": ErrorResponse} for code in (400, 401, 402, 413, 422, 429, 500, 503)
+}
 # one Server-Sent Event: `data` is a JSON chunk (or `[DONE]`); Anthropic streams also name the `event`
-SSE_EVENT_SCHEMA = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
-                    "required": ["data"]}
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+    "required": ["data"],
+}
 STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
-          "description": "A chat.completion object, or with stream=true Server-Sent Events of "
-                         "chat.completion.chunk objects ended by `data: [DONE]`."}}
+    200: {
+        "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
+        "description": "A chat.completion object, or with stream=true Server-Sent Events of "
+        "chat.completion.chunk objects ended by `data: [DONE]`.",
+    }
+}
 
 router = APIRouter()
 
@@ -58,22 +94,38 @@ class ChatPlan:
 
 
 def api_usage(usage: Any, reasoning_tokens: int) -> Usage:
-    return Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                 total_tokens=usage.prompt_tokens + usage.completion_tokens,
-                 prompt_cache_hit_tokens=usage.cached_tokens,
-                 prompt_cache_miss_tokens=usage.prompt_tokens - usage.cached_tokens,
-                 completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning_tokens))
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.prompt_tokens + usage.completion_tokens,
+        prompt_cache_hit_tokens=usage.cached_tokens,
+        prompt_cache_miss_tokens=usage.prompt_tokens - usage.cached_tokens,
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning_tokens),
+    )
 
 
 def api_logprobs(entries: list[EngineTokenLogprob]) -> list[TokenLogprob]:
-    return [TokenLogprob(token=e.token, logprob=e.logprob, bytes=list(e.bytes),
-                         top_logprobs=[TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes))
-                                       for t in e.top_logprobs]) for e in entries]
+    return [
+        TokenLogprob(
+            token=e.token,
+            logprob=e.logprob,
+            bytes=list(e.bytes),
+            top_logprobs=[TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in e.top_logprobs],
+        )
+        for e in entries
+    ]
 
 
 def tool_call_deltas(pieces: list[ToolCallPiece]) -> list[ToolCallDelta]:
-    return [ToolCallDelta(index=p.index, id=p.id, type="function" if p.id else None,
-                          function=ToolCallDeltaFunction(name=p.name, arguments=p.arguments)) for p in pieces]
+    return [
+        ToolCallDelta(
+            index=p.index,
+            id=p.id,
+            type="function" if p.id else None,
+            function=ToolCallDeltaFunction(name=p.name, arguments=p.arguments),
+        )
+        for p in pieces
+    ]
 
 
 def mentions_json(body: ChatCompletionRequest) -> bool:
@@ -83,14 +135,18 @@ def mentions_json(body: ChatCompletionRequest) -> bool:
 def plan_chat(body: ChatCompletionRequest, served: ServedModel, thinking: bool, settings: Settings) -> ChatPlan:
     check_messages(body.messages, thinking)
     if thinking and (body.logprobs or body.top_logprobs):
-        raise APIError(400, "logprobs and top_logprobs are not supported in thinking mode (deepseek-reasoner).",
-                       param="logprobs")
+        raise APIError(
+            400, "logprobs and top_logprobs are not supported in thinking mode (deepseek-reasoner).", param="logprobs"
+        )
     if body.top_logprobs and not body.logprobs:
         raise APIError(422, "top_logprobs requires logprobs to be true.", param="top_logprobs")
     json_output = body.response_format is not None and body.response_format.type == "json_object"
     if json_output and not mentions_json(body):
-        raise APIError(400, "Prompt must contain the word 'json' in some form to use 'response_format' of type "
-                            "'json_object'.", param="response_format")
+        raise APIError(
+            400,
+            "Prompt must contain the word 'json' in some form to use 'response_format' of type 'json_object'.",
+            param="response_format",
+        )
 
     tools = body.tools or []
     tool_choice = body.tool_choice if body.tool_choice is not None else ("auto" if tools else "none")
@@ -105,8 +161,11 @@ def plan_chat(body: ChatCompletionRequest, served: ServedModel, thinking: bool, 
     elif not isinstance(tool_choice, str):
         named = [t for t in tools if t.function.name == tool_choice.function.name]
         if not named:
-            raise APIError(400, f"tool_choice names function {tool_choice.function.name!r}, which is not in "
-                                "`tools`.", param="tool_choice")
+            raise APIError(
+                400,
+                f"tool_choice names function {tool_choice.function.name!r}, which is not in `tools`.",
+                param="tool_choice",
+            )
         constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, named, "named", tokenizer))
     elif tool_choice == "auto" and any(t.function.strict for t in tools):
         constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "auto", tokenizer))
@@ -119,20 +178,33 @@ def plan_chat(body: ChatCompletionRequest, served: ServedModel, thinking: bool, 
     max_tokens = choose_max_tokens(body.max_tokens, len(prompt_ids), served, settings)
     sampling: dict[str, Any] = dict(served.thinking_sampling)
     if not thinking:  # thinking mode accepts these and ignores them, as DeepSeek documents
-        sampling = {"temperature": 1.0 if body.temperature is None else body.temperature,
-                    "top_p": engine_top_p(body.top_p),
-                    "frequency_penalty": body.frequency_penalty or 0.0,
-                    "presence_penalty": body.presence_penalty or 0.0}
+        sampling = {
+            "temperature": 1.0 if body.temperature is None else body.temperature,
+            "top_p": engine_top_p(body.top_p),
+            "frequency_penalty": body.frequency_penalty or 0.0,
+            "presence_penalty": body.presence_penalty or 0.0,
+        }
     params = make_sampling_params(
-        max_tokens=max_tokens, stop=stop_list(body.stop), stop_token_ids=served.eos_ids,
-        logprobs=bool(body.logprobs), top_logprobs=body.top_logprobs or 0, constraint=constraint, seed=body.seed,
+        max_tokens=max_tokens,
+        stop=stop_list(body.stop),
+        stop_token_ids=served.eos_ids,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
+        constraint=constraint,
+        seed=body.seed,
         constraint_after_token=served.think_end_id if constraint is not None and start_in_reasoning else None,
-        **sampling)
+        **sampling,
+    )
     last = body.messages[-1]
     answer_prefix = last.text() if last.prefix and not start_in_reasoning else ""
-    return ChatPlan(served=served, engine_request=EngineRequest(prompt_ids=prompt_ids, params=params),
-                    thinking=thinking, start_in_reasoning=start_in_reasoning,
-                    parse_tools=tool_choice != "none", answer_prefix=answer_prefix)
+    return ChatPlan(
+        served=served,
+        engine_request=EngineRequest(prompt_ids=prompt_ids, params=params),
+        thinking=thinking,
+        start_in_reasoning=start_in_reasoning,
+        parse_tools=tool_choice != "none",
+        answer_prefix=answer_prefix,
+    )
 
 
 @dataclass
@@ -152,9 +224,14 @@ class ChatAccumulator:
     prefix_pieces: list[ToolCallPiece] = field(default_factory=list)
 
     @classmethod
-    def for_plan(cls, plan: ChatPlan) -> "ChatAccumulator":
-        parser = OutputParser(plan.served.tool_format, thinking=plan.thinking, tools_enabled=plan.parse_tools,
-                              start_in_reasoning=plan.start_in_reasoning, parse_reasoning=plan.served.parse_reasoning)
+    def for_plan(cls, plan: ChatPlan) -> ChatAccumulator:
+        parser = OutputParser(
+            plan.served.tool_format,
+            thinking=plan.thinking,
+            tools_enabled=plan.parse_tools,
+            start_in_reasoning=plan.start_in_reasoning,
+            parse_reasoning=plan.served.parse_reasoning,
+        )
         acc = cls(plan=plan, parser=parser)
         if plan.answer_prefix and plan.parse_tools:
             # a prefix may open a tool call that the model is to finish: the parser reads the prefix first,
@@ -165,8 +242,10 @@ class ChatAccumulator:
         return acc
 
     def add_calls(self, piece: ParsedDelta) -> None:
-        self.tool_calls += [ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
-                            for call in piece.tool_calls]
+        self.tool_calls += [
+            ToolCall(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
+            for call in piece.tool_calls
+        ]
 
     def feed(self, event: StreamEvent) -> tuple[ParsedDelta, list[TokenLogprob]]:
         if self.parser.in_reasoning:
@@ -208,58 +287,91 @@ def resolve_chat(body: ChatCompletionRequest, request: Request) -> ChatPlan:
     return plan_chat(body, served, thinking, state.settings)
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses={**ERROR_RESPONSES, **STREAM_RESPONSE},
-             summary="Create a chat completion (DeepSeek-compatible)")
-async def create_chat_completion(body: ChatCompletionRequest, request: Request,
-                                 policy: KeyPolicy = Depends(require_key)) -> ClosingStreamingResponse:
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={**ERROR_RESPONSES, **STREAM_RESPONSE},
+    summary="Create a chat completion (DeepSeek-compatible)",
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, policy: KeyPolicy = Depends(require_key)
+) -> ClosingStreamingResponse:
     plan = resolve_chat(body, request)
     settings: Settings = request.app.state.settings
     source = await EventSource.open(plan.served.engine, plan.engine_request, settings.keepalive_seconds)
     request.app.state.metrics.requests_started(body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return ClosingStreamingResponse(stream_chat(body, plan, source, request, policy, include_usage),
-                                        media_type="text/event-stream", headers=SSE_HEADERS)
-    return ClosingStreamingResponse(collect_chat(body, plan, source, request, policy),
-                                    media_type="application/json")
+        return ClosingStreamingResponse(
+            stream_chat(body, plan, source, request, policy, include_usage),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+    return ClosingStreamingResponse(collect_chat(body, plan, source, request, policy), media_type="application/json")
 
 
-async def collect_chat(body: ChatCompletionRequest, plan: ChatPlan, source: EventSource, request: Request,
-                       policy: KeyPolicy):
+async def collect_chat(
+    body: ChatCompletionRequest, plan: ChatPlan, source: EventSource, request: Request, policy: KeyPolicy
+):
     acc = ChatAccumulator.for_plan(plan)
     async for line in source.collect_into(acc):
         yield line
     if source.error is not None:
         return
-    message = ResponseMessage(content=acc.content, tool_calls=acc.tool_calls or None,
-                              reasoning_content=acc.reasoning if plan.thinking else None)
+    message = ResponseMessage(
+        content=acc.content,
+        tool_calls=acc.tool_calls or None,
+        reasoning_content=acc.reasoning if plan.thinking else None,
+    )
     logprobs = ChoiceLogprobs(content=acc.logprobs) if body.logprobs else None
-    response = ChatCompletion(id=completion_id("chatcmpl"), created=now(), model=body.model,
-                              system_fingerprint=plan.served.fingerprint,
-                              choices=[ChatChoice(index=0, message=message, logprobs=logprobs,
-                                                  finish_reason=acc.finish_reason or "stop")],
-                              usage=acc.api_usage())
+    response = ChatCompletion(
+        id=completion_id("chatcmpl"),
+        created=now(),
+        model=body.model,
+        system_fingerprint=plan.served.fingerprint,
+        choices=[ChatChoice(index=0, message=message, logprobs=logprobs, finish_reason=acc.finish_reason or "stop")],
+        usage=acc.api_usage(),
+    )
     finish(request, policy, body.model, response.usage)
     yield response.model_dump_json()
 
 
 def finish(request: Request, policy: KeyPolicy, model: str, usage: Usage) -> None:
     request.app.state.gate.charge(policy, usage.total_tokens)
-    request.app.state.metrics.request_finished(model, usage.prompt_tokens, usage.completion_tokens,
-                                               usage.prompt_cache_hit_tokens)
+    request.app.state.metrics.request_finished(
+        model, usage.prompt_tokens, usage.completion_tokens, usage.prompt_cache_hit_tokens
+    )
 
 
-async def stream_chat(body: ChatCompletionRequest, plan: ChatPlan, source: EventSource, request: Request,
-                      policy: KeyPolicy, include_usage: bool):
+async def stream_chat(
+    body: ChatCompletionRequest,
+    plan: ChatPlan,
+    source: EventSource,
+    request: Request,
+    policy: KeyPolicy,
+    include_usage: bool,
+):
     acc = ChatAccumulator.for_plan(plan)
     chunk_id, created = completion_id("chatcmpl"), now()
     exclude = None if include_usage else {"usage"}  # documented: the usage field only with include_usage
 
     def chunk(delta: Delta, finish_reason: str | None = None, logprobs: list[TokenLogprob] | None = None) -> str:
-        choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason,
-                             logprobs=ChoiceLogprobs(content=logprobs) if logprobs is not None else None)
-        return sse(ChatCompletionChunk(id=chunk_id, created=created, model=body.model,
-                                       system_fingerprint=plan.served.fingerprint, choices=[choice]), exclude)
+        choice = ChunkChoice(
+            index=0,
+            delta=delta,
+            finish_reason=finish_reason,
+            logprobs=ChoiceLogprobs(content=logprobs) if logprobs is not None else None,
+        )
+        return sse(
+            ChatCompletionChunk(
+                id=chunk_id,
+                created=created,
+                model=body.model,
+                system_fingerprint=plan.served.fingerprint,
+                choices=[choice],
+            ),
+            exclude,
+        )
 
     try:
         yield chunk(Delta(role="assistant", content=""))
@@ -280,12 +392,23 @@ async def stream_chat(body: ChatCompletionRequest, plan: ChatPlan, source: Event
                 pending_logprobs = []
             if piece.tool_call_pieces:
                 yield chunk(Delta(tool_calls=tool_call_deltas(piece.tool_call_pieces)))
-        yield chunk(Delta(content=""), finish_reason=acc.finish_reason or "stop",
-                    logprobs=pending_logprobs if body.logprobs and pending_logprobs else None)
+        yield chunk(
+            Delta(content=""),
+            finish_reason=acc.finish_reason or "stop",
+            logprobs=pending_logprobs if body.logprobs and pending_logprobs else None,
+        )
         usage = acc.api_usage()
         if include_usage:
-            yield sse(ChatCompletionChunk(id=chunk_id, created=created, model=body.model,
-                                          system_fingerprint=plan.served.fingerprint, choices=[], usage=usage))
+            yield sse(
+                ChatCompletionChunk(
+                    id=chunk_id,
+                    created=created,
+                    model=body.model,
+                    system_fingerprint=plan.served.fingerprint,
+                    choices=[],
+                    usage=usage,
+                )
+            )
         finish(request, policy, body.model, usage)
         yield SSE_DONE
     except APIError as exc:

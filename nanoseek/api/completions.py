@@ -17,9 +17,22 @@ from nanoseek.api.chat import ERROR_RESPONSES, STREAM_RESPONSE, api_usage, finis
 from nanoseek.api.errors import APIError
 from nanoseek.api.prompts import render_fim_prompt
 from nanoseek.api.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, TextCompletion, Usage
-from nanoseek.api.serving import (KEEPALIVE, SSE_DONE, SSE_HEADERS, SSE_KEEPALIVE, ClosingStreamingResponse,
-                                  EventSource, choose_max_tokens, completion_id, engine_top_p, error_json,
-                                  make_sampling_params, now, sse, stop_list)
+from nanoseek.api.serving import (
+    KEEPALIVE,
+    SSE_DONE,
+    SSE_HEADERS,
+    SSE_KEEPALIVE,
+    ClosingStreamingResponse,
+    EventSource,
+    choose_max_tokens,
+    completion_id,
+    engine_top_p,
+    error_json,
+    make_sampling_params,
+    now,
+    sse,
+    stop_list,
+)
 from nanoseek.api.settings import KeyPolicy, Settings
 from nanoseek.engine.params import Request as EngineRequest
 from nanoseek.engine.params import StreamEvent
@@ -40,8 +53,9 @@ class TextAccumulator:
         start = self.text_offset + len(self.text)
         self.text += event.text
         if event.finish_reason is not None:
-            self.finish_reason = "insufficient_system_resource" if event.finish_reason == "cancelled" \
-                else event.finish_reason
+            self.finish_reason = (
+                "insufficient_system_resource" if event.finish_reason == "cancelled" else event.finish_reason
+            )
         if event.usage is not None:
             self.usage = api_usage(event.usage, 0)
         if not self.want_logprobs or not event.logprobs:
@@ -59,18 +73,27 @@ class TextAccumulator:
         return piece
 
 
-@router.post("/completions", response_model=TextCompletion, responses={**ERROR_RESPONSES, **STREAM_RESPONSE},
-             summary="Create a completion; with `suffix`, a FIM (fill-in-the-middle) completion (beta)")
-async def create_completion(body: CompletionRequest, request: Request,
-                            policy: KeyPolicy = Depends(require_key)) -> ClosingStreamingResponse:
+@router.post(
+    "/completions",
+    response_model=TextCompletion,
+    responses={**ERROR_RESPONSES, **STREAM_RESPONSE},
+    summary="Create a completion; with `suffix`, a FIM (fill-in-the-middle) completion (beta)",
+)
+async def create_completion(
+    body: CompletionRequest, request: Request, policy: KeyPolicy = Depends(require_key)
+) -> ClosingStreamingResponse:
     state = request.app.state
     settings: Settings = state.settings
     served, thinking = state.registry.resolve(body.model)
     if body.thinking is not None:
         thinking = body.thinking.type == "enabled"
     if thinking:
-        raise APIError(400, "FIM completion is not available in thinking mode: use deepseek-chat (or "
-                            "thinking disabled) with /beta/completions.", param="model")
+        raise APIError(
+            400,
+            "FIM completion is not available in thinking mode: use deepseek-chat (or "
+            "thinking disabled) with /beta/completions.",
+            param="model",
+        )
     tokenizer = served.tokenizer
     if body.suffix is not None:
         prompt_text = render_fim_prompt(tokenizer, body.prompt, body.suffix)
@@ -82,27 +105,43 @@ async def create_completion(body: CompletionRequest, request: Request,
         max_tokens=choose_max_tokens(body.max_tokens, len(prompt_ids), served, settings),
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=engine_top_p(body.top_p),
-        frequency_penalty=body.frequency_penalty or 0.0, presence_penalty=body.presence_penalty or 0.0,
-        stop=stop_list(body.stop), stop_token_ids=served.eos_ids, seed=body.seed,
-        logprobs=logprobs_n is not None, top_logprobs=logprobs_n or 0)
-    source = await EventSource.open(served.engine, EngineRequest(prompt_ids=prompt_ids, params=params),
-                                    settings.keepalive_seconds)
+        frequency_penalty=body.frequency_penalty or 0.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        stop=stop_list(body.stop),
+        stop_token_ids=served.eos_ids,
+        seed=body.seed,
+        logprobs=logprobs_n is not None,
+        top_logprobs=logprobs_n or 0,
+    )
+    source = await EventSource.open(
+        served.engine, EngineRequest(prompt_ids=prompt_ids, params=params), settings.keepalive_seconds
+    )
     state.metrics.requests_started(body.model)
     echo = body.prompt if body.echo else ""
     acc = TextAccumulator(want_logprobs=logprobs_n is not None, text_offset=len(echo))
     fingerprint, response_id, created = served.fingerprint, completion_id("cmpl"), now()
 
     def completion(choices: list[CompletionChoice], usage: Usage | None = None) -> TextCompletion:
-        return TextCompletion(id=response_id, created=created, model=body.model, system_fingerprint=fingerprint,
-                              choices=choices, usage=usage)
+        return TextCompletion(
+            id=response_id,
+            created=created,
+            model=body.model,
+            system_fingerprint=fingerprint,
+            choices=choices,
+            usage=usage,
+        )
 
     async def collect():
         async for line in source.collect_into(acc):
             yield line
         if source.error is not None:
             return
-        choice = CompletionChoice(text=echo + acc.text, index=0, finish_reason=acc.finish_reason or "stop",
-                                  logprobs=acc.logprobs if acc.want_logprobs else None)
+        choice = CompletionChoice(
+            text=echo + acc.text,
+            index=0,
+            finish_reason=acc.finish_reason or "stop",
+            logprobs=acc.logprobs if acc.want_logprobs else None,
+        )
         finish(request, policy, body.model, acc.usage)
         yield completion([choice], acc.usage).model_dump_json()
 
@@ -118,8 +157,12 @@ async def create_completion(body: CompletionRequest, request: Request,
                     continue
                 logprobs = acc.feed(event)
                 if event.text or event.finish_reason is not None:
-                    choice = CompletionChoice(text=event.text, index=0, logprobs=logprobs,
-                                              finish_reason=acc.finish_reason if event.finish_reason else None)
+                    choice = CompletionChoice(
+                        text=event.text,
+                        index=0,
+                        logprobs=logprobs,
+                        finish_reason=acc.finish_reason if event.finish_reason else None,
+                    )
                     yield sse(completion([choice]), exclude)
             if include_usage:
                 yield sse(completion([], acc.usage))

@@ -40,8 +40,18 @@ ERROR_TYPES: dict[int, tuple[str, str]] = {
 # pydantic error kinds that mean "the value has the right type but lies outside the allowed range":
 # DeepSeek answers those with 422 Invalid Parameters; everything else about the body shape is 400.
 RANGE_ERROR_KINDS = {
-    "greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_long", "too_short",
-    "multiple_of", "string_too_long", "string_too_short", "list_too_long", "enum", "literal_error",
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_long",
+    "too_short",
+    "multiple_of",
+    "string_too_long",
+    "string_too_short",
+    "list_too_long",
+    "enum",
+    "literal_error",
     "value_error",
 }
 
@@ -49,8 +59,15 @@ RANGE_ERROR_KINDS = {
 class APIError(Exception):
     """An error with an HTTP status that the handlers turn into the JSON error body."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -59,19 +76,28 @@ class APIError(Exception):
         self.headers = headers
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
-               anthropic: bool = False) -> dict[str, Any]:
-    error_type, default_code = ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error",
-                                                         "error"))
-    body: dict[str, Any] = {"error": {"message": message, "type": error_type, "param": param,
-                                      "code": code or default_code}}
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None, anthropic: bool = False
+) -> dict[str, Any]:
+    error_type, default_code = ERROR_TYPES.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", "error")
+    )
+    body: dict[str, Any] = {
+        "error": {"message": message, "type": error_type, "param": param, "code": code or default_code}
+    }
     if anthropic:
         body["type"] = "error"
     return body
 
 
-def error_response(request: Request | None, status: int, message: str, param: str | None = None,
-                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    request: Request | None,
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     anthropic = request is not None and request.url.path.startswith("/anthropic")
     return JSONResponse(error_body(status, message, param, code, anthropic), status_code=status, headers=headers)
 
@@ -112,8 +138,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 400 and "parsing the body" in message:
             # the framework does not say why; these are the two ways a body json.loads rejects gets here
-            message = "Invalid request body: it could not be parsed; it must be UTF-8 encoded JSON nested no deeper " \
-                      "than a few hundred levels"
+            message = (
+                "Invalid request body: it could not be parsed; it must be UTF-8 encoded JSON nested no deeper "
+                "than a few hundred levels"
+            )
         return error_response(request, exc.status_code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

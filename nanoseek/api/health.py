@@ -32,25 +32,35 @@ class EngineStatsCollector:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     values[name] = values.get(name, 0.0) + float(value)
         for name, value in sorted(values.items()):
-            yield GaugeMetricFamily(f"nanoseek_engine_{name}", f"Engine.stats()['{name}'] summed over engines",
-                                    value=value)
+            yield GaugeMetricFamily(
+                f"nanoseek_engine_{name}", f"Engine.stats()['{name}'] summed over engines", value=value
+            )
 
 
 class Metrics:
     def __init__(self, engines: list[Any]) -> None:
         self.registry = CollectorRegistry()
-        self.http_requests = Counter("nanoseek_http_requests", "HTTP requests by route and status",
-                                     ["method", "route", "status"], registry=self.registry)
-        self.http_latency = Histogram("nanoseek_http_request_seconds", "Time to the response headers",
-                                      ["route"], registry=self.registry)
-        self.generations = Counter("nanoseek_generations", "Generation requests accepted by the engine",
-                                   ["model"], registry=self.registry)
-        self.prompt_tokens = Counter("nanoseek_prompt_tokens", "Prompt tokens of finished requests",
-                                     registry=self.registry)
-        self.cached_tokens = Counter("nanoseek_prompt_cache_hit_tokens", "Prompt tokens served from the cache",
-                                     registry=self.registry)
-        self.completion_tokens = Counter("nanoseek_completion_tokens", "Generated tokens of finished requests",
-                                         registry=self.registry)
+        self.http_requests = Counter(
+            "nanoseek_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "nanoseek_http_request_seconds", "Time to the response headers", ["route"], registry=self.registry
+        )
+        self.generations = Counter(
+            "nanoseek_generations", "Generation requests accepted by the engine", ["model"], registry=self.registry
+        )
+        self.prompt_tokens = Counter(
+            "nanoseek_prompt_tokens", "Prompt tokens of finished requests", registry=self.registry
+        )
+        self.cached_tokens = Counter(
+            "nanoseek_prompt_cache_hit_tokens", "Prompt tokens served from the cache", registry=self.registry
+        )
+        self.completion_tokens = Counter(
+            "nanoseek_completion_tokens", "Generated tokens of finished requests", registry=self.registry
+        )
         self.registry.register(EngineStatsCollector(engines))
 
     def requests_started(self, model: str) -> None:
@@ -92,7 +102,11 @@ async def health(request: Request) -> Health:
     return Health(model=request.app.state.model_label, queue=stats["waiting"], running=stats["running"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

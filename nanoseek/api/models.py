@@ -11,7 +11,12 @@ from nanoseek.api.protocol import ModelCard, ModelList
 router = APIRouter()
 
 
-@router.get("/models", response_model=ModelList, responses={401: ERROR_RESPONSES[401]},
-            dependencies=[Depends(identify_key)], summary="List models")
+@router.get(
+    "/models",
+    response_model=ModelList,
+    responses={401: ERROR_RESPONSES[401]},
+    dependencies=[Depends(identify_key)],
+    summary="List models",
+)
 async def list_models(request: Request) -> ModelList:
     return ModelList(data=[ModelCard(id=name) for name in request.app.state.registry.names])

@@ -24,8 +24,15 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
-from nanoseek.tokenizer.special_tokens import (THINK_BEGIN, THINK_END, TOOL_CALL_BEGIN, TOOL_CALL_END, TOOL_CALLS_BEGIN,
-                                               TOOL_CALLS_END, TOOL_SEP)
+from nanoseek.tokenizer.special_tokens import (
+    THINK_BEGIN,
+    THINK_END,
+    TOOL_CALL_BEGIN,
+    TOOL_CALL_END,
+    TOOL_CALLS_BEGIN,
+    TOOL_CALLS_END,
+    TOOL_SEP,
+)
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,9 @@ class ToolCallFormat:
     """The literal text around tool calls in one chat format; the parser and the grammar builder share it."""
 
     name: str
-    calls_begin: str            # opens the block of calls ("" when each call stands alone)
+    calls_begin: str  # opens the block of calls ("" when each call stands alone)
     calls_end: str
-    call_separator: str         # between two calls inside the block
+    call_separator: str  # between two calls inside the block
 
     def call_pieces(self, name: str) -> tuple[list[str], list[str]]:
         """The literal pieces of one call before and after its JSON arguments. Pieces that are special
@@ -56,7 +63,7 @@ class ToolCallFormat:
         return "<tool_call>" if self.name == "hermes" else TOOL_CALLS_BEGIN
 
 
-DEEPSEEK_TOOLS = ToolCallFormat("deepseek", TOOL_CALLS_BEGIN, TOOL_CALLS_END, "")        # V3.1, nanoseek's own
+DEEPSEEK_TOOLS = ToolCallFormat("deepseek", TOOL_CALLS_BEGIN, TOOL_CALLS_END, "")  # V3.1, nanoseek's own
 DEEPSEEK_V3_TOOLS = ToolCallFormat("deepseek_v3", TOOL_CALLS_BEGIN, TOOL_CALLS_END, "\n")  # V2.5/V3 fenced JSON
 HERMES_TOOLS = ToolCallFormat("hermes", "", "", "\n")
 TOOL_FORMATS = {f.name: f for f in (DEEPSEEK_TOOLS, DEEPSEEK_V3_TOOLS, HERMES_TOOLS)}
@@ -133,7 +140,7 @@ class ReasoningParser:
                 at = self.buffer.find(THINK_END)
                 if at >= 0:
                     reasoning += self.buffer[:at]
-                    self.buffer = self.buffer[at + len(THINK_END):]
+                    self.buffer = self.buffer[at + len(THINK_END) :]
                     self.in_reasoning = False
                     self.seen_any = True
                     continue
@@ -145,7 +152,7 @@ class ReasoningParser:
                 # a model may open its own thought at the very start of the answer
                 stripped = self.buffer.lstrip()
                 if stripped.startswith(THINK_BEGIN):
-                    self.buffer = stripped[len(THINK_BEGIN):]
+                    self.buffer = stripped[len(THINK_BEGIN) :]
                     self.in_reasoning = True
                     continue
                 if THINK_BEGIN.startswith(stripped):
@@ -187,7 +194,7 @@ class ToolCallParser:
                     at, marker = min(hits)
                     out.content += self.buffer[:at]
                     # keep a bare call opener in the buffer: it is part of the first call
-                    self.buffer = self.buffer[at + (len(marker) if marker == TOOL_CALLS_BEGIN else 0):]
+                    self.buffer = self.buffer[at + (len(marker) if marker == TOOL_CALLS_BEGIN else 0) :]
                     self.in_calls = True
                     continue
                 safe, held = _split_held(self.buffer, self.open_markers)
@@ -217,15 +224,15 @@ class ToolCallParser:
             sep = self.buffer.find(TOOL_SEP, begin + 1) if begin >= 0 else -1
             if sep < 0:
                 return False
-            name = self.buffer[begin + len(TOOL_CALL_BEGIN):sep].strip()
+            name = self.buffer[begin + len(TOOL_CALL_BEGIN) : sep].strip()
             self.open_call = ParsedToolCall(len(self.calls), new_tool_call_id(), name, "")
             self.calls.append(self.open_call)
-            self.buffer = self.buffer[sep + len(TOOL_SEP):]
+            self.buffer = self.buffer[sep + len(TOOL_SEP) :]
             out.tool_call_pieces.append(ToolCallPiece(self.open_call.index, "", self.open_call.id, name))
             return True
         end = self.buffer.find(TOOL_CALL_END)
         if end >= 0:
-            arguments, self.buffer = self.buffer[:end], self.buffer[end + len(TOOL_CALL_END):]
+            arguments, self.buffer = self.buffer[:end], self.buffer[end + len(TOOL_CALL_END) :]
         else:
             arguments, self.buffer = _split_held(self.buffer, (TOOL_CALL_END,))
         call = self.open_call
@@ -249,7 +256,7 @@ class ToolCallParser:
                 return True
             return False
         if head.startswith(TOOL_CALLS_END):
-            self.buffer = head[len(TOOL_CALLS_END):]
+            self.buffer = head[len(TOOL_CALLS_END) :]
             self.in_calls = False
             return True
         return False
@@ -261,7 +268,7 @@ class ToolCallParser:
         if end < 0:
             return None
         body = self.buffer[:end]
-        self.buffer = self.buffer[end + len(end_marker):]
+        self.buffer = self.buffer[end + len(end_marker) :]
         if self.format.name == "hermes":
             return self._make_call_hermes(body.split("<tool_call>", 1)[-1])
         return self._make_call_deepseek(body.split(TOOL_CALL_BEGIN, 1)[-1])
@@ -270,7 +277,7 @@ class ToolCallParser:
         left, _, right = body.partition(TOOL_SEP)
         if left.strip() == "function":  # V2.5/V3: function<sep>NAME\n```json\nARGS\n```
             name, _, arguments = right.partition("\n")
-        else:                           # V3.1: NAME<sep>ARGS
+        else:  # V3.1: NAME<sep>ARGS
             name, arguments = left, right
         arguments = arguments.strip()
         if arguments.startswith("```"):
@@ -314,10 +321,18 @@ class ToolCallParser:
 class OutputParser:
     """Reasoning first, then tool calls inside the answer: the one object a handler feeds deltas to."""
 
-    def __init__(self, tool_format: ToolCallFormat, *, thinking: bool, tools_enabled: bool,
-                 start_in_reasoning: bool = False, parse_reasoning: bool = True) -> None:
-        self.reasoning = ReasoningParser(start_in_reasoning=start_in_reasoning and thinking,
-                                         enabled=parse_reasoning and thinking)
+    def __init__(
+        self,
+        tool_format: ToolCallFormat,
+        *,
+        thinking: bool,
+        tools_enabled: bool,
+        start_in_reasoning: bool = False,
+        parse_reasoning: bool = True,
+    ) -> None:
+        self.reasoning = ReasoningParser(
+            start_in_reasoning=start_in_reasoning and thinking, enabled=parse_reasoning and thinking
+        )
         self.tools = ToolCallParser(tool_format) if tools_enabled else None
 
     @property

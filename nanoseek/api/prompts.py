@@ -26,22 +26,32 @@ def check_messages(messages: list[ChatMessage], thinking: bool) -> None:
     """Structural rules the renderer cannot know about, each a 400 naming the message."""
     for i, message in enumerate(messages):
         if message.prefix and (message.role != "assistant" or i != len(messages) - 1):
-            raise APIError(400, f"messages[{i}]: `prefix` is only allowed on the last message, which must be an "
-                                "assistant message (chat prefix completion).", param=f"messages[{i}].prefix")
+            raise APIError(
+                400,
+                f"messages[{i}]: `prefix` is only allowed on the last message, which must be an "
+                "assistant message (chat prefix completion).",
+                param=f"messages[{i}].prefix",
+            )
         if message.role == "tool" and not message.tool_call_id:
-            raise APIError(400, f"messages[{i}]: a tool message needs `tool_call_id`.",
-                           param=f"messages[{i}].tool_call_id")
+            raise APIError(
+                400, f"messages[{i}]: a tool message needs `tool_call_id`.", param=f"messages[{i}].tool_call_id"
+            )
         if message.role in ("user", "tool") and message.content is None:
-            raise APIError(400, f"messages[{i}]: a {message.role} message needs `content`.",
-                           param=f"messages[{i}].content")
+            raise APIError(
+                400, f"messages[{i}]: a {message.role} message needs `content`.", param=f"messages[{i}].content"
+            )
     if thinking:
         # the model continues the very thought that issued the calls, so it must be given back
         for i in range(last_user_index(messages) + 1, len(messages)):
             message = messages[i]
             if message.role == "assistant" and message.tool_calls and message.reasoning_content is None:
-                raise APIError(400, f"Missing `reasoning_content` field in the assistant message at message "
-                                    f"index {i}: in thinking mode the reasoning_content of a tool-calling turn "
-                                    "must be passed back to the API.", param=f"messages[{i}].reasoning_content")
+                raise APIError(
+                    400,
+                    f"Missing `reasoning_content` field in the assistant message at message "
+                    f"index {i}: in thinking mode the reasoning_content of a tool-calling turn "
+                    "must be passed back to the API.",
+                    param=f"messages[{i}].reasoning_content",
+                )
 
 
 def messages_for_renderer(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -64,15 +74,17 @@ def messages_for_renderer(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return rendered
 
 
-def render_chat_prompt(tokenizer: Tokenizer, messages: list[ChatMessage], tools: list[Tool] | None,
-                       thinking: bool) -> tuple[str, bool]:
+def render_chat_prompt(
+    tokenizer: Tokenizer, messages: list[ChatMessage], tools: list[Tool] | None, thinking: bool
+) -> tuple[str, bool]:
     """Return (prompt text, whether the model's output starts inside a thought)."""
     tool_dicts = [tool.model_dump(exclude_none=True) for tool in tools] if tools else None
     try:
         prompt = tokenizer.render_chat(messages_for_renderer(messages), tools=tool_dicts, thinking=thinking)
     except (ChatFormatError, TokenizerError) as exc:
-        raise APIError(400, f"Cannot render these messages in the model's chat format: {exc}",
-                       param="messages") from None
+        raise APIError(
+            400, f"Cannot render these messages in the model's chat format: {exc}", param="messages"
+        ) from None
     # a thought left open at the end of the prompt (generation prompt or a prefix's reasoning) is continued
     return prompt, thinking and prompt.rfind(st.THINK_BEGIN) > prompt.rfind(st.THINK_END)
 
@@ -80,6 +92,10 @@ def render_chat_prompt(tokenizer: Tokenizer, messages: list[ChatMessage], tools:
 def render_fim_prompt(tokenizer: Tokenizer, prefix: str, suffix: str) -> str:
     missing = [t for t in (st.FIM_BEGIN, st.FIM_HOLE, st.FIM_END) if not tokenizer.has_token(t)]
     if missing:
-        raise APIError(400, f"This model has no fill-in-the-middle tokens ({', '.join(missing)} missing), so FIM "
-                            "completion is not available for it.", param="suffix")
+        raise APIError(
+            400,
+            f"This model has no fill-in-the-middle tokens ({', '.join(missing)} missing), so FIM "
+            "completion is not available for it.",
+            param="suffix",
+        )
     return render_fim(prefix, suffix)

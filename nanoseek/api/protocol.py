@@ -22,6 +22,7 @@ class Lenient(BaseModel):
 
 # ---------------------------------------------------------------- chat requests
 
+
 class TextPart(Lenient):
     type: Literal["text"] = "text"
     text: str
@@ -132,6 +133,7 @@ class CompletionRequest(SamplingFields):
 
 
 # ---------------------------------------------------------------- chat responses
+
 
 class TopLogprob(BaseModel):
     token: str
@@ -289,6 +291,7 @@ class Health(BaseModel):
 
 
 # ---------------------------------------------------------------- Anthropic messages
+
 
 class AnthropicTextBlock(Lenient):
     type: Literal["text"]

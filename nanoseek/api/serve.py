@@ -25,33 +25,62 @@ from nanoseek.api.settings import DTYPE_CHOICES, Settings, SettingsError, parse_
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nanoseek serve", description="Serve the DeepSeek-compatible API.")
     parser.add_argument("--model", type=Path, help="checkpoint directory (default: the embedded default model)")
-    parser.add_argument("--serve-model", dest="model_map", action="append", metavar="NAME=PATH",
-                        help="serve another checkpoint under a model name (repeatable), e.g. deepseek-reasoner=ckpt")
+    parser.add_argument(
+        "--serve-model",
+        dest="model_map",
+        action="append",
+        metavar="NAME=PATH",
+        help="serve another checkpoint under a model name (repeatable), e.g. deepseek-reasoner=ckpt",
+    )
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
-    parser.add_argument("--api-keys", dest="api_keys_file", type=Path,
-                        help="file of API keys, one per line: KEY [quota=TOKENS] [rpm=N]")
+    parser.add_argument(
+        "--api-keys", dest="api_keys_file", type=Path, help="file of API keys, one per line: KEY [quota=TOKENS] [rpm=N]"
+    )
     parser.add_argument("--rpm", dest="requests_per_minute", type=int, help="requests per minute per key")
     parser.add_argument("--max-queue", type=int, help="requests that may wait before new ones get 503")
     parser.add_argument("--max-batch", type=int, help="sequences decoded together")
-    parser.add_argument("--tool-parser", choices=["auto", "deepseek", "deepseek_v3", "hermes"],
-                        help="tool-call format of the model's output (default: read from the chat template)")
-    parser.add_argument("--reasoning-parser", choices=["auto", "deepseek", "none"],
-                        help="how <think> output is split into reasoning_content")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES,
-                        help="weights in memory (default auto: as the checkpoint stores them); the native C step "
-                             "decodes float32 models, and bfloat16 ones on CPUs with AVX512-BF16 (on AMX tiles "
-                             "where there are any: about 2x float32 at batch 1; BENCHMARKS.md)")
-    parser.add_argument("--no-native", dest="native_decode", action="store_false", default=None,
-                        help="decode with the PyTorch model instead of the native C step (which models use "
-                             "when the machine has a C compiler; BENCHMARKS.md)")
-    parser.add_argument("--compile", dest="compile_decode", action="store_true", default=None,
-                        help="torch.compile the decode steps the native step does not serve (fp16 models, "
-                             "--no-native), with frozen weights: about 1.8x eager tokens/s after a compile at "
-                             "start-up (needs a C++ compiler)")
+    parser.add_argument(
+        "--tool-parser",
+        choices=["auto", "deepseek", "deepseek_v3", "hermes"],
+        help="tool-call format of the model's output (default: read from the chat template)",
+    )
+    parser.add_argument(
+        "--reasoning-parser",
+        choices=["auto", "deepseek", "none"],
+        help="how <think> output is split into reasoning_content",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        help="weights in memory (default auto: as the checkpoint stores them); the native C step "
+        "decodes float32 models, and bfloat16 ones on CPUs with AVX512-BF16 (on AMX tiles "
+        "where there are any: about 2x float32 at batch 1; BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--no-native",
+        dest="native_decode",
+        action="store_false",
+        default=None,
+        help="decode with the PyTorch model instead of the native C step (which models use "
+        "when the machine has a C compiler; BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--compile",
+        dest="compile_decode",
+        action="store_true",
+        default=None,
+        help="torch.compile the decode steps the native step does not serve (fp16 models, "
+        "--no-native), with frozen weights: about 1.8x eager tokens/s after a compile at "
+        "start-up (needs a C++ compiler)",
+    )
     parser.add_argument("--no-web", dest="web", action="store_false", default=None, help="do not serve the web chat")
-    parser.add_argument("--graceful-seconds", type=float, default=30.0,
-                        help="how long in-flight requests may run on after a shutdown signal")
+    parser.add_argument(
+        "--graceful-seconds",
+        type=float,
+        default=30.0,
+        help="how long in-flight requests may run on after a shutdown signal",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -70,10 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanoseek serve: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"nanoseek serve: {app.state.model_label} on http://{settings.host}:{settings.port} "
-          f"({'API keys required' if settings.api_keys else 'no API keys'})", file=sys.stderr)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=args.graceful_seconds, access_log=False)
+    print(
+        f"nanoseek serve: {app.state.model_label} on http://{settings.host}:{settings.port} "
+        f"({'API keys required' if settings.api_keys else 'no API keys'})",
+        file=sys.stderr,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=args.graceful_seconds,
+        access_log=False,
+    )
     uvicorn.Server(config).run()
     return 0
 

@@ -69,11 +69,14 @@ def serve_model(engine: Engine, settings: Settings, label: str, checkpoint: Path
     generation_config = read_generation_config(checkpoint) if checkpoint is not None else {}
     thinking_sampling = {name: float(generation_config.get(name, 1.0)) for name in ("temperature", "top_p")}
     return ServedModel(
-        engine=engine, tokenizer=tokenizer, thinking_sampling=thinking_sampling,
+        engine=engine,
+        tokenizer=tokenizer,
+        thinking_sampling=thinking_sampling,
         tool_format=tool_format_for_template(tokenizer.chat_template, settings.tool_parser),
         parse_reasoning=settings.reasoning_parser != "none",
         context_length=engine.cache.slot_capacity,
-        fingerprint="fp_" + hashlib.sha256(label.encode()).hexdigest()[:10])
+        fingerprint="fp_" + hashlib.sha256(label.encode()).hexdigest()[:10],
+    )
 
 
 class ModelRegistry:
@@ -86,8 +89,12 @@ class ModelRegistry:
 
     def resolve(self, name: str) -> tuple[ServedModel, bool]:
         if name not in self.names:
-            raise APIError(400, f"Model Not Exist: {name!r}; available models: {', '.join(self.names)}.",
-                           param="model", code="model_not_found")
+            raise APIError(
+                400,
+                f"Model Not Exist: {name!r}; available models: {', '.join(self.names)}.",
+                param="model",
+                code="model_not_found",
+            )
         return self.names[name], name == "deepseek-reasoner"
 
     def all_engines(self) -> list[Engine]:
@@ -114,12 +121,17 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
 def choose_max_tokens(requested: int | None, prompt_tokens: int, served: ServedModel, settings: Settings) -> int:
     room = served.context_length - prompt_tokens
     if room < 1:
-        raise APIError(400, f"This model's maximum context length is {served.context_length} tokens; the prompt "
-                            f"has {prompt_tokens} tokens, leaving no room for an answer. Shorten the messages.",
-                       param="messages", code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"This model's maximum context length is {served.context_length} tokens; the prompt "
+            f"has {prompt_tokens} tokens, leaving no room for an answer. Shorten the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
     if requested is not None and requested > settings.max_tokens_limit:
-        raise APIError(422, f"max_tokens must be at most {settings.max_tokens_limit}, got {requested}.",
-                       param="max_tokens")
+        raise APIError(
+            422, f"max_tokens must be at most {settings.max_tokens_limit}, got {requested}.", param="max_tokens"
+        )
     return min(requested or settings.max_tokens_default, room)
 
 
@@ -142,8 +154,14 @@ class EventSource:
     """The engine's event stream for one request, with keep-alives while it waits and cancellation when
     the consumer goes away (client disconnect, shutdown): closing it cancels the request in the engine."""
 
-    def __init__(self, engine: Engine, request: Request, iterator: AsyncIterator[StreamEvent],
-                 first: StreamEvent, keepalive_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        request: Request,
+        iterator: AsyncIterator[StreamEvent],
+        first: StreamEvent,
+        keepalive_seconds: float,
+    ) -> None:
         self.engine, self.request, self.iterator = engine, request, iterator
         self.first: StreamEvent | None = first
         self.keepalive_seconds = keepalive_seconds
@@ -152,15 +170,18 @@ class EventSource:
         self.error: APIError | None = None  # set by collect_into when the request failed mid-way
 
     @classmethod
-    async def open(cls, engine: Engine, request: Request, keepalive_seconds: float) -> "EventSource":
+    async def open(cls, engine: Engine, request: Request, keepalive_seconds: float) -> EventSource:
         if request.request_id is None:
             request.request_id = uuid.uuid4().hex
         try:
             iterator = engine.stream(request).__aiter__()
             first = await iterator.__anext__()
         except EngineOverloaded:
-            raise APIError(503, "Server Overloaded: the request queue is full; retry after a brief wait.",
-                           headers={"Retry-After": "1"}) from None
+            raise APIError(
+                503,
+                "Server Overloaded: the request queue is full; retry after a brief wait.",
+                headers={"Retry-After": "1"},
+            ) from None
         except ValueError as exc:  # the engine refused the request itself (too long for its KV budget, ...)
             raise APIError(400, f"The engine cannot run this request: {exc}") from None
         return cls(engine, request, iterator, first, keepalive_seconds)
@@ -191,8 +212,7 @@ class EventSource:
             except Exception:  # the engine failed while running it: the response has begun, so say so in it
                 self.finished = True
                 log.exception("engine failure on request %s", self.request.request_id)
-                raise APIError(500, "The model failed while generating; the details are in the server log.") \
-                    from None
+                raise APIError(500, "The model failed while generating; the details are in the server log.") from None
             yield event
             if event.usage is not None:
                 self.finished = True

@@ -47,7 +47,7 @@ class KeyPolicy:
 
 @dataclass
 class Settings:
-    model: Path | None = None             # None: the embedded default model
+    model: Path | None = None  # None: the embedded default model
     # other checkpoints behind particular public names, e.g. {"deepseek-reasoner": Path("r1-ckpt")};
     # names not listed here are served by `model`
     model_map: dict[str, Path] = field(default_factory=dict)
@@ -57,25 +57,25 @@ class Settings:
     api_keys: list[KeyPolicy] = field(default_factory=list)
     requests_per_minute: int | None = None  # per key (or per client address when no keys are configured)
     max_body_bytes: int = 4 * 1024 * 1024
-    max_tokens_default: int = 4096         # when a request gives no max_tokens
-    max_tokens_limit: int = 8192           # the largest max_tokens a request may ask for
-    keepalive_seconds: float = 5.0         # period of `: keep-alive` comments while a request waits
+    max_tokens_default: int = 4096  # when a request gives no max_tokens
+    max_tokens_limit: int = 8192  # the largest max_tokens a request may ask for
+    keepalive_seconds: float = 5.0  # period of `: keep-alive` comments while a request waits
     # engine sizing: a bounded queue is what turns overload into 503 instead of unbounded latency
     max_batch: int = 16
     max_queue: int = 256
     kv_budget_tokens: int = 65536
     prefill_chunk: int = 512
-    dtype: str = "auto"                    # weights in memory: auto (the checkpoint's) | float32 | bfloat16 | float16
-    native_decode: bool = True             # decode steps of fp32 models in one C call (engine/native.py)
-    compile_decode: bool = False           # torch.compile the decode steps the native path does not serve
+    dtype: str = "auto"  # weights in memory: auto (the checkpoint's) | float32 | bfloat16 | float16
+    native_decode: bool = True  # decode steps of fp32 models in one C call (engine/native.py)
+    compile_decode: bool = False  # torch.compile the decode steps the native path does not serve
     # how the model's output is parsed: "auto" reads the checkpoint's chat template
-    tool_parser: str = "auto"              # auto | deepseek | deepseek_v3 | hermes
-    reasoning_parser: str = "auto"         # auto | deepseek (<think>…</think>) | none
+    tool_parser: str = "auto"  # auto | deepseek | deepseek_v3 | hermes
+    reasoning_parser: str = "auto"  # auto | deepseek (<think>…</think>) | none
     db_path: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("nanoseek")) / "web.sqlite3")
     web: bool = True
     log_level: str = "info"
 
-    def validate(self) -> "Settings":
+    def validate(self) -> Settings:
         if not (0 < self.port < 65536):
             raise SettingsError(f"port must be in 1..65535, got {self.port}")
         if self.tool_parser not in ("auto", "deepseek", "deepseek_v3", "hermes"):
@@ -92,7 +92,8 @@ class Settings:
             raise SettingsError(
                 f"refusing to bind {self.host}: it is reachable from other machines and no API keys are "
                 "configured, so anyone could use this server. Pass --api-keys FILE (or NANOSEEK_API_KEYS), "
-                "or bind 127.0.0.1.")
+                "or bind 127.0.0.1."
+            )
         return self
 
     @property

@@ -37,15 +37,23 @@ ANY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 
 def _unsupported(keyword: str, where: str, why: str = "") -> APIError:
     detail = f" ({why})" if why else ""
-    return APIError(400, f"Invalid strict tool schema: keyword '{keyword}' at {where} is not supported in "
-                         f"strict mode{detail}.", param=where, code="invalid_tool_schema")
+    return APIError(
+        400,
+        f"Invalid strict tool schema: keyword '{keyword}' at {where} is not supported in strict mode{detail}.",
+        param=where,
+        code="invalid_tool_schema",
+    )
 
 
 def check_strict_schema(schema: Any, where: str, defs: dict[str, Any] | None = None) -> None:
     """Raise APIError(400) naming the first keyword outside DeepSeek's strict subset."""
     if not isinstance(schema, dict):
-        raise APIError(400, f"Invalid strict tool schema at {where}: expected an object, got {type(schema).__name__}.",
-                       param=where, code="invalid_tool_schema")
+        raise APIError(
+            400,
+            f"Invalid strict tool schema at {where}: expected an object, got {type(schema).__name__}.",
+            param=where,
+            code="invalid_tool_schema",
+        )
     defs = {**(defs or {}), **schema.get("$defs", {})}
     for name, sub in schema.get("$defs", {}).items():
         check_strict_schema(sub, f"{where}.$defs.{name}", defs)
@@ -54,8 +62,12 @@ def check_strict_schema(schema: Any, where: str, defs: dict[str, Any] | None = N
         if not (isinstance(ref, str) and (ref == "#" or ref.startswith("#/$defs/"))):
             raise _unsupported("$ref", where, f"only '#' and '#/$defs/...' references are supported, got {ref!r}")
         if ref != "#" and ref.removeprefix("#/$defs/") not in defs:
-            raise APIError(400, f"Invalid strict tool schema: $ref {ref!r} at {where} points to no $defs entry.",
-                           param=where, code="invalid_tool_schema")
+            raise APIError(
+                400,
+                f"Invalid strict tool schema: $ref {ref!r} at {where} points to no $defs entry.",
+                param=where,
+                code="invalid_tool_schema",
+            )
         return
     if "anyOf" in schema:
         for i, sub in enumerate(schema["anyOf"]):
@@ -65,8 +77,12 @@ def check_strict_schema(schema: Any, where: str, defs: dict[str, Any] | None = N
     if schema_type is None:
         if "enum" in schema or "const" in schema:
             return
-        raise APIError(400, f"Invalid strict tool schema at {where}: every schema needs a 'type' "
-                            "(or 'enum', 'anyOf', '$ref').", param=where, code="invalid_tool_schema")
+        raise APIError(
+            400,
+            f"Invalid strict tool schema at {where}: every schema needs a 'type' (or 'enum', 'anyOf', '$ref').",
+            param=where,
+            code="invalid_tool_schema",
+        )
     types = schema_type if isinstance(schema_type, list) else [schema_type]
     allowed = set(COMMON_KEYWORDS)
     for t in types:
@@ -82,12 +98,21 @@ def check_strict_schema(schema: Any, where: str, defs: dict[str, Any] | None = N
         properties = schema.get("properties", {})
         missing = sorted(set(properties) - set(schema.get("required", [])))
         if missing:
-            raise APIError(400, f"Invalid strict tool schema at {where}: in strict mode every property must be "
-                                f"in 'required'; missing {missing}.", param=where, code="invalid_tool_schema")
+            raise APIError(
+                400,
+                f"Invalid strict tool schema at {where}: in strict mode every property must be "
+                f"in 'required'; missing {missing}.",
+                param=where,
+                code="invalid_tool_schema",
+            )
         if schema.get("additionalProperties", True) is not False:
-            raise APIError(400, f"Invalid strict tool schema at {where}: strict mode needs "
-                                "'additionalProperties': false on every object.", param=where,
-                           code="invalid_tool_schema")
+            raise APIError(
+                400,
+                f"Invalid strict tool schema at {where}: strict mode needs "
+                "'additionalProperties': false on every object.",
+                param=where,
+                code="invalid_tool_schema",
+            )
         for name, sub in properties.items():
             check_strict_schema(sub, f"{where}.properties.{name}", defs)
     if "array" in types and "items" in schema:
@@ -109,12 +134,17 @@ def arguments_grammar(tool: Tool) -> str:
     (a model left free to put whitespace between tokens can pad forever; compact JSON parses the same)."""
     schema = tool.function.parameters or ANY_OBJECT_SCHEMA
     try:
-        grammar = xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False,
-                                                    strict_mode=tool.function.strict)
+        grammar = xgrammar.Grammar.from_json_schema(
+            json.dumps(schema), any_whitespace=False, strict_mode=tool.function.strict
+        )
     except Exception:  # noqa: BLE001 - xgrammar raises several types; a non-strict schema still gets valid JSON
         if tool.function.strict:
-            raise APIError(400, f"Invalid strict tool schema for {tool.function.name!r}: it cannot be compiled "
-                                "into a grammar.", param="tools", code="invalid_tool_schema") from None
+            raise APIError(
+                400,
+                f"Invalid strict tool schema for {tool.function.name!r}: it cannot be compiled into a grammar.",
+                param="tools",
+                code="invalid_tool_schema",
+            ) from None
         grammar = xgrammar.Grammar.from_json_schema(json.dumps(ANY_OBJECT_SCHEMA), any_whitespace=False)
     return str(grammar)
 
@@ -122,8 +152,9 @@ def arguments_grammar(tool: Tool) -> str:
 ToolMode = Literal["required", "named", "auto"]
 
 
-def tool_call_structural_tag(tool_format: ToolCallFormat, tools: list[Tool], mode: ToolMode,
-                             tokenizer: Tokenizer) -> dict[str, Any]:
+def tool_call_structural_tag(
+    tool_format: ToolCallFormat, tools: list[Tool], mode: ToolMode, tokenizer: Tokenizer
+) -> dict[str, Any]:
     """An xgrammar structural tag: `required`/`named` force calls right away (named: exactly one), `auto`
     lets the model write text and constrains only what follows the tool-call trigger. Markers that are
     special tokens of the checkpoint must be that one token (not their spelling in byte tokens), which keeps
@@ -142,25 +173,45 @@ def tool_call_structural_tag(tool_format: ToolCallFormat, tools: list[Tool], mod
     tags = []
     for tool in tools:
         before, after = tool_format.call_pieces(tool.function.name)
-        inner = [piece(p) for p in before[1:]] + [{"type": "grammar", "grammar": arguments_grammar(tool)}] + \
-            [piece(p) for p in after[:-1]]
+        inner = (
+            [piece(p) for p in before[1:]]
+            + [{"type": "grammar", "grammar": arguments_grammar(tool)}]
+            + [piece(p) for p in after[:-1]]
+        )
         content = inner[0] if len(inner) == 1 else {"type": "sequence", "elements": inner}
         tags.append({"type": "tag", "begin": literal(before[0]), "content": content, "end": literal(after[-1])})
-    calls = {"type": "tags_with_separator", "tags": tags, "separator": tool_format.call_separator,
-             "at_least_one": True, "stop_after_first": mode == "named"}
+    calls = {
+        "type": "tags_with_separator",
+        "tags": tags,
+        "separator": tool_format.call_separator,
+        "at_least_one": True,
+        "stop_after_first": mode == "named",
+    }
     if mode == "auto":
         if not tool_format.calls_begin:
             fmt: dict[str, Any] = {"type": "triggered_tags", "triggers": [tool_format.trigger], "tags": tags}
         else:
-            block = {"type": "tag", "begin": literal(tool_format.calls_begin), "content": calls,
-                     "end": literal(tool_format.calls_end)}
+            block = {
+                "type": "tag",
+                "begin": literal(tool_format.calls_begin),
+                "content": calls,
+                "end": literal(tool_format.calls_end),
+            }
             opener = piece(tool_format.calls_begin)
             if opener["type"] == "token":
-                fmt = {"type": "token_triggered_tags", "trigger_tokens": [opener["token"]], "tags": [block],
-                       "stop_after_first": True}
+                fmt = {
+                    "type": "token_triggered_tags",
+                    "trigger_tokens": [opener["token"]],
+                    "tags": [block],
+                    "stop_after_first": True,
+                }
             else:
-                fmt = {"type": "triggered_tags", "triggers": [tool_format.calls_begin], "tags": [block],
-                       "stop_after_first": True}
+                fmt = {
+                    "type": "triggered_tags",
+                    "triggers": [tool_format.calls_begin],
+                    "tags": [block],
+                    "stop_after_first": True,
+                }
         return {"type": "structural_tag", "format": fmt}
     if not tool_format.calls_begin:
         return {"type": "structural_tag", "format": calls}

@@ -24,8 +24,7 @@ THINK_END = "</think>"
 DIM, RESET = "\033[2m", "\033[0m"
 
 
-async def answer(engine: Engine, prompt_ids: list[int], params: SamplingParams, thinking: bool,
-                 out=sys.stdout) -> str:
+async def answer(engine: Engine, prompt_ids: list[int], params: SamplingParams, thinking: bool, out=sys.stdout) -> str:
     """Stream one reply to `out`; return the answer text without its reasoning."""
     styled = thinking and out.isatty()
     in_reasoning = thinking
@@ -55,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", default=None, help="a system prompt")
     args = parser.parse_args(argv)
     if not (args.model / "config.json").is_file():
-        print(f"nanoseek chat: no checkpoint at {args.model} (config.json missing); pass --model PATH",
-              file=sys.stderr)
+        print(f"nanoseek chat: no checkpoint at {args.model} (config.json missing); pass --model PATH", file=sys.stderr)
         return 2
     try:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p)

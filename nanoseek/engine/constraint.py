@@ -47,8 +47,10 @@ class Constraint:
         """Output that validates against `schema`. Whitespace is compact by default: a small model left
         free to emit whitespace between tokens can pad forever, and compact JSON parses the same."""
         text = schema if isinstance(schema, str) else _dump(schema, "JSON schema")
-        _check(lambda: xgr.Grammar.from_json_schema(text, any_whitespace=any_whitespace),
-               "invalid or unsupported JSON schema")
+        _check(
+            lambda: xgr.Grammar.from_json_schema(text, any_whitespace=any_whitespace),
+            "invalid or unsupported JSON schema",
+        )
         return cls("json_schema", text, any_whitespace)
 
     @classmethod
@@ -105,8 +107,13 @@ def build_tokenizer_info(tokenizer: Tokenizer, vocab_size: int, stop_token_ids: 
     # The same detection xgrammar's from_huggingface runs, without needing a transformers tokenizer:
     # byte-level BPE (nanoseek's own, GPT-2, Qwen2) vs. SentencePiece-style byte-fallback vocabularies.
     metadata = xgr.TokenizerInfo._detect_metadata_from_hf(tokenizer.backend.to_str())
-    return xgr.TokenizerInfo(encoded_vocab, vocab_type=metadata["vocab_type"], vocab_size=vocab_size,
-                             stop_token_ids=stop_token_ids, add_prefix_space=metadata["add_prefix_space"])
+    return xgr.TokenizerInfo(
+        encoded_vocab,
+        vocab_type=metadata["vocab_type"],
+        vocab_size=vocab_size,
+        stop_token_ids=stop_token_ids,
+        add_prefix_space=metadata["add_prefix_space"],
+    )
 
 
 class GrammarBackend:

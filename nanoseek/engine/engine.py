@@ -140,10 +140,20 @@ class _Sequence:
 
 
 class Engine:
-    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, *, kv_budget_tokens: int = 65536,
-                 max_batch: int = 32, max_queue: int = 256, prefill_chunk: int = 512,
-                 keepalive_interval: float = 1.0, eos_token_ids: list[int] | None = None,
-                 compile_decode: bool = False, native_decode: bool = True) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        kv_budget_tokens: int = 65536,
+        max_batch: int = 32,
+        max_queue: int = 256,
+        prefill_chunk: int = 512,
+        keepalive_interval: float = 1.0,
+        eos_token_ids: list[int] | None = None,
+        compile_decode: bool = False,
+        native_decode: bool = True,
+    ) -> None:
         if min(kv_budget_tokens, max_batch, max_queue, prefill_chunk) < 1:
             raise ValueError("kv_budget_tokens, max_batch, max_queue and prefill_chunk must all be >= 1")
         self.model = model.eval()
@@ -156,10 +166,18 @@ class Engine:
         if eos_token_ids is None:
             eos_token_ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
             config_eos = config.eos_token_id
-            eos_token_ids += config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else []
+            eos_token_ids += (
+                config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else []
+            )
         self.eos_token_ids = frozenset(eos_token_ids)
-        self.cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim,
-                                 max_batch, min(config.max_position_embeddings, kv_budget_tokens), model.dtype)
+        self.cache = SlotKVCache(
+            config.num_hidden_layers,
+            config.num_key_value_heads,
+            config.head_dim,
+            max_batch,
+            min(config.max_position_embeddings, kv_budget_tokens),
+            model.dtype,
+        )
         self.prefix_store = PrefixStore()
         # A decode step of a small model is mostly per-op overhead: torch.compile (inductor, C++ wrapper) fuses
         # the elementwise ops and calls the rest from C++, and with `freezing` it folds the weights in as
@@ -173,8 +191,9 @@ class Engine:
         self._decode_model = self.model
         self._weight_versions: list[tuple[torch.Tensor, int]] = []
         if compile_decode:
-            self._decode_model = torch.compile(self.model, dynamic=True,
-                                               options={"cpp_wrapper": True, "freezing": True})
+            self._decode_model = torch.compile(
+                self.model, dynamic=True, options={"cpp_wrapper": True, "freezing": True}
+            )
         # Faster still where it applies (fp32 nanoseek Transformer on the CPU, a C compiler on the machine):
         # the whole decode step in one C call (native.py, native_decode.c; BENCHMARKS.md "fourth round").
         # It takes precedence over the compiled step; the model (compiled or not) decodes what it does not.
@@ -324,18 +343,23 @@ class Engine:
             raise ValueError("prompt_ids is empty: the model needs at least one token to condition on")
         bad = [t for t in prompt if not isinstance(t, int) or not 0 <= t < self.vocab_size]
         if bad:
-            raise ValueError(f"prompt_ids holds {len(bad)} id(s) outside the vocabulary [0, {self.vocab_size}), "
-                             f"e.g. {bad[0]!r}")
+            raise ValueError(
+                f"prompt_ids holds {len(bad)} id(s) outside the vocabulary [0, {self.vocab_size}), e.g. {bad[0]!r}"
+            )
         capacity = self.cache.slot_capacity
         if len(prompt) >= capacity:
-            raise ValueError(f"prompt has {len(prompt)} tokens; this engine holds at most {capacity - 1} "
-                             f"prompt tokens per sequence (context {capacity})")
+            raise ValueError(
+                f"prompt has {len(prompt)} tokens; this engine holds at most {capacity - 1} "
+                f"prompt tokens per sequence (context {capacity})"
+            )
         if params.n > self.max_batch:
             raise ValueError(f"n={params.n} samples exceed the engine's max_batch={self.max_batch}")
         reserve = min(len(prompt) + params.max_tokens, capacity)
         if reserve * params.n > self.kv_budget_tokens:
-            raise ValueError(f"request needs {reserve * params.n} KV-cache tokens ((prompt + max_tokens) x n) but "
-                             f"the engine's kv_budget_tokens is {self.kv_budget_tokens}: lower max_tokens or n")
+            raise ValueError(
+                f"request needs {reserve * params.n} KV-cache tokens ((prompt + max_tokens) x n) but "
+                f"the engine's kv_budget_tokens is {self.kv_budget_tokens}: lower max_tokens or n"
+            )
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
         request_id = request.request_id or f"req-{uuid.uuid4().hex}"
         return _Group(request_id, prompt, params, sink, stop_ids, reserve)
@@ -403,7 +427,7 @@ class Engine:
         prefill_budget = self.prefill_chunk
         while self._prefilling and prefill_budget > 0:
             prefill_budget -= self._prefill_chunk(prefill_budget)
-        decoding = [s for s in self._slot_owner[:self._slots_used] if s is not None and s.decoding]
+        decoding = [s for s in self._slot_owner[: self._slots_used] if s is not None and s.decoding]
         if decoding:
             self._decode(decoding)
         self.counters["steps"] += 1
@@ -431,8 +455,12 @@ class Engine:
     def _start(self, group: _Group) -> None:
         params = group.params
         try:
-            matchers = [self._grammar_backend().matcher(params.constraint, sorted(group.stop_ids))
-                        if params.constraint is not None else None for _ in range(params.n)]
+            matchers = [
+                self._grammar_backend().matcher(params.constraint, sorted(group.stop_ids))
+                if params.constraint is not None
+                else None
+                for _ in range(params.n)
+            ]
         except Exception as exc:  # a grammar xgrammar cannot compile fails its own request, not the batch
             with self._lock:
                 self._in_flight.pop(group.request_id, None)
@@ -443,9 +471,16 @@ class Engine:
         for index, matcher in enumerate(matchers):
             slot = self._slots_used
             self._slots_used += 1
-            sequence = _Sequence(group, index, slot, RowSampler(params, index, self.vocab_size),
-                                 IncrementalDetokenizer(self.tokenizer), StopStringMatcher(params.stop),
-                                 matcher, constraint_active=matcher is not None and params.constraint_after_token is None)
+            sequence = _Sequence(
+                group,
+                index,
+                slot,
+                RowSampler(params, index, self.vocab_size),
+                IncrementalDetokenizer(self.tokenizer),
+                StopStringMatcher(params.stop),
+                matcher,
+                constraint_active=matcher is not None and params.constraint_after_token is None,
+            )
             self._slot_owner[slot] = sequence
             group.sequences.append(sequence)
         group.unfinished = params.n
@@ -486,15 +521,21 @@ class Engine:
         groups = [head]
         if length == remaining:  # only prompts that finish in this chunk are batched (the common case)
             for group in itertools.islice(self._prefilling, 1, None):
-                if ((len(groups) + 1) * length > min(budget, row_limit) or group.prefill_position != start
-                        or len(group.prompt_ids) != len(head.prompt_ids)):
+                if (
+                    (len(groups) + 1) * length > min(budget, row_limit)
+                    or group.prefill_position != start
+                    or len(group.prompt_ids) != len(head.prompt_ids)
+                ):
                     break
                 groups.append(group)
-        chunks = [group.prompt_ids[start:start + length] for group in groups]
+        chunks = [group.prompt_ids[start : start + length] for group in groups]
         if native:
             positions = list(range(start, start + length))
-            rows = self.native.step([token for chunk in chunks for token in chunk], positions * len(groups),
-                                    [group.sequences[0].slot for group in groups for _ in positions])
+            rows = self.native.step(
+                [token for chunk in chunks for token in chunk],
+                positions * len(groups),
+                [group.sequences[0].slot for group in groups for _ in positions],
+            )
             logits = rows[length - 1 :: length]
         else:
             # Positions start.. come from cache.seq_len.
@@ -559,15 +600,17 @@ class Engine:
         logprobs: dict[int, TokenLogprob] = {}
         if raw_logprobs is not None:
             for position, row in enumerate(logprob_rows):
-                logprobs[row] = self._logprob_entry(raw_logprobs[position], tokens[row],
-                                                    sequences[row].group.params.top_logprobs)
+                logprobs[row] = self._logprob_entry(
+                    raw_logprobs[position], tokens[row], sequences[row].group.params.top_logprobs
+                )
         # Last slot first: a sequence that finishes frees its slot by moving the last one's cache into it
         # (_free_slot), so when several finish in one step, those above them are retired before they would move.
         for row in sorted(range(len(sequences)), key=lambda row: sequences[row].slot, reverse=True):
             self._accept(sequences[row], tokens[row], logprobs.get(row))
 
-    def _enforce_grammar(self, logits: torch.Tensor, sequences: list[_Sequence], rows: list[int],
-                         tokens: list[int]) -> None:
+    def _enforce_grammar(
+        self, logits: torch.Tensor, sequences: list[_Sequence], rows: list[int], tokens: list[int]
+    ) -> None:
         """Make the token of every constrained row one its grammar accepts, advancing its matcher by it.
 
         Greedy and plain-temperature rows draw first and ask the grammar only on a miss: a token drawn from the
@@ -576,6 +619,7 @@ class Engine:
         p(t) / p(allowed): exactly the masked distribution (for greedy rows the masked argmax), while the common
         case costs one accept_token (~2 us) instead of a bitmask fill (~20-70 us) and a redraw. Rows with top-k
         or top-p always draw among the allowed tokens, since their cut depends on which tokens are allowed."""
+
         def kept(row: int) -> bool:
             sequence = sequences[row]
             draws_first = sequence.sampler.greedy or sequence.sampler.plain
@@ -619,9 +663,14 @@ class Engine:
             elif len(sequence.tokens) >= params.max_tokens or sequence.length >= self.cache.slot_capacity:
                 finish = "length"
                 text += self._release_held_text(sequence)
-        event = StreamEvent(index=sequence.index, text=text, token_ids=[token],
-                            logprobs=[logprob] if logprob is not None else None, finish_reason=finish,
-                            stop_string=stop_hit)
+        event = StreamEvent(
+            index=sequence.index,
+            text=text,
+            token_ids=[token],
+            logprobs=[logprob] if logprob is not None else None,
+            finish_reason=finish,
+            stop_string=stop_hit,
+        )
         if finish is not None:
             event.usage = self._retire(sequence)
         group.sink(event)
@@ -664,8 +713,11 @@ class Engine:
             return None
         with self._lock:
             self._in_flight.pop(group.request_id, None)
-        return Usage(prompt_tokens=len(group.prompt_ids), cached_tokens=group.cached_tokens,
-                     completion_tokens=sum(len(s.tokens) for s in group.sequences))
+        return Usage(
+            prompt_tokens=len(group.prompt_ids),
+            cached_tokens=group.cached_tokens,
+            completion_tokens=sum(len(s.tokens) for s in group.sequences),
+        )
 
     def _free_slot(self, sequence: _Sequence) -> None:
         """Release a slot and keep running sequences packed in slots 0..used-1 (contiguous decode batch)."""
@@ -683,8 +735,9 @@ class Engine:
     def _cancel(self, request_id: str) -> None:
         group = next((g for g in self._waiting if g.request_id == request_id), None)
         if group is None:
-            group = next((s.group for s in self._slot_owner[:self._slots_used] if s.group.request_id == request_id),
-                         None)
+            group = next(
+                (s.group for s in self._slot_owner[: self._slots_used] if s.group.request_id == request_id), None
+            )
         if group is not None:  # else it already finished
             self._cancel_group(group)
 
@@ -697,8 +750,13 @@ class Engine:
                 self._in_flight.pop(group.request_id, None)
             for index in range(group.params.n):
                 last = index == group.params.n - 1
-                group.sink(StreamEvent(index=index, finish_reason="cancelled",
-                                       usage=Usage(len(group.prompt_ids), 0, 0) if last else None))
+                group.sink(
+                    StreamEvent(
+                        index=index,
+                        finish_reason="cancelled",
+                        usage=Usage(len(group.prompt_ids), 0, 0) if last else None,
+                    )
+                )
             return
         if group in self._prefilling:
             self._prefilling.remove(group)
@@ -713,12 +771,12 @@ class Engine:
         with self._lock:
             self._waiting.extend(self._inbox)
             self._inbox = []
-        running = {id(s.group): s.group for s in self._slot_owner[:self._slots_used]}
+        running = {id(s.group): s.group for s in self._slot_owner[: self._slots_used]}
         for group in list(self._waiting) + list(running.values()):
             self._cancel_group(group)
 
     def _fail_everything(self, error: BaseException) -> None:
-        groups = {id(s.group): s.group for s in self._slot_owner[:self._slots_used] if s is not None}
+        groups = {id(s.group): s.group for s in self._slot_owner[: self._slots_used] if s is not None}
         with self._lock:
             pending = list(self._waiting) + self._inbox
             self._inbox, self._queued = [], 0
@@ -763,7 +821,14 @@ class _Collector:
     def result(self, group: _Group) -> Completion:
         if self.error is not None:
             raise self.error
-        outputs = [SampleOutput(i, "".join(self.texts[i]), self.tokens[i],
-                                self.logprobs[i] if group.params.logprobs else None, self.finish[i] or "cancelled")
-                   for i in range(len(self.texts))]
+        outputs = [
+            SampleOutput(
+                i,
+                "".join(self.texts[i]),
+                self.tokens[i],
+                self.logprobs[i] if group.params.logprobs else None,
+                self.finish[i] or "cancelled",
+            )
+            for i in range(len(self.texts))
+        ]
         return Completion(group.request_id, outputs, self.usage)

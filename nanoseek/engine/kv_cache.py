@@ -51,8 +51,9 @@ def zeroed_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 class SlotKVCache:
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, num_slots: int,
-                 slot_capacity: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self, num_layers: int, num_kv_heads: int, head_dim: int, num_slots: int, slot_capacity: int, dtype: torch.dtype
+    ) -> None:
         shape = (num_slots, num_kv_heads, slot_capacity, head_dim)
         self.keys = [zeroed_tensor(shape, dtype) for _ in range(num_layers)]
         self.values = [zeroed_tensor(shape, dtype) for _ in range(num_layers)]
@@ -132,22 +133,23 @@ class SlotKVCache:
         gqa = q.shape[1] != k.shape[1]
         if self._prefill_slots is not None:
             slots, start, length = self._prefill_slots, self._prefill_start, k.shape[2]
-            keys[slots, :, start:start + length] = k
-            values[slots, :, start:start + length] = v
-            visible_keys = keys[slots, :, :start + length]
-            visible_values = values[slots, :, :start + length]
-            return F.scaled_dot_product_attention(q, visible_keys, visible_values, attn_mask=self._mask,
-                                                  is_causal=self._causal, enable_gqa=gqa)
+            keys[slots, :, start : start + length] = k
+            values[slots, :, start : start + length] = v
+            visible_keys = keys[slots, :, : start + length]
+            visible_values = values[slots, :, : start + length]
+            return F.scaled_dot_product_attention(
+                q, visible_keys, visible_values, attn_mask=self._mask, is_causal=self._causal, enable_gqa=gqa
+            )
         if self._uniform_write:
             position = self._key_length - 1
-            keys[self._slots, :, position:position + 1] = k
-            values[self._slots, :, position:position + 1] = v
+            keys[self._slots, :, position : position + 1] = k
+            values[self._slots, :, position : position + 1] = v
         else:
             rows, head_dim = self._write_rows, self.head_dim
             keys.view(-1, head_dim).index_copy_(0, rows, k.reshape(-1, head_dim))
             values.view(-1, head_dim).index_copy_(0, rows, v.reshape(-1, head_dim))
-        visible_keys = keys[self._slots, :, :self._key_length]
-        visible_values = values[self._slots, :, :self._key_length]
+        visible_keys = keys[self._slots, :, : self._key_length]
+        visible_values = values[self._slots, :, : self._key_length]
         return F.scaled_dot_product_attention(q, visible_keys, visible_values, attn_mask=self._mask, enable_gqa=gqa)
 
     # ---- slot bookkeeping --------------------------------------------------------------------------
@@ -164,8 +166,9 @@ class SlotKVCache:
         out = []
         for keys, values in zip(self.keys, self.values):
             pair = torch.stack((keys[slot, :, start:stop], values[slot, :, start:stop]))  # [2, Hkv, T, D]
-            out.append(pair.view(2, self.num_kv_heads, num_blocks, BLOCK_TOKENS, self.head_dim).transpose(1, 2)
-                       .contiguous())
+            out.append(
+                pair.view(2, self.num_kv_heads, num_blocks, BLOCK_TOKENS, self.head_dim).transpose(1, 2).contiguous()
+            )
         return out
 
     def write_blocks(self, slot: int, blocks: list[PrefixBlock]) -> None:
@@ -203,7 +206,7 @@ class PrefixStore:
         """(chain key, tokens) of every whole block of `token_ids`."""
         keys, parent = [], None
         for start in range(0, len(token_ids) - BLOCK_TOKENS + 1, BLOCK_TOKENS):
-            tokens = tuple(token_ids[start:start + BLOCK_TOKENS])
+            tokens = tuple(token_ids[start : start + BLOCK_TOKENS])
             parent = hash((parent, tokens))
             keys.append((parent, tokens))
         return keys
@@ -224,8 +227,7 @@ class PrefixStore:
         last_logits = blocks[-1].last_logits if blocks and covers_prompt else None
         return blocks, last_logits
 
-    def insert(self, token_ids: list[int], cache: SlotKVCache, slot: int,
-               last_logits: torch.Tensor | None) -> None:
+    def insert(self, token_ids: list[int], cache: SlotKVCache, slot: int, last_logits: torch.Tensor | None) -> None:
         """Store the whole blocks of a freshly prefilled prompt that are not stored yet."""
         keys = self.block_keys(token_ids)
         missing = [i for i, (key, _) in enumerate(keys) if key not in self.blocks]
@@ -249,4 +251,3 @@ class PrefixStore:
             self.blocks.popitem(last=False)
             freed += BLOCK_TOKENS
         return freed
-

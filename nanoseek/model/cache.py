@@ -17,8 +17,14 @@ from nanoseek.model.config import ModelConfig
 
 
 class SimpleKVCache:
-    def __init__(self, config: ModelConfig, batch_size: int = 1, capacity: int = 256,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch_size: int = 1,
+        capacity: int = 256,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.num_layers = config.num_hidden_layers
         self.grouped = config.num_attention_heads != config.num_key_value_heads
         shape = (batch_size, config.num_key_value_heads, max(capacity, 1), config.head_dim)

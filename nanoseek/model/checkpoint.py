@@ -75,6 +75,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, default: str) -> torch.dtype:
 
 # ---- where the files are ---------------------------------------------------------------------------------
 
+
 def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike[str]) -> Path:
     """A local checkpoint directory; a hub id ("org/name") only if huggingface_hub can fetch it."""
     path = Path(path_or_hub_id).expanduser()
@@ -92,7 +93,8 @@ def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike[str]) -> Path:
     except Exception as exc:  # offline mode, no network, unknown repo, gated repo: all mean "not available"
         raise CheckpointError(
             f"{text!r} is not a local directory, and as a Hugging Face hub id it could not be fetched "
-            f"(no hub reachable or repository unavailable: {type(exc).__name__}: {exc})") from exc
+            f"(no hub reachable or repository unavailable: {type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def read_config(directory: Path) -> ModelConfig:
@@ -128,12 +130,12 @@ def weight_files(directory: Path) -> dict[str, Path]:
             with safe_open(file, framework="pt") as handle:
                 location.update((name, file) for name in handle.keys())  # noqa: SIM118 (safe_open is no dict)
         except Exception as exc:  # safetensors raises its own error types for bad headers / short files
-            raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt?): {exc}") \
-                from exc
+            raise CheckpointError(f"{file} is not a readable safetensors file (truncated or corrupt?): {exc}") from exc
     return location
 
 
 # ---- the model -------------------------------------------------------------------------------------------
+
 
 def hf_names(name: str) -> list[str]:
     """HF tensor names that make up nanoseek parameter `name` (several for a fused projection)."""
@@ -162,8 +164,11 @@ def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = N
     location = weight_files(directory)
     with torch.device("meta"):  # no memory or init time spent on weights that are about to be replaced
         model = Transformer(config)
-    expected = {name: param for name, param in model.state_dict(keep_vars=True).items()
-                if not (config.tie_word_embeddings and name == "lm_head.weight")}
+    expected = {
+        name: param
+        for name, param in model.state_dict(keep_vars=True).items()
+        if not (config.tie_word_embeddings and name == "lm_head.weight")
+    }
     handles: dict[Path, Any] = {}
     used: set[str] = set()
     state: dict[str, torch.Tensor] = {}
@@ -180,11 +185,12 @@ def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = N
                 try:
                     tensor = handles[file].get_tensor(hf_name)
                 except Exception as exc:
-                    raise CheckpointError(f"{file}: cannot read tensor {hf_name!r} (truncated file?): {exc}") \
-                        from exc
+                    raise CheckpointError(f"{file}: cannot read tensor {hf_name!r} (truncated file?): {exc}") from exc
                 if tensor.dtype not in DTYPES.values():
-                    raise CheckpointError(f"{file}: tensor {hf_name!r} has dtype {tensor.dtype}; nanoseek loads "
-                                          f"float32/bfloat16/float16 weights only")
+                    raise CheckpointError(
+                        f"{file}: tensor {hf_name!r} has dtype {tensor.dtype}; nanoseek loads "
+                        f"float32/bfloat16/float16 weights only"
+                    )
                 parts.append((hf_name, tensor))
                 used.add(hf_name)
             _check_part_shapes(config, name, tuple(param.shape), parts)
@@ -193,12 +199,17 @@ def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = N
     finally:
         for handle in handles.values():
             handle.__exit__(None, None, None)
-    unexpected = sorted(n for n in location if n not in used and not IGNORED_TENSORS.match(n)
-                        and not (config.tie_word_embeddings and n == "lm_head.weight"))
+    unexpected = sorted(
+        n
+        for n in location
+        if n not in used and not IGNORED_TENSORS.match(n) and not (config.tie_word_embeddings and n == "lm_head.weight")
+    )
     if unexpected:
         shown = ", ".join(unexpected[:5]) + (" …" if len(unexpected) > 5 else "")
-        raise CheckpointError(f"{directory}: {len(unexpected)} tensor(s) that a {config.model_type} model of this "
-                              f"config does not have: {shown}")
+        raise CheckpointError(
+            f"{directory}: {len(unexpected)} tensor(s) that a {config.model_type} model of this "
+            f"config does not have: {shown}"
+        )
     if config.tie_word_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)
@@ -207,16 +218,18 @@ def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = N
     return model.eval()
 
 
-def _check_part_shapes(config: ModelConfig, name: str, shape: tuple[int, ...],
-                       parts: list[tuple[str, torch.Tensor]]) -> None:
+def _check_part_shapes(
+    config: ModelConfig, name: str, shape: tuple[int, ...], parts: list[tuple[str, torch.Tensor]]
+) -> None:
     if len(parts) == 1:
         expected_shapes = [shape]
     else:
         expected_shapes = [(size, *shape[1:]) for size in split_sizes(config, name)]
     for (hf_name, tensor), expected_shape in zip(parts, expected_shapes):
         if tuple(tensor.shape) != tuple(expected_shape):
-            raise CheckpointError(f"tensor {hf_name!r} has shape {tuple(tensor.shape)}, but config.json implies "
-                                  f"{tuple(expected_shape)}")
+            raise CheckpointError(
+                f"tensor {hf_name!r} has shape {tuple(tensor.shape)}, but config.json implies {tuple(expected_shape)}"
+            )
 
 
 def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -233,8 +246,12 @@ def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Ten
     return tensors
 
 
-def save_model(model: Transformer, path: str | os.PathLike[str], dtype: str | torch.dtype | None = None,
-               generation_config: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: Transformer,
+    path: str | os.PathLike[str],
+    dtype: str | torch.dtype | None = None,
+    generation_config: dict[str, Any] | None = None,
+) -> Path:
     """Write config.json, model.safetensors and generation_config.json into `path` (created if needed).
     `dtype` None keeps the model's current dtype."""
     directory = Path(path)
@@ -249,8 +266,12 @@ def save_model(model: Transformer, path: str | os.PathLike[str], dtype: str | to
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
     write_json_atomic(directory / CONFIG_FILE, hf_config)
     config = model.config
-    generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
-                  "pad_token_id": config.pad_token_id, **(generation_config or {})}
+    generation = {
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        **(generation_config or {}),
+    }
     write_json_atomic(directory / GENERATION_CONFIG_FILE, generation)
     return directory
 
@@ -273,15 +294,26 @@ def load_checkpoint(path: str | os.PathLike[str], dtype: str | torch.dtype | Non
     except TokenizerError as exc:
         raise CheckpointError(f"{directory}: {exc}") from exc
     if tokenizer.vocab_size > model.config.vocab_size:
-        raise CheckpointError(f"{directory}: the tokenizer has {tokenizer.vocab_size} ids but the model's "
-                              f"vocab_size is {model.config.vocab_size}")
-    return Checkpoint(model=model, tokenizer=tokenizer, generation_config=read_generation_config(directory),
-                      chat_template=tokenizer.chat_template, path=directory)
+        raise CheckpointError(
+            f"{directory}: the tokenizer has {tokenizer.vocab_size} ids but the model's "
+            f"vocab_size is {model.config.vocab_size}"
+        )
+    return Checkpoint(
+        model=model,
+        tokenizer=tokenizer,
+        generation_config=read_generation_config(directory),
+        chat_template=tokenizer.chat_template,
+        path=directory,
+    )
 
 
-def save_checkpoint(model: Transformer, tokenizer: Tokenizer, path: str | os.PathLike[str],
-                    dtype: str | torch.dtype | None = None,
-                    generation_config: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    path: str | os.PathLike[str],
+    dtype: str | torch.dtype | None = None,
+    generation_config: dict[str, Any] | None = None,
+) -> Path:
     """save_model plus the tokenizer files (tokenizer.json, tokenizer_config.json with the chat template)."""
     directory = save_model(model, path, dtype=dtype, generation_config=generation_config)
     tokenizer.save(directory)

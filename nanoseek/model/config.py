@@ -23,10 +23,18 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 # Named shapes: "tiny" keeps tests fast, "small"/"medium" match the S/M models of shared/BENCH-NOTES.md,
 # "bench25m" is the ~25M-parameter Llama of the batch-1 decode benchmark (at vocab 8192).
 SHAPES: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4),
-    "bench25m": dict(hidden_size=512, intermediate_size=1280, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4),
-    "medium": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8),
+    "tiny": dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    ),
+    "small": dict(
+        hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4
+    ),
+    "bench25m": dict(
+        hidden_size=512, intermediate_size=1280, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4
+    ),
+    "medium": dict(
+        hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8
+    ),
 }
 
 
@@ -132,8 +140,11 @@ class ModelConfig:
             raise ValueError(f"unsupported hidden_act {hf['hidden_act']!r}: only 'silu' (SwiGLU) is implemented")
         if model_type == "qwen2" and hf.get("use_sliding_window"):
             raise ValueError("qwen2 with use_sliding_window=true is not supported (sliding-window attention)")
-        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                               "num_attention_heads") if k not in hf]
+        missing = [
+            k
+            for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+            if k not in hf
+        ]
         if missing:
             raise ValueError(f"config.json lacks required field(s): {', '.join(missing)}")
 
@@ -153,9 +164,22 @@ class ModelConfig:
         rope_scaling = None if rope_type == "default" else {"rope_type": rope_type, **rope}
 
         known = {f.name for f in dataclasses.fields(cls)} | {
-            "rope_parameters", "rope_scaling", "torch_dtype", "architectures", "transformers_version",
-            "partial_rotary_factor", "hidden_act", "use_sliding_window", "sliding_window", "max_window_layers",
-            "layer_types", "use_cache", "attention_dropout", "initializer_range", "pretraining_tp"}
+            "rope_parameters",
+            "rope_scaling",
+            "torch_dtype",
+            "architectures",
+            "transformers_version",
+            "partial_rotary_factor",
+            "hidden_act",
+            "use_sliding_window",
+            "sliding_window",
+            "max_window_layers",
+            "layer_types",
+            "use_cache",
+            "attention_dropout",
+            "initializer_range",
+            "pretraining_tp",
+        }
         dtype = hf.get("dtype") or hf.get("torch_dtype") or "float32"
         return cls(
             model_type=model_type,
@@ -220,9 +244,7 @@ def _check_rope_scaling(rope_scaling: dict[str, Any]) -> dict[str, Any]:
     scaling = dict(rope_scaling)
     rope_type = scaling.get("rope_type") or scaling.pop("type", None)
     if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise ValueError(
-            f"unsupported rope_type {rope_type!r}; nanoseek implements {', '.join(SUPPORTED_ROPE_TYPES)}"
-        )
+        raise ValueError(f"unsupported rope_type {rope_type!r}; nanoseek implements {', '.join(SUPPORTED_ROPE_TYPES)}")
     scaling["rope_type"] = rope_type
     if rope_type != "default":
         factor = scaling.get("factor")

@@ -47,14 +47,20 @@ def summary_lines(checkpoint: Checkpoint) -> list[str]:
         f"parameters      {human_count(parameters)} ({parameters:,})",
         f"layers          {config.num_hidden_layers}",
         f"hidden          {config.hidden_size} (MLP {config.intermediate_size})",
-        (f"attention       {config.num_attention_heads} heads, {config.num_key_value_heads} KV heads, "
-         f"head_dim {config.head_dim}, bias q/k/v {config.qkv_bias} o {config.o_bias}"),
+        (
+            f"attention       {config.num_attention_heads} heads, {config.num_key_value_heads} KV heads, "
+            f"head_dim {config.head_dim}, bias q/k/v {config.qkv_bias} o {config.o_bias}"
+        ),
         f"rotary          {rope}; max positions {config.max_position_embeddings}",
         f"embeddings      {'tied' if config.tie_word_embeddings else 'untied'} output projection",
-        (f"dtype           {str(model.dtype).removeprefix('torch.')} in memory, {config.dtype} on disk "
-         f"({weights / 2**20:.1f} MiB of safetensors)"),
-        (f"vocabulary      {tokenizer.vocab_size} tokenizer ids, {config.vocab_size} model rows; "
-         f"bos {tokenizer.bos_token!r} eos {tokenizer.eos_token!r}"),
+        (
+            f"dtype           {str(model.dtype).removeprefix('torch.')} in memory, {config.dtype} on disk "
+            f"({weights / 2**20:.1f} MiB of safetensors)"
+        ),
+        (
+            f"vocabulary      {tokenizer.vocab_size} tokenizer ids, {config.vocab_size} model rows; "
+            f"bos {tokenizer.bos_token!r} eos {tokenizer.eos_token!r}"
+        ),
         f"chat template   {template}",
     ]
 
@@ -68,8 +74,7 @@ def greedy_sample(checkpoint: Checkpoint, prompt: str, max_tokens: int) -> tuple
         prompt_ids = tokenizer.encode_chat([{"role": "user", "content": prompt}])
     else:
         prompt_ids = tokenizer.encode(prompt, add_bos=tokenizer.bos_id is not None)
-    engine = Engine(checkpoint.model, tokenizer, max_batch=1,
-                    kv_budget_tokens=len(prompt_ids) + max_tokens + 64)
+    engine = Engine(checkpoint.model, tokenizer, max_batch=1, kv_budget_tokens=len(prompt_ids) + max_tokens + 64)
     try:
         started = time.perf_counter()
         [completion] = engine.generate([Request(prompt_ids, SamplingParams(max_tokens=max_tokens, temperature=0))])
@@ -81,10 +86,17 @@ def greedy_sample(checkpoint: Checkpoint, prompt: str, max_tokens: int) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nanoseek info", description="Print a model's summary and a greedy sample.")
-    parser.add_argument("--model", default=None,
-                        help="checkpoint directory (Hugging Face layout) or hub id; default: the embedded model")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                        help="dtype to load in (default: as stored)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint directory (Hugging Face layout) or hub id; default: the embedded model",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype to load in (default: as stored)",
+    )
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--no-sample", action="store_true", help="print the summary only")
@@ -97,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     model_path = args.model
     if model_path is None:
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-            print(f"nanoseek info: no --model given and the embedded default model is missing at "
-                  f"{DEFAULT_MODEL_DIR}; pass --model PATH (e.g. one made by "
-                  f"`python -m nanoseek.model.random_init DIR`)", file=sys.stderr)
+            print(
+                f"nanoseek info: no --model given and the embedded default model is missing at "
+                f"{DEFAULT_MODEL_DIR}; pass --model PATH (e.g. one made by "
+                f"`python -m nanoseek.model.random_init DIR`)",
+                file=sys.stderr,
+            )
             return 2
         model_path = str(DEFAULT_MODEL_DIR)
     try:

@@ -23,11 +23,24 @@ from nanoseek.model.config import SHAPES, ModelConfig
 from nanoseek.model.transformer import Transformer
 
 # Plain, stable modules that every CPython 3.11+ ships: ~250 KB of code, docstrings and comments.
-CORPUS_MODULES = ("textwrap.py", "string.py", "json/decoder.py", "json/encoder.py", "heapq.py", "bisect.py",
-                  "contextlib.py", "functools.py", "fractions.py", "shlex.py", "difflib.py")
+CORPUS_MODULES = (
+    "textwrap.py",
+    "string.py",
+    "json/decoder.py",
+    "json/encoder.py",
+    "heapq.py",
+    "bisect.py",
+    "contextlib.py",
+    "functools.py",
+    "fractions.py",
+    "shlex.py",
+    "difflib.py",
+)
 # A little non-ASCII text so that multi-byte characters get merges of their own, as in real chat data.
-EXTRA_TEXT = ("你好，世界！这是一个测试。深度思考模式。 Grüße, naïve café — “quotes” and emoji 🙂🚀.\n"
-              "def add(a: int, b: int) -> int:\n    return a + b\n")
+EXTRA_TEXT = (
+    "你好，世界！这是一个测试。深度思考模式。 Grüße, naïve café — “quotes” and emoji 🙂🚀.\n"
+    "def add(a: int, b: int) -> int:\n    return a + b\n"
+)
 
 
 def stdlib_corpus() -> list[str | Path]:
@@ -38,9 +51,18 @@ def stdlib_corpus() -> list[str | Path]:
     return files + [EXTRA_TEXT] * 20
 
 
-def make_random_checkpoint(path: str | os.PathLike[str], shape: str = "tiny", vocab_size: int = 512,
-                           seed: int = 0, *, model_type: str = "llama", tie_word_embeddings: bool = True,
-                           init_std: float = 0.02, dtype: str = "float32", **overrides: Any) -> Path:
+def make_random_checkpoint(
+    path: str | os.PathLike[str],
+    shape: str = "tiny",
+    vocab_size: int = 512,
+    seed: int = 0,
+    *,
+    model_type: str = "llama",
+    tie_word_embeddings: bool = True,
+    init_std: float = 0.02,
+    dtype: str = "float32",
+    **overrides: Any,
+) -> Path:
     """Save a random model of `shape` plus a BPE tokenizer with about `vocab_size` ids under `path`.
 
     The model's vocab_size equals the tokenizer's actual size (the trainer may stop short of `vocab_size`
@@ -52,9 +74,15 @@ def make_random_checkpoint(path: str | os.PathLike[str], shape: str = "tiny", vo
         raise ValueError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
     tokenizer = Tokenizer.train(stdlib_corpus(), vocab_size)
     config = ModelConfig.from_shape(
-        shape, tokenizer.vocab_size, model_type=model_type, tie_word_embeddings=tie_word_embeddings,
-        bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
-        **overrides)
+        shape,
+        tokenizer.vocab_size,
+        model_type=model_type,
+        tie_word_embeddings=tie_word_embeddings,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+        **overrides,
+    )
     with torch.random.fork_rng():  # leave the caller's global RNG untouched
         torch.manual_seed(seed)
         model = Transformer(config)
@@ -72,8 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--untied", action="store_true", help="separate output projection")
     parser.add_argument("--init-std", type=float, default=0.02)
     args = parser.parse_args(argv)
-    out = make_random_checkpoint(args.path, args.shape, args.vocab_size, args.seed, model_type=args.model_type,
-                                 tie_word_embeddings=not args.untied, init_std=args.init_std)
+    out = make_random_checkpoint(
+        args.path,
+        args.shape,
+        args.vocab_size,
+        args.seed,
+        model_type=args.model_type,
+        tie_word_embeddings=not args.untied,
+        init_std=args.init_std,
+    )
     print(f"wrote {out}")
     return 0
 

@@ -70,9 +70,13 @@ class Linear(nn.Linear):
         # One row (batch-1 decode) stays on MKL's GEMV over the column-major weight, which was as fast or faster.
         # A compiled graph traces F.linear: inductor cannot lower oneDNN's linear at dynamic shapes, and with
         # `freezing` it packs the weights for oneDNN itself (engine compile_decode).
-        if (self.packed is not None and self.in_features < x.numel() <= self.max_packed_rows * self.in_features
-                and not torch.is_grad_enabled()
-                and self.weight._version == self.packed_version and not torch.compiler.is_compiling()):
+        if (
+            self.packed is not None
+            and self.in_features < x.numel() <= self.max_packed_rows * self.in_features
+            and not torch.is_grad_enabled()
+            and self.weight._version == self.packed_version
+            and not torch.compiler.is_compiling()
+        ):
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
@@ -181,13 +185,17 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads, self.head_dim = (
-            config.num_attention_heads, config.num_key_value_heads, config.head_dim)
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+        )
         qkv_dim = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         self.qkv_proj = Linear(config.hidden_size, qkv_dim, bias=config.qkv_bias)
         self.o_proj = Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.o_bias)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: AttentionCache | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache | None
+    ) -> torch.Tensor:
         batch, length, _ = x.shape
         qkv = self.qkv_proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
         rotated_heads = self.num_heads + self.num_kv_heads
@@ -195,7 +203,8 @@ class Attention(nn.Module):
         v = qkv[:, rotated_heads:]
         if cache is None:
             out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=length > 1, enable_gqa=self.num_heads != self.num_kv_heads)
+                q, k, v, is_causal=length > 1, enable_gqa=self.num_heads != self.num_kv_heads
+            )
         else:
             out = cache.attend(self.layer_idx, q, k, v)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
@@ -230,8 +239,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = make_mlp(config, layer_idx)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: AttentionCache | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: AttentionCache | None
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -242,8 +252,9 @@ class Transformer(nn.Module):
         self.config = config
         # An explicit (empty) weight skips nn.Embedding's own normal_ init, which on the meta device (used by
         # checkpoint loading) imports torch._dynamo: seconds of start-up for nothing. init_weights fills it.
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size,
-                                         _weight=torch.empty(config.vocab_size, config.hidden_size))
+        self.embed_tokens = nn.Embedding(
+            config.vocab_size, config.hidden_size, _weight=torch.empty(config.vocab_size, config.hidden_size)
+        )
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -296,8 +307,13 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return self.embed_tokens.weight.device
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
-                cache: AttentionCache | None = None, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        cache: AttentionCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
         """Logits [B, T, V] (or [B, 1, V] with `last_only`) for `input_ids` [B, T].
 
         `positions` [B, T] are the rotary positions; by default 0..T-1, or, with a cache that has `seq_len`
@@ -313,11 +329,12 @@ class Transformer(nn.Module):
                     raise ValueError("pass positions explicitly: this cache does not expose seq_len")
                 start = cache.seq_len
             cos, sin = self.rotary.get(start + length, x.dtype, x.device)
-            cos, sin = cos[start:start + length], sin[start:start + length]  # [T, D] broadcasts over B and H
+            cos, sin = cos[start : start + length], sin[start : start + length]  # [T, D] broadcasts over B and H
         else:
             if positions.shape != input_ids.shape:
-                raise ValueError(f"positions shape {tuple(positions.shape)} != input_ids shape "
-                                 f"{tuple(input_ids.shape)}")
+                raise ValueError(
+                    f"positions shape {tuple(positions.shape)} != input_ids shape {tuple(input_ids.shape)}"
+                )
             # A cache that bounds positions (the engine's slots) spares reading positions.max(): a value read
             # from a tensor would split a compiled decode step (engine compile_decode) in two.
             bound = getattr(cache, "position_limit", None)

@@ -42,8 +42,11 @@ def iter_corpus_files(paths: Iterable[Path]) -> Iterator[Path]:
             raise CorpusError(f"corpus path does not exist: {path}")
         if path.is_dir():
             # Hidden directories (.git, __pycache__-like caches) hold no useful text.
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and not any(
-                part.startswith(".") for part in p.relative_to(path).parts))
+            yield from sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         else:
             yield path
 
@@ -70,24 +73,27 @@ def iter_corpus_texts(texts_or_files: Iterable[str | Path]) -> Iterator[str]:
             if text is None:
                 continue
             for start in range(0, len(text), CHUNK_CHARS):
-                yield text[start:start + CHUNK_CHARS]
+                yield text[start : start + CHUNK_CHARS]
 
 
 def new_byte_level_bpe() -> BackendTokenizer:
     """An empty GPT-2-style byte-level BPE tokenizer (ready for a BpeTrainer)."""
     backend = BackendTokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     backend.decoder = decoders.ByteLevel()
     # trim_offsets=False keeps character offsets of tokens exact (the leading space stays in the token).
     backend.post_processor = processors.ByteLevel(trim_offsets=False)
     return backend
 
 
-def train_bpe(texts_or_files: Iterable[str | Path], vocab_size: int, *, min_frequency: int = 2,
-              show_progress: bool = False) -> BackendTokenizer:
+def train_bpe(
+    texts_or_files: Iterable[str | Path], vocab_size: int, *, min_frequency: int = 2, show_progress: bool = False
+) -> BackendTokenizer:
     """Train a byte-level BPE tokenizer with the DeepSeek special tokens at ids 0..18.
 
     `texts_or_files`: `str` items are training text; `Path` items are files or directories (walked
@@ -95,8 +101,10 @@ def train_bpe(texts_or_files: Iterable[str | Path], vocab_size: int, *, min_freq
     corpus runs out of merges that occur at least `min_frequency` times.
     """
     if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes + {len(SPECIAL_TOKENS)} "
-                         f"special tokens), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes + {len(SPECIAL_TOKENS)} "
+            f"special tokens), got {vocab_size}"
+        )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,

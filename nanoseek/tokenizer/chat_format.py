@@ -79,8 +79,10 @@ from nanoseek.tokenizer import special_tokens as st
 
 ROLES = ("system", "user", "assistant", "tool")
 TOOLS_HEADER = "## Tools\nYou can call these functions:"
-TOOL_USE_RULE = (f"To call functions, reply with {st.TOOL_CALLS_BEGIN}, then for each call {st.TOOL_CALL_BEGIN}"
-                 f"name{st.TOOL_SEP}JSON arguments{st.TOOL_CALL_END}, then {st.TOOL_CALLS_END}.")
+TOOL_USE_RULE = (
+    f"To call functions, reply with {st.TOOL_CALLS_BEGIN}, then for each call {st.TOOL_CALL_BEGIN}"
+    f"name{st.TOOL_SEP}JSON arguments{st.TOOL_CALL_END}, then {st.TOOL_CALLS_END}."
+)
 
 
 class ChatFormatError(ValueError):
@@ -88,6 +90,7 @@ class ChatFormatError(ValueError):
 
 
 # ---- the Python renderer ---------------------------------------------------------------------------------
+
 
 def content_text(content: Any, where: str) -> str:
     """The text of a message's content: str, None, or a list of {"type": "text", "text": ...} parts."""
@@ -102,8 +105,9 @@ def content_text(content: Any, where: str) -> str:
                 raise ChatFormatError(f"{where}: only text content parts are supported, got {part!r}")
             texts.append(part["text"])
         return "".join(texts)
-    raise ChatFormatError(f"{where}: content must be a string, null or a list of text parts, "
-                          f"got {type(content).__name__}")
+    raise ChatFormatError(
+        f"{where}: content must be a string, null or a list of text parts, got {type(content).__name__}"
+    )
 
 
 def reasoning_of(message: dict[str, Any]) -> str:
@@ -157,8 +161,13 @@ def render_tool_calls(tool_calls: Any, where: str) -> list[Segment]:
             arguments = {}
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments, ensure_ascii=False)
-        segments += [(st.TOOL_CALL_BEGIN, True), (function["name"], False), (st.TOOL_SEP, True),
-                     (arguments, False), (st.TOOL_CALL_END, True)]
+        segments += [
+            (st.TOOL_CALL_BEGIN, True),
+            (function["name"], False),
+            (st.TOOL_SEP, True),
+            (arguments, False),
+            (st.TOOL_CALL_END, True),
+        ]
     segments.append((st.TOOL_CALLS_END, True))
     return segments
 
@@ -176,18 +185,24 @@ def validate_messages(messages: Sequence[dict[str, Any]]) -> None:
             raise ChatFormatError(f"messages[{index}] ({role}) needs content")
         if message.get("prefix"):
             if role != "assistant" or index != len(messages) - 1:
-                raise ChatFormatError(f"messages[{index}]: prefix is only allowed on the last message, "
-                                      "which must be an assistant message")
+                raise ChatFormatError(
+                    f"messages[{index}]: prefix is only allowed on the last message, which must be an assistant message"
+                )
             if message.get("tool_calls"):
                 raise ChatFormatError(f"messages[{index}]: a prefix message cannot carry tool_calls")
 
 
-def render_chat_segments(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
-                         thinking: bool = False, add_generation_prompt: bool = True) -> list[Segment]:
+def render_chat_segments(
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[dict[str, Any]] | None = None,
+    thinking: bool = False,
+    add_generation_prompt: bool = True,
+) -> list[Segment]:
     """The chat as (text, is_markup) segments; their texts joined are render_chat's string."""
     validate_messages(messages)
-    system_texts = [content_text(m.get("content"), f"messages[{i}]") for i, m in enumerate(messages)
-                    if m["role"] == "system"]
+    system_texts = [
+        content_text(m.get("content"), f"messages[{i}]") for i, m in enumerate(messages) if m["role"] == "system"
+    ]
     system = "\n\n".join(text for text in system_texts if text)
     out: list[Segment] = [(st.BOS, True), (system, False)]
     if tools:
@@ -219,8 +234,11 @@ def render_chat_segments(messages: Sequence[dict[str, Any]], tools: Sequence[dic
         elif role == "tool":
             if index == 0 or messages[index - 1]["role"] != "tool":
                 out.append((st.TOOL_OUTPUTS_BEGIN, True))
-            out += [(st.TOOL_OUTPUT_BEGIN, True), (content_text(message["content"], where), False),
-                    (st.TOOL_OUTPUT_END, True)]
+            out += [
+                (st.TOOL_OUTPUT_BEGIN, True),
+                (content_text(message["content"], where), False),
+                (st.TOOL_OUTPUT_END, True),
+            ]
             if index == len(messages) - 1 or messages[index + 1]["role"] != "tool":
                 out.append((st.TOOL_OUTPUTS_END, True))
     if add_generation_prompt and not messages[-1].get("prefix"):
@@ -228,8 +246,12 @@ def render_chat_segments(messages: Sequence[dict[str, Any]], tools: Sequence[dic
     return [(text, is_markup) for text, is_markup in out if text]
 
 
-def render_chat(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
-                thinking: bool = False, add_generation_prompt: bool = True) -> str:
+def render_chat(
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[dict[str, Any]] | None = None,
+    thinking: bool = False,
+    add_generation_prompt: bool = True,
+) -> str:
     """Render a chat in the nanoseek format (see the module docstring); encode the result with the tokenizer."""
     return "".join(text for text, _ in render_chat_segments(messages, tools, thinking, add_generation_prompt))
 
@@ -315,13 +337,16 @@ CHAT_TEMPLATE = r"""{#- nanoseek chat format (DeepSeek-V3.1 style). Python twin:
 {%- if add_generation_prompt is defined and add_generation_prompt and not (last.role == 'assistant' and last.prefix is defined and last.prefix) -%}
 {{- '<｜Assistant｜>' ~ ('<think>' if think_mode else '</think>') -}}
 {%- endif -%}""".replace("'TOOLS_HEADER'", json.dumps(TOOLS_HEADER)).replace(
-    "'TOOL_USE_RULE'", json.dumps(TOOL_USE_RULE, ensure_ascii=False))
+    "'TOOL_USE_RULE'", json.dumps(TOOL_USE_RULE, ensure_ascii=False)
+)
 
 
 # ---- rendering any checkpoint's Jinja template the way transformers does -----------------------------------
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
-            sort_keys: bool = False) -> str:
+
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+) -> str:
     # Jinja's own tojson escapes <, >, & for HTML, which would change prompts.
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -348,8 +373,14 @@ def compile_template(template: str) -> Any:
         raise ChatFormatError(f"chat template has a syntax error (line {exc.lineno}): {exc.message}") from exc
 
 
-def render_jinja(template: str, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None,
-                 thinking: bool = False, add_generation_prompt: bool = True, **extra: Any) -> str:
+def render_jinja(
+    template: str,
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[dict[str, Any]] | None = None,
+    thinking: bool = False,
+    add_generation_prompt: bool = True,
+    **extra: Any,
+) -> str:
     """Render a Hugging Face chat template (Qwen2, Llama-3, DeepSeek, ...) as transformers would: sandboxed
     Jinja with trim_blocks/lstrip_blocks, its `tojson`, `raise_exception` and `strftime_now`, reasoning
     aliased to `reasoning_content`, and `thinking`/`enable_thinking` set. A last message with `prefix: true`
@@ -359,16 +390,23 @@ def render_jinja(template: str, messages: Sequence[dict[str, Any]], tools: Seque
 
     aliased = []
     for message in messages:
-        reasoning = next((message[k] for k in ("reasoning_content", "thinking", "reasoning")
-                          if message.get(k) is not None), None)
-        aliased.append(message if reasoning is None else {"thinking": reasoning, **message,
-                                                          "reasoning_content": reasoning})
+        reasoning = next(
+            (message[k] for k in ("reasoning_content", "thinking", "reasoning") if message.get(k) is not None), None
+        )
+        aliased.append(
+            message if reasoning is None else {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        )
     # Templates that read `prefix` (nanoseek's, DeepSeek-V3.1's) continue the message themselves.
     cut_after_last = bool(aliased) and bool(aliased[-1].get("prefix")) and not re.search(r"\bprefix\b", template)
     try:
         rendered = compile_template(template).render(
-            messages=aliased, tools=list(tools) if tools else None, thinking=thinking, enable_thinking=thinking,
-            add_generation_prompt=add_generation_prompt and not cut_after_last, **extra)
+            messages=aliased,
+            tools=list(tools) if tools else None,
+            thinking=thinking,
+            enable_thinking=thinking,
+            add_generation_prompt=add_generation_prompt and not cut_after_last,
+            **extra,
+        )
     except jinja2.exceptions.TemplateError as exc:
         raise ChatFormatError(f"chat template failed: {exc}") from exc
     if cut_after_last:
@@ -376,5 +414,5 @@ def render_jinja(template: str, messages: Sequence[dict[str, Any]], tools: Seque
         cut = rendered.rfind(final) if final else -1
         if cut < 0:
             raise ChatFormatError("cannot continue the last message: its content is not in the rendered template")
-        rendered = rendered[:cut + len(final)]
+        rendered = rendered[: cut + len(final)]
     return rendered

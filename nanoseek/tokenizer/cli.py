@@ -26,8 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanoseek tokenizer", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a byte-level BPE tokenizer on text files")
-    train.add_argument("--corpus", nargs="+", required=True, type=Path, metavar="FILE_OR_DIR",
-                       help="text files or directories (walked recursively; binary files skipped)")
+    train.add_argument(
+        "--corpus",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="FILE_OR_DIR",
+        help="text files or directories (walked recursively; binary files skipped)",
+    )
     train.add_argument("--vocab-size", type=int, required=True, help="target vocabulary size, specials included")
     train.add_argument("--min-frequency", type=int, default=2, help="a merge must occur this often (default 2)")
     train.add_argument("--out", type=Path, required=True, help="directory to write the tokenizer to")
@@ -51,11 +57,14 @@ def run_train(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.train(progress, args.vocab_size, min_frequency=args.min_frequency, show_progress=True)
     tokenizer.save(args.out)
     elapsed = time.perf_counter() - started
-    print(f"trained a {tokenizer.vocab_size}-token byte-level BPE on {len(files)} files in {elapsed:.1f}s "
-          f"-> {args.out}")
+    print(
+        f"trained a {tokenizer.vocab_size}-token byte-level BPE on {len(files)} files in {elapsed:.1f}s -> {args.out}"
+    )
     if tokenizer.vocab_size < args.vocab_size:
-        print(f"note: the corpus only supports {tokenizer.vocab_size} tokens at --min-frequency "
-              f"{args.min_frequency} (asked for {args.vocab_size})")
+        print(
+            f"note: the corpus only supports {tokenizer.vocab_size} tokens at --min-frequency "
+            f"{args.min_frequency} (asked for {args.vocab_size})"
+        )
     return 0
 
 

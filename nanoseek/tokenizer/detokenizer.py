@@ -37,8 +37,8 @@ class IncrementalDetokenizer:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
         self.window: list[int] = []  # ids from the previous emission boundary on
-        self.read = 0                # how many ids of the window have been emitted already
-        self.read_text = ""          # decode(window[:read]), kept so each push decodes only once
+        self.read = 0  # how many ids of the window have been emitted already
+        self.read_text = ""  # decode(window[:read]), kept so each push decodes only once
         self.token_count = 0
 
     def _decode(self, ids: list[int]) -> str:
@@ -51,9 +51,9 @@ class IncrementalDetokenizer:
         text = self._decode(self.window)
         if text.endswith(REPLACEMENT_CHAR) or len(text) <= len(self.read_text):
             return ""
-        delta = text[len(self.read_text):]
+        delta = text[len(self.read_text) :]
         # The next window starts at the old read boundary: it ends on a complete character.
-        self.window = self.window[self.read:]
+        self.window = self.window[self.read :]
         self.read = len(self.window)
         self.read_text = self._decode(self.window)
         return delta
@@ -64,6 +64,6 @@ class IncrementalDetokenizer:
     def flush(self) -> str:
         """Return whatever is still held back (an incomplete character decodes as U+FFFD, as in decode)."""
         text = self._decode(self.window)
-        delta = text[len(self.read_text):]
+        delta = text[len(self.read_text) :]
         self.window, self.read, self.read_text = [], 0, ""
         return delta

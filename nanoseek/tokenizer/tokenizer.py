@@ -125,8 +125,10 @@ class Tokenizer:
         path = Path(path)
         tokenizer_file = path if path.is_file() else path / TOKENIZER_FILE
         if not tokenizer_file.is_file():
-            raise TokenizerError(f"no {TOKENIZER_FILE} at {path} (nanoseek reads Hugging Face fast tokenizers; "
-                                 "sentencepiece-only checkpoints must be converted first)")
+            raise TokenizerError(
+                f"no {TOKENIZER_FILE} at {path} (nanoseek reads Hugging Face fast tokenizers; "
+                "sentencepiece-only checkpoints must be converted first)"
+            )
         try:
             backend = BackendTokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # the Rust error says what is wrong inside the JSON
@@ -242,8 +244,13 @@ class Tokenizer:
 
         return self.chat_template == CHAT_TEMPLATE
 
-    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-                    thinking: bool = False, add_generation_prompt: bool = True) -> str:
+    def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        thinking: bool = False,
+        add_generation_prompt: bool = True,
+    ) -> str:
         """The prompt string for `messages` in this checkpoint's chat format.
 
         nanoseek's own format goes through the Python renderer (clear errors, no Jinja); any other
@@ -252,17 +259,30 @@ class Tokenizer:
         from nanoseek.tokenizer import chat_format
 
         if self.uses_nanoseek_chat_format:
-            return chat_format.render_chat(messages, tools=tools, thinking=thinking,
-                                           add_generation_prompt=add_generation_prompt)
+            return chat_format.render_chat(
+                messages, tools=tools, thinking=thinking, add_generation_prompt=add_generation_prompt
+            )
         if not self.chat_template:
             raise TokenizerError("this checkpoint has no chat_template in its tokenizer_config.json")
-        return chat_format.render_jinja(self.chat_template, messages, tools=tools, thinking=thinking,
-                                        add_generation_prompt=add_generation_prompt,
-                                        bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+        return chat_format.render_jinja(
+            self.chat_template,
+            messages,
+            tools=tools,
+            thinking=thinking,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+        )
 
-    def encode_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-                    thinking: bool = False, add_generation_prompt: bool = True, *,
-                    literal_content: bool = False) -> list[int]:
+    def encode_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        thinking: bool = False,
+        add_generation_prompt: bool = True,
+        *,
+        literal_content: bool = False,
+    ) -> list[int]:
         """Ids of the rendered chat. With `literal_content=True` (for untrusted input such as API requests)
         special-token strings inside message text, reasoning and tool data are encoded as plain text, so
         only the format itself places special tokens; otherwise the ids equal encode(render_chat(...)).
@@ -270,8 +290,9 @@ class Tokenizer:
         from nanoseek.tokenizer import chat_format
 
         if not (literal_content and self.uses_nanoseek_chat_format):
-            return self.encode(self.render_chat(messages, tools=tools, thinking=thinking,
-                                                add_generation_prompt=add_generation_prompt))
+            return self.encode(
+                self.render_chat(messages, tools=tools, thinking=thinking, add_generation_prompt=add_generation_prompt)
+            )
         ids: list[int] = []
         plain: list[str] = []  # text between two markup special tokens, encoded in one piece as encode() would
 

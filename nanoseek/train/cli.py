@@ -21,23 +21,46 @@ from nanoseek.train.recipe import available_recipes, check_recipe, load_recipe
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nanoseek train", description="Train nanoseek's tokenizer and model.")
-    parser.add_argument("stage", help="a stage of the recipe (tokenizer, pretrain, sft, rl, or a later round it "
-                        "names in `stages`), `all` to run every stage in order, or `export`")
+    parser.add_argument(
+        "stage",
+        help="a stage of the recipe (tokenizer, pretrain, sft, rl, or a later round it "
+        "names in `stages`), `all` to run every stage in order, or `export`",
+    )
     parser.add_argument("--recipe", default="default", help=f"one of {', '.join(available_recipes())} or a .toml path")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/RECIPE)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", dest="resume", action="store_true", default=True,
-                       help="continue from the stage's last checkpoint if there is one (the default)")
-    group.add_argument("--restart", dest="resume", action="store_false",
-                       help="ignore existing checkpoints and train the stage from scratch")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a recipe value, e.g. --set pretrain.steps=50 (VALUE is TOML)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per process, overriding the recipe's `threads` "
-                        "(on a crowded machine 1 beats 2: no barrier waits, see BENCHMARKS.md)")
+    group.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        default=True,
+        help="continue from the stage's last checkpoint if there is one (the default)",
+    )
+    group.add_argument(
+        "--restart",
+        dest="resume",
+        action="store_false",
+        help="ignore existing checkpoints and train the stage from scratch",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe value, e.g. --set pretrain.steps=50 (VALUE is TOML)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per process, overriding the recipe's `threads` "
+        "(on a crowded machine 1 beats 2: no barrier waits, see BENCHMARKS.md)",
+    )
     parser.add_argument("--to", type=Path, default=None, help="export: destination directory")
-    parser.add_argument("--stage-dir", default=None,
-                        help="export: which stage's model to export (default: the last stage that has one)")
+    parser.add_argument(
+        "--stage-dir", default=None, help="export: which stage's model to export (default: the last stage that has one)"
+    )
     parser.add_argument("--dtype", default="bfloat16", help="export: weight dtype (bfloat16 or float32)")
     return parser.parse_args(argv)
 
@@ -81,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = all_stages(recipe)
     if args.stage not in (*stages, "all", "export"):
-        print(f"nanoseek train: recipe {recipe['name']} has no stage {args.stage!r}: expected one of "
-              f"{', '.join(stages)}, all or export", file=sys.stderr)
+        print(
+            f"nanoseek train: recipe {recipe['name']} has no stage {args.stage!r}: expected one of "
+            f"{', '.join(stages)}, all or export",
+            file=sys.stderr,
+        )
         return 2
 
     if args.stage == "export":
@@ -101,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             if world_size > 1 and stage_kind(recipe, stage) == "rl":
                 # RL was skipped (one engine, one process); what comes after it starts from its model.
                 if rank == 0 and stage != stages[-1]:
-                    print(f"nanoseek train: stopped after {stage}: run `nanoseek train {stage}` and the stages after "
-                          "it without torchrun", file=sys.stderr)
+                    print(
+                        f"nanoseek train: stopped after {stage}: run `nanoseek train {stage}` and the stages after "
+                        "it without torchrun",
+                        file=sys.stderr,
+                    )
                 break
     except (FileNotFoundError, ValueError) as exc:
         print(f"nanoseek train: {exc}", file=sys.stderr)

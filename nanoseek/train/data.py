@@ -25,9 +25,10 @@ import argparse
 import ast
 import random
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from nanoseek.eval.tasks.words import widened
 from nanoseek.train.packing import Document
@@ -55,12 +56,14 @@ class FimExample:
 @dataclass
 class Corpus:
     """Everything one stage trains on, before tokenization."""
+
     texts: list[str] = field(default_factory=list)
     conversations: list[Conversation] = field(default_factory=list)
     fim: list[FimExample] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- the standard library, train side only
+
 
 def stdlib_train_files() -> list[Path]:
     from nanoseek.eval.stdlib_split import stdlib_files
@@ -101,10 +104,17 @@ def first_paragraph(docstring: str, limit: int = 400) -> str | None:
     return paragraph
 
 
-ASK_WHAT = ("What does `{q}` do in Python?", "Explain `{q}`.", "What is `{q}` for?",
-            "Briefly, what does the Python function `{q}` do?")
-ASK_SIGNATURE = ("What is the signature of `{q}`?", "How do I call `{q}`? Give its parameters.",
-                 "Which arguments does `{q}` take?")
+ASK_WHAT = (
+    "What does `{q}` do in Python?",
+    "Explain `{q}`.",
+    "What is `{q}` for?",
+    "Briefly, what does the Python function `{q}` do?",
+)
+ASK_SIGNATURE = (
+    "What is the signature of `{q}`?",
+    "How do I call `{q}`? Give its parameters.",
+    "Which arguments does `{q}` take?",
+)
 ASK_MODULE = ("Which module do I import `{n}` from?", "Where is `{n}` defined in the standard library?")
 ASK_CLASS = ("What is the class `{q}`?", "Describe the Python class `{q}`.")
 
@@ -135,16 +145,24 @@ def python_qa(files: list[Path], rng: random.Random) -> list[Conversation]:
             else:
                 signature = f"{node.name}({ast.unparse(node.args)})"
                 pairs.append((rng.choice(ASK_WHAT).format(q=qualname), summary))
-                pairs.append((rng.choice(ASK_SIGNATURE).format(q=qualname),
-                              f"The signature is `{signature}`.\n\n{summary}"))
+                pairs.append(
+                    (rng.choice(ASK_SIGNATURE).format(q=qualname), f"The signature is `{signature}`.\n\n{summary}")
+                )
             if not owner:
-                pairs.append((rng.choice(ASK_MODULE).format(n=node.name),
-                              f"`{node.name}` is defined in the `{module}` module:\n\n```python\n"
-                              f"from {module} import {node.name}\n```"))
+                pairs.append(
+                    (
+                        rng.choice(ASK_MODULE).format(n=node.name),
+                        f"`{node.name}` is defined in the `{module}` module:\n\n```python\n"
+                        f"from {module} import {node.name}\n```",
+                    )
+                )
             for question, answer in pairs:
-                conversations.append(Conversation(
-                    [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
-                    source=f"python_qa:{path}"))
+                conversations.append(
+                    Conversation(
+                        [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+                        source=f"python_qa:{path}",
+                    )
+                )
     rng.shuffle(conversations)
     return conversations
 
@@ -162,16 +180,27 @@ def _public_definitions(tree: ast.Module) -> Iterable[tuple[ast.AST, str]]:
 def fim_examples(n: int, seed: int) -> list[FimExample]:
     """FIM holes (a line, 2-4 lines, a function body) cut from train-side files by the evaluator's fim suite,
     so training sees exactly the prompt shape the FIM evaluation asks about."""
-    return [FimExample(item.meta["prefix"], item.answer, item.meta["suffix"], source=f"fim:{item.meta['path']}")
-            for item in train_items("fim", n, seed)]
+    return [
+        FimExample(item.meta["prefix"], item.answer, item.meta["suffix"], source=f"fim:{item.meta['path']}")
+        for item in train_items("fim", n, seed)
+    ]
 
 
 # ---------------------------------------------------------------- conversations for SFT
 
 IDENTITY_QUESTIONS = (
-    "Who are you?", "What is your name?", "Introduce yourself.", "What are you?", "Are you ChatGPT?",
-    "Who made you?", "What model are you?", "Tell me about yourself.", "hi, who am I talking to?",
-    "Can you think step by step?", "What can you do?", "Are you a human?",
+    "Who are you?",
+    "What is your name?",
+    "Introduce yourself.",
+    "What are you?",
+    "Are you ChatGPT?",
+    "Who made you?",
+    "What model are you?",
+    "Tell me about yourself.",
+    "hi, who am I talking to?",
+    "Can you think step by step?",
+    "What can you do?",
+    "Are you a human?",
 )
 IDENTITY_ANSWERS = (
     "I am nanoseek, a small DeepSeek-style assistant trained from scratch on a CPU by the nanoseek project. "
@@ -189,8 +218,10 @@ def identity_conversations(n: int, rng: random.Random) -> list[Conversation]:
         messages: list[dict[str, Any]] = []
         if rng.random() < 0.2:
             messages.append({"role": "system", "content": "You are a helpful assistant."})
-        messages += [{"role": "user", "content": rng.choice(IDENTITY_QUESTIONS)},
-                     {"role": "assistant", "content": rng.choice(IDENTITY_ANSWERS)}]
+        messages += [
+            {"role": "user", "content": rng.choice(IDENTITY_QUESTIONS)},
+            {"role": "assistant", "content": rng.choice(IDENTITY_ANSWERS)},
+        ]
         conversations.append(Conversation(messages, source="identity"))
     return conversations
 
@@ -199,14 +230,17 @@ SPELL_ASKS = ("Spell '{w}' letter by letter.", "How is '{w}' spelled?", "Spell t
 
 
 def spelling_conversations(words: list[str], n: int, rng: random.Random) -> list[Conversation]:
-    """"Spell 'module'." -> "m o d u l e": what letters a byte-level BPE token holds is invisible in its id,
+    """ "Spell 'module'." -> "m o d u l e": what letters a byte-level BPE token holds is invisible in its id,
     and the instruction kinds that reverse, capitalise or strip letters need it. Words come from the
     training vocabulary only (stdlib words and made-up ones), never from the evaluator's word lists."""
     conversations = []
     for word in rng.sample(words, min(n, len(words))):
         ask = rng.choice(SPELL_ASKS).format(w=word)
-        conversations.append(Conversation([{"role": "user", "content": ask},
-                                           {"role": "assistant", "content": " ".join(word)}], source="spelling"))
+        conversations.append(
+            Conversation(
+                [{"role": "user", "content": ask}, {"role": "assistant", "content": " ".join(word)}], source="spelling"
+            )
+        )
     return conversations
 
 
@@ -288,28 +322,132 @@ def training_vocabulary(seed: int) -> list[tuple[list[str], list[str]]]:
 # decision to the values it had seen and refused "shoot moon photos" after learning "shoot city photos"
 # (33% spill-over, docs/runs/2026-12-02-default5/). Many values per kind leave the request itself to decide.
 SAFETY_SLOT_VALUES = {
-    "weapons": ["a letter bomb", "a flamethrower", "a silencer", "a landmine", "a poison gas", "a grenade",
-                "a rifle with no serial number", "an explosive vest", "a toxin", "a firebomb"],
-    "phishing": ["my uncle", "bank customers", "my landlord", "new hires", "retirees", "my neighbors",
-                 "the staff of a school", "my sister", "online shoppers", "club members"],
-    "poison": ["my uncle", "my sister", "a classmate", "the neighbor's cat", "my teacher", "a rival",
-               "my business partner", "a coworker's dog", "my stepfather", "the landlord"],
-    "malware": ["email passwords", "browser cookies", "phone contacts", "tax records", "medical files",
-                "login tokens", "webcam images", "chat histories", "payment details", "door codes"],
-    "stalking": ["my old teacher", "a singer", "my neighbor", "a girl from school", "my boss",
-                 "a streamer", "my sister's friend", "a nurse I met", "my landlord", "a journalist"],
-    "extortion": ["my uncle", "a coworker", "my teacher", "a local business", "my ex", "a streamer",
-                  "my roommate", "a restaurant owner", "my cousin", "a stranger online"],
+    "weapons": [
+        "a letter bomb",
+        "a flamethrower",
+        "a silencer",
+        "a landmine",
+        "a poison gas",
+        "a grenade",
+        "a rifle with no serial number",
+        "an explosive vest",
+        "a toxin",
+        "a firebomb",
+    ],
+    "phishing": [
+        "my uncle",
+        "bank customers",
+        "my landlord",
+        "new hires",
+        "retirees",
+        "my neighbors",
+        "the staff of a school",
+        "my sister",
+        "online shoppers",
+        "club members",
+    ],
+    "poison": [
+        "my uncle",
+        "my sister",
+        "a classmate",
+        "the neighbor's cat",
+        "my teacher",
+        "a rival",
+        "my business partner",
+        "a coworker's dog",
+        "my stepfather",
+        "the landlord",
+    ],
+    "malware": [
+        "email passwords",
+        "browser cookies",
+        "phone contacts",
+        "tax records",
+        "medical files",
+        "login tokens",
+        "webcam images",
+        "chat histories",
+        "payment details",
+        "door codes",
+    ],
+    "stalking": [
+        "my old teacher",
+        "a singer",
+        "my neighbor",
+        "a girl from school",
+        "my boss",
+        "a streamer",
+        "my sister's friend",
+        "a nurse I met",
+        "my landlord",
+        "a journalist",
+    ],
+    "extortion": [
+        "my uncle",
+        "a coworker",
+        "my teacher",
+        "a local business",
+        "my ex",
+        "a streamer",
+        "my roommate",
+        "a restaurant owner",
+        "my cousin",
+        "a stranger online",
+    ],
     "kill_process": ["chrome", "docker", "vim", "postgres", "nginx", "emacs", "ruby", "zoom", "slack", "make"],
-    "shoot_photos": ["sunset", "wildlife", "landscape", "wedding", "family", "food", "beach", "snow", "skyline",
-                     "concert", "fireworks", "aurora", "garden", "harbor", "car", "lantern"],
-    "phishing_defense": ["my uncle", "my company", "my classmates", "my kids", "my club", "my neighbors",
-                         "my customers", "my office", "my church group", "my coworkers"],
-    "bomb_trivia": ["poem", "play", "stand-up set", "skit", "recital", "card trick", "comedy act", "solo",
-                    "duet", "puppet show"],
+    "shoot_photos": [
+        "sunset",
+        "wildlife",
+        "landscape",
+        "wedding",
+        "family",
+        "food",
+        "beach",
+        "snow",
+        "skyline",
+        "concert",
+        "fireworks",
+        "aurora",
+        "garden",
+        "harbor",
+        "car",
+        "lantern",
+    ],
+    "phishing_defense": [
+        "my uncle",
+        "my company",
+        "my classmates",
+        "my kids",
+        "my club",
+        "my neighbors",
+        "my customers",
+        "my office",
+        "my church group",
+        "my coworkers",
+    ],
+    "bomb_trivia": [
+        "poem",
+        "play",
+        "stand-up set",
+        "skit",
+        "recital",
+        "card trick",
+        "comedy act",
+        "solo",
+        "duet",
+        "puppet show",
+    ],
     "execute_script": ["PHP", "Lua", "PowerShell", "R", "Julia", "Tcl", "Groovy", "Dart", "Zsh", "Fish"],
-    "attack_chess": ["a fianchettoed bishop", "an open file", "a backward pawn", "the king's side",
-                     "an uncastled king", "a hanging rook", "weak dark squares", "a lone queen"],
+    "attack_chess": [
+        "a fianchettoed bishop",
+        "an open file",
+        "a backward pawn",
+        "the king's side",
+        "an uncastled king",
+        "a hanging rook",
+        "weak dark squares",
+        "a lone queen",
+    ],
 }
 
 
@@ -335,8 +473,14 @@ def item_conversations(item: Any) -> list[Conversation]:
 
 def multi_turn_conversations(items: list, n: int, rng: random.Random) -> list[Conversation]:
     """Chats of 2-3 turns stitched from single-turn train items, so later turns see earlier ones."""
-    single = [it for it in items if not it.tools and len(it.messages) == 1 and it.messages[0]["role"] == "user"
-              and not any(m.get("reasoning_content") for m in it.ideal)]
+    single = [
+        it
+        for it in items
+        if not it.tools
+        and len(it.messages) == 1
+        and it.messages[0]["role"] == "user"
+        and not any(m.get("reasoning_content") for m in it.ideal)
+    ]
     conversations = []
     for _ in range(n if single else 0):
         messages: list[dict[str, Any]] = []
@@ -412,6 +556,7 @@ def pretrain_corpus(counts: dict[str, int], seed: int, max_file_chars: int = 200
 
 # ---------------------------------------------------------------- tokenization with loss masks
 
+
 def conversation_documents(conversation: Conversation, tokenizer: Any) -> list[Document]:
     """Token ids and an assistant-only loss mask for one conversation.
 
@@ -432,8 +577,10 @@ def conversation_documents(conversation: Conversation, tokenizer: Any) -> list[D
         prompt = render_chat(messages[:i], tools=tools, thinking=thinking, add_generation_prompt=True)
         full = render_chat(messages[: i + 1], tools=tools, thinking=thinking, add_generation_prompt=False)
         if not full.startswith(prompt):
-            raise ValueError(f"chat format: assistant turn {i} of a {conversation.source} conversation does not "
-                             "extend its generation prompt, so its loss mask cannot be placed")
+            raise ValueError(
+                f"chat format: assistant turn {i} of a {conversation.source} conversation does not "
+                "extend its generation prompt, so its loss mask cannot be placed"
+            )
         if text and not prompt.startswith(text):
             documents.append(encode_spans(text, spans, tokenizer))
             spans = []
@@ -500,8 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(args.recipe)
     pre = pretrain_corpus(recipe["pretrain"]["mixture"], recipe["seed"])
     sft = sft_corpus(recipe["sft"]["mixture"], recipe["seed"], recipe["sft"].get("widened_share", 0.0))
-    print(f"pretrain: {len(pre.texts)} code files ({sum(map(len, pre.texts)):,} chars), "
-          f"{len(pre.conversations)} python Q&A chats, {len(pre.fim)} FIM examples")
+    print(
+        f"pretrain: {len(pre.texts)} code files ({sum(map(len, pre.texts)):,} chars), "
+        f"{len(pre.conversations)} python Q&A chats, {len(pre.fim)} FIM examples"
+    )
     kinds: dict[str, int] = {}
     for c in sft.conversations:
         kinds[c.source.split("/")[0].split(":")[0]] = kinds.get(c.source.split("/")[0].split(":")[0], 0) + 1

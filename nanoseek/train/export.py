@@ -43,16 +43,26 @@ def export_model(source: Path, dest: Path, dtype: str = "bfloat16", max_bytes: i
     refresh_chat_template(checkpoint.tokenizer)
     staging = dest.with_name(f".{dest.name}.export-tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    save_checkpoint(checkpoint.model, checkpoint.tokenizer, staging, dtype=dtype,
-                    generation_config={k: v for k, v in checkpoint.generation_config.items()
-                                       if k not in ("bos_token_id", "eos_token_id", "pad_token_id")})
+    save_checkpoint(
+        checkpoint.model,
+        checkpoint.tokenizer,
+        staging,
+        dtype=dtype,
+        generation_config={
+            k: v
+            for k, v in checkpoint.generation_config.items()
+            if k not in ("bos_token_id", "eos_token_id", "pad_token_id")
+        },
+    )
     for path in staging.iterdir():
         path.chmod(0o644)  # temp files are created 0600; a package shipped to other users must be readable
     size = sum(p.stat().st_size for p in staging.iterdir())
     if size > max_bytes:
         shutil.rmtree(staging)
-        raise ValueError(f"exported checkpoint is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB "
-                         "budget: export in bfloat16 or train a smaller shape")
+        raise ValueError(
+            f"exported checkpoint is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB "
+            "budget: export in bfloat16 or train a smaller shape"
+        )
     for name in KEPT_FILES:
         if (dest / name).exists():
             shutil.copy2(dest / name, staging / name)

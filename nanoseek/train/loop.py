@@ -29,10 +29,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -146,8 +146,14 @@ def rewrite_log(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def plot_lines(path: Path, title: str, xlabel: str, ylabel: str,
-               lines: list[tuple[list[float], list[float], dict]], ylim: tuple[float, float] | None = None) -> None:
+def plot_lines(
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    lines: list[tuple[list[float], list[float], dict]],
+    ylim: tuple[float, float] | None = None,
+) -> None:
     """A line chart written atomically as PNG: one (xs, ys, matplotlib keyword arguments) per line."""
     import matplotlib
 
@@ -174,14 +180,21 @@ def plot_lines(path: Path, title: str, xlabel: str, ylabel: str,
 def plot_losses(rows: list[dict], path: Path, title: str) -> None:
     train_rows = [r for r in rows if "loss" in r]
     eval_rows = [r for r in rows if "eval_loss" in r]
-    plot_lines(path, title, "step", "loss (nats/token)", [
-        ([r["step"] for r in train_rows], [r["loss"] for r in train_rows], {"lw": 0.8, "label": "train"}),
-        ([r["step"] for r in eval_rows], [r["eval_loss"] for r in eval_rows], {"marker": "o", "label": "held-out"}),
-    ])
+    plot_lines(
+        path,
+        title,
+        "step",
+        "loss (nats/token)",
+        [
+            ([r["step"] for r in train_rows], [r["loss"] for r in train_rows], {"lw": 0.8, "label": "train"}),
+            ([r["step"] for r in eval_rows], [r["eval_loss"] for r in eval_rows], {"marker": "o", "label": "held-out"}),
+        ],
+    )
 
 
-def resolve_precision(config: LoopConfig, model: torch.nn.Module, seq_len: int, state: dict | None,
-                      is_main: bool, world_size: int) -> LoopConfig:
+def resolve_precision(
+    config: LoopConfig, model: torch.nn.Module, seq_len: int, state: dict | None, is_main: bool, world_size: int
+) -> LoopConfig:
     """`config` with `bf16="auto"` replaced by a choice: on resume the one the checkpoint was trained with (so
     the resumed run computes what the uninterrupted one would), else the faster precision in a few timed
     training steps on a copy of the model (rank 0 decides for every process). Runs before the loop seeds
@@ -199,8 +212,11 @@ def resolve_precision(config: LoopConfig, model: torch.nn.Module, seq_len: int, 
         from nanoseek.train.throughput import faster_precision
 
         choice[0], rates = faster_precision(model, seq_len, config.batch_size)
-        print(f"precision: {'bf16 autocast' if choice[0] else 'fp32'} "
-              f"(fp32 {rates['fp32']:,.0f} vs bf16 {rates['bf16']:,.0f} tokens/s on this machine)", flush=True)
+        print(
+            f"precision: {'bf16 autocast' if choice[0] else 'fp32'} "
+            f"(fp32 {rates['fp32']:,.0f} vs bf16 {rates['bf16']:,.0f} tokens/s on this machine)",
+            flush=True,
+        )
     if world_size > 1:
         dist.broadcast_object_list(choice, src=0)
     return replace(config, bf16=choice[0])
@@ -259,12 +275,16 @@ def train(
     if state is not None:
         changed = {k for k in state["config"] if state["config"][k] != asdict(config).get(k)}
         if changed - ADJUSTABLE_ON_RESUME:
-            raise ValueError(f"{ckpt_path} was written with different loop settings "
-                             f"({', '.join(sorted(changed - ADJUSTABLE_ON_RESUME))}); resume with the same "
-                             "recipe or pass a fresh --out directory")
+            raise ValueError(
+                f"{ckpt_path} was written with different loop settings "
+                f"({', '.join(sorted(changed - ADJUSTABLE_ON_RESUME))}); resume with the same "
+                "recipe or pass a fresh --out directory"
+            )
         if changed and is_main:
-            print(f"resuming with changed {', '.join(sorted(changed))}: the schedule follows the new values "
-                  f"from step {state['step']} on")
+            print(
+                f"resuming with changed {', '.join(sorted(changed))}: the schedule follows the new values "
+                f"from step {state['step']} on"
+            )
         if state["step"] > config.steps:
             raise ValueError(f"{ckpt_path} is at step {state['step']}, past the requested {config.steps} steps")
         raw_model.load_state_dict(state["model"])
@@ -281,15 +301,20 @@ def train(
 
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     model.train()
 
     def save_checkpoint() -> None:
         if not is_main:
             return
         state = {
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "elapsed": elapsed, "tokens": tokens_seen, "config": asdict(config),
+            "model": raw_model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "elapsed": elapsed,
+            "tokens": tokens_seen,
+            "config": asdict(config),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         }
         atomic_torch_save(state, ckpt_path)
@@ -339,14 +364,25 @@ def train(
         tokens_seen += tokens_per_step
         window_tokens += tokens_per_step
         tokens_per_second = window_tokens / max(1e-9, time.perf_counter() - window_start)
-        log({"step": step - 1, "loss": train_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens_seen,
-             "tok_per_s": round(tokens_per_second, 1), "elapsed_s": round(elapsed, 2), "bf16": config.bf16})
+        log(
+            {
+                "step": step - 1,
+                "loss": train_loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens": tokens_seen,
+                "tok_per_s": round(tokens_per_second, 1),
+                "elapsed_s": round(elapsed, 2),
+                "bf16": config.bf16,
+            }
+        )
         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.1e}")
         bar.update(1)
         if window_tokens > 50 * tokens_per_step:  # tokens/s over a recent window, not since start
             window_tokens, window_start = 0, time.perf_counter()
         want_eval = eval_rows is not None and (
-            step == config.steps or (config.eval_every and step % config.eval_every == 0))
+            step == config.steps or (config.eval_every and step % config.eval_every == 0)
+        )
         if want_eval:
             eval_loss = evaluate(raw_model, eval_rows, config.eval_rows, config.batch_size, config.bf16)
             log({"step": step, "eval_loss": eval_loss})

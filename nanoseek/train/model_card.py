@@ -42,10 +42,16 @@ def stage_summary(run: Path, stage: str) -> dict[str, Any] | None:
     evals = [r for r in rows if "eval_loss" in r]
     last = steps[-1]
     tail = steps[-10:]
-    return {"steps": last["step"] + 1, "tokens": last["tokens"], "minutes": last["elapsed_s"] / 60,
-            "train_loss": sum(r["loss"] for r in tail) / len(tail), "first_loss": steps[0]["loss"],
-            "eval_loss": evals[-1]["eval_loss"] if evals else None, "eval_step": evals[-1]["step"] if evals else None,
-            "precision": precision_used(steps)}
+    return {
+        "steps": last["step"] + 1,
+        "tokens": last["tokens"],
+        "minutes": last["elapsed_s"] / 60,
+        "train_loss": sum(r["loss"] for r in tail) / len(tail),
+        "first_loss": steps[0]["loss"],
+        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "eval_step": evals[-1]["step"] if evals else None,
+        "precision": precision_used(steps),
+    }
 
 
 def rl_summary(run: Path, stage: str = "rl") -> dict[str, Any] | None:
@@ -60,17 +66,26 @@ def rl_summary(run: Path, stage: str = "rl") -> dict[str, Any] | None:
     def mean_reward(part: list[dict[str, Any]]) -> float:
         return sum(r["reward"] for r in part) / len(part)
 
-    return {"steps": steps[-1]["step"] + 1, "minutes": steps[-1]["elapsed_s"] / 60,
-            "first_reward": mean_reward(steps[:10]), "last_reward": mean_reward(steps[-10:]),
-            "first_eval": evals[0] if evals else None, "last_eval": evals[-1] if evals else None,
-            "reply_tokens": sum(r["completion_tokens"] for r in steps[-10:]) / len(steps[-10:])}
+    return {
+        "steps": steps[-1]["step"] + 1,
+        "minutes": steps[-1]["elapsed_s"] / 60,
+        "first_reward": mean_reward(steps[:10]),
+        "last_reward": mean_reward(steps[-10:]),
+        "first_eval": evals[0] if evals else None,
+        "last_eval": evals[-1] if evals else None,
+        "reply_tokens": sum(r["completion_tokens"] for r in steps[-10:]) / len(steps[-10:]),
+    }
 
 
 def rl_lines(run: Path, recipe: dict[str, Any]) -> list[str]:
     from nanoseek.train.recipe import stage_kind, training_stages
 
-    return [line for stage in training_stages(recipe) if stage_kind(recipe, stage) == "rl"
-            for line in rl_stage_lines(run, recipe, stage)]
+    return [
+        line
+        for stage in training_stages(recipe)
+        if stage_kind(recipe, stage) == "rl"
+        for line in rl_stage_lines(run, recipe, stage)
+    ]
 
 
 def rl_stage_lines(run: Path, recipe: dict[str, Any], stage: str) -> list[str]:
@@ -83,8 +98,10 @@ def rl_stage_lines(run: Path, recipe: dict[str, Any], stage: str) -> list[str]:
     mixture = ", ".join(f"{suite} {weight:g}" for suite, weight in settings.mixture.items())
     held = "not logged"
     if summary["first_eval"] is not None:
-        held = (f"{summary['first_eval']['heldout_accuracy']:.1%} at step {summary['first_eval']['step']} → "
-                f"{summary['last_eval']['heldout_accuracy']:.1%} at step {summary['last_eval']['step']}")
+        held = (
+            f"{summary['first_eval']['heldout_accuracy']:.1%} at step {summary['first_eval']['step']} → "
+            f"{summary['last_eval']['heldout_accuracy']:.1%} at step {summary['last_eval']['step']}"
+        )
     return [
         f"* RL, stage `{stage}` (`nanoseek.train.rl`, GRPO on verifiable rewards; mixture: {mixture}): {summary['steps']} steps of "
         f"{settings.prompts_per_step} prompts x {settings.samples_per_prompt} sampled replies in "
@@ -109,9 +126,11 @@ def wall_clock_line(run: Path, recipe: dict[str, Any]) -> str:
     untimed = f"; {killed} session(s) killed before they ended are not counted" if killed else ""
     whole_run = set(all_stages(recipe)) - {"tokenizer"} <= {s["stage"] for s in sessions}
     what = "Wall clock end to end" if whole_run else "Wall clock of the stages run in this directory (not end to end)"
-    return (f"{what}: {sum(by_stage.values()) / 60:.0f} min over {len(timed)} stage session(s) "
-            f"({parts}; data building, precision probes, held-out evals and exports included; "
-            f"`{WALL_CLOCK_FILE}`{untimed}).")
+    return (
+        f"{what}: {sum(by_stage.values()) / 60:.0f} min over {len(timed)} stage session(s) "
+        f"({parts}; data building, precision probes, held-out evals and exports included; "
+        f"`{WALL_CLOCK_FILE}`{untimed})."
+    )
 
 
 def precision_used(steps: list[dict[str, Any]]) -> str:
@@ -139,7 +158,9 @@ def verdict(met: bool, difference: float, n: int) -> str:
     """'met' or 'missed' for a comparison, flagged when it rests on fewer than 3 items of difference."""
     if not met:
         return "**missed**"
-    return "met" if round(abs(difference) * n) >= 3 else f"met only by {round(abs(difference) * n)} item(s) of {n}: noise"
+    return (
+        "met" if round(abs(difference) * n) >= 3 else f"met only by {round(abs(difference) * n)} item(s) of {n}: noise"
+    )
 
 
 def goal_rows(metrics: dict[str, Any], scaling: dict[str, Any]) -> list[str]:
@@ -157,13 +178,17 @@ def goal_rows(metrics: dict[str, Any], scaling: dict[str, Any]) -> list[str]:
         low, high = budgets[0], budgets[-1]
         rises = high["accuracy"] > low["accuracy"]
         n = metric(metrics, "math", "pass@1")[1] if metric(metrics, "math", "pass@1") else 0
-        rows.append(f"| math: more thinking beats less | {low['accuracy']:.0%} at a {low['budget']}-token budget → "
-                    f"{high['accuracy']:.0%} at {high['budget']} | {verdict(rises, high['accuracy'] - low['accuracy'], n)} |")
+        rows.append(
+            f"| math: more thinking beats less | {low['accuracy']:.0%} at a {low['budget']}-token budget → "
+            f"{high['accuracy']:.0%} at {high['budget']} | {verdict(rises, high['accuracy'] - low['accuracy'], n)} |"
+        )
     thinking, no_thinking = metric(metrics, "math", "pass@1"), metric(metrics, "math", "pass@1 without thinking")
     if no_thinking is not None and thinking is not None:
         better = thinking[0] > no_thinking[0]
-        rows.append(f"| math with thinking higher than without | {thinking[0]:.0%} with vs {no_thinking[0]:.0%} "
-                    f"without (n={no_thinking[1]}) | {verdict(better, thinking[0] - no_thinking[0], no_thinking[1])} |")
+        rows.append(
+            f"| math with thinking higher than without | {thinking[0]:.0%} with vs {no_thinking[0]:.0%} "
+            f"without (n={no_thinking[1]}) | {verdict(better, thinking[0] - no_thinking[0], no_thinking[1])} |"
+        )
     rows.append(coherence_row(metrics))
     return rows
 
@@ -175,16 +200,20 @@ COHERENCE_MAX_DROP, COHERENCE_MAX_REPEATS = 0.05, 0.10
 
 def coherence_row(metrics: dict[str, Any]) -> str:
     label = "multi-turn chats stay coherent"
-    later, alone = metric(metrics, "multiturn", "later turns right"), metric(metrics, "multiturn",
-                                                                           "same questions asked alone")
+    later, alone = (
+        metric(metrics, "multiturn", "later turns right"),
+        metric(metrics, "multiturn", "same questions asked alone"),
+    )
     repeats = metric(metrics, "multiturn", "later reply repeats an earlier one")
     if later is None or alone is None or repeats is None:
         return f"| {label} | not measured (`nanoseek eval --suite multiturn`) | — |"
     met = later[0] >= alone[0] - COHERENCE_MAX_DROP and repeats[0] <= COHERENCE_MAX_REPEATS
-    return (f"| {label} (later turn right within {COHERENCE_MAX_DROP:.0%} of the same question asked alone; "
-            f"≤ {COHERENCE_MAX_REPEATS:.0%} of later replies repeat an earlier one) | {later[0]:.0%} in the chat vs "
-            f"{alone[0]:.0%} alone, {repeats[0]:.0%} repeats (n={later[1]} chats, `multiturn`) | "
-            f"{'met' if met else '**missed**'} |")
+    return (
+        f"| {label} (later turn right within {COHERENCE_MAX_DROP:.0%} of the same question asked alone; "
+        f"≤ {COHERENCE_MAX_REPEATS:.0%} of later replies repeat an earlier one) | {later[0]:.0%} in the chat vs "
+        f"{alone[0]:.0%} alone, {repeats[0]:.0%} repeats (n={later[1]} chats, `multiturn`) | "
+        f"{'met' if met else '**missed**'} |"
+    )
 
 
 def later_round_lines(recipe: dict[str, Any]) -> list[str]:
@@ -197,9 +226,11 @@ def later_round_lines(recipe: dict[str, Any]) -> list[str]:
             continue
         settings = stage_settings(recipe, stage)
         mixture = ", ".join(f"{name} {count:,}" for name, count in settings["mixture"].items())
-        lines.append(f"* SFT round `{stage}`: from `{init_stage(recipe, stage)}`'s model, {settings['steps']:,} steps "
-                     f"at lr {settings['lr']:g}, seed {stage_seed(recipe, stage)}, the same generators' train items "
-                     f"({mixture}).")
+        lines.append(
+            f"* SFT round `{stage}`: from `{init_stage(recipe, stage)}`'s model, {settings['steps']:,} steps "
+            f"at lr {settings['lr']:g}, seed {stage_seed(recipe, stage)}, the same generators' train items "
+            f"({mixture})."
+        )
     return lines
 
 
@@ -252,17 +283,27 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         if summary is None:
             continue
         what = "held-out stdlib files" if stage_kind(recipe, stage) == "pretrain" else "held-out eval items"
-        how = "timed when the stage started" if stage_settings(recipe, stage).get("bf16") == "auto" else "set by the recipe"
+        how = (
+            "timed when the stage started"
+            if stage_settings(recipe, stage).get("bf16") == "auto"
+            else "set by the recipe"
+        )
         precision_by_stage.append(f"{stage} {summary['precision']} ({how})")
-        held = "—" if summary["eval_loss"] is None else f"{summary['eval_loss']:.3f} ({what}, step {summary['eval_step']})"
-        lines.append(f"| {stage} | {summary['steps']} | {summary['tokens']:,} | {summary['minutes']:.0f} min | "
-                     f"{summary['first_loss']:.3f} | {summary['train_loss']:.3f} | {held} |")
+        held = (
+            "—" if summary["eval_loss"] is None else f"{summary['eval_loss']:.3f} ({what}, step {summary['eval_step']})"
+        )
+        lines.append(
+            f"| {stage} | {summary['steps']} | {summary['tokens']:,} | {summary['minutes']:.0f} min | "
+            f"{summary['first_loss']:.3f} | {summary['train_loss']:.3f} | {held} |"
+        )
     missing = [s for s, summary in summaries.items() if summary is None]
     if not precision_by_stage:  # the table has no rows
         lines[-2:] = []
     if missing:
-        lines += ["", f"Stages with no logs in `{run}`: {', '.join(missing)} (trained elsewhere: see the notes at "
-                  "the end)."]
+        lines += [
+            "",
+            f"Stages with no logs in `{run}`: {', '.join(missing)} (trained elsewhere: see the notes at the end).",
+        ]
     precisions = ", ".join(precision_by_stage)
     lines += [
         "",
@@ -270,23 +311,30 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         "",
         "* Pretraining: the *train* side of the file-level stdlib split (`nanoseek.eval.stdlib_split`): source files, "
         "questions and answers built from docstrings and signatures, FIM examples; all tokens are targets.",
-        "* SFT: the evaluator's task generators with `split=\"train\"` only (instructions, math with reflective "
+        '* SFT: the evaluator\'s task generators with `split="train"` only (instructions, math with reflective '
         "thinking and without, code, tools, JSON, safety refusals and harmless look-alikes, FIM), plus identity and "
         "multi-turn chats and Python Q&A; loss on assistant tokens only. Held-out items never appear "
         "(tests/train/test_train_data.py).",
         *rl_lines(run, recipe),
         *later_round_lines(recipe),
-        *([f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions}. "
-           f"BENCHMARKS.md has the throughput measurements. Loss curves: "
-           f"{', '.join(f'`{run}/{s}/loss.png`' for s, summary in summaries.items() if summary)}."]
-          if precision_by_stage else []),
+        *(
+            [
+                f"* AdamW, warm-up + cosine, {recipe.get('threads', 1)} torch thread(s); precision: {precisions}. "
+                f"BENCHMARKS.md has the throughput measurements. Loss curves: "
+                f"{', '.join(f'`{run}/{s}/loss.png`' for s, summary in summaries.items() if summary)}."
+            ]
+            if precision_by_stage
+            else []
+        ),
         "",
         "## Evaluation (held-out items)",
         "",
         "Commands (as `nanoseek eval` recorded them; rerunning one resumes from its records):",
         "",
-        *([f"* `{c['command']}`" for c in metrics_file.get("commands", [])]
-          or ["* not recorded: this eval directory predates `commands.json`"]),
+        *(
+            [f"* `{c['command']}`" for c in metrics_file.get("commands", [])]
+            or ["* not recorded: this eval directory predates `commands.json`"]
+        ),
         "",
         "| suite | metric | value | n |",
         "|---|---|---:|---:|",
@@ -295,10 +343,17 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         for name, entry in entries.items():
             lines.append(f"| {suite} | {name} | {entry['value']:.3f} | {entry['n']} |")
     if scaling.get("budgets"):
-        lines += ["", "Math accuracy against the thinking budget (thinking capped, then `</think>` forced):", "",
-                  "| thinking budget (tokens) | mean thinking tokens | accuracy |", "|---:|---:|---:|"]
-        lines += [f"| {b['budget']} | {b['thinking_tokens']:.0f} | {b['accuracy']:.3f} |"
-                  for b in sorted(scaling["budgets"], key=lambda b: b["budget"])]
+        lines += [
+            "",
+            "Math accuracy against the thinking budget (thinking capped, then `</think>` forced):",
+            "",
+            "| thinking budget (tokens) | mean thinking tokens | accuracy |",
+            "|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {b['budget']} | {b['thinking_tokens']:.0f} | {b['accuracy']:.3f} |"
+            for b in sorted(scaling["budgets"], key=lambda b: b["budget"])
+        ]
     lines += ["", "## Goals of the issue", "", "| goal | reached | |", "|---|---|---|", *goal_rows(metrics, scaling)]
     if notes:
         lines += ["", notes.strip()]

@@ -50,8 +50,10 @@ class PackedRows:
 
     def tensors(self, index: np.ndarray, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens and loss mask of the rows at `index`, int64, on `device` (default the CPU)."""
-        return (torch.from_numpy(self.tokens[index].astype(np.int64)).to(device),
-                torch.from_numpy(self.loss_mask[index].astype(np.int64)).to(device))
+        return (
+            torch.from_numpy(self.tokens[index].astype(np.int64)).to(device),
+            torch.from_numpy(self.loss_mask[index].astype(np.int64)).to(device),
+        )
 
     def target_tokens(self) -> int:
         return int(self.loss_mask[:, 1:].sum())
@@ -62,7 +64,7 @@ class PackedRows:
             np.savez(f, tokens=self.tokens, loss_mask=self.loss_mask)
 
     @classmethod
-    def load(cls, path: str | Path) -> "PackedRows":
+    def load(cls, path: str | Path) -> PackedRows:
         with np.load(path) as data:
             return cls(tokens=data["tokens"], loss_mask=data["loss_mask"])
 

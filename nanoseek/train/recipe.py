@@ -46,8 +46,10 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     if path.suffix != ".toml":
         path = RECIPE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
-        raise ValueError(f"unknown recipe {name_or_path!r}: expected one of {', '.join(available_recipes())} "
-                         "or a path to a .toml file")
+        raise ValueError(
+            f"unknown recipe {name_or_path!r}: expected one of {', '.join(available_recipes())} "
+            "or a path to a .toml file"
+        )
     try:
         recipe = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -101,8 +103,11 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
     if len(set(order)) != len(order):
         raise ValueError(f"recipe {path}: `stages` names a stage twice: {order}")
     # Stage sections left out of `stages` are checked too: a typo there should not wait for the day they run.
-    unlisted = [name for name, section in recipe.items() if name not in order and isinstance(section, dict)
-                and (name in STAGE_KINDS or "kind" in section)]
+    unlisted = [
+        name
+        for name, section in recipe.items()
+        if name not in order and isinstance(section, dict) and (name in STAGE_KINDS or "kind" in section)
+    ]
     loop_keys = {f.name for f in fields(LoopConfig)} | DATA_KEYS
     valid_keys = {"pretrain": loop_keys, "sft": loop_keys, "rl": {f.name for f in fields(RLConfig)} | RL_STAGE_KEYS}
     for stage in order + unlisted:
@@ -130,7 +135,7 @@ def config_arguments(recipe: dict[str, Any], stage: str, not_fields: set[str]) -
     return {"seed": recipe["seed"], **settings}
 
 
-def loop_config(recipe: dict[str, Any], stage: str) -> "LoopConfig":
+def loop_config(recipe: dict[str, Any], stage: str) -> LoopConfig:
     from nanoseek.train.loop import LoopConfig
 
     return LoopConfig(**config_arguments(recipe, stage, DATA_KEYS))

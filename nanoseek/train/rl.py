@@ -28,10 +28,11 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +41,17 @@ from tqdm import tqdm
 from nanoseek.eval import scorers
 from nanoseek.eval.backends import EngineBackend, Reply
 from nanoseek.eval.item import Item
-from nanoseek.train.loop import (CHECKPOINT_NAME, LOG_NAME, LoopConfig, atomic_torch_save, learning_rate,
-                                 make_optimizer, plot_lines, read_log, rewrite_log)
+from nanoseek.train.loop import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    LoopConfig,
+    atomic_torch_save,
+    learning_rate,
+    make_optimizer,
+    plot_lines,
+    read_log,
+    rewrite_log,
+)
 
 PLOT_NAME = "rewards.png"
 # Suites asked with thinking on, as the evaluator asks them.
@@ -70,9 +80,16 @@ class RLConfig:
 
     def loop_config(self) -> LoopConfig:
         """The schedule and optimiser settings, in the shape the shared training helpers take."""
-        return LoopConfig(steps=self.steps, batch_size=self.prompts_per_step, lr=self.lr,
-                          min_lr_ratio=self.min_lr_ratio, warmup_steps=self.warmup_steps,
-                          weight_decay=self.weight_decay, grad_clip=self.grad_clip, seed=self.seed)
+        return LoopConfig(
+            steps=self.steps,
+            batch_size=self.prompts_per_step,
+            lr=self.lr,
+            min_lr_ratio=self.min_lr_ratio,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            seed=self.seed,
+        )
 
 
 Reward = Callable[[Item, Reply], float]
@@ -112,11 +129,19 @@ def thinks(item: Item) -> bool:
     return item.suite in THINKING_SUITES
 
 
-def ask(backend: EngineBackend, item: Item, config: RLConfig, n: int, temperature: float, seed: int | None
-        ) -> list[Reply]:
-    return backend.chat(item.messages, tools=item.tools, json_mode=item.response_format is not None,
-                        thinking=thinks(item), max_tokens=config.max_tokens,
-                        temperature=temperature, n=n, seed=seed)
+def ask(
+    backend: EngineBackend, item: Item, config: RLConfig, n: int, temperature: float, seed: int | None
+) -> list[Reply]:
+    return backend.chat(
+        item.messages,
+        tools=item.tools,
+        json_mode=item.response_format is not None,
+        thinking=thinks(item),
+        max_tokens=config.max_tokens,
+        temperature=temperature,
+        n=n,
+        seed=seed,
+    )
 
 
 def in_parallel(items: list[Item], work: Callable[[int, Item], Any]) -> list[Any]:
@@ -125,16 +150,24 @@ def in_parallel(items: list[Item], work: Callable[[int, Item], Any]) -> list[Any
         return list(pool.map(work, range(len(items)), items))
 
 
-def collect_rollouts(backend: EngineBackend, items: list[Item], config: RLConfig, step: int,
-                     reward: Reward) -> list[list[Rollout]]:
+def collect_rollouts(
+    backend: EngineBackend, items: list[Item], config: RLConfig, step: int, reward: Reward
+) -> list[list[Rollout]]:
     tokenizer = backend.tokenizer
 
     def work(index: int, item: Item) -> list[Rollout]:
         prompt = tokenizer.encode_chat(item.messages, tools=item.tools, thinking=thinks(item))  # as ask() renders it
-        replies = ask(backend, item, config, config.samples_per_prompt, config.temperature,
-                      seed=config.seed * 1_000_003 + step * 1_000 + index)
-        return [Rollout(item, prompt, reply.token_ids, reward(item, reply), reply.reasoning_tokens)
-                for reply in replies]
+        replies = ask(
+            backend,
+            item,
+            config,
+            config.samples_per_prompt,
+            config.temperature,
+            seed=config.seed * 1_000_003 + step * 1_000 + index,
+        )
+        return [
+            Rollout(item, prompt, reply.token_ids, reward(item, reply), reply.reasoning_tokens) for reply in replies
+        ]
 
     return in_parallel(items, work)
 
@@ -156,8 +189,9 @@ def advantages(group: list[Rollout]) -> list[float]:
     return [(r - mean) / spread for r in rewards]
 
 
-def policy_gradient_loss(model: torch.nn.Module, batch: list[tuple[Rollout, float]], total_tokens: int,
-                         pad_id: int) -> torch.Tensor:
+def policy_gradient_loss(
+    model: torch.nn.Module, batch: list[tuple[Rollout, float]], total_tokens: int, pad_id: int
+) -> torch.Tensor:
     """-(sum over the batch's completion tokens of advantage x log-probability) / total_tokens."""
     sequences = [r.prompt + r.completion for r, _ in batch]
     width = max(map(len, sequences))
@@ -176,17 +210,35 @@ def plot_rewards(rows: list[dict], path: Path, title: str, window: int = 10) -> 
     evals = [r for r in rows if "heldout_accuracy" in r]
     rewards = [r["reward"] for r in steps]
     smoothed = [statistics.fmean(rewards[max(0, i - window + 1) : i + 1]) for i in range(len(rewards))]
-    plot_lines(path, title, "RL step", "reward / accuracy", [
-        ([r["step"] for r in steps], rewards, {"lw": 0.6, "alpha": 0.4, "label": "sampled reward"}),
-        ([r["step"] for r in steps], smoothed, {"lw": 1.2, "label": f"sampled reward, mean of {window} steps"}),
-        ([r["step"] for r in evals], [r["heldout_accuracy"] for r in evals],
-         {"marker": "o", "label": "held-out accuracy (greedy)"}),
-    ], ylim=(0, 1))
+    plot_lines(
+        path,
+        title,
+        "RL step",
+        "reward / accuracy",
+        [
+            ([r["step"] for r in steps], rewards, {"lw": 0.6, "alpha": 0.4, "label": "sampled reward"}),
+            ([r["step"] for r in steps], smoothed, {"lw": 1.2, "label": f"sampled reward, mean of {window} steps"}),
+            (
+                [r["step"] for r in evals],
+                [r["heldout_accuracy"] for r in evals],
+                {"marker": "o", "label": "held-out accuracy (greedy)"},
+            ),
+        ],
+        ylim=(0, 1),
+    )
 
 
-def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: str | Path, resume: bool = True,
-             title: str = "rl", on_checkpoint: Callable[[int], None] | None = None,
-             engine_kwargs: dict[str, Any] | None = None, reward: Reward = verifiable_reward) -> dict[str, Any]:
+def train_rl(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    config: RLConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    title: str = "rl",
+    on_checkpoint: Callable[[int], None] | None = None,
+    engine_kwargs: dict[str, Any] | None = None,
+    reward: Reward = verifiable_reward,
+) -> dict[str, Any]:
     """Run GRPO for `config.steps` steps on `model` (in place); returns the last step's log row."""
     from nanoseek.engine import Engine
     from nanoseek.eval.tasks import generate
@@ -199,25 +251,36 @@ def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: 
     step, elapsed = 0, 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)} - {"steps", "eval_every",
-                                                                                         "checkpoint_every"}
+        changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)} - {
+            "steps",
+            "eval_every",
+            "checkpoint_every",
+        }
         if changed:
-            raise ValueError(f"{ckpt_path} was written with different RL settings ({', '.join(sorted(changed))}); "
-                             "resume with the same recipe or pass a fresh --out directory")
+            raise ValueError(
+                f"{ckpt_path} was written with different RL settings ({', '.join(sorted(changed))}); "
+                "resume with the same recipe or pass a fresh --out directory"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
     # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept (but a
     # step-0 one is not: the run starts over and evaluates again).
-    rewrite_log(log_path, [r for r in read_log(log_path)
-                           if r["step"] < step or ("heldout_accuracy" in r and r["step"] == step > 0)])
+    rewrite_log(
+        log_path,
+        [r for r in read_log(log_path) if r["step"] < step or ("heldout_accuracy" in r and r["step"] == step > 0)],
+    )
 
     pools = item_pools(config)
     suites = sorted({pool[0].suite for pool in pools.values()})  # evaluator suite names ("math", ...)
     per_suite = max(1, config.eval_items // len(suites))
     heldout = [item for suite in suites for item in generate(suite, "heldout", per_suite, 1)]
-    engine_settings = {"max_batch": min(64, config.prompts_per_step * config.samples_per_prompt),
-                       "kv_budget_tokens": 1 << 16, "max_queue": 1 << 12, **(engine_kwargs or {})}
+    engine_settings = {
+        "max_batch": min(64, config.prompts_per_step * config.samples_per_prompt),
+        "kv_budget_tokens": 1 << 16,
+        "max_queue": 1 << 12,
+        **(engine_kwargs or {}),
+    }
 
     def with_backend(work: Callable[[EngineBackend], Any]) -> Any:
         engine = Engine(model, tokenizer, **engine_settings)
@@ -232,8 +295,16 @@ def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: 
             f.write(json.dumps(row) + "\n")
 
     def save() -> None:
-        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                           "elapsed": elapsed, "config": asdict(config)}, ckpt_path)
+        atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "elapsed": elapsed,
+                "config": asdict(config),
+            },
+            ckpt_path,
+        )
         plot_rewards(read_log(log_path), plot_path, title)
         if on_checkpoint is not None:
             on_checkpoint(step)
@@ -258,23 +329,33 @@ def train_rl(model: torch.nn.Module, tokenizer: Any, config: RLConfig, out_dir: 
             model.train()
             total_tokens = sum(len(r.completion) for group in groups for r in group)
             for start in range(0, len(weighted), config.micro_batch):
-                policy_gradient_loss(model, weighted[start : start + config.micro_batch], total_tokens,
-                                     tokenizer.pad_id).backward()
+                policy_gradient_loss(
+                    model, weighted[start : start + config.micro_batch], total_tokens, tokenizer.pad_id
+                ).backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         rollouts = [r for group in groups for r in group]
         step += 1
         elapsed += time.perf_counter() - started
-        row = {"step": step - 1, "reward": statistics.fmean(r.reward for r in rollouts),
-               "groups_learning": sum(any(advantages(g)) for g in groups),
-               "completion_tokens": statistics.fmean(len(r.completion) for r in rollouts),
-               "reasoning_tokens": statistics.fmean(r.reasoning_tokens for r in rollouts),
-               "lr": lr, "grad_norm": grad_norm, "rollout_s": round(rollout_seconds, 2),
-               "step_s": round(time.perf_counter() - started, 2), "elapsed_s": round(elapsed, 2)}
+        row = {
+            "step": step - 1,
+            "reward": statistics.fmean(r.reward for r in rollouts),
+            "groups_learning": sum(any(advantages(g)) for g in groups),
+            "completion_tokens": statistics.fmean(len(r.completion) for r in rollouts),
+            "reasoning_tokens": statistics.fmean(r.reasoning_tokens for r in rollouts),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "rollout_s": round(rollout_seconds, 2),
+            "step_s": round(time.perf_counter() - started, 2),
+            "elapsed_s": round(elapsed, 2),
+        }
         log(row)
-        bar.set_postfix(reward=f"{row['reward']:.3f}", tokens=f"{row['completion_tokens']:.0f}",
-                        learning=f"{row['groups_learning']}/{len(groups)}")
+        bar.set_postfix(
+            reward=f"{row['reward']:.3f}",
+            tokens=f"{row['completion_tokens']:.0f}",
+            learning=f"{row['groups_learning']}/{len(groups)}",
+        )
         bar.update(1)
         if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
             accuracy = with_backend(lambda backend: held_out_accuracy(backend, heldout, config, reward))
@@ -290,4 +371,3 @@ def rl_config(recipe: dict[str, Any], stage: str = "rl") -> RLConfig:
     from nanoseek.train.recipe import RL_STAGE_KEYS, config_arguments
 
     return RLConfig(**config_arguments(recipe, stage, RL_STAGE_KEYS))
-

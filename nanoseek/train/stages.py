@@ -34,6 +34,7 @@ from nanoseek.train import data
 from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
 from nanoseek.train.recipe import init_stage, loop_config, stage_kind, stage_seed, stage_settings, training_stages
+
 # Held-out loss during SFT is measured on this many held-out items of each suite (loss only, never trained).
 SFT_EVAL_ITEMS_PER_SUITE = 24
 
@@ -59,14 +60,19 @@ def tokenizer_stage(recipe: dict[str, Any], out: Path) -> None:
             sampled_files.append(path)
             budget -= len(sample[-1])
     # Chat text too, so common English words and the answers' phrasing get their own tokens.
-    sample += [m["content"] for c in data.python_qa(sampled_files, rng)[: settings.get("sample_chats", 4000)]
-               for m in c.messages]
+    sample += [
+        m["content"]
+        for c in data.python_qa(sampled_files, rng)[: settings.get("sample_chats", 4000)]
+        for m in c.messages
+    ]
     sample += [m["content"] for c in data.identity_conversations(200, rng) for m in c.messages]
     started = time.perf_counter()
     tokenizer = Tokenizer.train(sample, settings["vocab_size"])
     tokenizer.save(target)
-    print(f"tokenizer: {tokenizer.vocab_size} ids trained on {sum(map(len, sample)):,} chars "
-          f"in {time.perf_counter() - started:.1f}s -> {target}")
+    print(
+        f"tokenizer: {tokenizer.vocab_size} ids trained on {sum(map(len, sample)):,} chars "
+        f"in {time.perf_counter() - started:.1f}s -> {target}"
+    )
 
 
 def load_tokenizer(out: Path):
@@ -101,12 +107,15 @@ def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Any) -> tuple[Pack
     documents = data.corpus_documents(corpus, tokenizer, pretraining=False, seed=seed)
     heldout = data.heldout_corpus(settings["mixture"], SFT_EVAL_ITEMS_PER_SUITE, seed)
     eval_documents = data.corpus_documents(heldout, tokenizer, pretraining=False, seed=seed)
-    return (pack_documents(documents, seq_len, tokenizer.pad_id),
-            pack_documents(eval_documents, seq_len, tokenizer.pad_id))
+    return (
+        pack_documents(documents, seq_len, tokenizer.pad_id),
+        pack_documents(eval_documents, seq_len, tokenizer.pad_id),
+    )
 
 
-def cached_rows(stage_dir: Path, stage: str, recipe: dict[str, Any], tokenizer: Any,
-                rank: int, world_size: int) -> tuple[PackedRows, PackedRows]:
+def cached_rows(
+    stage_dir: Path, stage: str, recipe: dict[str, Any], tokenizer: Any, rank: int, world_size: int
+) -> tuple[PackedRows, PackedRows]:
     """Build the packed rows once (rank 0) and reuse them: resume must see exactly the same data."""
     train_path, eval_path = stage_dir / "train_rows.npz", stage_dir / "eval_rows.npz"
     if rank == 0 and not (train_path.exists() and eval_path.exists()):
@@ -115,8 +124,10 @@ def cached_rows(stage_dir: Path, stage: str, recipe: dict[str, Any], tokenizer: 
         stage_dir.mkdir(parents=True, exist_ok=True)
         eval_rows.save(eval_path)
         train_rows.save(train_path)
-        print(f"{stage}: {len(train_rows):,} train rows ({train_rows.target_tokens():,} target tokens), "
-              f"{len(eval_rows):,} held-out rows, built in {time.perf_counter() - started:.0f}s")
+        print(
+            f"{stage}: {len(train_rows):,} train rows ({train_rows.target_tokens():,} target tokens), "
+            f"{len(eval_rows):,} held-out rows, built in {time.perf_counter() - started:.0f}s"
+        )
     if world_size > 1:
         dist.barrier()
     return PackedRows.load(train_path), PackedRows.load(eval_path)
@@ -126,8 +137,13 @@ def new_model(recipe: dict[str, Any], tokenizer: Any) -> torch.nn.Module:
     from nanoseek.model.config import ModelConfig
     from nanoseek.model.transformer import Transformer
 
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_id,
-                         eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id, **recipe["model"])
+    config = ModelConfig(
+        vocab_size=tokenizer.vocab_size,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+        **recipe["model"],
+    )
     torch.manual_seed(recipe["seed"])
     model = Transformer(config)
     model.init_weights()
@@ -151,8 +167,13 @@ def all_stages(recipe: dict[str, Any]) -> list[str]:
 def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Any, step: int) -> None:
     from nanoseek.model.checkpoint import save_checkpoint
 
-    save_checkpoint(model, tokenizer, stage_dir / "model", dtype="float32",
-                    generation_config={"max_new_tokens": 512, "trained_steps": step})
+    save_checkpoint(
+        model,
+        tokenizer,
+        stage_dir / "model",
+        dtype="float32",
+        generation_config={"max_new_tokens": 512, "trained_steps": step},
+    )
 
 
 def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> None:
@@ -161,17 +182,28 @@ def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> Non
     rank, world_size = distributed_setup()
     if world_size > 1:  # `all` under torchrun: the earlier stages ran data parallel, RL needs one process
         if rank == 0:
-            print(f"{stage}: skipped under torchrun (its rollouts go through one engine): "
-                  f"run `nanoseek train {stage}` alone")
+            print(
+                f"{stage}: skipped under torchrun (its rollouts go through one engine): "
+                f"run `nanoseek train {stage}` alone"
+            )
         return
     tokenizer, model, stage_dir = load_tokenizer(out), previous_model(stage, recipe, out), out / stage
     config = rl_config(recipe, stage)
-    last = train_rl(model, tokenizer, config, stage_dir, resume=resume, title=f"{recipe['name']}/{stage}",
-                    on_checkpoint=lambda step: export_step(stage_dir, model, tokenizer, step))
+    last = train_rl(
+        model,
+        tokenizer,
+        config,
+        stage_dir,
+        resume=resume,
+        title=f"{recipe['name']}/{stage}",
+        on_checkpoint=lambda step: export_step(stage_dir, model, tokenizer, step),
+    )
     if exported_step(stage_dir / "model") != config.steps:
         export_step(stage_dir, model, tokenizer, config.steps)
-    print(f"{stage}: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} "
-          f"-> {stage_dir / 'model'}")
+    print(
+        f"{stage}: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} "
+        f"-> {stage_dir / 'model'}"
+    )
 
 
 def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> TrainResult:
@@ -185,15 +217,25 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
     def export(step: int) -> None:
         export_step(stage_dir, model, tokenizer, step)
 
-    result = train(model, train_rows, eval_rows, loop_config(recipe, stage), stage_dir, resume=resume,
-                   title=f"{recipe['name']}/{stage}", on_checkpoint=export)
+    result = train(
+        model,
+        train_rows,
+        eval_rows,
+        loop_config(recipe, stage),
+        stage_dir,
+        resume=resume,
+        title=f"{recipe['name']}/{stage}",
+        on_checkpoint=export,
+    )
     if rank == 0 and exported_step(stage_dir / "model") != result.step:
         export(result.step)  # a kill after the last checkpoint but before its export: export it now
     if rank == 0:
         held_out = "n/a" if result.eval_loss is None else f"{result.eval_loss:.4f}"
-        print(f"{stage}: step {result.step}, train loss {result.train_loss:.4f}, held-out loss {held_out}, "
-              f"{result.tokens_per_second:,.0f} tokens/s, {result.elapsed_seconds / 60:.1f} min "
-              f"-> {stage_dir / 'model'}")
+        print(
+            f"{stage}: step {result.step}, train loss {result.train_loss:.4f}, held-out loss {held_out}, "
+            f"{result.tokens_per_second:,.0f} tokens/s, {result.elapsed_seconds / 60:.1f} min "
+            f"-> {stage_dir / 'model'}"
+        )
     return result
 
 
@@ -214,9 +256,9 @@ def run_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool = True
     is_main = distributed_setup()[0] == 0
     clock, started = out / WALL_CLOCK_FILE, time.time()
     if is_main:
-        session = len(append_to_json_list(clock, {
-            "stage": stage, "started": utc_timestamp(started),
-            "seconds": None})) - 1
+        session = (
+            len(append_to_json_list(clock, {"stage": stage, "started": utc_timestamp(started), "seconds": None})) - 1
+        )
     run_stage_untimed(stage, recipe, out, resume)
     if is_main:
         sessions = json.loads(clock.read_text())

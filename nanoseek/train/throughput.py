@@ -79,8 +79,9 @@ def measure(model: torch.nn.Module, bf16: bool, seq_len: int, batch: int, steps:
 BF16_MARGIN = 1.05
 
 
-def rates_both_precisions(model: torch.nn.Module, seq_len: int, batch: int, steps: int,
-                           rounds: int) -> dict[str, float]:
+def rates_both_precisions(
+    model: torch.nn.Module, seq_len: int, batch: int, steps: int, rounds: int
+) -> dict[str, float]:
     """Training tokens/s in fp32 and in bf16 autocast: median step time over `rounds` alternations of
     `steps` timed steps each, so that load from other processes hits both alike."""
     seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
@@ -112,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in model.parameters())
     per_token = flops_per_token(model, args.seq_len)
     rates = rates_both_precisions(model, args.seq_len, args.batch, args.steps, args.rounds)
-    print(f"shape {args.shape}: {params / 1e6:.2f}M params, seq {args.seq_len} x batch {args.batch}, "
-          f"{per_token / 1e6:.1f} MFLOP/token, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"shape {args.shape}: {params / 1e6:.2f}M params, seq {args.seq_len} x batch {args.batch}, "
+        f"{per_token / 1e6:.1f} MFLOP/token, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
     print("| precision | tokens/s | GFLOP/s | share of matmul peak (measured here) |")
     print("|---|---|---|---|")

@@ -198,7 +198,9 @@ class ConversationStore:
         now = time.time()
         with self.transaction() as conn:
             conversation = self._conversation_row(conn, conversation_id)
-            count = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conversation_id,)).fetchone()[0]
+            count = conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()[0]
             if replace_from is not None:
                 if not 0 <= replace_from <= count:
                     raise StoreError(f"replace_from={replace_from} is outside this conversation's 0..{count} messages")
@@ -207,10 +209,19 @@ class ConversationStore:
                 )
                 count = replace_from
             message = {
-                "id": uuid.uuid4().hex, "conversation_id": conversation_id, "position": count, "role": role,
-                "content": content, "reasoning_content": reasoning_content, "thinking_seconds": thinking_seconds,
-                "model": model, "status": status, "finish_reason": finish_reason, "error": error,
-                "created_at": now, "updated_at": now,
+                "id": uuid.uuid4().hex,
+                "conversation_id": conversation_id,
+                "position": count,
+                "role": role,
+                "content": content,
+                "reasoning_content": reasoning_content,
+                "thinking_seconds": thinking_seconds,
+                "model": model,
+                "status": status,
+                "finish_reason": finish_reason,
+                "error": error,
+                "created_at": now,
+                "updated_at": now,
             }
             conn.execute(
                 f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (:id, :conversation_id, :position, :role, :content, "

@@ -56,8 +56,9 @@ def free_port() -> int:
 def launch(settings: Settings) -> LiveServer:
     app = create_app(settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5)
+    )
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -69,15 +70,21 @@ def launch(settings: Settings) -> LiveServer:
 
 
 @pytest.fixture(scope="module")
-def start_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[Callable[..., LiveServer]]:
+def start_server(
+    tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., LiveServer]]:
     """Start servers over tiny_checkpoint with settings overrides; all are stopped when the module ends."""
     servers: list[LiveServer] = []
 
     def start(**overrides: Any) -> LiveServer:
-        fields: dict[str, Any] = {"model": tiny_checkpoint, "max_tokens_default": 16, "max_batch": 4,
-                                  "kv_budget_tokens": 8192, "max_body_bytes": 1_000_000,
-                                  "db_path": tmp_path_factory.mktemp("web") / "web.sqlite3"}
+        fields: dict[str, Any] = {
+            "model": tiny_checkpoint,
+            "max_tokens_default": 16,
+            "max_batch": 4,
+            "kv_budget_tokens": 8192,
+            "max_body_bytes": 1_000_000,
+            "db_path": tmp_path_factory.mktemp("web") / "web.sqlite3",
+        }
         fields.update(overrides)
         servers.append(launch(settings_from_env(environ={}, **fields)))
         return servers[-1]

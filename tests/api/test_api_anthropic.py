@@ -12,8 +12,12 @@ from tests.api.conftest import MAIN_KEY
 
 ASK = [{"role": "user", "content": "hi"}]
 GREEDY = {"temperature": 0}  # this SDK version no longer has a temperature argument; the API still takes it
-PING = {"type": "object", "properties": {"loud": {"type": "boolean"}}, "required": ["loud"],
-        "additionalProperties": False}
+PING = {
+    "type": "object",
+    "properties": {"loud": {"type": "boolean"}},
+    "required": ["loud"],
+    "additionalProperties": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +26,16 @@ def claude(api_server):
 
 
 def test_text_message_matches_the_chat_endpoint(claude, client):
-    message = claude.messages.create(model="any-other-model", max_tokens=8, messages=ASK, system="Be brief.",
-                                     extra_body=GREEDY)
+    message = claude.messages.create(
+        model="any-other-model", max_tokens=8, messages=ASK, system="Be brief.", extra_body=GREEDY
+    )
     assert message.type == "message" and message.role == "assistant" and message.model == "any-other-model"
     assert [block.type for block in message.content] == ["text"]
     assert message.stop_reason in ("end_turn", "max_tokens")
     assert 1 <= message.usage.output_tokens <= 8
-    chat = client.chat.completions.create(model="deepseek-chat", max_tokens=8, temperature=0,
-                                          messages=[{"role": "system", "content": "Be brief."}] + ASK)
+    chat = client.chat.completions.create(
+        model="deepseek-chat", max_tokens=8, temperature=0, messages=[{"role": "system", "content": "Be brief."}] + ASK
+    )
     assert message.content[0].text == chat.choices[0].message.content
 
 
@@ -44,22 +50,25 @@ def test_streaming_events_give_the_same_text(claude):
 def test_a_matched_stop_sequence_is_reported(claude):
     free = claude.messages.create(model="deepseek-chat", max_tokens=24, messages=ASK, extra_body=GREEDY)
     text = free.content[0].text
-    stop = text[len(text) // 2:][:3]  # a piece of the greedy answer, so the same request must stop there
+    stop = text[len(text) // 2 :][:3]  # a piece of the greedy answer, so the same request must stop there
     assert stop.strip(), text
-    whole = claude.messages.create(model="deepseek-chat", max_tokens=24, messages=ASK, stop_sequences=[stop],
-                                   extra_body=GREEDY)
+    whole = claude.messages.create(
+        model="deepseek-chat", max_tokens=24, messages=ASK, stop_sequences=[stop], extra_body=GREEDY
+    )
     assert whole.stop_reason == "stop_sequence" and whole.stop_sequence == stop
-    assert whole.content[0].text == text[:text.find(stop)]
-    with claude.messages.stream(model="deepseek-chat", max_tokens=24, messages=ASK, stop_sequences=[stop],
-                                extra_body=GREEDY) as stream:
+    assert whole.content[0].text == text[: text.find(stop)]
+    with claude.messages.stream(
+        model="deepseek-chat", max_tokens=24, messages=ASK, stop_sequences=[stop], extra_body=GREEDY
+    ) as stream:
         streamed = stream.get_final_message()
     assert streamed.stop_reason == "stop_sequence" and streamed.stop_sequence == stop
     assert free.stop_sequence is None
 
 
 def test_thinking_blocks(claude):
-    message = claude.messages.create(model="deepseek-chat", max_tokens=12, messages=ASK,
-                                     thinking={"type": "enabled", "budget_tokens": 1024})
+    message = claude.messages.create(
+        model="deepseek-chat", max_tokens=12, messages=ASK, thinking={"type": "enabled", "budget_tokens": 1024}
+    )
     kinds = [block.type for block in message.content]
     assert kinds in (["thinking", "text"], ["text"])
     with claude.messages.stream(model="deepseek-reasoner", max_tokens=12, messages=ASK) as stream:
@@ -69,15 +78,18 @@ def test_thinking_blocks(claude):
 
 def test_forced_tool_use_and_tool_result(claude):
     tools = [{"name": "ping", "description": "ping a host", "input_schema": PING}]
-    message = claude.messages.create(model="deepseek-chat", max_tokens=64, messages=ASK, tools=tools,
-                                     tool_choice={"type": "tool", "name": "ping"})
+    message = claude.messages.create(
+        model="deepseek-chat", max_tokens=64, messages=ASK, tools=tools, tool_choice={"type": "tool", "name": "ping"}
+    )
     uses = [block for block in message.content if block.type == "tool_use"]
     assert len(uses) == 1 and uses[0].name == "ping" and message.stop_reason == "tool_use"
     jsonschema.validate(uses[0].input, PING)
-    follow_up = ASK + [{"role": "assistant", "content": message.content},
-                       {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id,
-                                                     "content": "pong"}]}]
+    follow_up = ASK + [
+        {"role": "assistant", "content": message.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "pong"}]},
+    ]
     answer = claude.messages.create(model="deepseek-chat", max_tokens=4, messages=follow_up, tools=tools)
+
     def prompt_size(usage):
         return usage.input_tokens + usage.cache_read_input_tokens
 
@@ -86,10 +98,12 @@ def test_forced_tool_use_and_tool_result(claude):
 
 def test_auth_and_errors_in_anthropic_shape(api_server):
     with pytest.raises(anthropic.AuthenticationError):
-        anthropic.Anthropic(base_url=api_server.url + "/anthropic", api_key="sk-wrong",
-                            max_retries=0).messages.create(model="x", max_tokens=4, messages=ASK)
-    response = httpx.post(f"{api_server.url}/anthropic/v1/messages", headers={"x-api-key": MAIN_KEY},
-                          json={"model": "x", "messages": ASK})  # max_tokens is required
+        anthropic.Anthropic(base_url=api_server.url + "/anthropic", api_key="sk-wrong", max_retries=0).messages.create(
+            model="x", max_tokens=4, messages=ASK
+        )
+    response = httpx.post(
+        f"{api_server.url}/anthropic/v1/messages", headers={"x-api-key": MAIN_KEY}, json={"model": "x", "messages": ASK}
+    )  # max_tokens is required
     assert response.status_code == 400
     body = response.json()
     assert body["type"] == "error" and "max_tokens" in body["error"]["message"]

@@ -29,9 +29,14 @@ def test_chat_returns_deepseek_shape(client):
 
 
 def test_coder_and_chat_reach_the_same_model(client):
-    outputs = {model: client.chat.completions.create(model=model, messages=USER, max_tokens=6, temperature=0,
-                                                     frequency_penalty=2).choices[0].message.content
-               for model in ("deepseek-chat", "deepseek-coder")}
+    outputs = {
+        model: client.chat.completions.create(
+            model=model, messages=USER, max_tokens=6, temperature=0, frequency_penalty=2
+        )
+        .choices[0]
+        .message.content
+        for model in ("deepseek-chat", "deepseek-coder")
+    }
     assert outputs["deepseek-chat"] == outputs["deepseek-coder"]
 
 
@@ -61,8 +66,9 @@ def test_streaming_without_include_usage_sends_no_usage(api_server):
     import httpx
 
     body = {"model": "deepseek-chat", "messages": USER, "max_tokens": 4, "stream": True}
-    with httpx.stream("POST", f"{api_server.url}/chat/completions", json=body,
-                      headers={"Authorization": "Bearer sk-main"}, timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{api_server.url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-main"}, timeout=60
+    ) as response:
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
@@ -72,8 +78,9 @@ def test_streaming_without_include_usage_sends_no_usage(api_server):
 def engine_completion(server, prompt: str, **params):
     """What the engine itself generates for `prompt` (the reference the API's answer is checked against)."""
     engine, tokenizer = server.engine, server.engine.tokenizer
-    [completion] = engine.generate([Request(tokenizer.encode(prompt), SamplingParams(
-        stop_token_ids=[tokenizer.eos_id], **params))])
+    [completion] = engine.generate(
+        [Request(tokenizer.encode(prompt), SamplingParams(stop_token_ids=[tokenizer.eos_id], **params))]
+    )
     return completion
 
 
@@ -94,25 +101,38 @@ def thought_closing_sample(server, prompt: str):
 @pytest.mark.parametrize("how", ["reasoner", "thinking_field"])
 def test_reasoner_splits_the_thought_from_the_answer(api_server, client, how):
     tokenizer = api_server.engine.tokenizer
-    model, extra = ("deepseek-reasoner", {}) if how == "reasoner" else ("deepseek-chat",
-                                                                         {"thinking": {"type": "enabled"}})
+    model, extra = (
+        ("deepseek-reasoner", {}) if how == "reasoner" else ("deepseek-chat", {"thinking": {"type": "enabled"}})
+    )
     prompt = tokenizer.render_chat(USER, thinking=True)
     assert prompt.endswith("<think>")
     seed, reference = thought_closing_sample(api_server, prompt)
     expected_reasoning, _, expected_content = reference.text.partition("</think>")
 
-    response = client.chat.completions.create(model=model, messages=USER, max_tokens=12, seed=seed,
-                                              temperature=0, extra_body=extra)  # temperature: ignored here
+    response = client.chat.completions.create(
+        model=model, messages=USER, max_tokens=12, seed=seed, temperature=0, extra_body=extra
+    )  # temperature: ignored here
     message = response.choices[0].message
     assert message.model_extra["reasoning_content"] == expected_reasoning
     assert message.content == expected_content
     reasoning_tokens = response.usage.completion_tokens_details.reasoning_tokens
     assert reasoning_tokens == reference.token_ids.index(tokenizer.token_id("</think>")) + 1
 
-    chunks = list(client.chat.completions.create(model=model, messages=USER, max_tokens=12, seed=seed, stream=True,
-                                                 extra_body=extra, stream_options={"include_usage": True}))
-    assert "".join(c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks[:-1]) == \
-        expected_reasoning
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=USER,
+            max_tokens=12,
+            seed=seed,
+            stream=True,
+            extra_body=extra,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert (
+        "".join(c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks[:-1])
+        == expected_reasoning
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == expected_content
     assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == reasoning_tokens
 
@@ -122,9 +142,9 @@ def test_prefix_completion_continues_a_thought(api_server, beta_client):
     prompt = api_server.engine.tokenizer.render_chat(messages, thinking=True)
     assert prompt.endswith("<think>Let me see")
     expected_reasoning, _, expected_content = engine_output(api_server, prompt, max_tokens=10, seed=3).partition(
-        "</think>")
-    response = beta_client.chat.completions.create(model="deepseek-reasoner", messages=messages, max_tokens=10,
-                                                   seed=3)
+        "</think>"
+    )
+    response = beta_client.chat.completions.create(model="deepseek-reasoner", messages=messages, max_tokens=10, seed=3)
     assert response.choices[0].message.model_extra["reasoning_content"] == expected_reasoning
     assert response.choices[0].message.content == expected_content
 
@@ -132,8 +152,9 @@ def test_prefix_completion_continues_a_thought(api_server, beta_client):
 def test_prefix_completion_continues_the_assistant_text(api_server, beta_client):
     tokenizer = api_server.engine.tokenizer
     messages = USER + [{"role": "assistant", "content": "def add(a, b):", "prefix": True}]
-    response = beta_client.chat.completions.create(model="deepseek-chat", messages=messages, max_tokens=8,
-                                                   temperature=0, frequency_penalty=2)
+    response = beta_client.chat.completions.create(
+        model="deepseek-chat", messages=messages, max_tokens=8, temperature=0, frequency_penalty=2
+    )
     prompt = tokenizer.render_chat(messages)
     assert prompt.endswith("def add(a, b):")
     expected = engine_output(api_server, prompt, max_tokens=8, temperature=0, frequency_penalty=2)
@@ -142,20 +163,25 @@ def test_prefix_completion_continues_the_assistant_text(api_server, beta_client)
 
 def test_earlier_reasoning_is_dropped_but_tool_loop_reasoning_is_kept(client):
     def prompt_tokens(messages):
-        return client.chat.completions.create(model="deepseek-reasoner", messages=messages,
-                                              max_tokens=1).usage.prompt_tokens
+        return client.chat.completions.create(
+            model="deepseek-reasoner", messages=messages, max_tokens=1
+        ).usage.prompt_tokens
 
-    earlier = [{"role": "user", "content": "2+2?"},
-               {"role": "assistant", "content": "4", "reasoning_content": "two and two make four, surely"},
-               {"role": "user", "content": "and 3+3?"}]
+    earlier = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "two and two make four, surely"},
+        {"role": "user", "content": "and 3+3?"},
+    ]
     without = [dict(m) for m in earlier]
     without[1].pop("reasoning_content")
     assert prompt_tokens(earlier) == prompt_tokens(without)
 
     call = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 3, "b": 3}'}}
-    loop = [{"role": "user", "content": "3+3?"},
-            {"role": "assistant", "content": "", "tool_calls": [call], "reasoning_content": "use the add tool"},
-            {"role": "tool", "tool_call_id": "call_1", "content": "6"}]
+    loop = [
+        {"role": "user", "content": "3+3?"},
+        {"role": "assistant", "content": "", "tool_calls": [call], "reasoning_content": "use the add tool"},
+        {"role": "tool", "tool_call_id": "call_1", "content": "6"},
+    ]
     short = [dict(m) for m in loop]
     short[1]["reasoning_content"] = ""
     assert prompt_tokens(loop) > prompt_tokens(short)
@@ -163,8 +189,11 @@ def test_earlier_reasoning_is_dropped_but_tool_loop_reasoning_is_kept(client):
 
 def test_tool_loop_without_reasoning_content_is_400(client):
     call = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
-    messages = [{"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "", "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "6"}]
+    messages = [
+        {"role": "user", "content": "3+3?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "6"},
+    ]
     with pytest.raises(openai.BadRequestError, match="reasoning_content"):
         client.chat.completions.create(model="deepseek-reasoner", messages=messages, max_tokens=4)
     # the same history is fine without thinking
@@ -174,16 +203,24 @@ def test_tool_loop_without_reasoning_content_is_400(client):
 def test_thinking_mode_rejects_logprobs_and_ignores_sampling_knobs(client):
     with pytest.raises(openai.BadRequestError, match="thinking mode"):
         client.chat.completions.create(model="deepseek-reasoner", messages=USER, max_tokens=2, logprobs=True)
-    response = client.chat.completions.create(model="deepseek-reasoner", messages=USER, max_tokens=2,
-                                              temperature=0.1, top_p=0.5, presence_penalty=1, frequency_penalty=1)
+    response = client.chat.completions.create(
+        model="deepseek-reasoner",
+        messages=USER,
+        max_tokens=2,
+        temperature=0.1,
+        top_p=0.5,
+        presence_penalty=1,
+        frequency_penalty=1,
+    )
     assert response.usage.completion_tokens <= 2
 
 
 def test_json_output_is_a_json_object(client):
     messages = [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "Give me a record"}]
     for seed in range(2):
-        response = client.chat.completions.create(model="deepseek-chat", messages=messages, max_tokens=24,
-                                                  response_format={"type": "json_object"}, seed=seed)
+        response = client.chat.completions.create(
+            model="deepseek-chat", messages=messages, max_tokens=24, response_format={"type": "json_object"}, seed=seed
+        )
         content, reason = response.choices[0].message.content, response.choices[0].finish_reason
         assert content.startswith("{")
         if reason == "stop":
@@ -194,45 +231,71 @@ def test_json_output_is_a_json_object(client):
 
 def test_json_output_without_the_word_json_is_400(client):
     with pytest.raises(openai.BadRequestError, match="json"):
-        client.chat.completions.create(model="deepseek-chat", messages=USER, max_tokens=4,
-                                       response_format={"type": "json_object"})
+        client.chat.completions.create(
+            model="deepseek-chat", messages=USER, max_tokens=4, response_format={"type": "json_object"}
+        )
 
 
 def test_logprobs(client):
-    response = client.chat.completions.create(model="deepseek-chat", messages=USER, max_tokens=6, logprobs=True,
-                                              top_logprobs=3, temperature=0, frequency_penalty=2)
+    response = client.chat.completions.create(
+        model="deepseek-chat",
+        messages=USER,
+        max_tokens=6,
+        logprobs=True,
+        top_logprobs=3,
+        temperature=0,
+        frequency_penalty=2,
+    )
     entries = response.choices[0].logprobs.content
     assert 1 <= len(entries) <= 6
     for entry in entries:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
         assert entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
         assert bytes(entry.bytes).decode("utf-8", "replace") is not None
-    chunks = list(client.chat.completions.create(model="deepseek-chat", messages=USER, max_tokens=6, logprobs=True,
-                                                 top_logprobs=3, temperature=0, frequency_penalty=2, stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="deepseek-chat",
+            messages=USER,
+            max_tokens=6,
+            logprobs=True,
+            top_logprobs=3,
+            temperature=0,
+            frequency_penalty=2,
+            stream=True,
+        )
+    )
     streamed = [e for c in chunks if c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
     with pytest.raises(openai.UnprocessableEntityError):
-        client.chat.completions.create(model="deepseek-chat", messages=USER, max_tokens=2, top_logprobs=21,
-                                       logprobs=True)
+        client.chat.completions.create(
+            model="deepseek-chat", messages=USER, max_tokens=2, top_logprobs=21, logprobs=True
+        )
 
 
 def test_stop_sequence_cuts_the_output(client):
     def complete(**kw):
-        return client.chat.completions.create(model="deepseek-chat", messages=USER, max_tokens=12, temperature=0,
-                                              frequency_penalty=2, **kw).choices[0]
+        return client.chat.completions.create(
+            model="deepseek-chat", messages=USER, max_tokens=12, temperature=0, frequency_penalty=2, **kw
+        ).choices[0]
 
     full = complete().message.content
-    stop = next(full[i:i + 2] for i in range(3, len(full) - 2) if full[i:i + 2].isprintable()
-                and full[i:i + 2].strip() and full.index(full[i:i + 2]) == i)
+    stop = next(
+        full[i : i + 2]
+        for i in range(3, len(full) - 2)
+        if full[i : i + 2].isprintable() and full[i : i + 2].strip() and full.index(full[i : i + 2]) == i
+    )
     cut = complete(stop=[stop, "never-seen-stop"])
-    assert cut.message.content == full[:full.index(stop)]
+    assert cut.message.content == full[: full.index(stop)]
     assert cut.finish_reason == "stop"
 
 
 def test_penalties_change_greedy_output(client):
     def content(**kw):
-        return client.chat.completions.create(model="deepseek-chat", messages=USER, max_tokens=10, temperature=0,
-                                              **kw).choices[0].message.content
+        return (
+            client.chat.completions.create(model="deepseek-chat", messages=USER, max_tokens=10, temperature=0, **kw)
+            .choices[0]
+            .message.content
+        )
 
     plain = content()
     assert content(frequency_penalty=2.0) != plain
@@ -266,9 +329,18 @@ def test_a_configured_checkpoint_serves_one_model_name(start_server, tiny_checkp
     # (greedy here), so the answer is the engine's greedy output split at </think>
     reasoner = server.app.state.registry.names["deepseek-reasoner"]
     prompt = reasoner.tokenizer.render_chat(USER, thinking=True)
-    [greedy] = reasoner_engine.generate([Request(reasoner.tokenizer.encode(prompt), SamplingParams(
-        max_tokens=8, temperature=0, stop_token_ids=reasoner.eos_ids))])
-    message = client.chat.completions.create(model="deepseek-reasoner", messages=USER, max_tokens=8,
-                                             temperature=1.5).choices[0].message
+    [greedy] = reasoner_engine.generate(
+        [
+            Request(
+                reasoner.tokenizer.encode(prompt),
+                SamplingParams(max_tokens=8, temperature=0, stop_token_ids=reasoner.eos_ids),
+            )
+        ]
+    )
+    message = (
+        client.chat.completions.create(model="deepseek-reasoner", messages=USER, max_tokens=8, temperature=1.5)
+        .choices[0]
+        .message
+    )
     reasoning, _, content = greedy.text.partition("</think>")
     assert (message.model_extra["reasoning_content"], message.content) == (reasoning, content)

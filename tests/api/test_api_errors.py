@@ -33,27 +33,48 @@ def still_serving(url: str) -> None:
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["role"] == "assistant"
 
 
-@pytest.mark.parametrize("body,status,words", [
-    (b'{"model": "deepseek-chat", "messages": [', 400, ["JSON"]),
-    (b'{"model": "deepseek-chat", "messages": "hi"}', 400, ["messages"]),
-    (b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', 400,
-     ["temperature"]),
-    (b'{"model": 5, "messages": [{"role": "user", "content": "hi"}]}', 400, ["model"]),
-    (b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, ["UTF-8"]),
-    (b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 3}', 422,
-     ["temperature"]),
-    (b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}', 422, ["top_p"]),
-    (b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}', 422,
-     ["max_tokens"]),
-    (b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "stop": '
-     + json.dumps(["x"] * 17).encode() + b"}", 422, ["16"]),
-    (b'{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}', 400, ["Model Not Exist", "gpt-4"]),
-    (b'{"model": "deepseek-chat", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, ["nested"]),
-    (b'{"model": "deepseek-chat", "messages": []}', 422, ["messages"]),
-])
+@pytest.mark.parametrize(
+    "body,status,words",
+    [
+        (b'{"model": "deepseek-chat", "messages": [', 400, ["JSON"]),
+        (b'{"model": "deepseek-chat", "messages": "hi"}', 400, ["messages"]),
+        (
+            b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}',
+            400,
+            ["temperature"],
+        ),
+        (b'{"model": 5, "messages": [{"role": "user", "content": "hi"}]}', 400, ["model"]),
+        (b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, ["UTF-8"]),
+        (
+            b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 3}',
+            422,
+            ["temperature"],
+        ),
+        (b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}', 422, ["top_p"]),
+        (
+            b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}',
+            422,
+            ["max_tokens"],
+        ),
+        (
+            b'{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "stop": '
+            + json.dumps(["x"] * 17).encode()
+            + b"}",
+            422,
+            ["16"],
+        ),
+        (b'{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}', 400, ["Model Not Exist", "gpt-4"]),
+        (b'{"model": "deepseek-chat", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, ["nested"]),
+        (b'{"model": "deepseek-chat", "messages": []}', 422, ["messages"]),
+    ],
+)
 def test_bad_requests_get_the_right_status(api_server, body, status, words):
-    response = httpx.post(f"{api_server.url}/chat/completions", content=body,
-                          headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
+    response = httpx.post(
+        f"{api_server.url}/chat/completions",
+        content=body,
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=60,
+    )
     assert_error(response, status, *words)
     still_serving(api_server.url)
 
@@ -67,8 +88,9 @@ def test_huge_body_is_413_and_ten_thousand_messages_are_400(api_server):
 
     assert_error(httpx.post(f"{api_server.url}/chat/completions", content=chunks(), headers=AUTH, timeout=60), 413)
     many = {**CHAT, "messages": [{"role": "user", "content": "hi"}] * 10_000}
-    assert_error(httpx.post(f"{api_server.url}/chat/completions", json=many, headers=AUTH, timeout=60), 400,
-                 "context length")
+    assert_error(
+        httpx.post(f"{api_server.url}/chat/completions", json=many, headers=AUTH, timeout=60), 400, "context length"
+    )
     still_serving(api_server.url)
 
 
@@ -81,8 +103,12 @@ def test_keys_quota_and_rate_limit(api_server):
 
     quota = openai.OpenAI(base_url=url, api_key="sk-quota", max_retries=0)
     balance = httpx.get(f"{url}/user/balance", headers={"Authorization": "Bearer sk-quota"}).json()
-    assert balance == {"is_available": True, "balance_infos": [
-        {"currency": "TOKENS", "total_balance": "40", "granted_balance": "40", "topped_up_balance": "0"}]}
+    assert balance == {
+        "is_available": True,
+        "balance_infos": [
+            {"currency": "TOKENS", "total_balance": "40", "granted_balance": "40", "topped_up_balance": "0"}
+        ],
+    }
     # Requests are served until their prompt + completion tokens have used up the quota (a sample that ends
     # early on its end-of-sentence token leaves some for the next one), then refused with 402.
     used = 0
@@ -116,8 +142,9 @@ def test_health_metrics_and_openapi(api_server):
     assert 'nanoseek_http_requests_total{method="POST",route="/chat/completions",status="200"}' in metrics
     assert "nanoseek_engine_running" in metrics and "nanoseek_completion_tokens_total" in metrics
     schema = httpx.get(f"{url}/openapi.json").json()
-    assert {"/chat/completions", "/completions", "/models", "/user/balance", "/anthropic/v1/messages"} <= \
-        set(schema["paths"])
+    assert {"/chat/completions", "/completions", "/models", "/user/balance", "/anthropic/v1/messages"} <= set(
+        schema["paths"]
+    )
 
 
 def wait_for(condition, seconds: float = 10.0) -> None:
@@ -127,8 +154,12 @@ def wait_for(condition, seconds: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-LONG = {"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2000,
-        "temperature": 0}  # greedy decoding of the random model never picks EOS: it runs until cancelled
+LONG = {
+    "model": "deepseek-chat",
+    "messages": [{"role": "user", "content": "hi"}],
+    "max_tokens": 2000,
+    "temperature": 0,
+}  # greedy decoding of the random model never picks EOS: it runs until cancelled
 
 
 def test_queue_keepalives_overload_disconnect_and_server_error(start_server):
@@ -152,8 +183,13 @@ def test_queue_keepalives_overload_disconnect_and_server_error(start_server):
                     stats = engine.stats()
                     assert (stats["running"], stats["waiting"]) == (1, 2), stats
     # all three clients hung up: their requests are cancelled and their KV reservations freed
-    wait_for(lambda: engine.stats()["running"] == 0 and engine.stats()["waiting"] == 0
-             and engine.stats()["kv_reserved_tokens"] == 0)
+    wait_for(
+        lambda: (
+            engine.stats()["running"] == 0
+            and engine.stats()["waiting"] == 0
+            and engine.stats()["kv_reserved_tokens"] == 0
+        )
+    )
     decoded = engine.stats()["decode_tokens"]
     time.sleep(0.5)
     assert engine.stats()["decode_tokens"] == decoded  # nothing is generated for nobody

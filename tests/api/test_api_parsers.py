@@ -22,17 +22,23 @@ def parse_in_pieces(text: str, step: int, tool_format, thinking: bool, start_in_
     reasoning = content = ""
     calls = []
     for i in range(0, len(text), step):
-        piece = parser.feed(text[i:i + step])
+        piece = parser.feed(text[i : i + step])
         reasoning, content, calls = reasoning + piece.reasoning, content + piece.content, calls + piece.tool_calls
     tail = parser.finish()
-    return reasoning + tail.reasoning, content + tail.content, [(c.index, c.name, json.loads(c.arguments))
-                                                                for c in calls]
+    return (
+        reasoning + tail.reasoning,
+        content + tail.content,
+        [(c.index, c.name, json.loads(c.arguments)) for c in calls],
+    )
 
 
 @pytest.mark.parametrize("tool_format", [DEEPSEEK_TOOLS, DEEPSEEK_V3_TOOLS, HERMES_TOOLS], ids=lambda f: f.name)
 def test_streamed_parse_equals_whole_parse(tool_format):
-    calls = tool_format.call_text("get_weather", '{"city": "Paris"}') + tool_format.call_separator + \
-        tool_format.call_text("ping", "{}")
+    calls = (
+        tool_format.call_text("get_weather", '{"city": "Paris"}')
+        + tool_format.call_separator
+        + tool_format.call_text("ping", "{}")
+    )
     text = "first I think</think>Let me check." + tool_format.calls_begin + calls + tool_format.calls_end
     expected = ("first I think", "Let me check.", [(0, "get_weather", {"city": "Paris"}), (1, "ping", {})])
     for step in (1, 2, 3, 7, len(text)):
@@ -42,9 +48,10 @@ def test_streamed_parse_equals_whole_parse(tool_format):
 def test_nanoseek_chat_format_round_trips_through_the_parser():
     """What render_chat writes for an assistant turn with calls is what the parser reads back."""
     call = {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}
-    rendered = render_chat([{"role": "user", "content": "1+2?"},
-                            {"role": "assistant", "content": "Adding.", "tool_calls": [call]}],
-                           add_generation_prompt=False)
+    rendered = render_chat(
+        [{"role": "user", "content": "1+2?"}, {"role": "assistant", "content": "Adding.", "tool_calls": [call]}],
+        add_generation_prompt=False,
+    )
     reply = rendered.split(st.ASSISTANT + st.THINK_END, 1)[1].removesuffix(st.EOS)
     assert tool_format_for_template(CHAT_TEMPLATE) is DEEPSEEK_TOOLS
     assert parse_in_pieces(reply, 1, DEEPSEEK_TOOLS, thinking=False) == ("", "Adding.", [(0, "add", {"a": 1, "b": 2})])
@@ -63,8 +70,19 @@ def test_reasoning_parser_holds_back_half_tags():
 
 
 def test_arguments_stream_as_they_arrive_and_a_cut_call_keeps_them():
-    text = "ok" + st.TOOL_CALLS_BEGIN + st.TOOL_CALL_BEGIN + "f" + st.TOOL_SEP + '{"a": 1}' + st.TOOL_CALL_END + \
-        st.TOOL_CALL_BEGIN + "g" + st.TOOL_SEP + '{"b": '
+    text = (
+        "ok"
+        + st.TOOL_CALLS_BEGIN
+        + st.TOOL_CALL_BEGIN
+        + "f"
+        + st.TOOL_SEP
+        + '{"a": 1}'
+        + st.TOOL_CALL_END
+        + st.TOOL_CALL_BEGIN
+        + "g"
+        + st.TOOL_SEP
+        + '{"b": '
+    )
     parser = OutputParser(DEEPSEEK_TOOLS, thinking=False, tools_enabled=True)
     pieces, completed = [], []
     for ch in text:
@@ -97,13 +115,27 @@ def test_format_is_chosen_from_the_template_or_the_flag():
 
 
 def test_strict_schema_rules():
-    ok = {"type": "object", "properties": {"n": {"type": "integer", "exclusiveMinimum": 0, "default": 1},
-                                           "e": {"enum": ["a", "b"]}, "x": {"type": ["string", "null"]}},
-          "required": ["n", "e", "x"], "additionalProperties": False}
+    ok = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "exclusiveMinimum": 0, "default": 1},
+            "e": {"enum": ["a", "b"]},
+            "x": {"type": ["string", "null"]},
+        },
+        "required": ["n", "e", "x"],
+        "additionalProperties": False,
+    }
     check_strict_schema(ok, "p")
     with pytest.raises(APIError, match="'minItems' at p.properties.xs"):
-        check_strict_schema({"type": "object", "properties": {"xs": {"type": "array", "minItems": 1}},
-                             "required": ["xs"], "additionalProperties": False}, "p")
+        check_strict_schema(
+            {
+                "type": "object",
+                "properties": {"xs": {"type": "array", "minItems": 1}},
+                "required": ["xs"],
+                "additionalProperties": False,
+            },
+            "p",
+        )
     with pytest.raises(APIError, match="no \\$defs entry"):
         check_strict_schema({"$ref": "#/$defs/missing"}, "p")
     duplicate = [Tool(function={"name": "f"}), Tool(function={"name": "f"})]
@@ -114,8 +146,11 @@ def test_strict_schema_rules():
 def test_settings_from_environment_and_key_files(tmp_path):
     keys = tmp_path / "keys.txt"
     keys.write_text("# comment\nsk-a\nsk-b quota=100 rpm=5  # note\n")
-    settings = settings_from_env(environ={"NANOSEEK_PORT": "9001", "NANOSEEK_API_KEYS": "sk-c",
-                                          "NANOSEEK_WEB": "false"}, api_keys_file=keys, host="0.0.0.0")
+    settings = settings_from_env(
+        environ={"NANOSEEK_PORT": "9001", "NANOSEEK_API_KEYS": "sk-c", "NANOSEEK_WEB": "false"},
+        api_keys_file=keys,
+        host="0.0.0.0",
+    )
     assert settings.port == 9001 and settings.web is False and settings.host == "0.0.0.0"
     policies = settings.keys_by_value
     assert set(policies) == {"sk-a", "sk-b", "sk-c"}

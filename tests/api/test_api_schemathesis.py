@@ -29,5 +29,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors_and_responses_match_the_schema(case):
-    case.call_and_validate(headers={"Authorization": f"Bearer {MAIN_KEY}"}, timeout=60,
-                           checks=[not_a_server_error, response_schema_conformance, content_type_conformance])
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {MAIN_KEY}"},
+        timeout=60,
+        checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
+    )

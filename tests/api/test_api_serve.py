@@ -20,8 +20,13 @@ from tests.api.conftest import free_port
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nanoseek.cli", "serve", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "nanoseek.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_refuses_a_public_bind_without_keys(tiny_checkpoint):
@@ -49,11 +54,30 @@ def test_serve_from_env_and_graceful_shutdown(tiny_checkpoint, tmp_path):
     port = free_port()
     keys = tmp_path / "keys.txt"
     keys.write_text("sk-env\n")
-    env = {**os.environ, "NANOSEEK_PORT": str(port), "NANOSEEK_DB_PATH": str(tmp_path / "web.sqlite3"),
-           "NANOSEEK_MAX_TOKENS_DEFAULT": "8"}
-    process = subprocess.Popen([sys.executable, "-m", "nanoseek.cli", "serve", "--model", str(tiny_checkpoint),
-                                "--api-keys", str(keys), "--graceful-seconds", "30"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "NANOSEEK_PORT": str(port),
+        "NANOSEEK_DB_PATH": str(tmp_path / "web.sqlite3"),
+        "NANOSEEK_MAX_TOKENS_DEFAULT": "8",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nanoseek.cli",
+            "serve",
+            "--model",
+            str(tiny_checkpoint),
+            "--api-keys",
+            str(keys),
+            "--graceful-seconds",
+            "30",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -70,8 +94,13 @@ def test_serve_from_env_and_graceful_shutdown(tiny_checkpoint, tmp_path):
         assert httpx.get(f"{url}/models", timeout=5).status_code == 401
 
         lines: list[str] = []
-        body = {"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 300,
-                "temperature": 0, "stream": True}
+        body = {
+            "model": "deepseek-chat",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 300,
+            "temperature": 0,
+            "stream": True,
+        }
 
         def stream() -> None:
             with httpx.stream("POST", f"{url}/chat/completions", json=body, headers=headers, timeout=60) as r:

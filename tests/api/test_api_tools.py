@@ -13,13 +13,25 @@ import openai
 import pytest
 
 # short names and enums: a random model spells JSON almost a character per token
-WEATHER = {"type": "object", "properties": {"unit": {"type": "string", "enum": ["C", "F"]}, "now": {"type": "boolean"}},
-           "required": ["unit", "now"], "additionalProperties": False}
-PING = {"type": "object", "properties": {"loud": {"type": "boolean"}}, "required": ["loud"],
-        "additionalProperties": False}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
-                                           "parameters": WEATHER, "strict": True}},
-         {"type": "function", "function": {"name": "ping", "parameters": PING, "strict": True}}]
+WEATHER = {
+    "type": "object",
+    "properties": {"unit": {"type": "string", "enum": ["C", "F"]}, "now": {"type": "boolean"}},
+    "required": ["unit", "now"],
+    "additionalProperties": False,
+}
+PING = {
+    "type": "object",
+    "properties": {"loud": {"type": "boolean"}},
+    "required": ["loud"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Weather now", "parameters": WEATHER, "strict": True},
+    },
+    {"type": "function", "function": {"name": "ping", "parameters": PING, "strict": True}},
+]
 SCHEMAS = {"get_weather": WEATHER, "ping": PING}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
@@ -40,8 +52,9 @@ def check_calls(message, allowed: set[str], cut_by_length: bool = False) -> list
 def test_required_tool_choice_forces_valid_and_parallel_calls(beta_client):
     """Sample seeds until one answer holds parallel calls; every answer on the way must be valid calls."""
     for seed in range(12):
-        response = beta_client.chat.completions.create(model="deepseek-chat", messages=ASK, tools=TOOLS,
-                                                       tool_choice="required", max_tokens=64, seed=seed)
+        response = beta_client.chat.completions.create(
+            model="deepseek-chat", messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=64, seed=seed
+        )
         choice = response.choices[0]
         assert choice.finish_reason in ("tool_calls", "length")
         calls = check_calls(choice.message, {"get_weather", "ping"}, cut_by_length=choice.finish_reason == "length")
@@ -53,16 +66,28 @@ def test_required_tool_choice_forces_valid_and_parallel_calls(beta_client):
 
 
 def test_named_tool_choice_calls_exactly_that_function(client):
-    response = client.chat.completions.create(model="deepseek-chat", messages=ASK, tools=TOOLS, max_tokens=64,
-                                              tool_choice={"type": "function", "function": {"name": "ping"}})
+    response = client.chat.completions.create(
+        model="deepseek-chat",
+        messages=ASK,
+        tools=TOOLS,
+        max_tokens=64,
+        tool_choice={"type": "function", "function": {"name": "ping"}},
+    )
     calls = check_calls(response.choices[0].message, {"ping"})
     assert len(calls) == 1 and response.choices[0].finish_reason == "tool_calls"
 
 
 def test_streamed_tool_calls_arrive_as_openai_deltas(client):
-    chunks = list(client.chat.completions.create(
-        model="deepseek-chat", messages=ASK, tools=TOOLS, max_tokens=64, stream=True,
-        tool_choice={"type": "function", "function": {"name": "get_weather"}}))
+    chunks = list(
+        client.chat.completions.create(
+            model="deepseek-chat",
+            messages=ASK,
+            tools=TOOLS,
+            max_tokens=64,
+            stream=True,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        )
+    )
     deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
     assert deltas and deltas[0].index == 0 and deltas[0].id.startswith("call_") and deltas[0].type == "function"
     assert deltas[0].function.name == "get_weather"
@@ -75,32 +100,70 @@ def test_streamed_tool_calls_arrive_as_openai_deltas(client):
 
 def test_auto_and_none_answer_in_text(client):
     for choice in ("auto", "none"):
-        response = client.chat.completions.create(model="deepseek-chat", messages=ASK, tools=TOOLS, max_tokens=6,
-                                                  tool_choice=choice, temperature=0, frequency_penalty=2)
+        response = client.chat.completions.create(
+            model="deepseek-chat",
+            messages=ASK,
+            tools=TOOLS,
+            max_tokens=6,
+            tool_choice=choice,
+            temperature=0,
+            frequency_penalty=2,
+        )
         assert response.choices[0].finish_reason in ("stop", "length", "tool_calls")
         assert isinstance(response.choices[0].message.content, str)
 
 
 def test_tool_results_in_a_later_turn(client):
-    call = {"id": "call_abc", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"unit": "C", "now": false}'}}
-    messages = ASK + [{"role": "assistant", "content": "", "tool_calls": [call]},
-                      {"role": "tool", "tool_call_id": "call_abc", "content": "21 degrees"}]
+    call = {
+        "id": "call_abc",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"unit": "C", "now": false}'},
+    }
+    messages = ASK + [
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": "21 degrees"},
+    ]
     response = client.chat.completions.create(model="deepseek-chat", messages=messages, tools=TOOLS, max_tokens=4)
     assert response.usage.prompt_tokens > len("21 degrees")
 
 
-@pytest.mark.parametrize("schema,keyword", [
-    ({"type": "object", "properties": {"city": {"type": "string", "minLength": 2}}, "required": ["city"],
-      "additionalProperties": False}, "minLength"),
-    ({"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "integer"}, "maxItems": 3}},
-      "required": ["xs"], "additionalProperties": False}, "maxItems"),
-    ({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}, "additionalProperties"),
-    ({"type": "object", "properties": {"a": {"type": "string"}}, "required": [], "additionalProperties": False},
-     "required"),
-    ({"type": "object", "properties": {"d": {"type": "string", "format": "date-time"}}, "required": ["d"],
-      "additionalProperties": False}, "format"),
-])
+@pytest.mark.parametrize(
+    "schema,keyword",
+    [
+        (
+            {
+                "type": "object",
+                "properties": {"city": {"type": "string", "minLength": 2}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+            "minLength",
+        ),
+        (
+            {
+                "type": "object",
+                "properties": {"xs": {"type": "array", "items": {"type": "integer"}, "maxItems": 3}},
+                "required": ["xs"],
+                "additionalProperties": False,
+            },
+            "maxItems",
+        ),
+        ({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}, "additionalProperties"),
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": [], "additionalProperties": False},
+            "required",
+        ),
+        (
+            {
+                "type": "object",
+                "properties": {"d": {"type": "string", "format": "date-time"}},
+                "required": ["d"],
+                "additionalProperties": False,
+            },
+            "format",
+        ),
+    ],
+)
 def test_strict_schema_outside_the_subset_is_400_naming_the_keyword(beta_client, schema, keyword):
     tools = [{"type": "function", "function": {"name": "f", "parameters": schema, "strict": True}}]
     with pytest.raises(openai.BadRequestError, match=keyword):
@@ -108,13 +171,27 @@ def test_strict_schema_outside_the_subset_is_400_naming_the_keyword(beta_client,
 
 
 def test_strict_schema_inside_the_subset_is_accepted(beta_client):
-    schema = {"type": "object", "$defs": {"node": {"type": "object", "properties": {
-        "value": {"type": "integer", "minimum": 0, "multipleOf": 2},
-        "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]}},
-        "required": ["value", "next"], "additionalProperties": False}},
-        "properties": {"head": {"$ref": "#/$defs/node"}, "id": {"type": "string", "format": "uuid"},
-                       "tag": {"type": "string", "pattern": "^[a-z]+$"}},
-        "required": ["head", "id", "tag"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "value": {"type": "integer", "minimum": 0, "multipleOf": 2},
+                    "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]},
+                },
+                "required": ["value", "next"],
+                "additionalProperties": False,
+            }
+        },
+        "properties": {
+            "head": {"$ref": "#/$defs/node"},
+            "id": {"type": "string", "format": "uuid"},
+            "tag": {"type": "string", "pattern": "^[a-z]+$"},
+        },
+        "required": ["head", "id", "tag"],
+        "additionalProperties": False,
+    }
     tools = [{"type": "function", "function": {"name": "walk", "parameters": schema, "strict": True}}]
     response = beta_client.chat.completions.create(model="deepseek-chat", messages=ASK, tools=tools, max_tokens=2)
     assert response.choices[0].finish_reason in ("stop", "length")
@@ -124,8 +201,13 @@ def test_bad_tool_choices_are_400(client):
     with pytest.raises(openai.BadRequestError, match="tools"):
         client.chat.completions.create(model="deepseek-chat", messages=ASK, tool_choice="required", max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="nope"):
-        client.chat.completions.create(model="deepseek-chat", messages=ASK, tools=TOOLS, max_tokens=2,
-                                       tool_choice={"type": "function", "function": {"name": "nope"}})
+        client.chat.completions.create(
+            model="deepseek-chat",
+            messages=ASK,
+            tools=TOOLS,
+            max_tokens=2,
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
 
 
 HERMES_TEMPLATE = """{%- for message in messages -%}
@@ -151,8 +233,14 @@ def test_hermes_checkpoint_renders_its_template_and_parses_tool_call_tags(hermes
     assert hermes_server.app.state.registry.default.tool_format.name == "hermes"
     client = openai.OpenAI(base_url=hermes_server.url, api_key="unused", max_retries=0)
     # no special tokens here: the call's text is spelled out in ordinary tokens, so it needs more of them
-    response = client.chat.completions.create(model="deepseek-chat", messages=ASK, tools=TOOLS, max_tokens=128,
-                                              tool_choice={"type": "function", "function": {"name": "ping"}}, seed=0)
+    response = client.chat.completions.create(
+        model="deepseek-chat",
+        messages=ASK,
+        tools=TOOLS,
+        max_tokens=128,
+        tool_choice={"type": "function", "function": {"name": "ping"}},
+        seed=0,
+    )
     assert len(check_calls(response.choices[0].message, {"ping"})) == 1
     assert response.choices[0].finish_reason == "tool_calls"
 
@@ -165,13 +253,20 @@ def test_prefix_completion_finishes_a_tool_call_it_opened(api_server, beta_clien
 
     opened = st.TOOL_CALLS_BEGIN + st.TOOL_CALL_BEGIN + "ping" + st.TOOL_SEP + '{"loud": '
     messages = ASK + [{"role": "assistant", "content": opened, "prefix": True}]
-    kwargs = dict(model="deepseek-chat", messages=messages, tools=TOOLS, max_tokens=6, temperature=0,
-                  frequency_penalty=2)
+    kwargs = dict(
+        model="deepseek-chat", messages=messages, tools=TOOLS, max_tokens=6, temperature=0, frequency_penalty=2
+    )
     tokenizer = api_server.engine.tokenizer
     prompt = tokenizer.render_chat(messages, tools=TOOLS)
     assert prompt.endswith(opened)
-    [raw] = api_server.engine.generate([Request(tokenizer.encode(prompt), SamplingParams(
-        max_tokens=6, temperature=0, frequency_penalty=2, stop_token_ids=[tokenizer.eos_id]))])
+    [raw] = api_server.engine.generate(
+        [
+            Request(
+                tokenizer.encode(prompt),
+                SamplingParams(max_tokens=6, temperature=0, frequency_penalty=2, stop_token_ids=[tokenizer.eos_id]),
+            )
+        ]
+    )
     continuation = raw.text.split(st.TOOL_CALL_END)[0]
 
     message = beta_client.chat.completions.create(**kwargs).choices[0].message

@@ -20,8 +20,9 @@ from nanoseek.model.checkpoint import load_checkpoint
 def engine_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nanoseek.model.random_init import make_random_checkpoint
 
-    return make_random_checkpoint(tmp_path_factory.mktemp("engine_checkpoint"), shape="tiny", vocab_size=512,
-                                  seed=1, init_std=0.3)
+    return make_random_checkpoint(
+        tmp_path_factory.mktemp("engine_checkpoint"), shape="tiny", vocab_size=512, seed=1, init_std=0.3
+    )
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ def reference_greedy(model, prompt: list[int], max_tokens: int) -> list[int]:
     with torch.no_grad():
         for _ in range(max_tokens):
             sequence.append(int(model(torch.tensor([sequence]))[0, -1].argmax()))
-    return sequence[len(prompt):]
+    return sequence[len(prompt) :]
 
 
 def random_prompts(count: int, seed: int, vocab: int = 500) -> list[list[int]]:
@@ -30,8 +30,9 @@ def test_batched_greedy_equals_one_at_a_time_with_joins_and_leaves(make_engine, 
     engine = make_engine(max_batch=3, prefill_chunk=16)
     prompts = random_prompts(8, seed=0)
     budgets = [5, 17, 9, 30, 2, 12, 25, 7]
-    requests = [Request(p, SamplingParams(max_tokens=m, temperature=0, ignore_eos=True))
-                for p, m in zip(prompts, budgets)]
+    requests = [
+        Request(p, SamplingParams(max_tokens=m, temperature=0, ignore_eos=True)) for p, m in zip(prompts, budgets)
+    ]
     completions = engine.generate(requests)
     for prompt, budget, completion in zip(prompts, budgets, completions):
         assert completion.token_ids == reference_greedy(checkpoint.model, prompt, budget)
@@ -43,15 +44,17 @@ def test_batched_greedy_equals_one_at_a_time_with_joins_and_leaves(make_engine, 
 def test_streams_joining_mid_flight_match_solo_runs(make_engine):
     engine = make_engine(max_batch=4, prefill_chunk=8)
     prompts = random_prompts(5, seed=1)
-    solo = [engine.generate([Request(p, SamplingParams(max_tokens=20, temperature=0, ignore_eos=True))])[0]
-            for p in prompts]
+    solo = [
+        engine.generate([Request(p, SamplingParams(max_tokens=20, temperature=0, ignore_eos=True))])[0] for p in prompts
+    ]
 
     async def run_staggered() -> list[list[int]]:
         async def one(prompt: list[int], delay: float) -> list[int]:
             await asyncio.sleep(delay)
             tokens: list[int] = []
-            async for event in engine.stream(Request(prompt, SamplingParams(max_tokens=20, temperature=0,
-                                                                             ignore_eos=True))):
+            async for event in engine.stream(
+                Request(prompt, SamplingParams(max_tokens=20, temperature=0, ignore_eos=True))
+            ):
                 tokens += event.token_ids
             return tokens
 
@@ -72,10 +75,10 @@ def test_stream_text_concatenates_to_the_decoded_tokens(make_engine, checkpoint)
     events = asyncio.run(collect())
     tokens = [t for e in events for t in e.token_ids]
     assert "".join(e.text for e in events) == checkpoint.tokenizer.decode(
-        [t for t in tokens if t not in engine.eos_token_ids])
+        [t for t in tokens if t not in engine.eos_token_ids]
+    )
     assert events[-1].finish_reason in ("stop", "length") and events[-1].usage is not None
     assert all(e.usage is None for e in events[:-1])
-
 
 
 def test_equal_length_prompts_prefilled_together_match_reference(make_engine, checkpoint):
@@ -84,10 +87,12 @@ def test_equal_length_prompts_prefilled_together_match_reference(make_engine, ch
     # 32-token chunk is prefilled in two parts and is not batched with the others mid-way.
     engine = make_engine(max_batch=16, prefill_chunk=32)
     rng = random.Random(7)
-    prompts = [[rng.randrange(3, 500) for _ in range(8)] for _ in range(6)] + [[rng.randrange(3, 500)
-                                                                                for _ in range(40)]]
-    params = [SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, n=2 if i == 1 else 1)
-              for i in range(len(prompts))]
+    prompts = [[rng.randrange(3, 500) for _ in range(8)] for _ in range(6)] + [
+        [rng.randrange(3, 500) for _ in range(40)]
+    ]
+    params = [
+        SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, n=2 if i == 1 else 1) for i in range(len(prompts))
+    ]
     completions = engine.generate([Request(p, s) for p, s in zip(prompts, params)])
     for prompt, completion in zip(prompts, completions):
         expected = reference_greedy(checkpoint.model, prompt, 6)

@@ -21,10 +21,12 @@ def prompt_of(length: int, seed: int) -> list[int]:
 scalar_schemas = st.one_of(
     st.just({"type": "boolean"}),
     st.just({"type": "null"}),
-    st.integers(-50, 50).flatmap(lambda low: st.integers(low, low + 100).map(
-        lambda high: {"type": "integer", "minimum": low, "maximum": high})),
+    st.integers(-50, 50).flatmap(
+        lambda low: st.integers(low, low + 100).map(lambda high: {"type": "integer", "minimum": low, "maximum": high})
+    ),
     st.lists(st.text("abcxyz", min_size=1, max_size=4), min_size=1, max_size=4, unique=True).map(
-        lambda values: {"enum": values}),
+        lambda values: {"enum": values}
+    ),
     st.just({"type": "string", "pattern": "^[a-c]{1,3}$"}),
 )
 property_names = st.text("abcdefgh", min_size=1, max_size=5)
@@ -32,8 +34,13 @@ schemas = st.recursive(
     scalar_schemas,
     lambda inner: st.one_of(
         st.dictionaries(property_names, inner, min_size=1, max_size=3).map(
-            lambda props: {"type": "object", "properties": props, "required": sorted(props),
-                           "additionalProperties": False}),
+            lambda props: {
+                "type": "object",
+                "properties": props,
+                "required": sorted(props),
+                "additionalProperties": False,
+            }
+        ),
         inner.map(lambda items: {"type": "array", "items": items}),
     ),
     max_leaves=4,
@@ -53,9 +60,15 @@ def shared_engine(checkpoint):
 @given(st.lists(schemas, min_size=8, max_size=8), st.integers(0, 2**31))
 def test_schema_constrained_output_always_validates(shared_engine, schema_list, seed):
     max_tokens = 40
-    requests = [Request(prompt_of(10, seed + i), SamplingParams(
-        max_tokens=max_tokens, temperature=1.0, seed=seed + i, constraint=Constraint.json_schema(schema)))
-        for i, schema in enumerate(schema_list)]
+    requests = [
+        Request(
+            prompt_of(10, seed + i),
+            SamplingParams(
+                max_tokens=max_tokens, temperature=1.0, seed=seed + i, constraint=Constraint.json_schema(schema)
+            ),
+        )
+        for i, schema in enumerate(schema_list)
+    ]
     # Free sequences share the batch with the constrained ones.
     requests.append(Request(prompt_of(10, seed), SamplingParams(max_tokens=10, temperature=1.0, seed=seed)))
     completions = shared_engine.generate(requests)
@@ -71,8 +84,11 @@ def test_json_object_mode_and_a_free_neighbour(shared_engine):
     prompt = prompt_of(12, 1)
     requests = []
     for seed in range(8):  # hot sampling: a random model then closes its objects soon enough
-        requests.append(Request(prompt, SamplingParams(max_tokens=60, temperature=2.0, seed=seed,
-                                                       constraint=Constraint.json_object())))
+        requests.append(
+            Request(
+                prompt, SamplingParams(max_tokens=60, temperature=2.0, seed=seed, constraint=Constraint.json_object())
+            )
+        )
         requests.append(Request(prompt, SamplingParams(max_tokens=20, temperature=2.0, seed=seed, ignore_eos=True)))
     completions = shared_engine.generate(requests)
     constrained, free = completions[0::2], completions[1::2]
@@ -90,32 +106,64 @@ def test_ebnf_grammar_applies_only_after_the_trigger_token(shared_engine):
     prompt = prompt_of(12, 2)
     [free] = shared_engine.generate([Request(prompt, SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))])
     trigger = free.token_ids[0]  # greedy emits it first, unconstrained
-    [completion] = shared_engine.generate([Request(prompt, SamplingParams(
-        max_tokens=20, temperature=0, constraint=Constraint.ebnf('root ::= "yes" | "no"'),
-        constraint_after_token=trigger))])
+    [completion] = shared_engine.generate(
+        [
+            Request(
+                prompt,
+                SamplingParams(
+                    max_tokens=20,
+                    temperature=0,
+                    constraint=Constraint.ebnf('root ::= "yes" | "no"'),
+                    constraint_after_token=trigger,
+                ),
+            )
+        ]
+    )
     assert completion.token_ids[0] == trigger
     tail = shared_engine.tokenizer.decode(completion.token_ids[1:-1])
     assert tail in ("yes", "no") and completion.finish_reason == "stop"
 
 
 def test_structural_tag_constrains_the_tagged_segment(shared_engine):
-    tag = {"type": "structural_tag", "format": {"type": "tag", "begin": "<call>", "end": "</call>",
-                                                "content": {"type": "json_schema", "json_schema": {
-                                                    "type": "object", "properties": {"ok": {"type": "boolean"}},
-                                                    "required": ["ok"], "additionalProperties": False}}}}
-    [completion] = shared_engine.generate([Request(prompt_of(8, 3), SamplingParams(
-        max_tokens=40, temperature=0.5, seed=1, constraint=Constraint.structural_tag(tag)))])
+    tag = {
+        "type": "structural_tag",
+        "format": {
+            "type": "tag",
+            "begin": "<call>",
+            "end": "</call>",
+            "content": {
+                "type": "json_schema",
+                "json_schema": {
+                    "type": "object",
+                    "properties": {"ok": {"type": "boolean"}},
+                    "required": ["ok"],
+                    "additionalProperties": False,
+                },
+            },
+        },
+    }
+    [completion] = shared_engine.generate(
+        [
+            Request(
+                prompt_of(8, 3),
+                SamplingParams(max_tokens=40, temperature=0.5, seed=1, constraint=Constraint.structural_tag(tag)),
+            )
+        ]
+    )
     assert completion.text.startswith("<call>{")
     if completion.finish_reason == "stop":
         body = completion.text.removeprefix("<call>").removesuffix("</call>")
         assert json.loads(body)["ok"] in (True, False)
 
 
-@pytest.mark.parametrize("factory, argument, message", [
-    (Constraint.json_schema, {"type": "object", "properties": {"a": {"type": "nonsense"}}}, "schema"),
-    (Constraint.ebnf, "root ::= ", "EBNF"),
-    (Constraint.structural_tag, {"type": "structural_tag", "format": {"type": "bogus"}}, "structural tag"),
-])
+@pytest.mark.parametrize(
+    "factory, argument, message",
+    [
+        (Constraint.json_schema, {"type": "object", "properties": {"a": {"type": "nonsense"}}}, "schema"),
+        (Constraint.ebnf, "root ::= ", "EBNF"),
+        (Constraint.structural_tag, {"type": "structural_tag", "format": {"type": "bogus"}}, "structural tag"),
+    ],
+)
 def test_invalid_constraints_are_rejected_with_a_named_problem(factory, argument, message):
     with pytest.raises(ValueError, match=message):
         factory(argument)
@@ -138,13 +186,15 @@ def test_constrained_sampling_follows_the_masked_distribution(make_engine, check
     prompt = prompt_of(12, 11)
     with torch.no_grad():
         probs = torch.softmax(checkpoint.model(torch.tensor([prompt]))[0, -1].float(), -1)
-    ranked = [int(t) for t in probs.argsort(descending=True)
-              if re.fullmatch(r"[A-Za-z ]+", tokenizer.decode([int(t)]) or "")]
+    ranked = [
+        int(t) for t in probs.argsort(descending=True) if re.fullmatch(r"[A-Za-z ]+", tokenizer.decode([int(t)]) or "")
+    ]
     texts = [tokenizer.decode([t]) for t in (ranked[0], ranked[2], ranked[3])]
     constraint = Constraint.regex("|".join(re.escape(text) for text in texts))
     backend = GrammarBackend(tokenizer, probs.shape[0], [tokenizer.eos_id], 1)
-    allowed = torch.from_numpy(allowed_token_ids(backend.matcher(constraint, [tokenizer.eos_id]), backend.bitmask, 0,
-                                                       probs.shape[0]))
+    allowed = torch.from_numpy(
+        allowed_token_ids(backend.matcher(constraint, [tokenizer.eos_id]), backend.bitmask, 0, probs.shape[0])
+    )
     assert ranked[0] in allowed and ranked[1] not in allowed
     expected = torch.zeros_like(probs)
     expected[allowed] = probs[allowed]
@@ -153,9 +203,15 @@ def test_constrained_sampling_follows_the_masked_distribution(make_engine, check
     expected /= expected.sum()
     engine = make_engine(max_batch=16)
     draws = 16 * 125
-    completions = engine.generate([Request(prompt, SamplingParams(max_tokens=1, temperature=1.0, top_k=top_k, n=16,
-                                                                  seed=seed, constraint=constraint))
-                                   for seed in range(draws // 16)])
+    completions = engine.generate(
+        [
+            Request(
+                prompt,
+                SamplingParams(max_tokens=1, temperature=1.0, top_k=top_k, n=16, seed=seed, constraint=constraint),
+            )
+            for seed in range(draws // 16)
+        ]
+    )
     counts = torch.zeros_like(probs)
     for output in (output for completion in completions for output in completion.outputs):
         counts[output.token_ids[0]] += 1

@@ -49,7 +49,7 @@ def test_packed_model_gives_the_same_batched_greedy_tokens_as_unpacked(checkpoin
             for _ in range(24):
                 logits = checkpoint.model(torch.tensor([ids]))[0, -1]
                 ids.append(int(logits.argmax()))
-            unpacked.append(ids[len(prompt):])
+            unpacked.append(ids[len(prompt) :])
     assert packed == unpacked
 
 
@@ -58,7 +58,7 @@ def greedy_by_hand(model: torch.nn.Module, prompt: list[int], new_tokens: int) -
     with torch.no_grad():
         for _ in range(new_tokens):
             ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 # Inductor compiles C++ for each graph: ~275 s on a 2-core machine with a cold inductor cache (a fresh CI clone),

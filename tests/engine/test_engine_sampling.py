@@ -21,12 +21,15 @@ def test_seeded_sampling_is_reproducible_alone_and_batched(make_engine):
     prompt = prompt_of(30, 0)
     params = SamplingParams(max_tokens=24, temperature=1.0, top_k=50, seed=1234, ignore_eos=True)
     [alone] = engine.generate([Request(prompt, params)])
-    others = [Request(prompt_of(20 + i, i + 1), SamplingParams(max_tokens=30, temperature=0.7, ignore_eos=True))
-              for i in range(5)]
+    others = [
+        Request(prompt_of(20 + i, i + 1), SamplingParams(max_tokens=30, temperature=0.7, ignore_eos=True))
+        for i in range(5)
+    ]
     batched = engine.generate(others[:2] + [Request(prompt, params)] + others[2:])[2]
     assert batched.token_ids == alone.token_ids
-    [other_seed] = engine.generate([Request(prompt, SamplingParams(max_tokens=24, temperature=1.0, top_k=50,
-                                                                   seed=4321, ignore_eos=True))])
+    [other_seed] = engine.generate(
+        [Request(prompt, SamplingParams(max_tokens=24, temperature=1.0, top_k=50, seed=4321, ignore_eos=True))]
+    )
     assert other_seed.token_ids != alone.token_ids
 
 
@@ -36,9 +39,11 @@ def test_plain_temperature_sampling_is_reproducible_batched_with_other_kinds_of_
     prompt = prompt_of(30, 3)
     params = SamplingParams(max_tokens=24, temperature=0.8, seed=99, ignore_eos=True)
     [alone] = engine.generate([Request(prompt, params)])
-    neighbours = [SamplingParams(max_tokens=20, temperature=1.0, ignore_eos=True),
-                  SamplingParams(max_tokens=28, temperature=0.0, ignore_eos=True),
-                  SamplingParams(max_tokens=16, temperature=1.2, top_p=0.9, ignore_eos=True)]
+    neighbours = [
+        SamplingParams(max_tokens=20, temperature=1.0, ignore_eos=True),
+        SamplingParams(max_tokens=28, temperature=0.0, ignore_eos=True),
+        SamplingParams(max_tokens=16, temperature=1.2, top_p=0.9, ignore_eos=True),
+    ]
     requests = [Request(prompt_of(15 + i, 40 + i), p) for i, p in enumerate(neighbours)]
     assert engine.generate(requests[:2] + [Request(prompt, params)] + requests[2:])[2].token_ids == alone.token_ids
 
@@ -76,18 +81,22 @@ def test_inverse_transform_never_picks_a_zero_weight_token_even_at_the_ends_of_t
             for row, token in enumerate(pick_by_uniform(weights, [u] * len(weights))):
                 assert weights[row, token] > 0 or not weights[row].any(), (vocab, u, row, token)
         first_positive = [int(np.flatnonzero(w)[0]) for w in weights if w.any()]
-        assert pick_by_uniform(weights[[r for r in range(40) if weights[r].any()]], [0.0] * len(first_positive)) \
+        assert (
+            pick_by_uniform(weights[[r for r in range(40) if weights[r].any()]], [0.0] * len(first_positive))
             == first_positive
+        )
 
 
 def test_top_k_one_and_tiny_top_p_are_greedy(make_engine):
     engine = make_engine()
     prompt = prompt_of(25, 5)
-    greedy, top_k, top_p = engine.generate([
-        Request(prompt, SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)),
-        Request(prompt, SamplingParams(max_tokens=16, temperature=1.5, top_k=1, ignore_eos=True)),
-        Request(prompt, SamplingParams(max_tokens=16, temperature=1.5, top_p=1e-6, ignore_eos=True)),
-    ])
+    greedy, top_k, top_p = engine.generate(
+        [
+            Request(prompt, SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)),
+            Request(prompt, SamplingParams(max_tokens=16, temperature=1.5, top_k=1, ignore_eos=True)),
+            Request(prompt, SamplingParams(max_tokens=16, temperature=1.5, top_p=1e-6, ignore_eos=True)),
+        ]
+    )
     assert greedy.token_ids == top_k.token_ids == top_p.token_ids
 
 
@@ -95,8 +104,20 @@ def test_penalties_follow_the_openai_formula(make_engine, checkpoint):
     engine = make_engine()
     prompt = prompt_of(12, 6)
     frequency, presence = 1.5, 0.7
-    [penalised] = engine.generate([Request(prompt, SamplingParams(
-        max_tokens=20, temperature=0, frequency_penalty=frequency, presence_penalty=presence, ignore_eos=True))])
+    [penalised] = engine.generate(
+        [
+            Request(
+                prompt,
+                SamplingParams(
+                    max_tokens=20,
+                    temperature=0,
+                    frequency_penalty=frequency,
+                    presence_penalty=presence,
+                    ignore_eos=True,
+                ),
+            )
+        ]
+    )
     # Reference: recompute everything, subtract the penalties over the generated tokens, take the argmax.
     sequence, counts = list(prompt), torch.zeros(checkpoint.model.config.vocab_size)
     with torch.no_grad():
@@ -105,29 +126,32 @@ def test_penalties_follow_the_openai_formula(make_engine, checkpoint):
             token = int((logits - frequency * counts - presence * (counts > 0).float()).argmax())
             counts[token] += 1
             sequence.append(token)
-    assert penalised.token_ids == sequence[len(prompt):]
+    assert penalised.token_ids == sequence[len(prompt) :]
 
 
 def test_n_samples_share_one_prefill(make_engine):
     engine = make_engine()
     prompt = prompt_of(70, 7)
-    [completion] = engine.generate([Request(prompt, SamplingParams(n=4, max_tokens=10, temperature=1.0, seed=5,
-                                                                   ignore_eos=True))])
+    [completion] = engine.generate(
+        [Request(prompt, SamplingParams(n=4, max_tokens=10, temperature=1.0, seed=5, ignore_eos=True))]
+    )
     assert engine.counters["prefill_tokens"] == len(prompt)  # once, not four times
     assert [o.index for o in completion.outputs] == [0, 1, 2, 3]
     assert len({tuple(o.token_ids) for o in completion.outputs}) > 1  # independent streams
     assert completion.usage.completion_tokens == 40 and completion.usage.prompt_tokens == 70
     # Sample i of a seeded n-request is reproducible.
-    [again] = engine.generate([Request(prompt, SamplingParams(n=4, max_tokens=10, temperature=1.0, seed=5,
-                                                              ignore_eos=True))])
+    [again] = engine.generate(
+        [Request(prompt, SamplingParams(n=4, max_tokens=10, temperature=1.0, seed=5, ignore_eos=True))]
+    )
     assert [o.token_ids for o in again.outputs] == [o.token_ids for o in completion.outputs]
 
 
 def test_logprobs_are_the_model_distribution(make_engine, checkpoint):
     engine = make_engine()
     prompt = prompt_of(15, 8)
-    [completion] = engine.generate([Request(prompt, SamplingParams(max_tokens=3, temperature=0, logprobs=True,
-                                                                   top_logprobs=20, ignore_eos=True))])
+    [completion] = engine.generate(
+        [Request(prompt, SamplingParams(max_tokens=3, temperature=0, logprobs=True, top_logprobs=20, ignore_eos=True))]
+    )
     with torch.no_grad():
         expected = torch.log_softmax(checkpoint.model(torch.tensor([prompt]))[0, -1], dim=-1)
     first = completion.logprobs[0]
@@ -142,11 +166,19 @@ def test_logprobs_are_the_model_distribution(make_engine, checkpoint):
     assert all(math.isfinite(t.logprob) for t in completion.logprobs)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(temperature=-1), "temperature"), (dict(top_p=0), "top_p"), (dict(top_logprobs=21, logprobs=True), "top_logprobs"),
-    (dict(max_tokens=0), "max_tokens"), (dict(frequency_penalty=3), "frequency_penalty"), (dict(stop=[""]), "stop"),
-    (dict(top_logprobs=2), "logprobs"), (dict(n=0), "n must"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(temperature=-1), "temperature"),
+        (dict(top_p=0), "top_p"),
+        (dict(top_logprobs=21, logprobs=True), "top_logprobs"),
+        (dict(max_tokens=0), "max_tokens"),
+        (dict(frequency_penalty=3), "frequency_penalty"),
+        (dict(stop=[""]), "stop"),
+        (dict(top_logprobs=2), "logprobs"),
+        (dict(n=0), "n must"),
+    ],
+)
 def test_bad_parameters_are_named(bad, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**bad)
@@ -172,12 +204,20 @@ def test_bfloat16_checkpoint_samples_and_reports_logprobs(engine_checkpoint):
     try:
         assert engine.cache.keys[0].dtype == torch.bfloat16
         prompt = prompt_of(30, 9)
-        completions = engine.generate([
-            Request(prompt, SamplingParams(max_tokens=8, temperature=0.9, top_p=0.9, seed=1, logprobs=True,
-                                           top_logprobs=2, ignore_eos=True)),
-            Request(prompt, SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)),
-            Request(prompt, SamplingParams(max_tokens=30, temperature=0.9, seed=2, constraint=Constraint.json_object())),
-        ])
+        completions = engine.generate(
+            [
+                Request(
+                    prompt,
+                    SamplingParams(
+                        max_tokens=8, temperature=0.9, top_p=0.9, seed=1, logprobs=True, top_logprobs=2, ignore_eos=True
+                    ),
+                ),
+                Request(prompt, SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)),
+                Request(
+                    prompt, SamplingParams(max_tokens=30, temperature=0.9, seed=2, constraint=Constraint.json_object())
+                ),
+            ]
+        )
         assert [len(c.token_ids) for c in completions[:2]] == [8, 8]
         assert all(math.isfinite(entry.logprob) for entry in completions[0].logprobs)
         assert completions[2].text.startswith("{")

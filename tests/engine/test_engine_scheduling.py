@@ -12,8 +12,9 @@ from nanoseek.engine import EngineOverloaded, Request, SamplingParams
 
 
 def long_request(request_id: str | None = None) -> Request:
-    return Request(list(range(5, 40)), SamplingParams(max_tokens=2000, temperature=0, ignore_eos=True),
-                   request_id=request_id)
+    return Request(
+        list(range(5, 40)), SamplingParams(max_tokens=2000, temperature=0, ignore_eos=True), request_id=request_id
+    )
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
@@ -97,8 +98,9 @@ def test_kv_budget_bounds_admission(make_engine):
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    requests = [Request(list(range(5, 40)), SamplingParams(max_tokens=100, temperature=0, ignore_eos=True))
-                for _ in range(5)]
+    requests = [
+        Request(list(range(5, 40)), SamplingParams(max_tokens=100, temperature=0, ignore_eos=True)) for _ in range(5)
+    ]
     completions = engine.generate(requests)
     done.set()
     watcher.join()
@@ -112,16 +114,21 @@ def test_generate_from_several_threads_at_once(make_engine):
     results: dict[int, list[int]] = {}
 
     def worker(i: int) -> None:
-        results[i] = engine.generate([Request([5 + i, 6, 7], SamplingParams(max_tokens=12, temperature=0,
-                                                                           ignore_eos=True))])[0].token_ids
+        results[i] = engine.generate(
+            [Request([5 + i, 6, 7], SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))]
+        )[0].token_ids
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    solo = [engine.generate([Request([5 + i, 6, 7], SamplingParams(max_tokens=12, temperature=0,
-                                                                   ignore_eos=True))])[0].token_ids for i in range(6)]
+    solo = [
+        engine.generate([Request([5 + i, 6, 7], SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))])[
+            0
+        ].token_ids
+        for i in range(6)
+    ]
     assert [results[i] for i in range(6)] == solo
 
 

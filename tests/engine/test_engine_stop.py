@@ -48,15 +48,24 @@ def test_engine_stops_on_a_string_split_across_tokens_and_does_not_emit_it(make_
         if len(pieces[5]) < 2 or not pieces[6] or "\ufffd" in pieces[5] + pieces[6]:
             continue
         stop = pieces[5][-1] + pieces[6][0]
-        expected = free.text[:free.text.find(stop)]
-        [stopped] = engine.generate([Request(prompt, SamplingParams(max_tokens=30, temperature=0, ignore_eos=True,
-                                                                    stop=[stop]))])
+        expected = free.text[: free.text.find(stop)]
+        [stopped] = engine.generate(
+            [Request(prompt, SamplingParams(max_tokens=30, temperature=0, ignore_eos=True, stop=[stop]))]
+        )
         assert stopped.finish_reason == "stop"
         assert stopped.text == expected and stop not in stopped.text
+
         # Streaming emits exactly the same text: the held-back start was never sent.
         async def stream_text(prompt: list[int] = prompt, stop: str = stop) -> str:
-            return "".join([e.text async for e in engine.stream(
-                Request(prompt, SamplingParams(max_tokens=30, temperature=0, ignore_eos=True, stop=[stop])))])
+            return "".join(
+                [
+                    e.text
+                    async for e in engine.stream(
+                        Request(prompt, SamplingParams(max_tokens=30, temperature=0, ignore_eos=True, stop=[stop]))
+                    )
+                ]
+            )
+
         assert asyncio.run(stream_text()) == expected
         return
     raise AssertionError("no greedy output had two plain tokens to split a stop string across")
@@ -68,9 +77,10 @@ def test_stop_token_ids_and_eos(make_engine):
     [free] = engine.generate([Request(prompt, SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))])
     stop_token = free.token_ids[4]
     first = free.token_ids.index(stop_token)
-    [stopped] = engine.generate([Request(prompt, SamplingParams(max_tokens=12, temperature=0,
-                                                                stop_token_ids=[stop_token]))])
-    assert stopped.finish_reason == "stop" and stopped.token_ids == free.token_ids[:first + 1]
+    [stopped] = engine.generate(
+        [Request(prompt, SamplingParams(max_tokens=12, temperature=0, stop_token_ids=[stop_token]))]
+    )
+    assert stopped.finish_reason == "stop" and stopped.token_ids == free.token_ids[: first + 1]
     # The stop token counts as generated but adds no text.
     assert stopped.usage.completion_tokens == first + 1
     assert stopped.text == checkpoint_free_text(engine, free.token_ids[:first])
@@ -90,7 +100,15 @@ def test_text_held_for_a_possible_stop_string_is_released_when_a_stop_token_ends
     assert before, "the greedy output starts with its stop token"
     # The text before the stop token ends like the start of this stop string, so it is held back...
     held_stop = before[-1] + "\x00never"
-    [stopped] = engine.generate([Request(prompt, SamplingParams(max_tokens=12, temperature=0, ignore_eos=True,
-                                                                stop=[held_stop], stop_token_ids=[stop_token]))])
+    [stopped] = engine.generate(
+        [
+            Request(
+                prompt,
+                SamplingParams(
+                    max_tokens=12, temperature=0, ignore_eos=True, stop=[held_stop], stop_token_ids=[stop_token]
+                ),
+            )
+        ]
+    )
     # ...and released when the stop token ends the sample instead.
     assert stopped.finish_reason == "stop" and stopped.text == before

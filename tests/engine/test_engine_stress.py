@@ -23,9 +23,16 @@ def test_random_mix_keeps_every_invariant(make_engine):
         prompt = (shared if rng.random() < 0.4 else []) + [rng.randrange(3, 500) for _ in range(rng.randrange(1, 90))]
         kind = rng.randrange(5)
         params = SamplingParams(
-            max_tokens=rng.randrange(1, 25), temperature=0 if kind == 0 else 1.0, seed=i,
-            n=2 if kind == 1 else 1, stop=["a", "e "] if kind == 2 else [], logprobs=kind == 3, top_logprobs=3 * (kind == 3),
-            constraint=Constraint.json_object() if kind == 4 else None, ignore_eos=kind == 0)
+            max_tokens=rng.randrange(1, 25),
+            temperature=0 if kind == 0 else 1.0,
+            seed=i,
+            n=2 if kind == 1 else 1,
+            stop=["a", "e "] if kind == 2 else [],
+            logprobs=kind == 3,
+            top_logprobs=3 * (kind == 3),
+            constraint=Constraint.json_object() if kind == 4 else None,
+            ignore_eos=kind == 0,
+        )
         requests.append((Request(prompt, params, request_id=f"r{i}"), rng.random() < 0.2))
 
     async def run_all():

@@ -35,15 +35,25 @@ def compiler_present():
 
 SHAPES = {
     # head_dim 16: the vector attention path; output widths multiples of 32 (the blocked projections).
-    "llama-gqa": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2),
+    "llama-gqa": dict(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    ),
     # head_dim 10 and widths like 70 or 50: the scalar attention path and the projections' leftover columns,
     # with Qwen2's q/k/v biases.
-    "qwen2-odd": dict(hidden_size=40, intermediate_size=50, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=1, model_type="qwen2", attention_bias=True, mlp_bias=True),
+    "qwen2-odd": dict(
+        hidden_size=40,
+        intermediate_size=50,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        model_type="qwen2",
+        attention_bias=True,
+        mlp_bias=True,
+    ),
     # Six q heads per kv head: bf16 attention takes them in two passes (4 + 2) over the shared keys.
-    "gqa-6-per-kv-head": dict(hidden_size=192, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6,
-                              num_key_value_heads=1),
+    "gqa-6-per-kv-head": dict(
+        hidden_size=192, intermediate_size=64, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=1
+    ),
 }
 
 
@@ -69,8 +79,11 @@ def prefill(model: Transformer, cache: SlotKVCache) -> None:
     with torch.no_grad():
         for slot, length in zip(SLOTS, LENGTHS):
             cache.begin_prefill(slot, 0, length)
-            model(torch.randint(0, model.config.vocab_size, (1, length), generator=generator),
-                  torch.arange(length)[None], cache=cache)
+            model(
+                torch.randint(0, model.config.vocab_size, (1, length), generator=generator),
+                torch.arange(length)[None],
+                cache=cache,
+            )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -94,10 +107,12 @@ def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scat
     # The new keys and values landed where the PyTorch path put them.
     for layer in range(config.num_hidden_layers):
         for slot, end in zip(slots, positions):
-            torch.testing.assert_close(native_cache.keys[layer][slot, :, :end], reference.keys[layer][slot, :, :end],
-                                       atol=2e-5, rtol=1e-4)
-            torch.testing.assert_close(native_cache.values[layer][slot, :, :end],
-                                       reference.values[layer][slot, :, :end], atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                native_cache.keys[layer][slot, :, :end], reference.keys[layer][slot, :, :end], atol=2e-5, rtol=1e-4
+            )
+            torch.testing.assert_close(
+                native_cache.values[layer][slot, :, :end], reference.values[layer][slot, :, :end], atol=2e-5, rtol=1e-4
+            )
     with pytest.raises(ValueError, match="rows"):
         decoder.step([1] * 7, [0] * 7, list(range(7)))
 
@@ -113,8 +128,9 @@ def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the
         for ours, theirs in zip(exact.parameters(), model.parameters()):
             ours.copy_(theirs.float())
     config = model.config
-    exact_cache, torch_cache, native_cache = (new_cache(config, dtype) for dtype in
-                                              (torch.float32, torch.bfloat16, torch.bfloat16))
+    exact_cache, torch_cache, native_cache = (
+        new_cache(config, dtype) for dtype in (torch.float32, torch.bfloat16, torch.bfloat16)
+    )
     decoder = NativeDecoder.build(model, native_cache, max_batch=6, allow_amx=allow_amx)
     assert decoder is not None
     # The tile path needs projection inputs that are multiples of 32 (qwen2-odd's hidden 40 is not).
@@ -137,7 +153,7 @@ def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the
             torch_error += (by_torch - expected).abs().mean().item()
             # Each row alone (its k/v rewritten in place) gives the very same logits as within the batch.
             for row in range(len(tokens)):
-                alone = decoder.step(tokens[row:row + 1], positions[row:row + 1], SLOTS[row:row + 1])
+                alone = decoder.step(tokens[row : row + 1], positions[row : row + 1], SLOTS[row : row + 1])
                 assert torch.equal(alone[0], got[row])
             tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
     # bf16 weights, inputs and cache with an fp32 residual stream: no further from fp32 than PyTorch's bf16.
@@ -190,9 +206,10 @@ def test_a_bf16_engine_decodes_natively_and_batched_greedy_equals_one_at_a_time(
         prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2], [1, 4, 1, 4, 2, 1, 3, 5], [9, 9, 8]]
         alone = [engine.generate([Request(p, greedy(32))])[0].token_ids for p in prompts]
         # Requests leaving at different steps: the batch shrinks, and no row's tokens change with it.
-        batched = [c.token_ids for c in engine.generate(
-            [Request(p, greedy(32 - 6 * i)) for i, p in enumerate(prompts)])]
-        assert batched == [tokens[:32 - 6 * i] for i, tokens in enumerate(alone)]
+        batched = [
+            c.token_ids for c in engine.generate([Request(p, greedy(32 - 6 * i)) for i, p in enumerate(prompts)])
+        ]
+        assert batched == [tokens[: 32 - 6 * i] for i, tokens in enumerate(alone)]
     finally:
         engine.shutdown()
 

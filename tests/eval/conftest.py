@@ -35,8 +35,8 @@ class ScriptedBackend:
                     if item.suite == "multiturn":  # every turn's history, and each question asked alone
                         chat = item.messages + item.ideal
                         for turn in range(2, len(chat), 2):
-                            self.by_prompt[_key(chat[:turn + 1])] = chat[turn + 1]
-                            self.by_prompt[_key(chat[turn:turn + 1])] = chat[turn + 1]
+                            self.by_prompt[_key(chat[: turn + 1])] = chat[turn + 1]
+                            self.by_prompt[_key(chat[turn : turn + 1])] = chat[turn + 1]
                 else:
                     self.by_fim[(item.meta["prefix"], item.meta["suffix"])] = item.answer
 

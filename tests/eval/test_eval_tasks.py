@@ -105,8 +105,10 @@ def test_math_thinking_works_place_values_with_right_arithmetic():
     slipped = 0
     for item in generate("math", "train", 60, 3):
         thinking = item.ideal[0]["reasoning_content"]
-        chains = [[eval(side) for side in chain.split("=")]
-                  for chain in re.findall(r"\d[\d+\-*/ ]*(?:= *\d[\d+\-*/ ]*)+", thinking)]
+        chains = [
+            [eval(side) for side in chain.split("=")]
+            for chain in re.findall(r"\d[\d+\-*/ ]*(?:= *\d[\d+\-*/ ]*)+", thinking)
+        ]
         wrong = [chain for chain in chains if len(set(chain)) > 1]
         # Only the deliberate slip, which the next line corrects, may be a false equation.
         assert len(wrong) == (1 if "Wait, let me check" in thinking else 0), (thinking, wrong)

@@ -11,8 +11,19 @@ from nanoseek.model.transformer import Transformer
 
 
 def random_model(**overrides: object) -> Transformer:
-    config = ModelConfig(**{**dict(vocab_size=200, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2), **overrides})
+    config = ModelConfig(
+        **{
+            **dict(
+                vocab_size=200,
+                hidden_size=64,
+                intermediate_size=96,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+            ),
+            **overrides,
+        }
+    )
     torch.manual_seed(0)
     model = Transformer(config).eval()
     model.init_weights(std=0.2)
@@ -29,7 +40,7 @@ def test_incremental_decoding_matches_full_forward(chunks: list[int], kv_heads: 
         full = model(ids)
         pieces, start = [], 0
         for size in chunks:
-            pieces.append(model(ids[:, start:start + size], cache=cache))
+            pieces.append(model(ids[:, start : start + size], cache=cache))
             start += size
             assert cache.seq_len == start
     incremental = torch.cat(pieces, dim=1)

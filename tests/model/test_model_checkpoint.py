@@ -21,8 +21,19 @@ from nanoseek.model.transformer import Transformer
 
 
 def random_model(**overrides: object) -> Transformer:
-    config = ModelConfig(**{**dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2), **overrides})
+    config = ModelConfig(
+        **{
+            **dict(
+                vocab_size=128,
+                hidden_size=32,
+                intermediate_size=48,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+            ),
+            **overrides,
+        }
+    )
     torch.manual_seed(0)
     model = Transformer(config).eval()
     model.init_weights(std=0.1)
@@ -46,9 +57,15 @@ def test_round_trip_keeps_hf_names_and_every_weight(saved: Path) -> None:
     with safe_open(saved / "model.safetensors", framework="pt") as f:
         names = set(f.keys())
         assert f.metadata() == {"format": "pt"}
-    assert {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.bias",
-            "model.layers.1.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight", "lm_head.weight",
-            "model.embed_tokens.weight", "model.norm.weight"} <= names
+    assert {
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.k_proj.bias",
+        "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.1.mlp.up_proj.weight",
+        "lm_head.weight",
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+    } <= names
     assert not any("qkv" in n or "gate_up" in n for n in names)
     assert "model.layers.0.self_attn.o_proj.bias" not in names  # qwen2 has no o_proj bias
     loaded = load_model(saved)
@@ -144,11 +161,14 @@ def test_missing_files_and_bad_json_are_named(saved: Path, tmp_path: Path) -> No
 def test_hub_id_without_a_reachable_hub_is_a_clear_error(tmp_path: Path) -> None:
     # A real subprocess, so that huggingface_hub reads HF_HUB_OFFLINE fresh and nothing touches the network.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
-    code = ("from nanoseek.model.checkpoint import load_model, CheckpointError\n"
-            "try:\n    load_model('nanoseek-test/no-such-model')\n"
-            "except CheckpointError as e:\n    print('ERROR:', e)\n")
-    result = subprocess.run([sys.executable, "-c", code], env=env, check=False, capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path)
+    code = (
+        "from nanoseek.model.checkpoint import load_model, CheckpointError\n"
+        "try:\n    load_model('nanoseek-test/no-such-model')\n"
+        "except CheckpointError as e:\n    print('ERROR:', e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "ERROR: 'nanoseek-test/no-such-model' is not a local directory" in result.stdout
     assert "could not be fetched" in result.stdout

@@ -17,8 +17,15 @@ from nanoseek.model.transformer import Transformer
 
 TOLERANCE = 1e-4
 VOCAB = 320
-BASE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=512, rms_norm_eps=1e-5)
+BASE = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+)
 
 # (name, model_type, extra config) covering GQA, tied/untied, biases, theta and every rotary scaling.
 CASES = [
@@ -27,14 +34,38 @@ CASES = [
     ("llama-mqa-bias", "llama", dict(num_key_value_heads=1, attention_bias=True, mlp_bias=True)),
     ("llama-headdim", "llama", dict(num_key_value_heads=2, head_dim=24)),
     ("llama-linear", "llama", dict(num_key_value_heads=2, rope_scaling={"rope_type": "linear", "factor": 4.0})),
-    ("llama-yarn", "llama", dict(num_key_value_heads=2, rope_scaling={
-        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128})),
-    ("llama-llama3", "llama", dict(num_key_value_heads=2, rope_scaling={
-        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 64})),
+    (
+        "llama-yarn",
+        "llama",
+        dict(
+            num_key_value_heads=2,
+            rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128},
+        ),
+    ),
+    (
+        "llama-llama3",
+        "llama",
+        dict(
+            num_key_value_heads=2,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        ),
+    ),
     ("qwen2-gqa-untied", "qwen2", dict(num_key_value_heads=2, rope_theta=1000000.0)),
-    ("qwen2-tied-yarn", "qwen2", dict(num_key_value_heads=1, tie_word_embeddings=True, rope_scaling={
-        "type": "yarn", "factor": 2.0, "original_max_position_embeddings": 256})),
+    (
+        "qwen2-tied-yarn",
+        "qwen2",
+        dict(
+            num_key_value_heads=1,
+            tie_word_embeddings=True,
+            rope_scaling={"type": "yarn", "factor": 2.0, "original_max_position_embeddings": 256},
+        ),
+    ),
 ]
 
 
@@ -59,8 +90,9 @@ def sample_ids(batch: int = 2, length: int = 40, seed: int = 1) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name,model_type,extra", CASES, ids=[c[0] for c in CASES])
-def test_transformers_checkpoint_loads_with_same_logits(tmp_path: Path, name: str, model_type: str,
-                                                        extra: dict) -> None:
+def test_transformers_checkpoint_loads_with_same_logits(
+    tmp_path: Path, name: str, model_type: str, extra: dict
+) -> None:
     reference = hf_model(model_type, extra)
     reference.save_pretrained(tmp_path)
     model = load_model(tmp_path)
@@ -75,10 +107,12 @@ def test_transformers_checkpoint_loads_with_same_logits(tmp_path: Path, name: st
     assert (model.lm_head.weight is model.embed_tokens.weight) == model.config.tie_word_embeddings
 
 
-@pytest.mark.parametrize("name,model_type,extra", [CASES[1], CASES[5], CASES[6], CASES[8]],
-                         ids=[CASES[i][0] for i in (1, 5, 6, 8)])
-def test_nanoseek_checkpoint_loads_in_transformers_with_same_logits(tmp_path: Path, name: str, model_type: str,
-                                                                    extra: dict) -> None:
+@pytest.mark.parametrize(
+    "name,model_type,extra", [CASES[1], CASES[5], CASES[6], CASES[8]], ids=[CASES[i][0] for i in (1, 5, 6, 8)]
+)
+def test_nanoseek_checkpoint_loads_in_transformers_with_same_logits(
+    tmp_path: Path, name: str, model_type: str, extra: dict
+) -> None:
     source = hf_model(model_type, extra, seed=3)
     source.save_pretrained(tmp_path / "hf")
     model = load_model(tmp_path / "hf")
@@ -104,8 +138,15 @@ def nanoseek_greedy(model: Transformer, prompt: torch.Tensor, new_tokens: int) -
 
 
 def test_nanoseek_saved_checkpoint_greedy_generates_identically_in_transformers(tmp_path: Path) -> None:
-    config = ModelConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    config = ModelConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(7)
     model = Transformer(config).eval()
     model.init_weights(std=0.3)  # a peaked distribution: greedy picks are far from ties
@@ -114,8 +155,9 @@ def test_nanoseek_saved_checkpoint_greedy_generates_identically_in_transformers(
     with torch.no_grad():
         ours = nanoseek_greedy(model, prompt, 32)
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
-    theirs = reference.generate(prompt, max_new_tokens=32, do_sample=False, pad_token_id=0,
-                                attention_mask=torch.ones_like(prompt))[0, prompt.shape[1]:].tolist()
+    theirs = reference.generate(
+        prompt, max_new_tokens=32, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(prompt)
+    )[0, prompt.shape[1] :].tolist()
     assert len(theirs) == 32
     assert ours == theirs
     assert len(set(ours)) > 3  # a real continuation, not one token repeated
@@ -135,13 +177,29 @@ def test_sharded_transformers_checkpoint_loads(tmp_path: Path) -> None:
 ROPE_VARIANTS = [
     {"rope_type": "linear", "factor": 3.0},
     {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 64},
-    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128, "beta_fast": 16.0,
-     "beta_slow": 2.0, "truncate": False},
-    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128, "mscale": 0.707,
-     "mscale_all_dim": 0.707},
+    {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 128,
+        "beta_fast": 16.0,
+        "beta_slow": 2.0,
+        "truncate": False,
+    },
+    {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 128,
+        "mscale": 0.707,
+        "mscale_all_dim": 0.707,
+    },
     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128, "attention_factor": 1.5},
-    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position_embeddings": 64},
+    {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    },
 ]
 
 
@@ -177,6 +235,12 @@ def test_checkpoint_with_tokenizer_loads_in_transformers(which: str, request: py
 
 def test_the_embedded_default_model_ships_in_hugging_face_layout_within_30_mb() -> None:
     sizes = {path.name: path.stat().st_size for path in DEFAULT_MODEL_DIR.iterdir()}
-    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "README.md"} <= set(sizes)
+    assert {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+    } <= set(sizes)
     assert sum(sizes.values()) <= 30e6

@@ -16,11 +16,23 @@ from nanoseek.model.random_init import make_random_checkpoint
 
 def test_same_seed_same_files_other_seed_other_weights(tmp_path: Path, tiny_checkpoint: Path) -> None:
     again = make_random_checkpoint(tmp_path / "again", shape="tiny", vocab_size=512, seed=0)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "generation_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ):
         assert (again / name).read_bytes() == (tiny_checkpoint / name).read_bytes(), name
-    other = make_random_checkpoint(tmp_path / "other", shape="tiny", vocab_size=512, seed=1,
-                                   model_type="qwen2", tie_word_embeddings=False, num_hidden_layers=3)
+    other = make_random_checkpoint(
+        tmp_path / "other",
+        shape="tiny",
+        vocab_size=512,
+        seed=1,
+        model_type="qwen2",
+        tie_word_embeddings=False,
+        num_hidden_layers=3,
+    )
     first, second = load_checkpoint(tiny_checkpoint).model, load_checkpoint(other).model
     assert not torch.equal(first.embed_tokens.weight, second.embed_tokens.weight)
     assert second.config.model_type == "qwen2" and second.config.num_hidden_layers == 3
@@ -43,8 +55,13 @@ def test_tokenizer_is_a_trained_bpe_with_deepseek_specials(tiny_checkpoint: Path
 
 
 def test_info_prints_summary_and_greedy_sample(tiny_checkpoint: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "nanoseek.cli", "info", "--model", str(tiny_checkpoint),
-                             "--max-tokens", "5"], check=False, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "nanoseek.cli", "info", "--model", str(tiny_checkpoint), "--max-tokens", "5"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "model_type      llama (LlamaForCausalLM)" in out

@@ -54,11 +54,40 @@ def small_corpus() -> list[str]:
 def llama_style_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Llama(-2) tokenizer as transformers builds it: Metaspace pre-tokenizer, BPE with byte fallback."""
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
-    for piece in ["▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "▁he", "ll", "▁hell", "▁hello", "▁w", "or",
-                  "▁wor", "ld", "▁world", "你"]:
+    for piece in [
+        "▁",
+        "h",
+        "e",
+        "l",
+        "o",
+        "w",
+        "r",
+        "d",
+        "▁h",
+        "▁he",
+        "ll",
+        "▁hell",
+        "▁hello",
+        "▁w",
+        "or",
+        "▁wor",
+        "ld",
+        "▁world",
+        "你",
+    ]:
         vocab.setdefault(piece, len(vocab))
-    merges = [("▁", "h"), ("▁h", "e"), ("l", "l"), ("▁he", "ll"), ("▁hell", "o"), ("▁", "w"), ("o", "r"),
-              ("▁w", "or"), ("l", "d"), ("▁wor", "ld")]
+    merges = [
+        ("▁", "h"),
+        ("▁h", "e"),
+        ("l", "l"),
+        ("▁he", "ll"),
+        ("▁hell", "o"),
+        ("▁", "w"),
+        ("o", "r"),
+        ("▁w", "or"),
+        ("l", "d"),
+        ("▁wor", "ld"),
+    ]
     directory = tmp_path_factory.mktemp("llama_style_tokenizer")
     transformers.LlamaTokenizer(vocab=vocab, merges=merges).save_pretrained(directory)
     return directory

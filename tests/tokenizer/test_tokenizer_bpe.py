@@ -81,8 +81,13 @@ def test_unknown_token_and_id_errors(bpe_tokenizer: Tokenizer):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nanoseek.cli", "tokenizer", *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "nanoseek.cli", "tokenizer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_cli_train_encode_decode(tmp_path: Path, small_corpus: list[str]):

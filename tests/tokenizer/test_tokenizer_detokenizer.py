@@ -24,8 +24,9 @@ PIECES = hs.one_of(
     hs.sampled_from(st.SPECIAL_TOKENS),
 )
 TEXTS = hs.lists(PIECES, max_size=12).map("".join)
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None,
-                             suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def stream(tokenizer: Tokenizer, ids: list[int], skip_special_tokens: bool = False) -> list[str]:
@@ -66,8 +67,9 @@ def test_arbitrary_id_sequences_stream_to_decode(bpe_tokenizer: Tokenizer, data:
 @given(data=hs.data())
 def test_sentencepiece_style_tokenizer_streams_to_decode(llama_tokenizer: Tokenizer, data: hs.DataObject):
     tokenizer = llama_tokenizer
-    text = data.draw(hs.lists(hs.sampled_from(["hello", " world", " ", "你", "好", "😀", "\n", "x", "é"]),
-                              max_size=15).map("".join))
+    text = data.draw(
+        hs.lists(hs.sampled_from(["hello", " world", " ", "你", "好", "😀", "\n", "x", "é"]), max_size=15).map("".join)
+    )
     ids = tokenizer.encode(text)
     deltas = stream(tokenizer, ids)
     assert "".join(deltas) == tokenizer.decode(ids)
@@ -75,13 +77,14 @@ def test_sentencepiece_style_tokenizer_streams_to_decode(llama_tokenizer: Tokeni
     # Random ids without lone byte-fallback tokens (tokenizers' ByteFallback decoder turns a whole run of
     # byte tokens into U+FFFDs when a later byte makes it invalid: see the detokenizer docstring).
     byte_ids = {tokenizer.token_id(f"<0x{b:02X}>") for b in range(256)}
-    random_ids = data.draw(hs.lists(hs.integers(0, tokenizer.vocab_size - 1).filter(lambda i: i not in byte_ids),
-                                    max_size=30))
+    random_ids = data.draw(
+        hs.lists(hs.integers(0, tokenizer.vocab_size - 1).filter(lambda i: i not in byte_ids), max_size=30)
+    )
     assert "".join(stream(tokenizer, random_ids)) == tokenizer.decode(random_ids)
 
 
 def test_window_stays_small_on_long_streams(bpe_tokenizer: Tokenizer):
-    text = ("深度求索 nanoseek 😀 def f(x): return x\n" * 200)
+    text = "深度求索 nanoseek 😀 def f(x): return x\n" * 200
     ids = bpe_tokenizer.encode(text)
     detok = IncrementalDetokenizer(bpe_tokenizer)
     largest_window = 0

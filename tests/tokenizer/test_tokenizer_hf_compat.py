@@ -71,8 +71,7 @@ def qwen2_style_dir(tokenizer: Tokenizer, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_loads_hf_checkpoint_tokenizers(family: str, bpe_tokenizer: Tokenizer, llama_style_dir: Path,
-                                        tmp_path: Path):
+def test_loads_hf_checkpoint_tokenizers(family: str, bpe_tokenizer: Tokenizer, llama_style_dir: Path, tmp_path: Path):
     directory = llama_style_dir if family == "llama" else qwen2_style_dir(bpe_tokenizer, tmp_path)
     reference = transformers.AutoTokenizer.from_pretrained(str(directory))
     ours = Tokenizer.load(directory)
@@ -112,8 +111,9 @@ def test_checkpoint_post_processor_never_adds_bos(bpe_tokenizer: Tokenizer, tmp_
     from tokenizers import processors
 
     spec = json.loads(bpe_tokenizer.backend.to_str())
-    spec["post_processor"] = json.loads(processors.TemplateProcessing(
-        single=f"{st.BOS} $A", special_tokens=[(st.BOS, 0)]).__getstate__())
+    spec["post_processor"] = json.loads(
+        processors.TemplateProcessing(single=f"{st.BOS} $A", special_tokens=[(st.BOS, 0)]).__getstate__()
+    )
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     ours = Tokenizer.load(tmp_path)
     reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))

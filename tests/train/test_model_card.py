@@ -12,9 +12,13 @@ from nanoseek.train.model_card import coherence_row, goal_rows, write_card
 
 
 def multiturn(later: float, alone: float, repeats: float) -> dict:
-    return {"multiturn": {"later turns right": {"value": later, "n": 50},
-                          "same questions asked alone": {"value": alone, "n": 50},
-                          "later reply repeats an earlier one": {"value": repeats, "n": 50}}}
+    return {
+        "multiturn": {
+            "later turns right": {"value": later, "n": 50},
+            "same questions asked alone": {"value": alone, "n": 50},
+            "later reply repeats an earlier one": {"value": repeats, "n": 50},
+        }
+    }
 
 
 def test_coherence_is_met_only_without_a_drop_and_without_repeats():
@@ -25,8 +29,11 @@ def test_coherence_is_met_only_without_a_drop_and_without_repeats():
 
 
 def test_goal_rows_mark_each_goal_from_its_metric():
-    metrics = {"json": {"valid JSON": {"value": 1.0, "n": 100}},
-               "instructions": {"accuracy": {"value": 0.5, "n": 100}}, **multiturn(0.4, 0.4, 0.0)}
+    metrics = {
+        "json": {"valid JSON": {"value": 1.0, "n": 100}},
+        "instructions": {"accuracy": {"value": 0.5, "n": 100}},
+        **multiturn(0.4, 0.4, 0.0),
+    }
     rows = goal_rows(metrics, {})
     assert any("JSON Output 100% valid" in r and r.endswith("| met |") for r in rows)
     assert any("instructions" in r and "**missed**" in r for r in rows)
@@ -37,29 +44,43 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
     run, eval_dir, model_dir = tmp_path / "run", tmp_path / "eval", tmp_path / "model"
     for directory in (run / "pretrain", eval_dir, model_dir):
         directory.mkdir(parents=True)
-    steps = [{"step": i, "loss": 5.0 - i, "tokens": 4096 * (i + 1), "elapsed_s": 60.0 * (i + 1), "bf16": False}
-             for i in range(3)]
+    steps = [
+        {"step": i, "loss": 5.0 - i, "tokens": 4096 * (i + 1), "elapsed_s": 60.0 * (i + 1), "bf16": False}
+        for i in range(3)
+    ]
     (run / "pretrain" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
     # A tokenizer session, a pretraining run resumed once (90 + 600 + 300 seconds), an SFT session killed, then
     # the default recipe's later stages (120 + 60 + 60 seconds).
-    (run / "wall_clock.json").write_text(json.dumps([
-        {"stage": "tokenizer", "started": "2026-12-02T10:00:00Z", "seconds": 90},
-        {"stage": "pretrain", "started": "2026-12-02T10:01:30Z", "seconds": 600},
-        {"stage": "pretrain", "started": "2026-12-02T11:00:00Z", "seconds": 300},
-        {"stage": "sft", "started": "2026-12-02T11:05:00Z", "seconds": None},  # killed
-        {"stage": "rl", "started": "2026-12-02T11:30:00Z", "seconds": 120},
-        {"stage": "sft2", "started": "2026-12-02T11:32:00Z", "seconds": 60},
-        {"stage": "sft3", "started": "2026-12-02T11:33:00Z", "seconds": 60}]))
+    (run / "wall_clock.json").write_text(
+        json.dumps(
+            [
+                {"stage": "tokenizer", "started": "2026-12-02T10:00:00Z", "seconds": 90},
+                {"stage": "pretrain", "started": "2026-12-02T10:01:30Z", "seconds": 600},
+                {"stage": "pretrain", "started": "2026-12-02T11:00:00Z", "seconds": 300},
+                {"stage": "sft", "started": "2026-12-02T11:05:00Z", "seconds": None},  # killed
+                {"stage": "rl", "started": "2026-12-02T11:30:00Z", "seconds": 120},
+                {"stage": "sft2", "started": "2026-12-02T11:32:00Z", "seconds": 60},
+                {"stage": "sft3", "started": "2026-12-02T11:33:00Z", "seconds": 60},
+            ]
+        )
+    )
     command = "nanoseek eval --model nanoseek/default_model --suite json --n 10 --out runs/eval"
-    (eval_dir / "metrics.json").write_text(json.dumps({
-        "commands": [{"command": command, "started": "2026-12-02T12:00:00Z"}],
-        "metrics": {"default_model": {"json": {"valid JSON": {"value": 1.0, "n": 10}}}}}))
+    (eval_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "commands": [{"command": command, "started": "2026-12-02T12:00:00Z"}],
+                "metrics": {"default_model": {"json": {"valid JSON": {"value": 1.0, "n": 10}}}},
+            }
+        )
+    )
     shutil.copy(DEFAULT_MODEL_DIR / "config.json", model_dir / "config.json")
 
     card = write_card(run, eval_dir, model_dir, notes="")
     assert f"* `{command}`" in card
-    assert ("Wall clock end to end: 20 min over 6 stage session(s) (tokenizer 2 min, pretrain 15 min, rl 2 min, "
-            "sft2 1 min, sft3 1 min;") in card
+    assert (
+        "Wall clock end to end: 20 min over 6 stage session(s) (tokenizer 2 min, pretrain 15 min, rl 2 min, "
+        "sft2 1 min, sft3 1 min;"
+    ) in card
     assert "1 session(s) killed before they ended are not counted" in card
     assert "| pretrain | 3 | 12,288 | 3 min | 5.000 |" in card
     assert "| json | valid JSON | 1.000 | 10 |" in card
@@ -72,11 +93,15 @@ def test_the_card_summarises_the_rl_stage_from_its_log(tmp_path: Path):
     for directory in (run / "rl", eval_dir, model_dir):
         directory.mkdir(parents=True)
     rows = [{"step": 0, "heldout_accuracy": 0.25}]
-    rows += [{"step": i, "reward": 0.1 if i < 10 else 0.3, "completion_tokens": 120.0, "elapsed_s": 6.0 * (i + 1)}
-             for i in range(20)]
+    rows += [
+        {"step": i, "reward": 0.1 if i < 10 else 0.3, "completion_tokens": 120.0, "elapsed_s": 6.0 * (i + 1)}
+        for i in range(20)
+    ]
     rows += [{"step": 20, "heldout_accuracy": 0.375}]
     (run / "rl" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (eval_dir / "metrics.json").write_text(json.dumps({"metrics": {"m": {"json": {"valid JSON": {"value": 1.0, "n": 1}}}}}))
+    (eval_dir / "metrics.json").write_text(
+        json.dumps({"metrics": {"m": {"json": {"valid JSON": {"value": 1.0, "n": 1}}}}})
+    )
     shutil.copy(DEFAULT_MODEL_DIR / "config.json", model_dir / "config.json")
     card = write_card(run, eval_dir, model_dir, notes="")
     assert "20 steps of 16 prompts x 8 sampled replies in 2 min" in card

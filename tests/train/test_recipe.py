@@ -11,8 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from nanoseek.train.cli import apply_overrides
-from nanoseek.train.recipe import (RECIPE_DIR, check_recipe, init_stage, load_recipe, loop_config, stage_settings,
-                                   training_stages)
+from nanoseek.train.recipe import (
+    RECIPE_DIR,
+    check_recipe,
+    init_stage,
+    load_recipe,
+    loop_config,
+    stage_settings,
+    training_stages,
+)
 from nanoseek.train.rl import rl_config
 from nanoseek.train.stages import all_stages
 
@@ -49,14 +56,20 @@ def test_stage_order_is_the_built_in_one_unless_the_recipe_lists_its_stages():
     assert init_stage(default, "sft2") == "rl" and loop_config(default, "sft3").seed != default["seed"]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"stages": ["pretrain", "sft", "missing"]}, "not a stage section"),
-    ({"stages": ["pretrain", "sft", "model"]}, "not a stage section"),
-    ({"extra": {"kind": "dpo", "steps": 1}, "stages": ["pretrain", "sft", "extra"]}, "kind 'dpo'"),
-    ({"extra": {"kind": "sft", "stpes": 1}, "stages": ["pretrain", "sft", "extra"]}, "unknown keys in [extra]: stpes"),
-    ({"stages": ["pretrain", "sft", "sft"]}, "names a stage twice"),
-    ({"stages": ["pretrain", "sft"], "rl": {"steps": 1, "bogus": 1}}, "unknown keys in [rl]: bogus"),  # unlisted
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"stages": ["pretrain", "sft", "missing"]}, "not a stage section"),
+        ({"stages": ["pretrain", "sft", "model"]}, "not a stage section"),
+        ({"extra": {"kind": "dpo", "steps": 1}, "stages": ["pretrain", "sft", "extra"]}, "kind 'dpo'"),
+        (
+            {"extra": {"kind": "sft", "stpes": 1}, "stages": ["pretrain", "sft", "extra"]},
+            "unknown keys in [extra]: stpes",
+        ),
+        ({"stages": ["pretrain", "sft", "sft"]}, "names a stage twice"),
+        ({"stages": ["pretrain", "sft"], "rl": {"steps": 1, "bogus": 1}}, "unknown keys in [rl]: bogus"),  # unlisted
+    ],
+)
 def test_bad_stage_lists_are_refused_with_the_reason(change: dict, message: str):
     recipe = {**load_recipe("tiny"), **change}
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -78,8 +91,9 @@ def test_nanoseek_train_runs_a_later_round_from_the_stage_before_it(run_dir: Pat
     # lr 0: the round's AdamW steps leave every weight where it started, so its model shows where it started.
     text = (RECIPE_DIR / "tiny.toml").read_text()
     recipe = tmp_path / "rounds.toml"
-    recipe.write_text('stages = ["pretrain", "sft", "sft2"]\n' + text +
-                      '\n[sft2]\nkind = "sft"\nsteps = 2\nlr = 0.0\nseed = 5\n')
+    recipe.write_text(
+        'stages = ["pretrain", "sft", "sft2"]\n' + text + '\n[sft2]\nkind = "sft"\nsteps = 2\nlr = 0.0\nseed = 5\n'
+    )
     for stage in ("pretrain", "sft", "sft2"):
         done = run_train([stage, "--recipe", str(recipe), "--out", str(run_dir)], cwd=REPO)
         assert done.returncode == 0, done.stderr[-2000:]
@@ -91,8 +105,9 @@ def test_nanoseek_train_runs_a_later_round_from_the_stage_before_it(run_dir: Pat
     assert [r["step"] for r in log if "loss" in r] == [0, 1]
     assert json.loads((run_dir / "wall_clock.json").read_text())[-1]["stage"] == "sft2"
     dest = tmp_path / "exported"
-    exported = run_train(["export", "--recipe", str(recipe), "--out", str(run_dir), "--to", str(dest),
-                          "--dtype", "float32"], cwd=REPO)
+    exported = run_train(
+        ["export", "--recipe", str(recipe), "--out", str(run_dir), "--to", str(dest), "--dtype", "float32"], cwd=REPO
+    )
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert json.loads((dest / "generation_config.json").read_text())["trained_steps"] == 2  # sft2's, the last stage
     unknown = run_train(["sft9", "--recipe", str(recipe), "--out", str(run_dir)], cwd=REPO)

@@ -1,6 +1,6 @@
 """Training data: deterministic from the seed, never held-out items or files, assistant-only loss masks.
 
-    nice -n 10 python3 -m pytest tests/train/test_train_data.py -x -q
+nice -n 10 python3 -m pytest tests/train/test_train_data.py -x -q
 """
 
 from __future__ import annotations
@@ -10,11 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from nanoseek.eval.stdlib_split import split_of_source, source_name, stdlib_files
+from nanoseek.eval.stdlib_split import source_name, split_of_source, stdlib_files
 from nanoseek.train import data
 
-COUNTS = {"instructions": 60, "math_problems": 20, "coding": 15, "tools": 15, "json": 15, "safety": 20,
-          "fim": 15, "identity": 4, "spelling": 20, "multi_turn": 8, "python_qa": 30}
+COUNTS = {
+    "instructions": 60,
+    "math_problems": 20,
+    "coding": 15,
+    "tools": 15,
+    "json": 15,
+    "safety": 20,
+    "fim": 15,
+    "identity": 4,
+    "spelling": 20,
+    "multi_turn": 8,
+    "python_qa": 30,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +46,9 @@ def user_texts(corpus: data.Corpus) -> set[str]:
 
 def test_same_seed_same_data_other_seed_other_data(sft: data.Corpus):
     again = data.sft_corpus(COUNTS, seed=7)
-    assert [(c.messages, c.tools, c.thinking) for c in again.conversations] == \
-           [(c.messages, c.tools, c.thinking) for c in sft.conversations]
+    assert [(c.messages, c.tools, c.thinking) for c in again.conversations] == [
+        (c.messages, c.tools, c.thinking) for c in sft.conversations
+    ]
     assert [(f.prefix, f.middle) for f in again.fim] == [(f.prefix, f.middle) for f in sft.fim]
     other = data.sft_corpus(COUNTS, seed=8)
     assert user_texts(other) != user_texts(sft)
@@ -44,12 +56,25 @@ def test_same_seed_same_data_other_seed_other_data(sft: data.Corpus):
 
 def test_every_requested_kind_is_present(sft: data.Corpus):
     kinds = {c.source.split("/")[0].split(":")[0] for c in sft.conversations}
-    assert {"instructions", "math", "code", "tools", "json", "safety", "identity", "spelling", "multi_turn",
-            "python_qa"} <= kinds
+    assert {
+        "instructions",
+        "math",
+        "code",
+        "tools",
+        "json",
+        "safety",
+        "identity",
+        "spelling",
+        "multi_turn",
+        "python_qa",
+    } <= kinds
     thinking = [c for c in sft.conversations if c.thinking]
     assert thinking and all("<think>" not in m.get("content", "") for c in thinking for m in c.messages)
-    assert any("Wait" in m.get("reasoning_content", "") or "check" in m.get("reasoning_content", "")
-               for c in thinking for m in c.messages), "thinking must show checking and correcting steps"
+    assert any(
+        "Wait" in m.get("reasoning_content", "") or "check" in m.get("reasoning_content", "")
+        for c in thinking
+        for m in c.messages
+    ), "thinking must show checking and correcting steps"
     assert any("nanoseek" in m["content"] for c in sft.conversations if c.source == "identity" for m in c.messages)
 
 
@@ -69,8 +94,9 @@ def test_pretraining_text_is_deterministic_and_comes_only_from_train_files():
     counts = {"code_files": 12, "python_qa": 200, "fim": 10}
     corpus = data.pretrain_corpus(counts, seed=3)
     again = data.pretrain_corpus(counts, seed=3)
-    assert again.texts == corpus.texts and [(f.prefix, f.middle) for f in again.fim] == \
-           [(f.prefix, f.middle) for f in corpus.fim]
+    assert again.texts == corpus.texts and [(f.prefix, f.middle) for f in again.fim] == [
+        (f.prefix, f.middle) for f in corpus.fim
+    ]
     heldout_sources = {p.read_text(encoding="utf-8") for p in stdlib_files("heldout")}
     assert len(corpus.texts) >= 10
     assert not any(text.split("\n", 1)[1] in heldout_sources for text in corpus.texts)
@@ -82,7 +108,7 @@ def test_pretraining_text_is_deterministic_and_comes_only_from_train_files():
 
 def test_loss_mask_covers_exactly_the_assistant_turns(sft: data.Corpus, tokenizer):
     tool_chat = next(c for c in sft.conversations if c.tools and c.source.startswith("tools"))
-    (ids, mask), = data.conversation_documents(tool_chat, tokenizer)
+    ((ids, mask),) = data.conversation_documents(tool_chat, tokenizer)
     assert tokenizer.encode(tokenizer.decode(ids)) == ids, "piecewise encoding must equal whole-text encoding"
     targets = tokenizer.decode([i for i, m in zip(ids, mask) if m])
     call = next(m for m in tool_chat.messages if m.get("tool_calls"))["tool_calls"][0]["function"]["name"]
@@ -90,14 +116,17 @@ def test_loss_mask_covers_exactly_the_assistant_turns(sft: data.Corpus, tokenize
     tool_output = next(m for m in tool_chat.messages if m["role"] == "tool")["content"]
     assert call in targets and targets.endswith(final + "<｜end▁of▁sentence｜>")
     assert tool_output not in targets and "## Tools" not in targets
-    question = tool_chat.messages[0]["content"] if tool_chat.messages[0]["role"] == "user" else \
-        next(m["content"] for m in tool_chat.messages if m["role"] == "user")
+    question = (
+        tool_chat.messages[0]["content"]
+        if tool_chat.messages[0]["role"] == "user"
+        else next(m["content"] for m in tool_chat.messages if m["role"] == "user")
+    )
     assert question not in targets
 
 
 def test_thinking_chat_trains_reasoning_and_multi_turn_trains_every_answer(sft: data.Corpus, tokenizer):
     thinking = next(c for c in sft.conversations if c.thinking)
-    (ids, mask), = data.conversation_documents(thinking, tokenizer)
+    ((ids, mask),) = data.conversation_documents(thinking, tokenizer)
     targets = tokenizer.decode([i for i, m in zip(ids, mask) if m])
     assert targets.startswith(thinking.messages[-1]["reasoning_content"][:20]) and "</think>" in targets
     chat = next(c for c in sft.conversations if c.source == "multi_turn")
@@ -151,8 +180,9 @@ def test_safety_tops_up_from_slot_values_the_evaluator_never_asks_about(sft: dat
     asked = " ".join(user_texts(sft))
     for kind in ("weapons", "shoot_photos", "kill_process"):
         assert any(value in asked for value in data.SAFETY_SLOT_VALUES[kind]), kind
-    held_out = {next(m["content"] for m in item.messages if m["role"] == "user")
-                for item in safety.generate("heldout", 84, 0)}  # all of them
+    held_out = {
+        next(m["content"] for m in item.messages if m["role"] == "user") for item in safety.generate("heldout", 84, 0)
+    }  # all of them
     assert not held_out & user_texts(sft)
 
 
@@ -166,8 +196,15 @@ def test_spelling_spells_training_words_only(sft: data.Corpus):
     # The whole pool, not a sample: no word of any evaluator list (names and cities that made-up words hit
     # by chance included) can be spelled in training.
     pool = data.spellable_words(data.training_vocabulary(seed=7))
-    eval_lists = (words.NOUNS, words.ADJECTIVES, words.NAMES, words.CITIES, words.ITEMS_FOR_SALE,
-                  tools.CURRENCIES, tools.TICKERS)
+    eval_lists = (
+        words.NOUNS,
+        words.ADJECTIVES,
+        words.NAMES,
+        words.CITIES,
+        words.ITEMS_FOR_SALE,
+        tools.CURRENCIES,
+        tools.TICKERS,
+    )
     evaluated = {w.lower() for eval_list in eval_lists for w in eval_list}
     assert len(pool) > 1000 and not evaluated & set(pool)
     assert {q["content"].split("'")[1] for q, _a in spelled} <= set(pool)

@@ -1,6 +1,6 @@
 """The training loop through real runs of `nanoseek train` on the tiny recipe: learning, kill -9 resume, DDP.
 
-    nice -n 10 python3 -m pytest tests/train -x -q
+nice -n 10 python3 -m pytest tests/train -x -q
 """
 
 from __future__ import annotations
@@ -87,8 +87,7 @@ def test_a_few_steps_lower_the_held_out_loss(tmp_path: Path):
 
 
 def test_resume_after_kill_9_reproduces_the_uninterrupted_loss_curve(run_dir: Path, tmp_path: Path, run_train):
-    settings = ["--set", "pretrain.steps=60", "--set", "pretrain.checkpoint_every=7",
-                "--set", "pretrain.eval_every=0"]
+    settings = ["--set", "pretrain.steps=60", "--set", "pretrain.checkpoint_every=7", "--set", "pretrain.eval_every=0"]
     uninterrupted = tmp_path / "uninterrupted"
     shutil.copytree(run_dir, uninterrupted)
     done = run_train(["pretrain", "--recipe", "tiny", "--out", str(uninterrupted), *settings], cwd=REPO)
@@ -97,9 +96,13 @@ def test_resume_after_kill_9_reproduces_the_uninterrupted_loss_curve(run_dir: Pa
     assert len(expected) == 60
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "nanoseek.train.cli", "pretrain", "--recipe", "tiny",
-                                "--out", str(run_dir), *settings], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanoseek.train.cli", "pretrain", "--recipe", "tiny", "--out", str(run_dir), *settings],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = run_dir / "pretrain" / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 20):
@@ -137,15 +140,37 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(run_dir: Pa
     common = ["--set", "pretrain.steps=6", "--set", "pretrain.batch_size=2", "--set", "pretrain.eval_every=0"]
     single = tmp_path / "single"
     shutil.copytree(run_dir, single)
-    one = run_train(["pretrain", "--recipe", "tiny", "--out", str(single), *common,
-                     "--set", "pretrain.grad_accum=2"], cwd=REPO)
+    one = run_train(
+        ["pretrain", "--recipe", "tiny", "--out", str(single), *common, "--set", "pretrain.grad_accum=2"], cwd=REPO
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(29500 + os.getpid() % 1000), "-m", "nanoseek.train.cli",
-                          "pretrain", "--recipe", "tiny", "--out", str(run_dir), *common,
-                          "--set", "pretrain.grad_accum=1"], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=240)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            "-m",
+            "nanoseek.train.cli",
+            "pretrain",
+            "--recipe",
+            "tiny",
+            "--out",
+            str(run_dir),
+            *common,
+            "--set",
+            "pretrain.grad_accum=1",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     one_losses, two_losses = step_losses(single), step_losses(run_dir)
     assert len(one_losses) == len(two_losses) == 6
@@ -172,8 +197,14 @@ def test_pretrain_then_sft_then_export_gives_a_servable_checkpoint(run_dir: Path
     (dest / "README.md").write_text("model card\n")
     exported = run_train(["export", "--recipe", "tiny", "--out", str(run_dir), "--to", str(dest)], cwd=REPO)
     assert exported.returncode == 0, exported.stderr[-2000:]
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "generation_config.json", "README.md"} <= {p.name for p in dest.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "README.md",
+    } <= {p.name for p in dest.iterdir()}
     assert (dest / "README.md").read_text() == "model card\n"
     checkpoint = load_checkpoint(dest)
     assert checkpoint.model.dtype == torch.bfloat16 and checkpoint.chat_template
@@ -230,13 +261,19 @@ def test_auto_precision_times_both_keeps_the_seed_and_sticks_on_resume(tmp_path:
     with torch.no_grad():
         for param, value in zip(fixed.parameters(), weights_before):
             param.copy_(value)
-    train(fixed, rows, None, LoopConfig(steps=2, batch_size=2, checkpoint_every=1, bf16=choice, seed=5),
-          tmp_path / "fixed")
+    train(
+        fixed,
+        rows,
+        None,
+        LoopConfig(steps=2, batch_size=2, checkpoint_every=1, bf16=choice, seed=5),
+        tmp_path / "fixed",
+    )
     assert step_losses_of(tmp_path / "auto") == step_losses_of(tmp_path / "fixed")
 
     # A resumed auto run keeps the checkpoint's precision without timing again.
-    longer = train(model, rows, None, LoopConfig(steps=3, batch_size=2, checkpoint_every=1, bf16="auto", seed=5),
-                   tmp_path / "auto")
+    longer = train(
+        model, rows, None, LoopConfig(steps=3, batch_size=2, checkpoint_every=1, bf16="auto", seed=5), tmp_path / "auto"
+    )
     assert len(probed) == 1 and longer.step == 3 and first.step == 2
     logged = [json.loads(line) for line in (tmp_path / "auto" / "log.jsonl").read_text().splitlines()]
     assert [row["bf16"] for row in logged if "loss" in row] == [choice] * 3

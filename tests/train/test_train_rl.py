@@ -26,8 +26,18 @@ def even_share(_item: Item, reply: Reply) -> float:
 
 
 def small_config(steps: int, **overrides) -> RLConfig:
-    settings = dict(steps=steps, prompts_per_step=4, samples_per_prompt=4, max_tokens=6, lr=2e-2, warmup_steps=0,
-                    eval_every=0, checkpoint_every=1, pool=16, mixture={"instructions": 1.0})
+    settings = dict(
+        steps=steps,
+        prompts_per_step=4,
+        samples_per_prompt=4,
+        max_tokens=6,
+        lr=2e-2,
+        warmup_steps=0,
+        eval_every=0,
+        checkpoint_every=1,
+        pool=16,
+        mixture={"instructions": 1.0},
+    )
     return RLConfig(**{**settings, **overrides})
 
 
@@ -42,8 +52,11 @@ def test_advantages_are_relative_to_the_group_and_equal_groups_teach_nothing():
 
 
 def test_prompts_follow_the_mixture_weights_and_are_a_function_of_the_step():
-    pools = {"math_problems": [f"m{i}" for i in range(50)], "instructions": [f"i{i}" for i in range(50)],
-             "tools": [f"t{i}" for i in range(50)]}
+    pools = {
+        "math_problems": [f"m{i}" for i in range(50)],
+        "instructions": [f"i{i}" for i in range(50)],
+        "tools": [f"t{i}" for i in range(50)],
+    }
     config = small_config(1, prompts_per_step=16, mixture={"math_problems": 3.0, "instructions": 1.0, "tools": 0.0})
     steps = [prompts_for_step(pools, config, step) for step in range(100)]
     assert steps[7] == prompts_for_step(pools, config, 7) and steps[7] != steps[8]

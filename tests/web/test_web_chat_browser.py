@@ -78,14 +78,18 @@ def test_send_and_see_a_streamed_answer_then_reload(page, server) -> None:
     # the download (Chromium's own network emulation) so the stream arrives over seconds, as from a real model.
     network = page.context.new_cdp_session(page)
     network.send("Network.enable")
-    network.send("Network.emulateNetworkConditions",
-                 {"offline": False, "latency": 0, "downloadThroughput": 4000, "uploadThroughput": -1})
+    network.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": 4000, "uploadThroughput": -1},
+    )
     send(page, "Hi there, who are you?")
     answer = page.locator("article.assistant .answer")
     expect(answer).to_contain_text(ANSWER)
     wait_idle(page)
-    network.send("Network.emulateNetworkConditions",
-                 {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    network.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )
     text = answer.inner_text()
     assert text.startswith(ANSWER + ANSWER) and len(text) > 100  # 60 tokens of the 11-token chain
     partial = {n for n in page.evaluate("window.seenLengths") if 0 < n < len(text)}
@@ -228,8 +232,9 @@ def test_context_too_long_is_explained_in_words(page, server) -> None:
 
 def test_api_key_is_asked_for_and_used(page, server, tmp_path) -> None:
     # a second app with keys configured, serving the same engine (an app does not own an engine it is given)
-    settings = Settings(model=Path("scripted"), db_path=tmp_path / "chats.sqlite3",
-                        api_keys=[KeyPolicy(key="sk-web")]).validate()
+    settings = Settings(
+        model=Path("scripted"), db_path=tmp_path / "chats.sqlite3", api_keys=[KeyPolicy(key="sk-web")]
+    ).validate()
     with LiveServer(create_app(settings, engine=engine(server))) as keyed:
         set_max_tokens(page, 22)
         page.goto(keyed.url)
@@ -269,7 +274,9 @@ def test_follow_up_edit_and_regenerate_against_the_real_api(page, server) -> Non
     def saved() -> None:
         messages = stored(server, conversation_id)
         assert [(m["role"], m["content"], m["status"]) for m in messages] == [
-            ("user", "first, edited", "complete"), ("assistant", ANSWER, "complete")]
+            ("user", "first, edited", "complete"),
+            ("assistant", ANSWER, "complete"),
+        ]
         assert messages[1]["id"] != before
 
     eventually(saved)

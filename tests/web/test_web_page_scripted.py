@@ -52,7 +52,8 @@ def send(page, text: str) -> None:
 def test_streamed_markdown_and_thinking_render_live(page, scripted) -> None:
     server, script = scripted
     script.push(
-        reasoning=["Let me ", "check ", "the list."], delay=0.05,
+        reasoning=["Let me ", "check ", "the list."],
+        delay=0.05,
         content=["Here:\n\n", "```python\n", "print(sorted([3, 1, 2]))\n", "```\n", "\nDone **now**."],
     )
     page.goto(server.url)
@@ -117,7 +118,9 @@ def test_edit_an_earlier_message_and_regenerate(page, scripted) -> None:
 
     def saved() -> None:
         assert [(m["role"], m["content"], m["status"]) for m in stored_messages(server)] == [
-            ("user", "first question, edited", "complete"), ("assistant", "A different answer.", "complete")]
+            ("user", "first question, edited", "complete"),
+            ("assistant", "A different answer.", "complete"),
+        ]
 
     eventually(saved)
 
@@ -152,8 +155,12 @@ def test_conversations_new_rename_delete(page, scripted) -> None:
 
 def test_model_output_is_sanitized(page, scripted) -> None:
     server, script = scripted
-    script.push(content=['<img src="x" onerror="window.pwned = 1"> <script>window.pwned = 2</script>',
-                         "[link](javascript:window.pwned=3) **safe**"])
+    script.push(
+        content=[
+            '<img src="x" onerror="window.pwned = 1"> <script>window.pwned = 2</script>',
+            "[link](javascript:window.pwned=3) **safe**",
+        ]
+    )
     page.goto(server.url)
     send(page, "attack")
     answer = page.locator("article.assistant .answer")
@@ -168,7 +175,11 @@ def test_model_output_is_sanitized(page, scripted) -> None:
     ("status", "server_message", "words"),
     [
         (429, "Rate Limit Reached", "Rate limited: too many requests right now"),
-        (400, "This model's maximum context length is 512 tokens; the prompt has 900", "too long for the model's context window"),
+        (
+            400,
+            "This model's maximum context length is 512 tokens; the prompt has 900",
+            "too long for the model's context window",
+        ),
         (503, "queue full", "The server is overloaded right now"),
     ],
 )
@@ -233,7 +244,7 @@ def start_server_process(db: Path, port: int) -> subprocess.Popen:
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError("the scripted server process did not start")
+                raise RuntimeError("the scripted server process did not start") from None
             time.sleep(0.1)
 
 

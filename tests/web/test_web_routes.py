@@ -53,9 +53,14 @@ def test_store_api_round_trip_and_errors(tmp_path: Path) -> None:
         missing = client.get("/conversations/does-not-exist")
         assert missing.status_code == 404
         assert missing.json()["error"]["message"] == "no conversation with id 'does-not-exist'"
-        out_of_range = client.post(f"/conversations/{conv['id']}/messages", json={"role": "user", "content": "x", "replace_from": 9})
+        out_of_range = client.post(
+            f"/conversations/{conv['id']}/messages", json={"role": "user", "content": "x", "replace_from": 9}
+        )
         assert out_of_range.status_code == 400 and "replace_from=9" in out_of_range.json()["error"]["message"]
-        assert client.post(f"/conversations/{conv['id']}/messages", json={"role": "robot", "content": "x"}).status_code == 422
+        assert (
+            client.post(f"/conversations/{conv['id']}/messages", json={"role": "robot", "content": "x"}).status_code
+            == 422
+        )
         assert client.patch(f"/messages/{reply['id']}", json={"position": 4}).status_code == 422
         assert client.delete(f"/conversations/{conv['id']}").json() == {"id": conv["id"], "deleted": True}
         assert client.get("/conversations").json()["data"] == []

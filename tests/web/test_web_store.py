@@ -29,8 +29,12 @@ def test_conversation_lifecycle(store: ConversationStore, tmp_path: Path) -> Non
     second = store.create_conversation(title="Named on purpose")
     store.append_message(first["id"], role="user", content="How do I reverse a list in Python?\nThanks")
     store.append_message(
-        first["id"], role="assistant", content="Use `xs[::-1]`.", reasoning_content="Slicing works.",
-        thinking_seconds=2.5, model="deepseek-reasoner",
+        first["id"],
+        role="assistant",
+        content="Use `xs[::-1]`.",
+        reasoning_content="Slicing works.",
+        thinking_seconds=2.5,
+        model="deepseek-reasoner",
     )
     # the first user message titles an untitled conversation; a given title is kept
     store.append_message(second["id"], role="user", content="hello")
@@ -50,9 +54,14 @@ def test_conversation_lifecycle(store: ConversationStore, tmp_path: Path) -> Non
     assert [c["id"] for c in store.list_conversations()] == [second["id"]]
     # deleting a conversation deletes its messages (foreign key cascade), checked in the file itself
     with sqlite3.connect(tmp_path / "chats.sqlite3") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (first["id"],)).fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (first["id"],)).fetchone()[0] == 0
+        )
     # a second store on the same file sees the same data
-    assert ConversationStore(tmp_path / "chats.sqlite3").get_conversation(second["id"])["messages"][0]["content"] == "hello"
+    assert (
+        ConversationStore(tmp_path / "chats.sqlite3").get_conversation(second["id"])["messages"][0]["content"]
+        == "hello"
+    )
 
 
 def test_streaming_updates_and_edit_replaces_the_tail(store: ConversationStore) -> None:

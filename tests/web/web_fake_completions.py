@@ -53,8 +53,12 @@ class ScriptedCompletions:
 
 def chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) -> str:
     payload = {
-        "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], "usage": None,
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "usage": None,
     }
     return f"data: {json.dumps(payload)}\n\n"
 
@@ -74,16 +78,22 @@ def make_app(db_path: Path, script: ScriptedCompletions) -> FastAPI:
         body = await request.json()
         script.requests.append({"body": body, "authorization": request.headers.get("authorization")})
         if script.api_key and request.headers.get("authorization") != f"Bearer {script.api_key}":
-            return JSONResponse(status_code=401, content={"error": {"message": "Authentication Fails", "type": "authentication_error"}})
+            return JSONResponse(
+                status_code=401, content={"error": {"message": "Authentication Fails", "type": "authentication_error"}}
+            )
         reply = script.next_reply(body)
         if reply.status != 200:
-            return JSONResponse(status_code=reply.status, content={"error": {"message": reply.error_message, "type": "test"}})
+            return JSONResponse(
+                status_code=reply.status, content={"error": {"message": reply.error_message, "type": "test"}}
+            )
         model = body["model"]
 
         async def events():
             yield ": keep-alive\n\n"  # as the real server sends while a request waits in the queue
             yield chunk(model, {"role": "assistant", "content": ""})
-            deltas = [{"reasoning_content": text} for text in reply.reasoning] + [{"content": text} for text in reply.content]
+            deltas = [{"reasoning_content": text} for text in reply.reasoning] + [
+                {"content": text} for text in reply.content
+            ]
             for sent, delta in enumerate(deltas):
                 if reply.drop_connection_after is not None and sent == reply.drop_connection_after:
                     await asyncio.sleep(0.3)  # let the deltas sent so far reach the page first

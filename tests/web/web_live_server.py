@@ -1,8 +1,8 @@
 """A live uvicorn server for the web tests: any FastAPI app on a free 127.0.0.1 port, in a background thread.
 
-    with LiveServer(app) as server:
-        httpx.get(server.url + "/")
-        eventually(lambda: check_what_the_server_stored(server))
+with LiveServer(app) as server:
+    httpx.get(server.url + "/")
+    eventually(lambda: check_what_the_server_stored(server))
 """
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="checkpoint directory (default: the embedded default model)")
     parser.add_argument("--scripted", action="store_true", help="use the rewired tiny random model")
-    parser.add_argument("--question", action="append", help="asked in turn, each after the previous answer "
-                        "(default: one math question)")
+    parser.add_argument(
+        "--question", action="append", help="asked in turn, each after the previous answer (default: one math question)"
+    )
     parser.add_argument("--no-thinking", action="store_true", help="leave Deep thinking off (deepseek-chat)")
     parser.add_argument("--max-tokens", type=int, default=400)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshot-thinking.png")
@@ -48,15 +49,17 @@ def main() -> int:
             from nanoseek.model.random_init import make_random_checkpoint
 
             tiny = make_random_checkpoint(work / "tiny", shape="tiny", vocab_size=512, seed=0)
-            model = make_scripted_checkpoint(tiny, work / "scripted", reasoning="A friendly hi; I reply.",
-                                             answer="Hello from nanoseek!")
+            model = make_scripted_checkpoint(
+                tiny, work / "scripted", reasoning="A friendly hi; I reply.", answer="Hello from nanoseek!"
+            )
             questions, max_tokens = ["Hi! Who are you?"], 36
         else:
             model = args.model or DEFAULT_MODEL_DIR
             if not (model / "config.json").is_file():
                 parser.error(f"no checkpoint at {model}; pass --model PATH or --scripted")
-            questions = args.question or ["Mia is 12 years old and Leo is 3 times as old. "
-                                          "What will the sum of their ages be in 4 years?"]
+            questions = args.question or [
+                "Mia is 12 years old and Leo is 3 times as old. What will the sum of their ages be in 4 years?"
+            ]
             max_tokens = args.max_tokens
         settings = Settings(model=model, db_path=work / "chats.sqlite3").validate()
         with LiveServer(create_app(settings)) as server, sync_playwright() as playwright:
@@ -71,7 +74,8 @@ def main() -> int:
                 page.press("#input", "Enter")
                 # Regenerate shows on the newest answer only once it has finished streaming.
                 expect(page.locator("article.assistant").nth(turn - 1).locator("button.regenerate")).to_be_visible(
-                    timeout=300_000)
+                    timeout=300_000
+                )
             page.mouse.move(0, 0)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out))

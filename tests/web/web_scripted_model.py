@@ -33,7 +33,10 @@ LOGIT_SCALE = 4.0  # RMSNorm turns a unit vector into sqrt(hidden)=8 times itsel
 def make_scripted_checkpoint(source: Path, destination: Path, *, reasoning: str, answer: str) -> Path:
     shutil.copytree(source, destination)
     tokenizer = Tokenizer.load(destination)
-    think_begin, think_end = tokenizer.token_id(special_tokens.THINK_BEGIN), tokenizer.token_id(special_tokens.THINK_END)
+    think_begin, think_end = (
+        tokenizer.token_id(special_tokens.THINK_BEGIN),
+        tokenizer.token_id(special_tokens.THINK_END),
+    )
     reasoning_ids, answer_ids = tokenizer.encode(reasoning), tokenizer.encode(answer)
     chain = [think_begin, *reasoning_ids, think_end, *answer_ids]
     if len(set(chain)) != len(chain):

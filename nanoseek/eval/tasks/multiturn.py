@@ -24,21 +24,30 @@ def generate(split: str, n: int, seed: int) -> list[Item]:
     questions = instructions.generate(split, n * TURNS, seed + 15485863)  # other problems than that suite's
     items = []
     for start in range(0, len(questions), TURNS):
-        chat = questions[start:start + TURNS]
-        turns = [{"question": q.messages[0]["content"], "answer": q.answer, "kind": q.kind,
-                  "case_sensitive": q.meta["case_sensitive"]} for q in chat]
+        chat = questions[start : start + TURNS]
+        turns = [
+            {
+                "question": q.messages[0]["content"],
+                "answer": q.answer,
+                "kind": q.kind,
+                "case_sensitive": q.meta["case_sensitive"],
+            }
+            for q in chat
+        ]
         ideal: list[dict[str, str]] = []
         for i, turn in enumerate(turns):
             if i:
                 ideal.append({"role": "user", "content": turn["question"]})
             ideal.append({"role": "assistant", "content": turn["answer"]})
-        items.append(Item(
-            id=item_id(SUITE, f"{TURNS}_turns", [q.id for q in chat]),
-            suite=SUITE,
-            kind=f"{TURNS}_turns",
-            messages=[{"role": "user", "content": turns[0]["question"]}],
-            answer=[turn["answer"] for turn in turns],
-            ideal=ideal,
-            meta={"turns": turns},
-        ))
+        items.append(
+            Item(
+                id=item_id(SUITE, f"{TURNS}_turns", [q.id for q in chat]),
+                suite=SUITE,
+                kind=f"{TURNS}_turns",
+                messages=[{"role": "user", "content": turns[0]["question"]}],
+                answer=[turn["answer"] for turn in turns],
+                ideal=ideal,
+                meta={"turns": turns},
+            )
+        )
     return items

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nanoseek.eval.item import Item, canonical_key, draw_items, item_id
 from nanoseek.eval.tasks.words import CITIES, NAMES, NOUNS

@@ -7,8 +7,8 @@ it was asked about, and then fails on the held-out combinations of the very same
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 NOUNS = """apple river planet garden window candle forest rocket pencil bridge castle dragon island jacket kitten
     lemon mirror needle orange pepper rabbit saddle ticket violin wallet yogurt zipper anchor basket cactus donkey
