@@ -55,6 +55,7 @@ from nanoseek.engine.params import (
 )
 from nanoseek.engine.sampling import RowSampler, sample_next
 from nanoseek.engine.stop import StopStringMatcher
+from nanoseek.engine.thinking import ThoughtBudget
 from nanoseek.tokenizer.detokenizer import IncrementalDetokenizer
 from nanoseek.tokenizer.tokenizer import Tokenizer
 
@@ -132,6 +133,7 @@ class _Sequence:
     matcher: Any = None  # xgrammar.GrammarMatcher, when the request has a constraint
     constraint_active: bool = False
     grammar_dead_end: bool = False  # the grammar accepted no token at all (see _enforce_grammar)
+    thought: ThoughtBudget | None = None  # the request bounds the thought its output starts with
     length: int = 0  # tokens whose KV is in the slot
     next_token: int = -1  # sampled, not yet fed to the model
     decoding: bool = False
@@ -480,6 +482,7 @@ class Engine:
                 StopStringMatcher(params.stop),
                 matcher,
                 constraint_active=matcher is not None and params.constraint_after_token is None,
+                thought=ThoughtBudget(params) if ThoughtBudget.applies(params) else None,
             )
             self._slot_owner[slot] = sequence
             group.sequences.append(sequence)
@@ -594,6 +597,9 @@ class Engine:
         logprob_rows = [i for i, s in enumerate(sequences) if s.group.params.logprobs]
         raw_logprobs = torch.log_softmax(logits[logprob_rows], dim=-1) if logprob_rows else None
         tokens = sample_next(logits, [s.sampler for s in sequences])
+        for row, sequence in enumerate(sequences):
+            if sequence.thought is not None:  # before the grammar: a constraint starts after the thought
+                tokens[row] = sequence.thought.steer(tokens[row])
         constrained = [row for row, s in enumerate(sequences) if s.constraint_active]
         if constrained:
             self._enforce_grammar(logits, sequences, constrained, tokens)

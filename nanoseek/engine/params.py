@@ -43,12 +43,18 @@ class SamplingParams:
     constraint: Constraint | None = None
     constraint_after_token: int | None = None  # e.g. the id of `</think>`: the grammar applies after it
     ignore_eos: bool = False
+    # thinking budgets (engine/thinking.py): the output starts inside a thought that this token ends
+    think_end_token: int | None = None
+    max_thinking_tokens: int | None = None  # then the end token is forced
+    min_thinking_tokens: int = 0  # an end token drawn earlier becomes thinking_extension_ids ("Wait")
+    thinking_extension_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.stop = list(self.stop)
         self.stop_token_ids = list(self.stop_token_ids)
+        self.thinking_extension_ids = list(self.thinking_extension_ids)
         checks: list[tuple[bool, str]] = [
             (
                 isinstance(self.max_tokens, int) and self.max_tokens >= 1,
@@ -79,6 +85,31 @@ class SamplingParams:
             (
                 all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids),
                 "stop_token_ids must be non-negative integers",
+            ),
+            (
+                self.max_thinking_tokens is None
+                or (isinstance(self.max_thinking_tokens, int) and self.max_thinking_tokens >= 0),
+                f"max_thinking_tokens must be an integer >= 0, got {self.max_thinking_tokens!r}",
+            ),
+            (
+                isinstance(self.min_thinking_tokens, int) and self.min_thinking_tokens >= 0,
+                f"min_thinking_tokens must be an integer >= 0, got {self.min_thinking_tokens!r}",
+            ),
+            (
+                self.think_end_token is not None
+                or (self.max_thinking_tokens is None and self.min_thinking_tokens == 0),
+                "max_thinking_tokens and min_thinking_tokens need think_end_token (the token that ends a thought)",
+            ),
+            (
+                self.max_thinking_tokens is None or self.min_thinking_tokens <= self.max_thinking_tokens,
+                f"min_thinking_tokens ({self.min_thinking_tokens}) exceeds max_thinking_tokens "
+                f"({self.max_thinking_tokens})",
+            ),
+            (
+                self.min_thinking_tokens == 0
+                or (bool(self.thinking_extension_ids) and self.think_end_token not in self.thinking_extension_ids),
+                "min_thinking_tokens needs thinking_extension_ids (the tokens that continue a thought, "
+                "without the end token)",
             ),
         ]
         for ok, message in checks:
