@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from nanoseek.eval.runner import RunConfig, run_suite
-from nanoseek.eval.tasks import SUITES
+from nanoseek.tasks import SUITES
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -22,8 +22,8 @@ from typing import Any
 
 from nanoseek.eval import arena_judge, scorers
 from nanoseek.eval.runner import majority, read_records
-from nanoseek.eval.tasks import SUITES
 from nanoseek.fileio import append_to_json_list, atomic_path, utc_timestamp, write_text_atomic
+from nanoseek.tasks import SUITES
 
 Metric = tuple[float, int]  # (value, number of items it averages)
 

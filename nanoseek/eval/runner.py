@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from nanoseek.eval import scorers
 from nanoseek.eval.backends import Backend, Reply
-from nanoseek.eval.item import Item
-from nanoseek.eval.tasks import SUITES, generate
 from nanoseek.fileio import write_text_atomic
+from nanoseek.tasks import SUITES, generate
+from nanoseek.tasks.item import Item
 
 
 @dataclass

@@ -3,7 +3,7 @@
     python -m nanoseek.train.data --recipe tiny       # print counts and a sample of each data kind
 
 Pretraining text comes from what every machine has, the Python standard library, and only from the *train*
-side of the file-level split shared with the evaluator (`nanoseek.eval.stdlib_split`):
+side of the file-level split shared with the evaluator (`nanoseek.tasks.stdlib_split`):
   * code: the source files themselves, each headed by its path;
   * Python Q&A: questions about stdlib functions and classes answered from their docstrings and signatures
     (read with `ast`, never imported), rendered as chats;
@@ -25,16 +25,19 @@ import argparse
 import ast
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nanoseek.eval.tasks.words import widened
+from nanoseek.tasks import generate
+from nanoseek.tasks.words import widened
 from nanoseek.train.packing import Document
 
 # Suites of the evaluator used for SFT; arena has no fixed answers and code/fim are built here from files.
-SFT_SUITES = ("instructions", "tools", "json", "math_problems", "safety", "coding")
+SFT_SUITES = ("instructions", "tools", "json", "math", "safety", "code")
+# What else an SFT mixture may count: data only training needs (see `sft_corpus`).
+SFT_EXTRAS = ("identity", "spelling", "multi_turn", "python_qa", "fim")
 
 
 @dataclass
@@ -66,7 +69,7 @@ class Corpus:
 
 
 def stdlib_train_files() -> list[Path]:
-    from nanoseek.eval.stdlib_split import stdlib_files
+    from nanoseek.tasks.stdlib_split import stdlib_files
 
     return stdlib_files("train")
 
@@ -79,7 +82,7 @@ def read_source(path: Path) -> str | None:
 
 
 def module_name(path: Path) -> str:
-    from nanoseek.eval.stdlib_split import source_name
+    from nanoseek.tasks.stdlib_split import source_name
 
     parts = list(Path(source_name(path)).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -253,15 +256,12 @@ def spellable_words(vocabulary: list[tuple[list[str], list[str]]]) -> list[str]:
 
 def train_items(suite: str, n: int, seed: int) -> list:
     """Up to n distinct train-split items of a suite (several seeds when one draw runs dry)."""
-    import importlib
-
-    generate: Callable = importlib.import_module(f"nanoseek.eval.tasks.{suite}").generate
     items: dict[str, Any] = {}
     for attempt in range(8):
         wanted = n - len(items)
         while True:
             try:
-                drawn = generate("train", wanted, seed * 1000 + attempt)
+                drawn = generate(suite, "train", wanted, seed * 1000 + attempt)
                 break
             except ValueError:  # fewer distinct train items than asked: a smaller draw, other seeds add more
                 if wanted <= 1:
@@ -294,13 +294,13 @@ def made_up_words(rng: random.Random, count: int, syllables: tuple[int, int]) ->
 
 
 def training_vocabulary(seed: int) -> list[tuple[list[str], list[str]]]:
-    """Extra words for every slot of the generated suites (see `nanoseek.eval.tasks.words.widened`).
+    """Extra words for every slot of the generated suites (see `nanoseek.tasks.words.widened`).
 
     Nouns and adjectives are common words of the train-side stdlib files, names and cities made-up words,
     currencies and tickers random capitals: with thousands of values per slot, an answer can only be got
     right by copying the value from the question, the skill the held-out items test.
     """
-    from nanoseek.eval.tasks import tools, words
+    from nanoseek.tasks import tools, words
 
     rng = random.Random(f"vocabulary:{seed}")
     pool = common_words(stdlib_train_files(), 3000)
@@ -453,7 +453,7 @@ SAFETY_SLOT_VALUES = {
 
 def safety_vocabulary() -> list[tuple[list[str], list[str]]]:
     """`widened` pairs that give every safety kind the training-only values of `SAFETY_SLOT_VALUES`."""
-    from nanoseek.eval.tasks import safety
+    from nanoseek.tasks import safety
 
     tables = {**safety.HARMFUL, **safety.BENIGN}
     return [(tables[kind][1], values) for kind, values in SAFETY_SLOT_VALUES.items()]
@@ -498,6 +498,11 @@ def sft_corpus(counts: dict[str, int], seed: int, widened_share: float = 0.0) ->
     instead of learning to copy the one asked about (docs/runs/2026-12-02-default-recipe/)."""
     if not 0.0 <= widened_share <= 1.0:
         raise ValueError(f"widened_share must be between 0 and 1, not {widened_share!r}")
+    unknown = set(counts) - set(SFT_SUITES) - set(SFT_EXTRAS)
+    if unknown:  # e.g. a recipe from before the suites had one name each (math_problems, coding)
+        raise ValueError(
+            f"unknown SFT mixture keys {', '.join(sorted(unknown))}: expected {', '.join(SFT_SUITES + SFT_EXTRAS)}"
+        )
     rng = random.Random(f"sft:{seed}")
     corpus = Corpus()
     items: list = []
@@ -529,13 +534,11 @@ def sft_corpus(counts: dict[str, int], seed: int, widened_share: float = 0.0) ->
 
 def heldout_corpus(mixture: dict[str, int], n_per_suite: int, seed: int) -> Corpus:
     """Held-out items of the mixture's suites: only for measuring held-out loss, never trained on."""
-    import importlib
-
     corpus = Corpus()
     for suite in SFT_SUITES + ("fim",):
         if mixture.get(suite, 0) <= 0:
             continue
-        items = importlib.import_module(f"nanoseek.eval.tasks.{suite}").generate("heldout", n_per_suite, seed)
+        items = generate(suite, "heldout", n_per_suite, seed)
         if suite == "fim":
             corpus.fim += [FimExample(it.meta["prefix"], it.answer, it.meta["suffix"], "fim") for it in items]
         else:

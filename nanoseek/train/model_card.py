@@ -309,7 +309,7 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         "",
         wall_clock_line(run, recipe),
         "",
-        "* Pretraining: the *train* side of the file-level stdlib split (`nanoseek.eval.stdlib_split`): source files, "
+        "* Pretraining: the *train* side of the file-level stdlib split (`nanoseek.tasks.stdlib_split`): source files, "
         "questions and answers built from docstrings and signatures, FIM examples; all tokens are targets.",
         '* SFT: the evaluator\'s task generators with `split="train"` only (instructions, math with reflective '
         "thinking and without, code, tools, JSON, safety refusals and harmless look-alikes, FIM), plus identity and "

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from nanoseek.eval import scorers
 from nanoseek.eval.backends import EngineBackend, Reply
-from nanoseek.eval.item import Item
+from nanoseek.tasks.item import Item
 from nanoseek.train.loop import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -75,7 +75,7 @@ class RLConfig:
     eval_items: int = 64  # held-out items scored greedily at each evaluation (monitoring only)
     checkpoint_every: int = 5
     pool: int = 4000  # distinct train items drawn per suite
-    mixture: dict[str, float] = field(default_factory=lambda: {"math_problems": 1.0})
+    mixture: dict[str, float] = field(default_factory=lambda: {"math": 1.0})
     seed: int = 0
 
     def loop_config(self) -> LoopConfig:
@@ -110,7 +110,7 @@ class Rollout:
 
 
 def item_pools(config: RLConfig) -> dict[str, list[Item]]:
-    """The train items RL draws prompts from, per suite (module name) of the mixture, in a fixed order."""
+    """The train items RL draws prompts from, per suite of the mixture, in a fixed order."""
     from nanoseek.train.data import train_items
 
     return {suite: train_items(suite, config.pool, config.seed) for suite in sorted(config.mixture)}
@@ -241,7 +241,7 @@ def train_rl(
 ) -> dict[str, Any]:
     """Run GRPO for `config.steps` steps on `model` (in place); returns the last step's log row."""
     from nanoseek.engine import Engine
-    from nanoseek.eval.tasks import generate
+    from nanoseek.tasks import generate
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +272,7 @@ def train_rl(
     )
 
     pools = item_pools(config)
-    suites = sorted({pool[0].suite for pool in pools.values()})  # evaluator suite names ("math", ...)
+    suites = sorted(pools)
     per_suite = max(1, config.eval_items // len(suites))
     heldout = [item for suite in suites for item in generate(suite, "heldout", per_suite, 1)]
     engine_settings = {

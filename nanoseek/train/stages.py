@@ -91,7 +91,7 @@ def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Any) -> tuple[Pack
         corpus = data.pretrain_corpus(settings["mixture"], seed)
         documents = data.corpus_documents(corpus, tokenizer, pretraining=True, seed=seed)
         # Held-out loss on held-out stdlib files: how well the model predicts code it has never seen.
-        from nanoseek.eval.stdlib_split import stdlib_files
+        from nanoseek.tasks.stdlib_split import stdlib_files
 
         texts = data.code_texts(stdlib_files("heldout"), max_chars=200_000)
         # Only the first eval_rows rows are ever scored: tokenize just enough text (~6 chars/token at most).

@@ -12,7 +12,7 @@ import pytest
 from nanoseek.eval import cli
 from nanoseek.eval.backends import Reply
 from nanoseek.eval.runner import read_records
-from nanoseek.eval.tasks import SUITES, generate
+from nanoseek.tasks import SUITES, generate
 
 
 def _key(messages: list[dict[str, Any]]) -> str:

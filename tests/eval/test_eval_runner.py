@@ -12,7 +12,7 @@ from eval_report_check import assert_report_matches_jsonl
 from nanoseek.eval import cli
 from nanoseek.eval.report import build_report
 from nanoseek.eval.runner import RunConfig, read_records, run_suite
-from nanoseek.eval.tasks import SUITES
+from nanoseek.tasks import SUITES
 
 
 def run_all(backend, out: Path, config: RunConfig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from nanoseek.eval import arena_judge, scorers
-from nanoseek.eval.tasks import generate
+from nanoseek.tasks import generate
 
 
 def test_exact_match_forgives_whitespace_quotes_and_a_final_period_only():

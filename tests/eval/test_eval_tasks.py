@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from nanoseek.eval.item import Item, split_of
-from nanoseek.eval.stdlib_split import source_name, split_of_source, stdlib_files, third_party_files
-from nanoseek.eval.tasks import SUITES, generate, instructions
+from nanoseek.tasks import SUITES, generate, instructions
+from nanoseek.tasks.item import Item, split_of
+from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files, third_party_files
 
 FAST_SUITES = [s for s in SUITES if s != "fim"]  # fim reads files: checked with fewer seeds below
 
@@ -96,7 +96,7 @@ def test_bad_arguments_name_the_problem():
 
 
 def test_math_thinking_works_place_values_with_right_arithmetic():
-    from nanoseek.eval.tasks.math_problems import Step, worked
+    from nanoseek.tasks.math import Step, worked
 
     assert worked(Step("t", 141, "+", 237)) == "141 + 237 = 141 + 200 + 30 + 7 = 341 + 30 + 7 = 371 + 7 = 378"
     assert worked(Step("t", 200, "-", 121)) == "200 - 121 = 200 - 100 - 20 - 1 = 100 - 20 - 1 = 80 - 1 = 79"
@@ -117,7 +117,7 @@ def test_math_thinking_works_place_values_with_right_arithmetic():
 
 
 def test_a_small_suite_caps_at_its_size_only_when_asked():
-    from nanoseek.eval.item import RanOutOfItems
+    from nanoseek.tasks.item import RanOutOfItems
 
     with pytest.raises(RanOutOfItems, match="ran out of distinct heldout items") as short:
         generate("safety", "heldout", 500, 0)

@@ -5,18 +5,18 @@ nice -n 10 python3 -m pytest tests/train/test_train_data.py -x -q
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 
-from nanoseek.eval.stdlib_split import source_name, split_of_source, stdlib_files
+from nanoseek.tasks import generate
+from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files
 from nanoseek.train import data
 
 COUNTS = {
     "instructions": 60,
-    "math_problems": 20,
-    "coding": 15,
+    "math": 20,
+    "code": 15,
     "tools": 15,
     "json": 15,
     "safety": 20,
@@ -81,13 +81,17 @@ def test_every_requested_kind_is_present(sft: data.Corpus):
 def test_sft_never_contains_held_out_items(sft: data.Corpus):
     trained = user_texts(sft)
     for suite in data.SFT_SUITES:
-        generate = importlib.import_module(f"nanoseek.eval.tasks.{suite}").generate
         for seed in (0, 7):
-            for item in generate("heldout", 40, seed):
+            for item in generate(suite, "heldout", 40, seed):
                 first_user = next(m["content"] for m in item.messages if m["role"] == "user")
                 assert first_user not in trained, f"held-out {item.id} leaked into SFT data"
     for example in sft.fim:
         assert split_of_source(example.source.removeprefix("fim:")) == "train", example.source
+
+
+def test_a_mixture_naming_no_suite_is_refused():
+    with pytest.raises(ValueError, match="math_problems"):
+        data.sft_corpus({"math_problems": 5}, seed=7)
 
 
 def test_pretraining_text_is_deterministic_and_comes_only_from_train_files():
@@ -145,7 +149,7 @@ def test_fim_documents_end_with_the_middle_and_eos(sft: data.Corpus, tokenizer):
 
 
 def test_a_widened_share_trains_on_words_evaluation_never_sees(sft: data.Corpus):
-    from nanoseek.eval.tasks import tools, words
+    from nanoseek.tasks import tools, words
 
     before = [list(v) for v in (words.NOUNS, words.NAMES, words.CITIES, tools.CURRENCIES)]
     vocabulary = data.training_vocabulary(seed=7)
@@ -169,7 +173,7 @@ def test_a_widened_share_trains_on_words_evaluation_never_sees(sft: data.Corpus)
 
 
 def test_safety_tops_up_from_slot_values_the_evaluator_never_asks_about(sft: data.Corpus):
-    from nanoseek.eval.tasks import safety
+    from nanoseek.tasks import safety
 
     tables = {**safety.HARMFUL, **safety.BENIGN}
     assert set(data.SAFETY_SLOT_VALUES) == set(tables)  # every kind, harmful and harmless, is topped up
@@ -187,7 +191,7 @@ def test_safety_tops_up_from_slot_values_the_evaluator_never_asks_about(sft: dat
 
 
 def test_spelling_spells_training_words_only(sft: data.Corpus):
-    from nanoseek.eval.tasks import tools, words
+    from nanoseek.tasks import tools, words
 
     spelled = [c.messages for c in sft.conversations if c.source == "spelling"]
     assert len(spelled) == COUNTS["spelling"]

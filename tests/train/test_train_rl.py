@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from nanoseek.eval.backends import Reply
-from nanoseek.eval.item import Item
 from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.tasks.item import Item
 from nanoseek.train.loop import LoopConfig, make_optimizer
 from nanoseek.train.rl import RLConfig, Rollout, advantages, policy_gradient_loss, prompts_for_step, train_rl
 
@@ -53,11 +53,11 @@ def test_advantages_are_relative_to_the_group_and_equal_groups_teach_nothing():
 
 def test_prompts_follow_the_mixture_weights_and_are_a_function_of_the_step():
     pools = {
-        "math_problems": [f"m{i}" for i in range(50)],
+        "math": [f"m{i}" for i in range(50)],
         "instructions": [f"i{i}" for i in range(50)],
         "tools": [f"t{i}" for i in range(50)],
     }
-    config = small_config(1, prompts_per_step=16, mixture={"math_problems": 3.0, "instructions": 1.0, "tools": 0.0})
+    config = small_config(1, prompts_per_step=16, mixture={"math": 3.0, "instructions": 1.0, "tools": 0.0})
     steps = [prompts_for_step(pools, config, step) for step in range(100)]
     assert steps[7] == prompts_for_step(pools, config, 7) and steps[7] != steps[8]
     assert all(len(set(prompts)) == 16 for prompts in steps)

@@ -5,7 +5,7 @@ code in `stdlib_files("heldout")` and in `third_party_files()`, installed packag
 A file's split is a hash of its path relative to the stdlib root, so it is the same on every machine with
 the same Python minor version:
 
-    python -m nanoseek.eval.stdlib_split        # prints the counts and a few held-out files
+    python -m nanoseek.tasks.stdlib_split        # prints the counts and a few held-out files
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
-from nanoseek.eval.item import Split, check_split
+from nanoseek.tasks.item import Split, check_split
 
 HELDOUT_PERCENT = 10
 # Test suites, IDLE's and 2to3's tests, generated codec tables and build config carry little code worth learning.

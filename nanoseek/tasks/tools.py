@@ -5,8 +5,8 @@ call is scored against `answer["name"]`/`answer["arguments"]`; then the ideal ca
 are fed back and the final reply must state `answer["fact"]`. `ideal` is the whole exchange: assistant
 tool call, tool result, final assistant answer.
 
-    from nanoseek.eval.tasks import tools
-    items = tools.generate("heldout", n=10, seed=0)
+    from nanoseek.tasks import generate
+    items = generate("tools", "heldout", n=10, seed=0)
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from nanoseek.eval.item import Item, canonical_key, draw_items, item_id
-from nanoseek.eval.tasks.words import CITIES, NAMES, NOUNS
+from nanoseek.tasks.item import Item, canonical_key, draw_items, item_id
+from nanoseek.tasks.words import CITIES, NAMES, NOUNS
 
 
 def _function(name: str, description: str, properties: dict[str, dict], required: list[str] | None = None) -> dict:

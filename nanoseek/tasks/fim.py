@@ -1,12 +1,12 @@
 """FIM (our DS-FIM-Eval): fill a masked single line, multi-line span or function body of real Python files.
 
 Train items come from the stdlib's train files; held-out items from its held-out files and from installed
-third-party packages never trained on (see `nanoseek.eval.stdlib_split`). FIM items have no chat `messages`:
+third-party packages never trained on (see `nanoseek.tasks.stdlib_split`). FIM items have no chat `messages`:
 `meta["prefix"]` and `meta["suffix"]` surround the hole, `answer` is the masked text. Scored by exact match
 and edit similarity.
 
-    from nanoseek.eval.tasks import fim
-    items = fim.generate("heldout", n=10, seed=0)
+    from nanoseek.tasks import generate
+    items = generate("fim", "heldout", n=10, seed=0)
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
-from nanoseek.eval.item import Item, check_split, draw_items, item_id
-from nanoseek.eval.stdlib_split import source_name, split_of_source, stdlib_files, third_party_files
+from nanoseek.tasks.item import Item, check_split, draw_items, item_id
+from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files, third_party_files
 
 SUITE = "fim"
 PREFIX_CHARS, SUFFIX_CHARS = 800, 300  # keeps prompts a few hundred tokens for a ~1-2k context model

@@ -1,21 +1,23 @@
-"""The evaluation suites: one module per suite, each with `generate(split, n, seed) -> list[Item]`.
+"""The task generators shared by training and evaluation: one module per suite, each with
+`generate(split, n, seed) -> list[Item]`, and this registry, the one way in. A suite has one name, used by the
+evaluator (`nanoseek eval --suites`), by recipes' mixtures and by the items themselves (`Item.suite`):
 
-from nanoseek.eval.tasks import SUITES, generate
-items = generate("math", "train", n=100, seed=0)   # SFT data; "heldout" for evaluation
+    from nanoseek.tasks import SUITES, generate
+    items = generate("math", "train", n=100, seed=0)   # SFT data; "heldout" for evaluation
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from nanoseek.eval.item import Item, RanOutOfItems
-from nanoseek.eval.tasks import arena, coding, fim, instructions, json, math_problems, multiturn, safety, tools
+from nanoseek.tasks import arena, code, fim, instructions, json, math, multiturn, safety, tools
+from nanoseek.tasks.item import Item, RanOutOfItems
 
 SUITES: dict[str, ModuleType] = {
     "instructions": instructions,
-    "code": coding,
+    "code": code,
     "fim": fim,
-    "math": math_problems,
+    "math": math,
     "tools": tools,
     "json": json,
     "safety": safety,

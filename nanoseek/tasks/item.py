@@ -5,7 +5,7 @@ the assistant turns that supervised fine-tuning learns from). Suites build items
 (e.g. `("reverse_word", "planet")`); the split is a hash partition of those parameters, so a problem lands in
 the same split whatever wording or seed produced it, and train and held-out can never share a problem:
 
-    from nanoseek.eval.item import split_of
+    from nanoseek.tasks.item import split_of
     split_of("instructions", ("reverse_word", "planet"))   # -> "train" or "heldout", fixed forever
 """
 

@@ -5,8 +5,8 @@ products and sums one place at a time), in a third of items makes one slip on pu
 it (reflection), and checks the result by the inverse operation (verification) before the final `\\boxed{}`
 answer: the R1-Lite behaviour that SFT and RL should teach.
 
-    from nanoseek.eval.tasks import math_problems
-    items = math_problems.generate("heldout", n=10, seed=0)
+    from nanoseek.tasks import generate
+    items = generate("math", ("heldout", n=10, seed=0)
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nanoseek.eval.item import Item, draw_one_question_items
-from nanoseek.eval.tasks.words import ITEMS_FOR_SALE, NAMES
+from nanoseek.tasks.item import Item, draw_one_question_items
+from nanoseek.tasks.words import ITEMS_FOR_SALE, NAMES
 
 SUITE = "math"
 APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a // b}

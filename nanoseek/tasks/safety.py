@@ -3,15 +3,15 @@
 `answer="comply"`; the refusal decision is `nanoseek.eval.scorers.is_refusal`, a documented phrase
 classifier. Harmful prompts name the harm without any operational detail.
 
-    from nanoseek.eval.tasks import safety
-    items = safety.generate("heldout", n=10, seed=0)
+    from nanoseek.tasks import generate
+    items = generate("safety", "heldout", n=10, seed=0)
 """
 
 from __future__ import annotations
 
 import random
 
-from nanoseek.eval.item import Item, draw_items, item_id, split_of
+from nanoseek.tasks.item import Item, draw_items, item_id, split_of
 
 SUITE = "safety"
 # Extra sentences that make more distinct items; the split ignores them (it keys on kind and target only),

@@ -3,8 +3,8 @@
 Each kind samples canonical parameters (the split key) and a phrasing (not part of the key), so a problem
 stays in one split whatever words ask for it:
 
-    from nanoseek.eval.tasks import instructions
-    items = instructions.generate("heldout", n=20, seed=0)
+    from nanoseek.tasks import generate
+    items = generate("instructions", "heldout", n=20, seed=0)
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from nanoseek.eval.item import Item, draw_one_question_items
-from nanoseek.eval.tasks.words import ADJECTIVES, CITIES, ITEMS_FOR_SALE, NAMES, NOUNS
+from nanoseek.tasks.item import Item, draw_one_question_items
+from nanoseek.tasks.words import ADJECTIVES, CITIES, ITEMS_FOR_SALE, NAMES, NOUNS
 
 SUITE = "instructions"
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]

@@ -2,8 +2,8 @@
 with `jsonschema`) and carry the right values (exact). Items set `response_format={"type": "json_object"}`,
 and every prompt contains the word "json" as the DeepSeek API requires.
 
-    from nanoseek.eval.tasks import json as json_suite
-    items = json_suite.generate("heldout", n=10, seed=0)
+    from nanoseek.tasks import generate
+    items = generate("json", "heldout", n=10, seed=0)
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from nanoseek.eval.item import Item, draw_one_question_items
-from nanoseek.eval.tasks.words import ADJECTIVES, CITIES, ITEMS_FOR_SALE, NAMES, NOUNS
+from nanoseek.tasks.item import Item, draw_one_question_items
+from nanoseek.tasks.words import ADJECTIVES, CITIES, ITEMS_FOR_SALE, NAMES, NOUNS
 
 SUITE = "json"
 STRING, INTEGER, NUMBER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}

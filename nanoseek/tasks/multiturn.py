@@ -7,14 +7,14 @@ alone, and how often a reply just repeats an earlier one (the usual way a small 
 Questions are held-out instruction items (same split keys, drawn with another seed), so a multi-turn
 held-out item is held-out everywhere.
 
-    from nanoseek.eval.tasks import multiturn
-    items = multiturn.generate("heldout", n=10, seed=0)
+    from nanoseek.tasks import generate
+    items = generate("multiturn", "heldout", n=10, seed=0)
 """
 
 from __future__ import annotations
 
-from nanoseek.eval.item import Item, item_id
-from nanoseek.eval.tasks import instructions
+from nanoseek.tasks import instructions
+from nanoseek.tasks.item import Item, item_id
 
 SUITE = "multiturn"
 TURNS = 3

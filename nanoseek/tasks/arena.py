@@ -5,16 +5,16 @@ models item by item under a judge, asking twice with the answers' positions swap
 from the instruction and math generators (same split keys, so arena held-out is held-out everywhere) and
 reworded as plain chat requests; the reference answer lets a reference-based judge decide without a model.
 
-    from nanoseek.eval.tasks import arena
-    items = arena.generate("heldout", n=10, seed=0)
+    from nanoseek.tasks import generate
+    items = generate("arena", "heldout", n=10, seed=0)
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from nanoseek.eval.item import Item, item_id
-from nanoseek.eval.tasks import instructions, math_problems
+from nanoseek.tasks import instructions, math
+from nanoseek.tasks.item import Item, item_id
 
 SUITE = "arena"
 
@@ -22,7 +22,7 @@ SUITE = "arena"
 def generate(split: str, n: int, seed: int) -> list[Item]:
     from_math = n // 3
     seed += 7919  # other problems than the instructions and math suites draw for the same seed
-    sources = instructions.generate(split, n - from_math, seed) + math_problems.generate(split, from_math, seed)
+    sources = instructions.generate(split, n - from_math, seed) + math.generate(split, from_math, seed)
     items = []
     for source in sources:
         answer = source.ideal[-1]["content"]
