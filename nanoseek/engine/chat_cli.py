@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 history = history[:1] if args.system else []
                 continue
             history.append({"role": "user", "content": line})
-            prompt_ids = engine.tokenizer.encode_chat(history, thinking=args.thinking, literal_content=True)
+            prompt_ids = engine.tokenizer.encode_chat(history, thinking=args.thinking)
             try:
                 reply = asyncio.run(answer(engine, prompt_ids, params, args.thinking))
             except KeyboardInterrupt:  # asyncio.run closes the stream, which cancels the request

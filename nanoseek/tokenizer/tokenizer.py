@@ -8,7 +8,7 @@ same ids: `tokenizer.json` + `tokenizer_config.json` (with `chat_template`).
     ids = tok.encode("<｜User｜>hi")            # special-token strings map to their ids; no BOS is added
     text = tok.decode(ids)                      # special tokens are kept unless skip_special_tokens=True
     prompt = tok.render_chat(messages, thinking=True)   # the checkpoint's own chat format, as a string
-    ids = tok.encode_chat(messages, literal_content=True)   # untrusted content cannot forge special tokens
+    ids = tok.encode_chat(messages)             # special-token strings typed into messages stay text
     tok.save("out_dir")
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -47,7 +48,6 @@ def gpt2_unicode_to_byte() -> dict[str, int]:
 
 
 GPT2_UNICODE_TO_BYTE = gpt2_unicode_to_byte()
-SPECIAL_TOKEN_SPLIT = re.compile("(" + "|".join(map(re.escape, st.SPECIAL_TOKENS)) + ")")
 
 
 class TokenizerError(ValueError):
@@ -281,38 +281,66 @@ class Tokenizer:
         thinking: bool = False,
         add_generation_prompt: bool = True,
         *,
-        literal_content: bool = False,
+        literal_content: bool = True,
     ) -> list[int]:
-        """Ids of the rendered chat. With `literal_content=True` (for untrusted input such as API requests)
-        special-token strings inside message text, reasoning and tool data are encoded as plain text, so
-        only the format itself places special tokens; otherwise the ids equal encode(render_chat(...)).
-        Only nanoseek's format knows where content is: other templates' prompts are encoded as rendered."""
-        from nanoseek.tokenizer import chat_format
+        """Ids of the rendered chat, for nanoseek's format and any Jinja template alike. By default
+        (`literal_content=True`, right for untrusted input: API requests, tool results, pasted documents)
+        special-token strings inside messages and tools are encoded as plain text, so only the format itself
+        places special tokens; the ids equal encode(render_chat(...)) whenever the input holds no such string.
+        `literal_content=False` parses them (trusted text that spells special tokens on purpose).
 
-        if not (literal_content and self.uses_nanoseek_chat_format):
+        How: every special-token string in the input is swapped for a placeholder carrying a random per-call
+        nonce (which the input cannot guess), the chat is rendered, the rendered text is split at the special
+        tokens the template itself wrote, and the text between them is encoded with the placeholders turned
+        back into their strings and special-token parsing off."""
+        if not literal_content:
             return self.encode(
                 self.render_chat(messages, tools=tools, thinking=thinking, add_generation_prompt=add_generation_prompt)
             )
+        nonce = secrets.token_hex(8)
+        placeholder = re.compile("\ue000" + nonce + "(\\d+)\ue001")
+        specials = self.special_token_strings
+        index_of = {token: i for i, token in enumerate(specials)}
+
+        def escape(value: Any) -> Any:
+            if isinstance(value, str):
+                return self.special_token_pattern.sub(lambda m: f"\ue000{nonce}{index_of[m.group()]}\ue001", value)
+            if isinstance(value, dict):
+                return {escape(k): escape(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [escape(v) for v in value]
+            return value
+
+        rendered = self.render_chat(
+            escape(messages),
+            tools=escape(tools) if tools else None,
+            thinking=thinking,
+            add_generation_prompt=add_generation_prompt,
+        )
+        pieces = self.special_token_pattern.split(rendered)  # odd positions: the template's special tokens
+        texts = [placeholder.sub(lambda m: specials[int(m.group(1))], p) for p in pieces[0::2]]
+        encoded = self.literal_backend.encode_batch([t for t in texts if t], add_special_tokens=False)
+        plain = iter(e.ids for e in encoded)
         ids: list[int] = []
-        plain: list[str] = []  # text between two markup special tokens, encoded in one piece as encode() would
-
-        def flush_plain() -> None:
-            if plain:
-                ids.extend(self.encode("".join(plain), parse_special=False))
-                plain.clear()
-
-        for text, is_markup in chat_format.render_chat_segments(messages, tools, thinking, add_generation_prompt):
-            if not is_markup:
-                plain.append(text)
-                continue
-            for piece in SPECIAL_TOKEN_SPLIT.split(text):
-                if piece in st.SPECIAL_TOKENS:
-                    flush_plain()
-                    ids.append(self.token_id(piece))
-                elif piece:
-                    plain.append(piece)
-        flush_plain()
+        for index, piece in enumerate(pieces):
+            if index % 2:
+                ids.append(self.token_id(piece))
+            elif texts[index // 2]:
+                ids.extend(next(plain))
         return ids
+
+    @cached_property
+    def special_token_strings(self) -> list[str]:
+        """The text of every special added token (longest first, so a regex prefers the longest match)."""
+        added = self.backend.get_added_tokens_decoder()
+        return sorted({added[i].content for i in self.special_ids}, key=len, reverse=True)
+
+    @cached_property
+    def special_token_pattern(self) -> re.Pattern[str]:
+        """Matches any special-token string; split() with it keeps the tokens (a capturing group)."""
+        if not self.special_token_strings:
+            return re.compile("(?!)")  # matches nothing
+        return re.compile("(" + "|".join(map(re.escape, self.special_token_strings)) + ")")
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, bos={self.bos_token!r}, eos={self.eos_token!r})"

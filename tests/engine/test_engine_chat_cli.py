@@ -34,7 +34,7 @@ def test_chat_answers_each_line_and_exits(engine_checkpoint, make_engine, checkp
         engine.generate(
             [
                 Request(
-                    checkpoint.tokenizer.encode_chat([{"role": "user", "content": text}], literal_content=True),
+                    checkpoint.tokenizer.encode_chat([{"role": "user", "content": text}]),
                     SamplingParams(max_tokens=6, temperature=0),
                 )
             ]
