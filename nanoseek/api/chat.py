@@ -16,7 +16,6 @@ from fastapi import APIRouter, Depends, Request
 
 from nanoseek.api.auth import require_key
 from nanoseek.api.errors import APIError
-from nanoseek.api.parsers import OutputParser, ParsedDelta, ToolCallPiece
 from nanoseek.api.prompts import check_messages, render_chat_prompt
 from nanoseek.api.protocol import (
     ChatChoice,
@@ -60,6 +59,7 @@ from nanoseek.engine.constraint import Constraint
 from nanoseek.engine.params import Request as EngineRequest
 from nanoseek.engine.params import StreamEvent
 from nanoseek.engine.params import TokenLogprob as EngineTokenLogprob
+from nanoseek.tokenizer.output_parser import OutputParser, ParsedDelta, ToolCallPiece
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 402, 413, 422, 429, 500, 503)

@@ -29,12 +29,11 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from nanoseek.api.errors import APIError, error_body
-from nanoseek.api.parsers import ToolCallFormat, tool_format_for_template
 from nanoseek.api.settings import SERVED_MODEL_NAMES, Settings
 from nanoseek.engine import Engine
 from nanoseek.engine.params import EngineOverloaded, Request, SamplingParams, StreamEvent
 from nanoseek.model.checkpoint import read_generation_config
-from nanoseek.tokenizer import special_tokens as st
+from nanoseek.tokenizer.output_parser import ToolCallFormat, think_end_id, tool_format_for_template
 from nanoseek.tokenizer.tokenizer import Tokenizer
 
 KEEPALIVE = None  # what EventSource yields while the request waits with nothing to say
@@ -57,11 +56,11 @@ class ServedModel:
 
     @property
     def think_end_id(self) -> int | None:
-        return self.tokenizer.backend.token_to_id(st.THINK_END)
+        return think_end_id(self.tokenizer)
 
     @property
     def eos_ids(self) -> list[int]:
-        return [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
+        return sorted(self.engine.eos_token_ids)
 
 
 def serve_model(engine: Engine, settings: Settings, label: str, checkpoint: Path | None = None) -> ServedModel:

@@ -2,7 +2,7 @@
 
 DeepSeek's strict mode (beta) accepts a subset of JSON Schema; anything outside it is a 400 that names the
 keyword and where it sits. `required` and named `tool_choice`, and `strict` functions under `auto`, are
-enforced by an xgrammar structural tag built from the chat format's tool-call text (parsers.ToolCallFormat),
+enforced by an xgrammar structural tag built from the chat format's tool-call text (tokenizer/output_parser.py's ToolCallFormat),
 so the arguments the model writes always parse and match the function's schema.
 
     check_strict_schema(tool.function.parameters, where="tools[0].function.parameters")
@@ -17,8 +17,8 @@ from typing import Any, Literal
 import xgrammar
 
 from nanoseek.api.errors import APIError
-from nanoseek.api.parsers import ToolCallFormat
 from nanoseek.api.protocol import Tool
+from nanoseek.tokenizer.output_parser import ToolCallFormat
 from nanoseek.tokenizer.tokenizer import Tokenizer
 
 STRING_FORMATS = {"email", "hostname", "ipv4", "ipv6", "uuid"}

@@ -15,33 +15,43 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.engine.engine import Engine
 from nanoseek.engine.params import Request, SamplingParams
+from nanoseek.tokenizer.output_parser import OutputParser, tool_format_for_template
 
-THINK_END = "</think>"
 DIM, RESET = "\033[2m", "\033[0m"
 
 
-async def answer(engine: Engine, prompt_ids: list[int], params: SamplingParams, thinking: bool, out=sys.stdout) -> str:
-    """Stream one reply to `out`; return the answer text without its reasoning."""
+async def answer(
+    engine: Engine, prompt_ids: list[int], params: SamplingParams, thinking: bool, out: TextIO = sys.stdout
+) -> str:
+    """Stream one reply to `out` (the thought, then a line break, then the answer); return the answer text."""
+    parser = OutputParser(
+        tool_format_for_template(engine.tokenizer.chat_template),
+        thinking=thinking,
+        tools_enabled=False,
+        start_in_reasoning=thinking,
+    )
     styled = thinking and out.isatty()
     in_reasoning = thinking
     if styled:
         out.write(DIM)
     text = ""
     async for event in engine.stream(Request(prompt_ids, params)):
-        piece = event.text
-        text += piece
-        if in_reasoning and THINK_END in text:
-            in_reasoning = False
-            before, _, after = piece.partition(THINK_END)
-            piece = before + (RESET if styled else "") + "\n" + after
-        out.write(piece)
+        pieces = [parser.feed(event.text)] + ([parser.finish()] if event.finish_reason is not None else [])
+        for piece in pieces:
+            out.write(piece.reasoning)
+            if in_reasoning and not parser.in_reasoning:  # the thought ended
+                in_reasoning = False
+                out.write((RESET if styled else "") + "\n")
+            out.write(piece.content)
+            text += piece.content
         out.flush()
     out.write((RESET if styled and in_reasoning else "") + "\n")
-    return text.split(THINK_END, 1)[-1].strip() if thinking else text.strip()
+    return text.strip()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,7 @@ from nanoseek.engine.sampling import RowSampler, sample_next
 from nanoseek.engine.stop import StopStringMatcher
 from nanoseek.engine.thinking import ThoughtBudget
 from nanoseek.tokenizer.detokenizer import IncrementalDetokenizer
+from nanoseek.tokenizer.output_parser import stop_token_ids
 from nanoseek.tokenizer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -166,11 +167,7 @@ class Engine:
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         self.keepalive_interval = keepalive_interval
         if eos_token_ids is None:
-            eos_token_ids = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
-            config_eos = config.eos_token_id
-            eos_token_ids += (
-                config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else []
-            )
+            eos_token_ids = stop_token_ids(tokenizer, config.eos_token_id)
         self.eos_token_ids = frozenset(eos_token_ids)
         self.cache = SlotKVCache(
             config.num_hidden_layers,
@@ -236,10 +233,8 @@ class Engine:
 
         checkpoint = in_fresh_thread(load_checkpoint, path, dtype=dtype)
         eos = checkpoint.generation_config.get("eos_token_id")
-        if eos is not None and "eos_token_ids" not in kwargs:
-            extra = eos if isinstance(eos, list) else [eos]
-            base = [checkpoint.tokenizer.eos_id] if checkpoint.tokenizer.eos_id is not None else []
-            kwargs["eos_token_ids"] = base + extra
+        if eos is not None and "eos_token_ids" not in kwargs:  # generation_config.json's stop ids win
+            kwargs["eos_token_ids"] = stop_token_ids(checkpoint.tokenizer, eos)
         return cls(checkpoint.model, checkpoint.tokenizer, **kwargs)
 
     # ---- public API (any thread) ----------------------------------------------------------------------

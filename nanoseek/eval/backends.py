@@ -19,9 +19,12 @@ format: a close approximation, not identical.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from nanoseek.tokenizer.special_tokens import THINK_END
+from nanoseek.tokenizer.output_parser import OutputParser, think_end_id, tool_format_for_template
+
+if TYPE_CHECKING:  # the engine (and torch) load only when a model runs in process, not for a server URL
+    from nanoseek.engine import Engine, SamplingParams
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Reply:
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)  # in process only: what the model generated (RL trains on it)
+    prompt_ids: list[int] = field(default_factory=list)  # in process only: the prompt it was generated after
 
 
 class Backend(Protocol):
@@ -60,17 +64,15 @@ class Backend(Protocol):
 
 
 class EngineBackend:
-    """Generate in this process with the engine; parse replies with the API's own output parser."""
+    """Generate in this process with the engine; parse replies with the chat format's output parser (the
+    API's too)."""
 
-    def __init__(self, engine: Any, name: str = "model") -> None:
-        from nanoseek.api.parsers import tool_format_for_template
-
+    def __init__(self, engine: Engine, name: str = "model") -> None:
         self.engine, self.tokenizer, self.name = engine, engine.tokenizer, name
         self.tool_format = tool_format_for_template(self.tokenizer.chat_template)
-        self.think_end_id = self.tokenizer.token_id(THINK_END) if self.tokenizer.has_token(THINK_END) else None
-        self.end_ids = {i for i in (self.think_end_id, self.tokenizer.eos_id) if i is not None} | set(
-            engine.eos_token_ids
-        )
+        self.think_end_id = think_end_id(self.tokenizer)
+        # what ends a thought under a budget: the model closing it, or ending its reply outright
+        self.end_ids = set(engine.eos_token_ids) | ({self.think_end_id} if self.think_end_id is not None else set())
 
     @classmethod
     def from_checkpoint(cls, path: str, name: str | None = None, **engine_kwargs: Any) -> EngineBackend:
@@ -83,14 +85,12 @@ class EngineBackend:
     def close(self) -> None:
         self.engine.shutdown()
 
-    def _params(self, max_tokens: int, temperature: float, n: int, seed: int | None, **kw: Any) -> Any:
+    def _params(self, max_tokens: int, temperature: float, n: int, seed: int | None, **kw: Any) -> SamplingParams:
         from nanoseek.engine import SamplingParams
 
         return SamplingParams(max_tokens=max_tokens, temperature=temperature, n=n, seed=seed, **kw)
 
     def _parse(self, text: str, token_ids: list[int], finish: str, thinking: bool, tools: bool) -> Reply:
-        from nanoseek.api.parsers import OutputParser
-
         parser = OutputParser(self.tool_format, thinking=thinking, tools_enabled=tools, start_in_reasoning=thinking)
         first, last = parser.feed(text), parser.finish()
         calls = [
@@ -127,14 +127,21 @@ class EngineBackend:
 
         prompt = self.tokenizer.encode_chat(messages, tools=tools, thinking=thinking)
         if thinking and thinking_budget is not None and self.think_end_id is not None:
-            return self._chat_with_budget(prompt, thinking_budget, max_tokens, temperature, n, seed, tools)
-        extra: dict[str, Any] = {}
-        if json_mode:
-            extra["constraint"] = Constraint.json_object()
-            if thinking:
-                extra["constraint_after_token"] = self.think_end_id
-        [completion] = self.engine.generate([Request(prompt, self._params(max_tokens, temperature, n, seed, **extra))])
-        return [self._parse(o.text, o.token_ids, o.finish_reason, thinking, bool(tools)) for o in completion.outputs]
+            replies = self._chat_with_budget(prompt, thinking_budget, max_tokens, temperature, n, seed, tools)
+        else:
+            extra: dict[str, Any] = {}
+            if json_mode:
+                extra["constraint"] = Constraint.json_object()
+                if thinking:
+                    extra["constraint_after_token"] = self.think_end_id
+            params = self._params(max_tokens, temperature, n, seed, **extra)
+            [completion] = self.engine.generate([Request(prompt, params)])
+            replies = [
+                self._parse(o.text, o.token_ids, o.finish_reason, thinking, bool(tools)) for o in completion.outputs
+            ]
+        for reply in replies:
+            reply.prompt_ids = prompt
+        return replies
 
     def _chat_with_budget(
         self,

@@ -59,7 +59,7 @@ TOOLS SECTION (tools in the OpenAI shape `{"type": "function", "function": {...}
     "\\n\\n" + TOOL_USE_RULE (one line showing the call syntax above)
 
 Special-token strings inside content are, in the plain string, indistinguishable from the format's own;
-`render_chat_segments` keeps them apart so `Tokenizer.encode_chat(..., literal_content=True)` can encode
+`render_chat_segments` keeps them apart so `Tokenizer.encode_chat` (literal by default) can encode
 content as plain text (for untrusted input; identical ids whenever content holds no special-token string).
 
 FIM (`render_fim`, DeepSeek-Coder/V2.5 order): BOS <｜fim▁begin｜> PREFIX <｜fim▁hole｜> SUFFIX <｜fim▁end｜>;
@@ -130,7 +130,7 @@ def function_of(item: dict[str, Any], where: str) -> dict[str, Any]:
 
 # A rendered chat is a list of segments (text, is_markup): markup is the format's own text and tokens,
 # everything else comes from the caller (message text, reasoning, tool names, schemas and arguments).
-# render_chat joins them; Tokenizer.encode_chat(literal_content=True) encodes the non-markup text with
+# render_chat joins them; Tokenizer.encode_chat (literal by default) encodes the non-markup text with
 # special-token parsing off, so a user typing "<｜Assistant｜>" cannot forge a turn.
 Segment = tuple[str, bool]
 

@@ -153,10 +153,7 @@ def in_parallel(items: list[Item], work: Callable[[int, Item], Any]) -> list[Any
 def collect_rollouts(
     backend: EngineBackend, items: list[Item], config: RLConfig, step: int, reward: Reward
 ) -> list[list[Rollout]]:
-    tokenizer = backend.tokenizer
-
     def work(index: int, item: Item) -> list[Rollout]:
-        prompt = tokenizer.encode_chat(item.messages, tools=item.tools, thinking=thinks(item))  # as ask() renders it
         replies = ask(
             backend,
             item,
@@ -166,7 +163,8 @@ def collect_rollouts(
             seed=config.seed * 1_000_003 + step * 1_000 + index,
         )
         return [
-            Rollout(item, prompt, reply.token_ids, reward(item, reply), reply.reasoning_tokens) for reply in replies
+            Rollout(item, reply.prompt_ids, reply.token_ids, reward(item, reply), reply.reasoning_tokens)
+            for reply in replies
         ]
 
     return in_parallel(items, work)

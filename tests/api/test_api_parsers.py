@@ -9,12 +9,18 @@ import pytest
 import torch
 
 from nanoseek.api.errors import APIError
-from nanoseek.api.parsers import DEEPSEEK_TOOLS, DEEPSEEK_V3_TOOLS, HERMES_TOOLS, OutputParser, tool_format_for_template
 from nanoseek.api.protocol import Tool
 from nanoseek.api.settings import SettingsError, settings_from_env
 from nanoseek.api.tools import check_strict_schema, check_tools
 from nanoseek.tokenizer import special_tokens as st
 from nanoseek.tokenizer.chat_format import CHAT_TEMPLATE, render_chat
+from nanoseek.tokenizer.output_parser import (
+    DEEPSEEK_TOOLS,
+    DEEPSEEK_V3_TOOLS,
+    HERMES_TOOLS,
+    OutputParser,
+    tool_format_for_template,
+)
 
 
 def parse_in_pieces(text: str, step: int, tool_format, thinking: bool, start_in_reasoning: bool = False):

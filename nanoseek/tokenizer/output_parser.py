@@ -1,4 +1,6 @@
-"""Output parsers: split a model's raw text into reasoning, answer and tool calls, streaming or at once.
+"""The chat format read back: split a model's reply into reasoning, answer and tool calls, streaming or at
+once, and the ids that end a reply or its thought. chat_format.py writes the format; this module reads it.
+The API, the evaluator (and through it RL) and the terminal chat all parse replies here.
 
 Two families of chat formats are understood:
 * **DeepSeek**: `<think>…</think>` before the answer, and tool calls as `<｜tool▁calls▁begin｜>` +
@@ -16,6 +18,10 @@ non-streaming path (feed everything, then finish).
     parser = OutputParser(tool_format=tool_format_for_template(template), thinking=True, tools_enabled=True)
     for delta in deltas: piece = parser.feed(delta)       # -> ParsedDelta(reasoning, content, tool_calls, ...)
     piece = parser.finish()
+
+A checkpoint's ids, worked out here and nowhere else: `stop_token_ids(tokenizer, eos_token_id)` (what ends a
+reply: the tokenizer's EOS plus the checkpoint's configured `eos_token_id`s) and `think_end_id(tokenizer)`
+(the `</think>` that ends a thought, None when the vocabulary has none).
 """
 
 from __future__ import annotations
@@ -33,6 +39,19 @@ from nanoseek.tokenizer.special_tokens import (
     TOOL_CALLS_END,
     TOOL_SEP,
 )
+from nanoseek.tokenizer.tokenizer import Tokenizer
+
+
+def stop_token_ids(tokenizer: Tokenizer, eos_token_id: int | list[int] | None = None) -> list[int]:
+    """The ids that end a reply: the tokenizer's EOS, then `eos_token_id` as a checkpoint configures it (one id
+    or a list, from generation_config.json, or else config.json: chat models often stop on more than one)."""
+    configured = eos_token_id if isinstance(eos_token_id, list) else [] if eos_token_id is None else [eos_token_id]
+    return ([tokenizer.eos_id] if tokenizer.eos_id is not None else []) + configured
+
+
+def think_end_id(tokenizer: Tokenizer) -> int | None:
+    """The id of `</think>`, which ends a thought (None for a vocabulary without one)."""
+    return tokenizer.backend.token_to_id(THINK_END)
 
 
 @dataclass(frozen=True)
