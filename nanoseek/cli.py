@@ -5,7 +5,7 @@
     nanoseek train tokenizer|pretrain|sft|all --recipe NAME   (nanoseek.train.cli)
     nanoseek tokenizer train --corpus ... --vocab-size ...    (nanoseek.tokenizer.cli)
     nanoseek eval  --model PATH|--base-url URL --suite ...    (nanoseek.eval.cli)
-    nanoseek info  [--model PATH]          # model summary and a greedy sample (nanoseek.model.info)
+    nanoseek info  [--model PATH]          # model summary and a greedy sample (nanoseek.engine.info)
 
 Subcommand modules are imported lazily so that `nanoseek --help` stays instant and one broken
 subsystem cannot take the others down. Each module exposes `main(argv: list[str]) -> int | None`.
@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nanoseek.train.cli", "train a tokenizer or model (stages and recipes)"),
     "tokenizer": ("nanoseek.tokenizer.cli", "train or inspect a BPE tokenizer"),
     "eval": ("nanoseek.eval.cli", "run evaluation suites and write the report card"),
-    "info": ("nanoseek.model.info", "print a model's summary and a greedy sample"),
+    "info": ("nanoseek.engine.info", "print a model's summary and a greedy sample"),
 }
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from nanoseek import DEFAULT_MODEL_DIR
-
-if TYPE_CHECKING:
-    from nanoseek.model.checkpoint import Checkpoint
+from nanoseek.engine.engine import Engine
+from nanoseek.engine.params import Request, SamplingParams
+from nanoseek.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 
 DEFAULT_PROMPT = "Write a Python function that returns the square of a number."
 
@@ -67,8 +66,6 @@ def summary_lines(checkpoint: Checkpoint) -> list[str]:
 
 def greedy_sample(checkpoint: Checkpoint, prompt: str, max_tokens: int) -> tuple[str, int, float]:
     """(text, completion tokens, seconds) of a temperature-0 answer to `prompt`, through the engine."""
-    from nanoseek.engine import Engine, Request, SamplingParams
-
     tokenizer = checkpoint.tokenizer
     if tokenizer.chat_template:
         prompt_ids = tokenizer.encode_chat([{"role": "user", "content": prompt}])
@@ -103,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_tokens < 1:
         parser.error("--max-tokens must be >= 1")
-
-    from nanoseek.model.checkpoint import CheckpointError, load_checkpoint
 
     model_path = args.model
     if model_path is None:
