@@ -5,6 +5,7 @@
     nanoseek train tokenizer|pretrain|sft|all --recipe NAME   (nanoseek.train.cli)
     nanoseek tokenizer train --corpus ... --vocab-size ...    (nanoseek.tokenizer.cli)
     nanoseek eval  --model PATH|--base-url URL --suite ...    (nanoseek.eval.cli)
+    nanoseek merge CONFIG.yaml OUT_DIR     # merge fine-tuned models with mergekit (nanoseek.train.merge)
     nanoseek info  [--model PATH]          # model summary and a greedy sample (nanoseek.engine.info)
 
 Subcommand modules are imported lazily so that `nanoseek --help` stays instant and one broken
@@ -22,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nanoseek.train.cli", "train a tokenizer or model (stages and recipes)"),
     "tokenizer": ("nanoseek.tokenizer.cli", "train or inspect a BPE tokenizer"),
     "eval": ("nanoseek.eval.cli", "run evaluation suites and write the report card"),
+    "merge": ("nanoseek.train.merge", "merge fine-tuned models (a mergekit config: linear, TIES, SLERP, ...)"),
     "info": ("nanoseek.engine.info", "print a model's summary and a greedy sample"),
 }
 
