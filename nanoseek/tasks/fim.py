@@ -16,7 +16,7 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
-from nanoseek.tasks.item import Item, check_split, draw_items, item_id
+from nanoseek.tasks.item import VALUE_SPLITS, Item, check_split, draw_items, item_id
 from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files, third_party_files
 
 SUITE = "fim"
@@ -97,7 +97,7 @@ def _build(path: Path, kind: str, first: int, last: int) -> Item:
 
 
 def generate(split: str, n: int, seed: int) -> list[Item]:
-    check_split(split)
+    check_split(split, VALUE_SPLITS)  # no phrasing split: a FIM prompt is code, with no wording to hold out
     # Held-out draws half from the stdlib's held-out files and half from third-party packages.
     sources = [stdlib_files(split)] + ([third_party_files()] if split == "heldout" else [])
 

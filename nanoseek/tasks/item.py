@@ -1,12 +1,21 @@
-"""The evaluation item and the train/held-out split that every task suite shares.
+"""The evaluation item and the splits that every task suite shares.
 
 An `Item` is one prompt plus what a scorer checks (`answer`) plus what a perfect model would say (`ideal`,
 the assistant turns that supervised fine-tuning learns from). Suites build items from canonical parameters
-(e.g. `("reverse_word", "planet")`); the split is a hash partition of those parameters, so a problem lands in
-the same split whatever wording or seed produced it, and train and held-out can never share a problem:
+(e.g. `("reverse_word", "planet")`); the value split is a hash partition of those parameters, so a problem
+lands in the same split whatever wording or seed produced it, and train and held-out can never share a problem:
 
     from nanoseek.tasks.item import split_of
     split_of("instructions", ("reverse_word", "planet"))   # -> "train" or "heldout", fixed forever
+
+The wording is split too. Each kind of question has `Phrasings`: templates that training and the two value
+splits use, and held-out templates that only the `phrasing` split uses. A model that learned its training
+templates by heart scores on `heldout` (new values, known wording) but not on `phrasing` (new values, new
+wording): the gap between the two is template recall, not skill.
+
+    train      train values,    train templates       (SFT and RL draw only this)
+    heldout    held-out values, train templates
+    phrasing   held-out values, held-out templates
 """
 
 from __future__ import annotations
@@ -18,9 +27,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Split = Literal["train", "heldout"]
-SPLITS: tuple[str, ...] = ("train", "heldout")
+Split = Literal["train", "heldout"]  # a value split
+VALUE_SPLITS: tuple[str, ...] = ("train", "heldout")
+SPLITS: tuple[str, ...] = (*VALUE_SPLITS, "phrasing")
 HELDOUT_PERCENT = 25  # share of the parameter space reserved for evaluation
+
+
+def value_split(split: str) -> Split:
+    """The value split a split draws its parameters from: the phrasing split asks held-out problems."""
+    return "heldout" if split == "phrasing" else split  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Phrasings:
+    """The wordings of one kind of question, as `str.format` templates: `train` ones, which training and the
+    value splits use, and `heldout` ones, which only the phrasing split uses (genuinely other wordings, not a
+    word swapped: they share no run of four words with the train ones, see tests)."""
+
+    train: tuple[str, ...]
+    heldout: tuple[str, ...]
+
+    def pick(self, rng: random.Random, split: str) -> str:
+        templates = self.heldout if split == "phrasing" else self.train
+        # No draw when there is nothing to choose: a kind with one train wording draws as it always did.
+        return templates[0] if len(templates) == 1 else rng.choice(templates)
 
 
 @dataclass
@@ -57,9 +87,9 @@ def split_of(suite: str, params: Any) -> Split:
     return "heldout" if int(key_hash(suite, params)[:8], 16) % 100 < HELDOUT_PERCENT else "train"
 
 
-def check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+def check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> None:
+    if split not in allowed:
+        raise ValueError(f"split must be one of {allowed}, got {split!r}")
 
 
 def item_id(suite: str, kind: str, params: Any) -> str:
@@ -87,7 +117,9 @@ def draw_items(
 
     `make(rng)` samples canonical parameters and returns `(params, build)`, or None to skip; `build()` turns
     them into an Item. Only parameters that hash into `split` are built, so the split is structural.
-    `split_fn(params)` replaces the hash partition where a suite splits otherwise (FIM splits by file).
+    `split_fn(params)` replaces the hash partition where a suite splits otherwise (FIM splits by file). The
+    phrasing split draws held-out parameters; its items' ids end in `/phrasing` (the same problem asked in
+    other words is another item).
     """
     check_split(split)
     if n < 0:
@@ -106,16 +138,19 @@ def draw_items(
         params, build = drawn
         key = canonical_key(suite, params)
         params_split = split_fn(params) if split_fn else split_of(suite, params)
-        if key in seen or params_split != split:
+        if key in seen or params_split != value_split(split):
             continue
         seen.add(key)
-        items.append(build())
+        item = build()
+        if split == "phrasing":
+            item.id += "/phrasing"
+        items.append(item)
     return items
 
 
 def draw_one_question_items(
     suite: str,
-    kinds: Mapping[str, Callable[[random.Random], tuple]],
+    kinds: Mapping[str, Callable[[random.Random, str], tuple]],
     split: str,
     n: int,
     seed: int,
@@ -123,14 +158,15 @@ def draw_one_question_items(
 ) -> list[Item]:
     """`draw_items` for a suite of kinds that each ask one user question.
 
-    A draw picks a kind; `kinds[kind](rng)` returns a case `(params, prompt, ...)`, keyed `[kind, params]`.
+    A draw picks a kind; `kinds[kind](rng, split)` returns a case `(params, prompt, ...)`, keyed `[kind, params]`
+    (the split says which of the kind's `Phrasings` to word the prompt with).
     A case of `split` becomes an Item whose answer, ideal turns and other fields are `item_fields(case, rng)`,
     called with the same rng and only for those cases, like a `build()` of `draw_items`.
     """
 
     def make(rng: random.Random) -> tuple[Any, Callable[[], Item]]:
         kind = rng.choice(sorted(kinds))
-        case = kinds[kind](rng)
+        case = kinds[kind](rng, split)
         params, prompt = case[0], case[1]
         key = [kind, params]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nanoseek.tasks.item import Item, draw_one_question_items
+from nanoseek.tasks.item import Item, Phrasings, draw_one_question_items
 from nanoseek.tasks.words import ITEMS_FOR_SALE, NAMES
 
 SUITE = "math"
@@ -41,8 +41,78 @@ class Step:
 
 Problem = tuple[list, str, list[Step]]  # (params, question, steps)
 
+PHRASINGS: dict[str, Phrasings] = {
+    "arithmetic_chain": Phrasings(
+        ("Compute ({a} + {b}) * {c} - {d}.",),
+        (
+            "Take {a}, add {b}, multiply the result by {c} and finally take away {d}. What number do you end up with?",
+            "What is {c} times the sum of {a} and {b}, minus {d}?",
+        ),
+    ),
+    "change_from_purchase": Phrasings(
+        (
+            "{name} buys {count} {noun} at ${price} each and pays with a ${bill} bill. "
+            "How many dollars of change does {name} get?",
+        ),
+        (
+            "At the shop, {name} picks up {count} {noun}, each priced ${price}, and hands the cashier a ${bill} "
+            "bill. What change comes back, in dollars?",
+            "{count} {noun} cost ${price} apiece. If {name} pays for all of them with ${bill}, how much money "
+            "should {name} receive back?",
+        ),
+    ),
+    "two_leg_trip": Phrasings(
+        (
+            "{name} drives {t} hours at {v} km/h, then {u} hours at {w} km/h. "
+            "How many kilometers does {name} drive in total?",
+        ),
+        (
+            "On a road trip, {name} keeps a speed of {v} km/h for {t} hours and then {w} km/h for another {u} "
+            "hours. What total distance in km is covered?",
+            "How far does {name} travel altogether going {v} kilometers per hour for {t} hours, followed by {w} "
+            "kilometers per hour for {u} hours?",
+        ),
+    ),
+    "equal_shares": Phrasings(
+        (
+            "{name} has {boxes} boxes with {per_box} {noun} each and shares them equally among "
+            "{friends} friends. How many {noun} does each friend get?",
+        ),
+        (
+            "There are {boxes} boxes of {noun} and every box holds {per_box}. {name} splits all of them evenly "
+            "between {friends} friends. What does one friend receive?",
+            "{friends} friends divide {boxes} boxes of {noun} fairly, with {per_box} {noun} in each box. "
+            "How many {noun} is that per friend?",
+        ),
+    ),
+    "weekly_savings": Phrasings(
+        (
+            "{name} saves ${per_week} every week for {weeks} weeks, then spends ${spent}. "
+            "How many dollars does {name} have left?",
+        ),
+        (
+            "For {weeks} weeks in a row, {name} puts ${per_week} into a piggy bank. Then ${spent} goes on a "
+            "present. How much money remains in the bank?",
+            "If {name} puts aside {per_week} dollars each week over {weeks} weeks and later uses {spent} dollars, "
+            "what amount is still saved?",
+        ),
+    ),
+    "ages": Phrasings(
+        (
+            "{young} is {age} years old and {old} is {times} times as old. "
+            "What will the sum of their ages be in {years} years?",
+        ),
+        (
+            "{old}'s age is {times} times {young}'s, and {young} is {age} now. In {years} years, what will "
+            "their ages add up to?",
+            "Right now {young} is {age} and {old} is exactly {times} times that age. Add together how old they "
+            "will both be {years} years from now.",
+        ),
+    ),
+}
 
-def arithmetic_chain(rng: random.Random) -> Problem:
+
+def arithmetic_chain(rng: random.Random, split: str) -> Problem:
     a, b, c = rng.randint(2, 40), rng.randint(2, 40), rng.randint(2, 9)
     d = rng.randint(1, (a + b) * c - 1)
     steps = [
@@ -50,22 +120,23 @@ def arithmetic_chain(rng: random.Random) -> Problem:
         Step("the product", a + b, "*", c),
         Step("the final difference", (a + b) * c, "-", d),
     ]
-    return [a, b, c, d], f"Compute ({a} + {b}) * {c} - {d}.", steps
+    return [a, b, c, d], PHRASINGS["arithmetic_chain"].pick(rng, split).format(a=a, b=b, c=c, d=d), steps
 
 
-def change_from_purchase(rng: random.Random) -> Problem:
+def change_from_purchase(rng: random.Random, split: str) -> Problem:
     name, noun = rng.choice(NAMES), rng.choice(ITEMS_FOR_SALE)
     count, price = rng.randint(2, 12), rng.randint(2, 15)
     bill = next(b for b in (20, 50, 100, 200) if b > count * price)
     steps = [Step(f"the cost of the {noun}", count, "*", price), Step("the change", bill, "-", count * price)]
     question = (
-        f"{name} buys {count} {noun} at ${price} each and pays with a ${bill} bill. "
-        f"How many dollars of change does {name} get?"
+        PHRASINGS["change_from_purchase"]
+        .pick(rng, split)
+        .format(name=name, noun=noun, count=count, price=price, bill=bill)
     )
     return [name, noun, count, price, bill], question, steps
 
 
-def two_leg_trip(rng: random.Random) -> Problem:
+def two_leg_trip(rng: random.Random, split: str) -> Problem:
     name = rng.choice(NAMES)
     v, t, w, u = rng.randint(20, 90), rng.randint(1, 5), rng.randint(20, 90), rng.randint(1, 5)
     steps = [
@@ -73,39 +144,36 @@ def two_leg_trip(rng: random.Random) -> Problem:
         Step("the second distance", w, "*", u),
         Step("the total distance", v * t, "+", w * u),
     ]
-    question = (
-        f"{name} drives {t} hours at {v} km/h, then {u} hours at {w} km/h. "
-        f"How many kilometers does {name} drive in total?"
-    )
+    question = PHRASINGS["two_leg_trip"].pick(rng, split).format(name=name, v=v, t=t, w=w, u=u)
     return [name, v, t, w, u], question, steps
 
 
-def equal_shares(rng: random.Random) -> Problem:
+def equal_shares(rng: random.Random, split: str) -> Problem:
     name, noun = rng.choice(NAMES), rng.choice(ITEMS_FOR_SALE)
     friends = rng.randint(2, 8)
     per_box = friends * rng.randint(1, 6)
     boxes = rng.randint(2, 9)
     steps = [Step(f"the number of {noun}", boxes, "*", per_box), Step("each share", boxes * per_box, "/", friends)]
     question = (
-        f"{name} has {boxes} boxes with {per_box} {noun} each and shares them equally among "
-        f"{friends} friends. How many {noun} does each friend get?"
+        PHRASINGS["equal_shares"]
+        .pick(rng, split)
+        .format(name=name, noun=noun, boxes=boxes, per_box=per_box, friends=friends)
     )
     return [name, noun, boxes, per_box, friends], question, steps
 
 
-def weekly_savings(rng: random.Random) -> Problem:
+def weekly_savings(rng: random.Random, split: str) -> Problem:
     name = rng.choice(NAMES)
     per_week, weeks = rng.randint(3, 25), rng.randint(2, 12)
     spent = rng.randint(1, per_week * weeks - 1)
     steps = [Step("the savings", per_week, "*", weeks), Step("what is left", per_week * weeks, "-", spent)]
     question = (
-        f"{name} saves ${per_week} every week for {weeks} weeks, then spends ${spent}. "
-        f"How many dollars does {name} have left?"
+        PHRASINGS["weekly_savings"].pick(rng, split).format(name=name, per_week=per_week, weeks=weeks, spent=spent)
     )
     return [name, per_week, weeks, spent], question, steps
 
 
-def ages(rng: random.Random) -> Problem:
+def ages(rng: random.Random, split: str) -> Problem:
     young, old = rng.sample(NAMES, 2)
     age, times, years = rng.randint(2, 15), rng.randint(2, 4), rng.randint(1, 10)
     steps = [
@@ -113,14 +181,11 @@ def ages(rng: random.Random) -> Problem:
         Step("the sum of their ages now", age, "+", age * times),
         Step(f"the sum in {years} years", age + age * times, "+", 2 * years),
     ]
-    question = (
-        f"{young} is {age} years old and {old} is {times} times as old. "
-        f"What will the sum of their ages be in {years} years?"
-    )
+    question = PHRASINGS["ages"].pick(rng, split).format(young=young, old=old, age=age, times=times, years=years)
     return [young, old, age, times, years], question, steps
 
 
-KINDS: dict[str, Callable[[random.Random], Problem]] = {
+KINDS: dict[str, Callable[[random.Random, str], Problem]] = {
     fn.__name__: fn for fn in [arithmetic_chain, change_from_purchase, two_leg_trip, equal_shares, weekly_savings, ages]
 }
 

@@ -16,7 +16,7 @@ import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
-from nanoseek.tasks.item import Split, check_split
+from nanoseek.tasks.item import VALUE_SPLITS, Split, check_split
 
 HELDOUT_PERCENT = 10
 # Test suites, IDLE's and 2to3's tests, generated codec tables and build config carry little code worth learning.
@@ -50,7 +50,7 @@ def _all_stdlib_files() -> tuple[tuple[str, Path], ...]:
 
 def stdlib_files(split: str) -> list[Path]:
     """Standard-library source files of `split` ("train" or "heldout"), sorted."""
-    check_split(split)
+    check_split(split, VALUE_SPLITS)
     return [path for relative, path in _all_stdlib_files() if split_of_file(relative) == split]
 
 

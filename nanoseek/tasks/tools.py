@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from nanoseek.tasks.item import Item, canonical_key, draw_items, item_id
+from nanoseek.tasks.item import Item, Phrasings, canonical_key, draw_items, item_id
 from nanoseek.tasks.words import CITIES, NAMES, NOUNS
 
 
@@ -61,93 +61,138 @@ TOOLS = {
 CURRENCIES = ["USD", "EUR", "JPY", "GBP", "INR", "BRL"]
 TICKERS = ["ACME", "GLOBX", "INITech", "UMBR", "WAYNE", "STARK", "TYRL", "OSCP"]
 
+# The user's request per kind: train wordings, then the phrasing split's held-out ones.
+PHRASINGS: dict[str, Phrasings] = {
+    "weather": Phrasings(
+        ("What's the weather in {city} right now, in {unit}?",),
+        (
+            "Is it warm or cold in {city} at the moment? Tell me the temperature in {unit}.",
+            "I'm heading out in {city}. Check the current conditions there for me, with degrees in {unit}.",
+        ),
+    ),
+    "currency": Phrasings(
+        ("How much is {amount} {source} in {target}?",),
+        (
+            "I have {amount} {source}. What would that be worth in {target}?",
+            "Please change {amount} {source} into {target} and tell me the result.",
+        ),
+    ),
+    "time": Phrasings(
+        ("What time is it in {city}?",),
+        (
+            "Could you look up the current clock time over in {city}?",
+            "I need to call someone in {city}. What's the hour there right now?",
+        ),
+    ),
+    "stock": Phrasings(
+        ("What is the latest price of {ticker} stock?",),
+        (
+            "How much does one share of {ticker} cost right now?",
+            "Check the {ticker} ticker for me: where is it trading?",
+        ),
+    ),
+    "population": Phrasings(
+        ("How many people live in {city}?",),
+        ("What's the population of {city}?", "Roughly how big is {city} in terms of residents?"),
+    ),
+    "event": Phrasings(
+        ("Add '{title}' to my calendar on {date}.",),
+        ("Please schedule a '{title}' for {date}.", "Can you put the {title} in my diary for the date {date}?"),
+    ),
+    "message": Phrasings(
+        ("Text {name}: '{text}'.",),
+        ("Send a message to {name} saying '{text}'.", "Please let {name} know by text: {text}"),
+    ),
+}
+
 # A case returns (arguments, user prompt, tool result, fact the final answer must state, final answer).
 Case = tuple[dict[str, Any], str, dict[str, Any], str, str]
 
 
-def weather(rng: random.Random, result_rng: random.Random) -> Case:
+def weather(rng: random.Random, result_rng: random.Random, split: str) -> Case:
     city, unit = rng.choice(CITIES), rng.choice(["celsius", "fahrenheit"])
     temperature = result_rng.randint(-5, 35) if unit == "celsius" else result_rng.randint(25, 95)
     condition = result_rng.choice(["sunny", "cloudy", "rainy", "windy"])
     return (
         {"city": city, "unit": unit},
-        f"What's the weather in {city} right now, in {unit}?",
+        PHRASINGS["weather"].pick(rng, split).format(city=city, unit=unit),
         {"temperature": temperature, "unit": unit, "condition": condition},
         str(temperature),
         f"It is {temperature} degrees {unit} and {condition} in {city}.",
     )
 
 
-def currency(rng: random.Random, result_rng: random.Random) -> Case:
+def currency(rng: random.Random, result_rng: random.Random, split: str) -> Case:
     source, target = rng.sample(CURRENCIES, 2)
     amount = rng.choice([5, 10, 20, 50, 100, 250, 1000])
     converted = round(amount * result_rng.uniform(0.2, 5.0), 2)
     return (
         {"amount": amount, "from_currency": source, "to_currency": target},
-        f"How much is {amount} {source} in {target}?",
+        PHRASINGS["currency"].pick(rng, split).format(amount=amount, source=source, target=target),
         {"converted": converted, "currency": target},
         f"{converted}",
         f"{amount} {source} is {converted} {target}.",
     )
 
 
-def local_time(rng: random.Random, result_rng: random.Random) -> Case:
+def local_time(rng: random.Random, result_rng: random.Random, split: str) -> Case:
     city = rng.choice(CITIES)
     time = f"{result_rng.randint(0, 23):02d}:{result_rng.randint(0, 59):02d}"
-    return {"city": city}, f"What time is it in {city}?", {"time": time}, time, f"It is {time} in {city}."
+    ask = PHRASINGS["time"].pick(rng, split).format(city=city)
+    return {"city": city}, ask, {"time": time}, time, f"It is {time} in {city}."
 
 
-def stock(rng: random.Random, result_rng: random.Random) -> Case:
+def stock(rng: random.Random, result_rng: random.Random, split: str) -> Case:
     ticker = rng.choice(TICKERS)
     price = round(result_rng.uniform(5, 500), 2)
     return (
         {"ticker": ticker},
-        f"What is the latest price of {ticker} stock?",
+        PHRASINGS["stock"].pick(rng, split).format(ticker=ticker),
         {"price": price, "currency": "USD"},
         f"{price}",
         f"{ticker} trades at {price} USD.",
     )
 
 
-def population(rng: random.Random, result_rng: random.Random) -> Case:
+def population(rng: random.Random, result_rng: random.Random, split: str) -> Case:
     city = rng.choice(CITIES)
     people = result_rng.randint(200_000, 9_000_000)
     return (
         {"city": city},
-        f"How many people live in {city}?",
+        PHRASINGS["population"].pick(rng, split).format(city=city),
         {"population": people},
         str(people),
         f"About {people} people live in {city}.",
     )
 
 
-def event(rng: random.Random, result_rng: random.Random) -> Case:
+def event(rng: random.Random, result_rng: random.Random, split: str) -> Case:
     title = f"{rng.choice(NOUNS)} meeting"
     date = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
     event_id = f"EV{result_rng.randint(1000, 9999)}"
     return (
         {"title": title, "date": date},
-        f"Add '{title}' to my calendar on {date}.",
+        PHRASINGS["event"].pick(rng, split).format(title=title, date=date),
         {"status": "created", "id": event_id},
         event_id,
         f"Done: '{title}' is on your calendar for {date} (id {event_id}).",
     )
 
 
-def message(rng: random.Random, result_rng: random.Random) -> Case:
+def message(rng: random.Random, result_rng: random.Random, split: str) -> Case:
     name, word = rng.choice(NAMES), rng.choice(NOUNS)
     text = f"Bring the {word}"
     message_id = f"M{result_rng.randint(100, 999)}"
     return (
         {"to": name, "text": text},
-        f"Text {name}: '{text}'.",
+        PHRASINGS["message"].pick(rng, split).format(name=name, text=text),
         {"status": "sent", "message_id": message_id},
         message_id,
         f"Sent to {name} (message {message_id}).",
     )
 
 
-CASES: dict[str, tuple[str, Callable[[random.Random, random.Random], Case]]] = {
+CASES: dict[str, tuple[str, Callable[[random.Random, random.Random, str], Case]]] = {
     "get_weather": ("weather", weather),
     "convert_currency": ("currency", currency),
     "get_local_time": ("time", local_time),
@@ -165,10 +210,10 @@ def generate(split: str, n: int, seed: int) -> list[Item]:
         kind, case = CASES[tool]
         # The tool's result depends only on the call, so the same call always gets the same result.
         probe_state = rng.getstate()
-        arguments = case(rng, random.Random(0))[0]
+        arguments = case(rng, random.Random(0), split)[0]
         rng.setstate(probe_state)
         key = [tool, arguments]
-        arguments, prompt, result, fact, final = case(rng, random.Random(canonical_key(SUITE, key)))
+        arguments, prompt, result, fact, final = case(rng, random.Random(canonical_key(SUITE, key)), split)
         distractors = rng.sample(sorted(set(TOOLS) - {tool}), 2)
         offered = [TOOLS[name] for name in sorted([tool, *distractors], key=lambda _: rng.random())]
 

@@ -13,7 +13,8 @@ SFT conversations come from the evaluator's task generators with `split="train"`
 answers; a recipe may draw a share of each suite with its word lists widened by `training_vocabulary`), plus what only
 training needs: identity chats ("I am nanoseek..."), spelling of training-side words, multi-turn chats
 stitched from train items, math both with thinking (the generator's reasoning, which checks and corrects itself) and
-without, and FIM. Every item is drawn with `split="train"`; held-out items can never appear (see tests).
+without, and FIM. Every item is drawn with `split="train"`; held-out items can never appear, nor any wording of the phrasing split
+(`nanoseek.tasks.heldout_wording_in`; see tests).
 
 Loss masks: pretraining trains on every token; SFT trains only on the assistant's turns (the answer, its
 thinking and its tool calls, plus the end-of-sentence token that teaches it to stop).

@@ -7,16 +7,17 @@ import re
 
 import pytest
 
-from nanoseek.tasks import SUITES, generate, instructions
+from nanoseek.tasks import SUITES, generate, heldout_templates, heldout_wording_in, instructions, splits
 from nanoseek.tasks.item import Item, split_of
 from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files, third_party_files
 
 FAST_SUITES = [s for s in SUITES if s != "fim"]  # fim reads files: checked with fewer seeds below
+PHRASED_SUITES = [s for s in SUITES if "phrasing" in splits(s)]
 
 
 def test_every_suite_generates_deterministic_well_formed_items():
     for suite in SUITES:
-        for split in ("train", "heldout"):
+        for split in splits(suite):
             items = generate(suite, split, 12, seed=3)
             again = generate(suite, split, 12, seed=3)
             assert [i.to_dict() for i in items] == [i.to_dict() for i in again], suite
@@ -123,3 +124,42 @@ def test_a_small_suite_caps_at_its_size_only_when_asked():
         generate("safety", "heldout", 500, 0)
     capped = generate("safety", "heldout", 500, 0, at_most=True)
     assert len(capped) == short.value.found and len({item.id for item in capped}) == len(capped)
+
+
+@pytest.mark.parametrize("suite", PHRASED_SUITES)
+def test_phrasing_split_asks_held_out_problems_in_held_out_wordings(suite):
+    phrased = generate(suite, "phrasing", 100, 0)
+    assert len({item.id for item in phrased}) == 100  # n >= 100 per suite for the report card
+    assert all(heldout_wording_in(item.prompt_text()) for item in phrased)
+    wordings = {heldout_wording_in(item.prompt_text()) for item in phrased}
+    assert len(wordings) > 1 if suite != "arena" else wordings
+    train_texts, train_ids = set(), set()
+    for seed in range(10):
+        for item in generate(suite, "train", 40, seed):
+            assert heldout_wording_in(item.prompt_text()) is None, item.prompt_text()
+            train_texts.add(item.prompt_text())
+            train_ids.add(item.id)
+        for item in generate(suite, "heldout", 20, seed, at_most=True):
+            assert heldout_wording_in(item.prompt_text()) is None, item.prompt_text()
+    # Neither the wording nor the problem was trained on: the same problem in train words has a train id.
+    assert not {item.prompt_text() for item in phrased} & train_texts
+    assert not {item.id.removesuffix("/phrasing") for item in phrased} & train_ids
+
+
+def test_held_out_wordings_are_other_words_not_a_word_swapped():
+    def runs_of_four(template: str) -> set[tuple[str, ...]]:
+        words = re.findall(r"[\w{}']+", template.lower())
+        return {tuple(words[i : i + 4]) for i in range(len(words) - 3)}
+
+    assert sum(map(len, heldout_templates().values())) >= 100
+    for suite in PHRASED_SUITES:
+        for kind, phrasings in getattr(SUITES[suite], "PHRASINGS", {}).items():
+            assert len(phrasings.heldout) >= 2, (suite, kind)
+            trained = set().union(*map(runs_of_four, phrasings.train))
+            for template in phrasings.heldout:
+                assert not runs_of_four(template) & trained, (suite, kind, template)
+
+
+def test_fim_has_no_phrasing_split():
+    with pytest.raises(ValueError, match="split must be one of"):
+        generate("fim", "phrasing", 3, 0)

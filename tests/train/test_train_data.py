@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nanoseek.tasks import generate
+from nanoseek.tasks import generate, heldout_wording_in
 from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files
 from nanoseek.train import data
 
@@ -87,6 +87,26 @@ def test_sft_never_contains_held_out_items(sft: data.Corpus):
                 assert first_user not in trained, f"held-out {item.id} leaked into SFT data"
     for example in sft.fim:
         assert split_of_source(example.source.removeprefix("fim:")) == "train", example.source
+
+
+def test_training_data_never_uses_a_held_out_wording(sft: data.Corpus):
+    """The phrasing split's templates never reach training: not in SFT (evaluator words, widened words,
+    safety's training-only values), not in RL's prompt pools."""
+    from nanoseek.train.rl import RLConfig, item_pools
+
+    widened = data.sft_corpus({suite: 40 for suite in data.SFT_SUITES} | {"multi_turn": 10}, seed=9, widened_share=1)
+    texts = [
+        str(message.get(field, ""))
+        for corpus in (sft, widened)
+        for conversation in corpus.conversations
+        for message in conversation.messages
+        for field in ("content", "reasoning_content")
+    ]
+    pools = item_pools(RLConfig(steps=1, pool=150, mixture=dict.fromkeys(data.SFT_SUITES, 1.0)))
+    texts += [item.prompt_text() for pool in pools.values() for item in pool]
+    assert len(texts) > 1500
+    leaks = [(text, heldout_wording_in(text)) for text in texts if heldout_wording_in(text)]
+    assert not leaks, leaks[:3]
 
 
 def test_a_mixture_naming_no_suite_is_refused():
