@@ -24,7 +24,9 @@ from nanoseek.api.settings import DTYPE_CHOICES, Settings, SettingsError, parse_
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nanoseek serve", description="Serve the DeepSeek-compatible API.")
-    parser.add_argument("--model", type=Path, help="checkpoint directory (default: the embedded default model)")
+    parser.add_argument(
+        "--model", type=Path, help="checkpoint directory, GGUF file or named model (default: the embedded model)"
+    )
     parser.add_argument(
         "--serve-model",
         dest="model_map",

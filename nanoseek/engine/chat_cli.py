@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from typing import TextIO
 
 from nanoseek import DEFAULT_MODEL_DIR
@@ -56,22 +55,21 @@ async def answer(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nanoseek chat", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="checkpoint directory")
+    parser.add_argument(
+        "--model", default=str(DEFAULT_MODEL_DIR), help="checkpoint directory, GGUF file or named model"
+    )
     parser.add_argument("--thinking", action="store_true", help="deep thinking mode (reasoning before the answer)")
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--system", default=None, help="a system prompt")
     args = parser.parse_args(argv)
-    if not (args.model / "config.json").is_file():
-        print(f"nanoseek chat: no checkpoint at {args.model} (config.json missing); pass --model PATH", file=sys.stderr)
-        return 2
     try:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p)
-    except ValueError as exc:
+        engine = Engine.from_checkpoint(args.model, max_batch=1)
+    except ValueError as exc:  # bad sampling settings, or a CheckpointError naming what is wrong with --model
         print(f"nanoseek chat: {exc}", file=sys.stderr)
         return 2
-    engine = Engine.from_checkpoint(str(args.model), max_batch=1)
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     try:

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         default=None,
-        help="checkpoint directory (Hugging Face layout) or hub id; default: the embedded model",
+        help="checkpoint directory (Hugging Face layout), GGUF file, named model or hub id; default: the embedded model",
     )
     parser.add_argument(
         "--dtype",

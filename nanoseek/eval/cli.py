@@ -25,7 +25,9 @@ from nanoseek.tasks import SUITES
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nanoseek eval", description=__doc__.split("\n\n")[0])
     target = parser.add_argument_group("what to evaluate")
-    target.add_argument("--model", action="append", default=[], help="checkpoint directory (repeatable)")
+    target.add_argument(
+        "--model", action="append", default=[], help="checkpoint directory, GGUF file or named model (repeatable)"
+    )
     target.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     target.add_argument("--api-key", default=None, help="key for --base-url")
     target.add_argument(
@@ -70,9 +72,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("give --model PATH (in process) or --base-url URL (a server), or --report-only")
     if args.model and args.base_url:
         parser.error("give either --model or --base-url, not both (run twice into the same --out to compare)")
+    from nanoseek.model.named import named_models
+
     for path in args.model:
-        if not Path(path).is_dir():
-            parser.error(f"--model {path}: no such checkpoint directory")
+        if not Path(path).exists() and path not in named_models():
+            parser.error(f"--model {path}: no such checkpoint directory, GGUF file or named model")
     targets = len(args.model) or (1 if args.base_url else 0)
     if args.name and len(args.name) != targets:
         parser.error(f"--name given {len(args.name)} times for {targets} target(s)")

@@ -83,9 +83,16 @@ def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike[str]) -> Path:
         return path
     text = str(path_or_hub_id)
     if path.exists():
-        raise CheckpointError(f"checkpoint path {text} is a file; pass the directory that holds {CONFIG_FILE}")
+        raise CheckpointError(
+            f"checkpoint path {text} is a file but not a GGUF file; pass a GGUF file or the directory that holds "
+            f"{CONFIG_FILE}"
+        )
     if not HUB_ID.match(text):
-        raise CheckpointError(f"no checkpoint directory at {text}")
+        from nanoseek.model.named import named_models
+
+        raise CheckpointError(
+            f"no checkpoint directory at {text} (nor a GGUF file, nor a named model: {', '.join(named_models())})"
+        )
     try:
         from huggingface_hub import snapshot_download
 
@@ -157,12 +164,21 @@ def split_sizes(config: ModelConfig, name: str) -> list[int]:
 
 
 def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Transformer:
-    """Load a Llama/Qwen2 checkpoint; `dtype` None keeps the dtype that config.json declares."""
-    directory = resolve_checkpoint_dir(path)
+    """Load a Llama/Qwen2 checkpoint (a directory, a GGUF file or a named model); `dtype` None keeps the dtype
+    that config.json declares (float32 for GGUF)."""
+    from nanoseek.model.gguf_checkpoint import is_gguf_file
+    from nanoseek.model.named import resolve_model
+
+    source = resolve_model(path)
+    if is_gguf_file(source):
+        from nanoseek.model.gguf_checkpoint import load_gguf_model, open_gguf
+
+        return load_gguf_model(open_gguf(source), dtype)
+    directory = resolve_checkpoint_dir(source)
     config = read_config(directory)
     target_dtype = resolve_dtype(dtype, config.dtype)
     location = weight_files(directory)
-    with torch.device("meta"):  # no memory or init time spent on weights that are about to be replaced
+    with torch.device("meta"):  # only for the names and shapes
         model = Transformer(config)
     expected = {
         name: param
@@ -210,6 +226,14 @@ def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = N
             f"{directory}: {len(unexpected)} tensor(s) that a {config.model_type} model of this "
             f"config does not have: {shown}"
         )
+    return model_from_state(config, state)
+
+
+def model_from_state(config: ModelConfig, state: dict[str, torch.Tensor]) -> Transformer:
+    """A Transformer holding exactly `state` (nanoseek names, lm_head left out when tied), built without
+    initialising weights that are about to be replaced."""
+    with torch.device("meta"):
+        model = Transformer(config)
     if config.tie_word_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)
@@ -284,10 +308,18 @@ def read_generation_config(directory: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Checkpoint:
-    """Model, tokenizer, generation config and chat template of one checkpoint directory (or hub id)."""
+    """Model, tokenizer, generation config and chat template of one checkpoint: a directory, a hub id, a GGUF
+    file or a named model (`nanoseek.model.named`)."""
+    from nanoseek.model.gguf_checkpoint import is_gguf_file
+    from nanoseek.model.named import resolve_model
     from nanoseek.tokenizer.tokenizer import Tokenizer, TokenizerError
 
-    directory = resolve_checkpoint_dir(path)
+    source = resolve_model(path)
+    if is_gguf_file(source):
+        from nanoseek.model.gguf_checkpoint import load_gguf_checkpoint
+
+        return load_gguf_checkpoint(source, dtype)
+    directory = resolve_checkpoint_dir(source)
     model = load_model(directory, dtype=dtype)
     try:
         tokenizer = Tokenizer.load(directory)

@@ -80,8 +80,8 @@ def stage_seed(recipe: dict[str, Any], stage: str) -> int:
 
 
 def init_stage(recipe: dict[str, Any], stage: str) -> str:
-    """The run-directory folder whose model/ this stage starts from: `init_from` (a stage, or any folder put
-    there, e.g. a model to continue from), else the stage before it."""
+    """What this stage starts from: `init_from` (a stage or any folder in the run directory, whose model/ it
+    loads; else a checkpoint directory, GGUF file or named model), else the stage before it."""
     if "init_from" in recipe[stage]:
         return recipe[stage]["init_from"]
     order = training_stages(recipe)

@@ -153,10 +153,13 @@ def new_model(recipe: dict[str, Any], tokenizer: Any) -> torch.nn.Module:
 def previous_model(stage: str, recipe: dict[str, Any], out: Path) -> torch.nn.Module:
     from nanoseek.model.checkpoint import load_model
 
-    previous = out / init_stage(recipe, stage) / "model"
-    if not (previous / "model.safetensors").exists():
-        raise FileNotFoundError(f"{stage} starts from {previous}, which does not exist: run the previous stage first")
-    return load_model(previous, dtype="float32")
+    start = init_stage(recipe, stage)
+    previous = out / start / "model"
+    if (previous / "model.safetensors").exists():
+        return load_model(previous, dtype="float32")
+    if start not in recipe:  # not a stage: a checkpoint outside the run (directory, GGUF file or named model)
+        return load_model(start, dtype="float32")
+    raise FileNotFoundError(f"{stage} starts from {previous}, which does not exist: run the previous stage first")
 
 
 def all_stages(recipe: dict[str, Any]) -> list[str]:
