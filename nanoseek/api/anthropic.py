@@ -4,19 +4,31 @@ A request is translated into the DeepSeek chat request it means (system, text, t
 tool_result blocks -> messages with reasoning_content, tool_calls and tool messages; tool_choice any -> required,
 tool -> named), run through chat.plan_chat, and the result is written back as Anthropic content blocks or
 Anthropic's streaming events (message_start, content_block_*, message_delta, message_stop; `ping` while
-waiting). Unknown model names map to deepseek-chat, as DeepSeek's Anthropic endpoint does.
+waiting). Model names as DeepSeek's Anthropic endpoint maps them (checked 2026-12-06): the served names pass,
+`claude-opus*` -> deepseek-v4-pro, any other `claude*` -> deepseek-flash (both think by default), any other
+name is a 400. `thinking` and `output_config.effort` choose the mode and effort (api/thinking.py); unlike
+DeepSeek, nanoseek honours `thinking.budget_tokens` as the cap on the thought.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
 from nanoseek.api.auth import require_key
-from nanoseek.api.chat import ERROR_RESPONSES, STREAM_RESPONSE, ChatAccumulator, ChatPlan, finish, plan_chat
+from nanoseek.api.chat import (
+    ERROR_RESPONSES,
+    STREAM_RESPONSE,
+    ChatAccumulator,
+    ChatPlan,
+    finish,
+    plan_chat,
+    thinking_choice,
+)
 from nanoseek.api.errors import APIError, describe_validation_errors, error_body
 from nanoseek.api.protocol import (
     AnthropicResponse,
@@ -32,7 +44,7 @@ from nanoseek.api.protocol import (
     ToolCall,
 )
 from nanoseek.api.serving import KEEPALIVE, SSE_HEADERS, ClosingStreamingResponse, EventSource, completion_id
-from nanoseek.api.settings import SERVED_MODEL_NAMES, KeyPolicy
+from nanoseek.api.settings import KeyPolicy
 
 router = APIRouter()
 STOP_REASONS = {
@@ -88,11 +100,25 @@ def to_chat_messages(body: MessagesRequest) -> list[ChatMessage]:
     return messages
 
 
-def to_chat_request(body: MessagesRequest) -> tuple[ChatCompletionRequest, bool]:
-    model = body.model if body.model in SERVED_MODEL_NAMES else "deepseek-chat"
-    thinking = model == "deepseek-reasoner"
+def chat_model_name(name: str, served_names: Iterable[str]) -> str:
+    """The model an Anthropic-format name reaches; unknown names are left for the registry to refuse."""
+    if name in served_names:
+        return name
+    if name.startswith("claude-opus"):
+        return "deepseek-v4-pro"
+    if name.startswith("claude"):
+        return "deepseek-flash"
+    return name
+
+
+def to_chat_request(body: MessagesRequest, served_names: Iterable[str]) -> ChatCompletionRequest:
+    thinking = None
     if body.thinking is not None:
-        thinking = body.thinking.type != "disabled"
+        thinking = {
+            "type": "disabled" if body.thinking.type == "disabled" else "enabled",
+            "budget_tokens": body.thinking.budget_tokens,
+            "min_tokens": body.thinking.min_tokens,
+        }
     tool_choice: Any = None
     if body.tool_choice is not None:
         kind = body.tool_choice.type
@@ -108,7 +134,9 @@ def to_chat_request(body: MessagesRequest) -> tuple[ChatCompletionRequest, bool]
     ]
     try:
         request = ChatCompletionRequest(
-            model=model,
+            model=chat_model_name(body.model, served_names),
+            thinking=thinking,
+            reasoning_effort=body.output_config.effort if body.output_config else None,
             messages=to_chat_messages(body),
             max_tokens=body.max_tokens,
             stop=body.stop_sequences,
@@ -120,7 +148,7 @@ def to_chat_request(body: MessagesRequest) -> tuple[ChatCompletionRequest, bool]
     except ValidationError as exc:
         status, message, param = describe_validation_errors(list(exc.errors()))
         raise APIError(status, message, param=param) from None
-    return request, thinking
+    return request
 
 
 def content_blocks(acc: ChatAccumulator, thinking: bool) -> list[dict[str, Any]]:
@@ -178,9 +206,9 @@ async def create_message(
     body: MessagesRequest, request: Request, policy: KeyPolicy = Depends(require_key)
 ) -> ClosingStreamingResponse:
     state = request.app.state
-    chat_request, thinking = to_chat_request(body)
-    served, _ = state.registry.resolve(chat_request.model)
-    plan = plan_chat(chat_request, served, thinking, state.settings)
+    chat_request = to_chat_request(body, state.registry.names)
+    served, default = state.registry.resolve(chat_request.model)
+    plan = plan_chat(chat_request, served, thinking_choice(chat_request, default), state.settings)
     source = await EventSource.open(served.engine, plan.engine_request, state.settings.keepalive_seconds)
     state.metrics.requests_started(chat_request.model)
     message_id = completion_id("msg")

@@ -26,7 +26,7 @@ from nanoseek.api import anthropic, balance, chat, completions, health, models
 from nanoseek.api.auth import Gatekeeper, identify_key
 from nanoseek.api.errors import error_body, install_error_handlers
 from nanoseek.api.health import Metrics, MetricsMiddleware
-from nanoseek.api.serving import ModelRegistry, serve_model
+from nanoseek.api.serving import ModelRegistry, checkpoint_names, serve_model
 from nanoseek.api.settings import Settings, SettingsError
 from nanoseek.engine import Engine
 from nanoseek.model.checkpoint import CheckpointError
@@ -162,7 +162,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         "Anthropic-compatible messages endpoint, served by the nanoseek engine.",
     )
     app.state.settings = settings
-    app.state.registry = ModelRegistry(serve_model(engine, settings, label, checkpoint), others)
+    app.state.registry = ModelRegistry(
+        serve_model(engine, settings, label, checkpoint), others, checkpoint_names(checkpoint)
+    )
     app.state.gate = Gatekeeper(settings)
     app.state.metrics = Metrics(app.state.registry.all_engines())
     app.state.model_label = label

@@ -54,6 +54,7 @@ from nanoseek.api.serving import (
     stop_list,
 )
 from nanoseek.api.settings import KeyPolicy, Settings
+from nanoseek.api.thinking import ThinkingChoice, budget_params, choose_thinking
 from nanoseek.api.tools import check_tools, tool_call_structural_tag
 from nanoseek.engine.constraint import Constraint
 from nanoseek.engine.params import Request as EngineRequest
@@ -132,7 +133,8 @@ def mentions_json(body: ChatCompletionRequest) -> bool:
     return any("json" in m.text().lower() for m in body.messages if m.role in ("system", "user"))
 
 
-def plan_chat(body: ChatCompletionRequest, served: ServedModel, thinking: bool, settings: Settings) -> ChatPlan:
+def plan_chat(body: ChatCompletionRequest, served: ServedModel, choice: ThinkingChoice, settings: Settings) -> ChatPlan:
+    thinking = choice.enabled
     check_messages(body.messages, thinking)
     if thinking and (body.logprobs or body.top_logprobs):
         raise APIError(
@@ -193,6 +195,7 @@ def plan_chat(body: ChatCompletionRequest, served: ServedModel, thinking: bool, 
         constraint=constraint,
         seed=body.seed,
         constraint_after_token=served.think_end_id if constraint is not None and start_in_reasoning else None,
+        **budget_params(choice, served.tokenizer, served.think_end_id, start_in_reasoning),
         **sampling,
     )
     last = body.messages[-1]
@@ -279,12 +282,21 @@ class ChatAccumulator:
         return api_usage(self.usage, self.reasoning_tokens)
 
 
+def thinking_choice(body: ChatCompletionRequest, default: bool) -> ThinkingChoice:
+    switch = body.thinking
+    return choose_thinking(
+        default,
+        switch.type if switch else None,
+        body.reasoning_effort,
+        switch.budget_tokens if switch else None,
+        switch.min_tokens if switch else None,
+    )
+
+
 def resolve_chat(body: ChatCompletionRequest, request: Request) -> ChatPlan:
     state = request.app.state
-    served, thinking = state.registry.resolve(body.model)
-    if body.thinking is not None:
-        thinking = body.thinking.type == "enabled"
-    return plan_chat(body, served, thinking, state.settings)
+    served, default = state.registry.resolve(body.model)
+    return plan_chat(body, served, thinking_choice(body, default), state.settings)
 
 
 @router.post(

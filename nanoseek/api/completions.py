@@ -84,14 +84,14 @@ async def create_completion(
 ) -> ClosingStreamingResponse:
     state = request.app.state
     settings: Settings = state.settings
-    served, thinking = state.registry.resolve(body.model)
-    if body.thinking is not None:
-        thinking = body.thinking.type == "enabled"
-    if thinking:
+    served, _ = state.registry.resolve(body.model)
+    # completions have no thinking mode (DeepSeek: FIM is non-thinking only): refused for the seed era's
+    # thinking-only name and for an explicit request; the V4 names, which think by default in chat, complete
+    if body.model == "deepseek-reasoner" or (body.thinking is not None and body.thinking.type == "enabled"):
         raise APIError(
             400,
-            "FIM completion is not available in thinking mode: use deepseek-chat (or "
-            "thinking disabled) with /beta/completions.",
+            "FIM completion is not available in thinking mode: use deepseek-chat (or thinking disabled) "
+            "with /beta/completions.",
             param="model",
         )
     tokenizer = served.tokenizer

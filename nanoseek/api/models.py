@@ -1,4 +1,5 @@
-"""GET /models: the public model names this server answers to (all backed by the configured checkpoint)."""
+"""GET /models: the public model names this server answers to: DeepSeek's (seed-era and 2026), then the served
+checkpoint's own name (serving.checkpoint_names); all backed by the configured checkpoint unless mapped."""
 
 from __future__ import annotations
 
@@ -19,4 +20,4 @@ router = APIRouter()
     summary="List models",
 )
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[ModelCard(id=name) for name in request.app.state.registry.names])
+    return ModelList(data=[ModelCard(id=name) for name in request.app.state.registry.listed])

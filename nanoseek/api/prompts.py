@@ -40,6 +40,14 @@ def check_messages(messages: list[ChatMessage], thinking: bool) -> None:
             raise APIError(
                 400, f"messages[{i}]: a {message.role} message needs `content`.", param=f"messages[{i}].content"
             )
+    last = messages[-1]
+    if thinking and last.role == "assistant" and not last.prefix:
+        raise APIError(
+            400,
+            "The last message of a thinking-mode request (deepseek-reasoner) must be a user message, or an "
+            "assistant message with prefix mode on.",
+            param=f"messages[{len(messages) - 1}]",
+        )
     if thinking:
         # the model continues the very thought that issued the calls, so it must be given back
         for i in range(last_user_index(messages) + 1, len(messages)):

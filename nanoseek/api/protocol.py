@@ -87,6 +87,8 @@ class StreamOptions(Lenient):
 
 class Thinking(Lenient):
     type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(None, ge=0, description="(nanoseek) at most this many thought tokens")
+    min_tokens: int | None = Field(None, ge=0, description="(nanoseek) a shorter thought is extended with 'Wait'")
 
 
 StopField = str | list[str] | None
@@ -120,6 +122,9 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     thinking: Thinking | None = None
+    reasoning_effort: str | None = Field(
+        None, description="low | high | max (minimal, medium, xhigh, ultra mapped as DeepSeek does); none: no thinking"
+    )
 
 
 class CompletionRequest(SamplingFields):
@@ -339,7 +344,12 @@ class AnthropicToolChoice(Lenient):
 
 class AnthropicThinking(Lenient):
     type: Literal["enabled", "disabled", "adaptive", "between_tools"]  # all but "disabled" turn thinking on
-    budget_tokens: int | None = None
+    budget_tokens: int | None = Field(None, ge=0)
+    min_tokens: int | None = Field(None, ge=0)
+
+
+class AnthropicOutputConfig(Lenient):
+    effort: str | None = None
 
 
 class MessagesRequest(Lenient):
@@ -353,6 +363,7 @@ class MessagesRequest(Lenient):
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0)
     thinking: AnthropicThinking | None = None
+    output_config: AnthropicOutputConfig | None = None
     tools: list[AnthropicTool] | None = Field(None, max_length=128)
     tool_choice: AnthropicToolChoice | None = None
 

@@ -28,6 +28,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.api.errors import APIError, error_body
 from nanoseek.api.settings import SERVED_MODEL_NAMES, Settings
 from nanoseek.engine import Engine
@@ -78,23 +79,39 @@ def serve_model(engine: Engine, settings: Settings, label: str, checkpoint: Path
     )
 
 
-class ModelRegistry:
-    """Public model names -> (served model, whether the name turns thinking on). One checkpoint serves every
-    name unless the configuration puts other checkpoints behind some names."""
+def checkpoint_names(path: Path | None) -> list[str]:
+    """The names a checkpoint answers to besides DeepSeek's: its folder's name, and the path as given (what
+    vLLM serves a model as, so vLLM clients send it). The embedded default model is `nanoseek`."""
+    if path is None:
+        return []
+    if path.resolve() == DEFAULT_MODEL_DIR.resolve():
+        return ["nanoseek"]
+    return list(dict.fromkeys([path.name, str(path)]))
 
-    def __init__(self, default: ServedModel, others: dict[str, ServedModel] | None = None) -> None:
+
+class ModelRegistry:
+    """Public model names -> (served model, whether the name thinks by default). One checkpoint serves every
+    name unless the configuration puts other checkpoints behind some names; the checkpoint's own names
+    (`checkpoint_names`) do not think by default, as in vLLM."""
+
+    def __init__(
+        self, default: ServedModel, others: dict[str, ServedModel] | None = None, own_names: list[str] | None = None
+    ) -> None:
         self.default = default
-        self.names = {name: default for name in SERVED_MODEL_NAMES} | (others or {})
+        own = {name: default for name in own_names or [] if name not in SERVED_MODEL_NAMES}
+        self.names = {name: default for name in SERVED_MODEL_NAMES} | own | (others or {})
+        # /models lists each name once, not a path spelled out
+        self.listed = [name for name in self.names if "/" not in name]
 
     def resolve(self, name: str) -> tuple[ServedModel, bool]:
         if name not in self.names:
             raise APIError(
                 400,
-                f"Model Not Exist: {name!r}; available models: {', '.join(self.names)}.",
+                f"Model Not Exist: {name!r}; available models: {', '.join(self.listed)}.",
                 param="model",
                 code="model_not_found",
             )
-        return self.names[name], name == "deepseek-reasoner"
+        return self.names[name], SERVED_MODEL_NAMES.get(name, False)
 
     def all_engines(self) -> list[Engine]:
         return list({id(s.engine): s.engine for s in self.names.values()}.values())

@@ -29,7 +29,16 @@ from nanoseek.model.config import SUPPORTED_DTYPES
 
 DTYPE_CHOICES = ("auto", *SUPPORTED_DTYPES)  # auto: as the checkpoint stores its weights
 
-SERVED_MODEL_NAMES = ("deepseek-chat", "deepseek-coder", "deepseek-reasoner")
+# DeepSeek's public model names (docs/API.md, checked 2026-12-06), each -> whether it thinks by default. The seed
+# era's names keep their modes; since V4 (2026-04-24) thinking is on by default.
+SERVED_MODEL_NAMES = {
+    "deepseek-chat": False,
+    "deepseek-coder": False,
+    "deepseek-reasoner": True,
+    "deepseek-v4-flash": True,
+    "deepseek-v4-pro": True,
+    "deepseek-flash": True,
+}
 
 
 class SettingsError(ValueError):

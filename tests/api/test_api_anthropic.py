@@ -27,9 +27,9 @@ def claude(api_server):
 
 def test_text_message_matches_the_chat_endpoint(claude, client):
     message = claude.messages.create(
-        model="any-other-model", max_tokens=8, messages=ASK, system="Be brief.", extra_body=GREEDY
+        model="deepseek-chat", max_tokens=8, messages=ASK, system="Be brief.", extra_body=GREEDY
     )
-    assert message.type == "message" and message.role == "assistant" and message.model == "any-other-model"
+    assert message.type == "message" and message.role == "assistant" and message.model == "deepseek-chat"
     assert [block.type for block in message.content] == ["text"]
     assert message.stop_reason in ("end_turn", "max_tokens")
     assert 1 <= message.usage.output_tokens <= 8

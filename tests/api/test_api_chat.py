@@ -46,8 +46,8 @@ def test_all_paths_serve_the_api(api_server, client):
     for prefix in ("", "/v1", "/beta"):
         response = httpx.get(f"{api_server.url}{prefix}/models", headers={"Authorization": "Bearer sk-main"})
         assert response.status_code == 200
-        assert {m["id"] for m in response.json()["data"]} == {"deepseek-chat", "deepseek-coder", "deepseek-reasoner"}
-    assert [m.id for m in client.models.list()] == ["deepseek-chat", "deepseek-coder", "deepseek-reasoner"]
+        assert {"deepseek-chat", "deepseek-coder", "deepseek-reasoner"} <= {m["id"] for m in response.json()["data"]}
+    assert [m.id for m in client.models.list()][:3] == ["deepseek-chat", "deepseek-coder", "deepseek-reasoner"]
 
 
 def test_streaming_with_include_usage(client):
