@@ -40,16 +40,30 @@ def summary_lines(checkpoint: Checkpoint) -> list[str]:
     rope = f"theta {config.rope_theta:g}"
     if config.rope_scaling:
         rope += ", " + ", ".join(f"{k}={v}" for k, v in config.rope_scaling.items())
+    attention = (
+        f"attention       {config.num_attention_heads} heads, {config.num_key_value_heads} KV heads, "
+        f"head_dim {config.head_dim}, bias q/k/v {config.qkv_bias} o {config.o_bias}"
+    )
+    mlp = f"hidden          {config.hidden_size} (MLP {config.intermediate_size})"
+    if config.is_mla:
+        attention = (
+            f"attention       MLA, {config.num_attention_heads} heads, q rank {config.q_lora_rank or 'full'}, "
+            f"kv rank {config.kv_lora_rank}, head dims nope {config.qk_nope_head_dim} rope {config.qk_rope_head_dim} "
+            f"v {config.v_head_dim}"
+        )
+    if config.is_moe:
+        mlp += (
+            f"; MoE from layer {config.first_k_dense_replace}: {config.n_routed_experts} routed experts "
+            f"(top {config.num_experts_per_tok}) + {config.n_shared_experts} shared, width "
+            f"{config.moe_intermediate_size}; {human_count(config.num_parameters(active=True))} active parameters"
+        )
     return [
         f"checkpoint      {checkpoint.path}",
         f"model_type      {config.model_type} ({config.to_hf()['architectures'][0]})",
         f"parameters      {human_count(parameters)} ({parameters:,})",
         f"layers          {config.num_hidden_layers}",
-        f"hidden          {config.hidden_size} (MLP {config.intermediate_size})",
-        (
-            f"attention       {config.num_attention_heads} heads, {config.num_key_value_heads} KV heads, "
-            f"head_dim {config.head_dim}, bias q/k/v {config.qkv_bias} o {config.o_bias}"
-        ),
+        mlp,
+        attention,
         f"rotary          {rope}; max positions {config.max_position_embeddings}",
         f"embeddings      {'tied' if config.tie_word_embeddings else 'untied'} output projection",
         (

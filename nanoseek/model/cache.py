@@ -1,7 +1,8 @@
 """SimpleKVCache: a contiguous, growing key/value cache for one batch of equal-length sequences.
 
-It implements the model's cache protocol (`attend(layer_idx, q, k, v)`, see transformer.py) for parity tests
-and the batch-1 decode benchmark. Serving uses the engine's own paged/prefix-aware cache instead.
+It implements the model's cache protocol (`attend(layer_idx, q, k, v)`, see transformer.py; for MLA models
+`attend_latent`, see deepseek.py, with only the compressed latents stored) for parity tests and the batch-1
+decode benchmark. Serving uses the engine's own slot/prefix-aware cache instead.
 
     cache = SimpleKVCache(model.config, batch_size=1)
     logits = model(prompt_ids, cache=cache, last_only=True)        # prefill
@@ -28,8 +29,10 @@ class SimpleKVCache:
         self.num_layers = config.num_hidden_layers
         self.grouped = config.num_attention_heads != config.num_key_value_heads
         shape = (batch_size, config.num_key_value_heads, max(capacity, 1), config.head_dim)
+        if config.is_mla:  # one latent "head" per token; the values are its first kv_lora_rank columns
+            shape = (batch_size, 1, max(capacity, 1), config.latent_dim)
         self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(self.num_layers)]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(self.num_layers)]
+        self.values = [] if config.is_mla else [torch.empty(shape, dtype=dtype, device=device) for _ in self.keys]
         self.lengths = [0] * self.num_layers
 
     @property
@@ -39,14 +42,40 @@ class SimpleKVCache:
 
     def _grow(self, layer_idx: int, needed: int) -> None:
         # Doubling keeps the amortised copy cost per token constant.
-        old_keys, old_values = self.keys[layer_idx], self.values[layer_idx]
+        old_keys = self.keys[layer_idx]
+        old_values = self.values[layer_idx] if self.values else None
         capacity = max(needed, 2 * old_keys.shape[2])
         used = self.lengths[layer_idx]
         new_shape = (*old_keys.shape[:2], capacity, old_keys.shape[3])
         self.keys[layer_idx] = old_keys.new_empty(new_shape)
-        self.values[layer_idx] = old_values.new_empty(new_shape)
         self.keys[layer_idx][:, :, :used] = old_keys[:, :, :used]
-        self.values[layer_idx][:, :, :used] = old_values[:, :, :used]
+        if self.values:
+            self.values[layer_idx] = old_values.new_empty(new_shape)
+            self.values[layer_idx][:, :, :used] = old_values[:, :, :used]
+
+    def attend_latent(
+        self, layer_idx: int, q: torch.Tensor, latent: torch.Tensor, value_dim: int, scale: float
+    ) -> torch.Tensor:
+        start = self.lengths[layer_idx]
+        new = latent.shape[2]
+        end = start + new
+        if end > self.keys[layer_idx].shape[2]:
+            self._grow(layer_idx, end)
+        self.keys[layer_idx][:, :, start:end] = latent
+        self.lengths[layer_idx] = end
+        keys = self.keys[layer_idx][:, :, :end]
+        mask = None
+        if new > 1 and start > 0:
+            mask = torch.arange(end, device=q.device)[None, :] <= torch.arange(start, end, device=q.device)[:, None]
+        return F.scaled_dot_product_attention(
+            q,
+            keys,
+            keys[..., :value_dim],
+            attn_mask=mask,
+            is_causal=new > 1 and start == 0,
+            scale=scale,
+            enable_gqa=True,
+        )
 
     def attend(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         start = self.lengths[layer_idx]

@@ -1,10 +1,10 @@
 """Hugging Face checkpoint I/O: load and save nanoseek models in the layout transformers reads and writes.
 
-A checkpoint directory holds `config.json` (model_type llama or qwen2), `model.safetensors` (or shards with
+A checkpoint directory holds `config.json` (model_type llama, qwen2, deepseek_v2 or deepseek_v3), `model.safetensors` (or shards with
 `model.safetensors.index.json`), `generation_config.json`, and the tokenizer files (`tokenizer.json`,
 `tokenizer_config.json` with the chat template) that `nanoseek.tokenizer.Tokenizer` reads and writes.
 Files keep HF tensor names: the fused q/k/v and gate/up projections of transformer.py are split on save and
-joined on load. Every file is written atomically (temporary file + rename), so an interrupted save never
+joined on load, and DeepSeekMoE's stacked expert weights are written per expert (`mlp.experts.{e}.gate_proj`, ...). Every file is written atomically (temporary file + rename), so an interrupted save never
 leaves a half-written checkpoint behind.
 
     from nanoseek.model.checkpoint import load_checkpoint, load_model, save_model
@@ -42,6 +42,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 FUSED_PARTS = {
     "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+    "mlp.shared_experts.gate_up_proj": ("mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj"),
+}
+# DeepSeekMoE's stacked expert tensors and the per-expert HF tensors that make up each expert's slice.
+EXPERT_PARTS = {
+    "mlp.experts.gate_up_proj": ("gate_proj", "up_proj"),
+    "mlp.experts.down_proj": ("down_proj",),
 }
 # Tensors some checkpoints carry that hold nothing nanoseek needs (old Llama files saved rotary buffers).
 IGNORED_TENSORS = re.compile(r".*rotary_emb\.inv_freq$")
@@ -144,10 +150,15 @@ def weight_files(directory: Path) -> dict[str, Path]:
 # ---- the model -------------------------------------------------------------------------------------------
 
 
-def hf_names(name: str) -> list[str]:
-    """HF tensor names that make up nanoseek parameter `name` (several for a fused projection)."""
+def hf_names(name: str, config: ModelConfig | None = None) -> list[str]:
+    """HF tensor names that make up nanoseek parameter `name` (several for a fused projection; for stacked
+    experts, expert 0's parts first, then expert 1's, ...)."""
     if name == "lm_head.weight":
         return [name]
+    for stacked, parts in EXPERT_PARTS.items():
+        if name.endswith(f".{stacked}"):
+            prefix = "model." + name.removesuffix(stacked) + "mlp.experts"
+            return [f"{prefix}.{e}.{part}.weight" for e in range(config.n_routed_experts) for part in parts]
     for fused, parts in FUSED_PARTS.items():
         if f".{fused}." in name:
             return ["model." + name.replace(fused, part) for part in parts]
@@ -155,16 +166,41 @@ def hf_names(name: str) -> list[str]:
 
 
 def split_sizes(config: ModelConfig, name: str) -> list[int]:
+    """Rows of each HF part of a fused or stacked tensor, in hf_names order."""
     if ".qkv_proj." in name:
         head_dim = config.head_dim
         return [config.num_attention_heads * head_dim] + [config.num_key_value_heads * head_dim] * 2
+    if name.endswith(".experts.gate_up_proj"):
+        return [config.moe_intermediate_size] * 2 * config.n_routed_experts
+    if name.endswith(".experts.down_proj"):
+        return [config.hidden_size] * config.n_routed_experts
+    if ".shared_experts.gate_up_proj." in name:
+        return [config.moe_intermediate_size * config.n_shared_experts] * 2
     if ".gate_up_proj." in name:
         return [config.intermediate_size] * 2
     raise KeyError(name)
 
 
+def _join(config: ModelConfig, name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
+    joined = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
+    if name.endswith(".experts.gate_up_proj") or name.endswith(".experts.down_proj"):
+        return joined.unflatten(0, (config.n_routed_experts, -1))  # [E * rows, in] -> [E, rows, in]
+    return joined
+
+
+def _stored_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    # V3's routing bias stays fp32 in every dtype (transformers keeps it so): bf16 steps would move the choice.
+    return torch.float32 if name.endswith("e_score_correction_bias") else dtype
+
+
+def _is_extra_layer(config: ModelConfig, hf_name: str) -> bool:
+    """DeepSeek-V3 files carry multi-token-prediction layers after the last one; like transformers, skip them."""
+    match = re.match(r"model\.layers\.(\d+)\.", hf_name)
+    return config.is_mla and match is not None and int(match.group(1)) >= config.num_hidden_layers
+
+
 def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Transformer:
-    """Load a Llama/Qwen2 checkpoint (a directory, a GGUF file or a named model); `dtype` None keeps the dtype
+    """Load a Llama/Qwen2/DeepSeek-V2/V3 checkpoint (a directory, a GGUF file or a named model); `dtype` None keeps the dtype
     that config.json declares (float32 for GGUF)."""
     from nanoseek.model.gguf_checkpoint import is_gguf_file
     from nanoseek.model.named import resolve_model
@@ -191,7 +227,7 @@ def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = N
     try:
         for name, param in expected.items():
             parts = []
-            for hf_name in hf_names(name):
+            for hf_name in hf_names(name, config):
                 if hf_name not in location:
                     raise CheckpointError(f"{directory}: tensor {hf_name!r} is missing from the weights")
                 file = location[hf_name]
@@ -210,15 +246,17 @@ def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = N
                 parts.append((hf_name, tensor))
                 used.add(hf_name)
             _check_part_shapes(config, name, tuple(param.shape), parts)
-            joined = parts[0][1] if len(parts) == 1 else torch.cat([t for _, t in parts], dim=0)
-            state[name] = joined.to(target_dtype)
+            state[name] = _join(config, name, [t for _, t in parts]).to(_stored_dtype(name, target_dtype))
     finally:
         for handle in handles.values():
             handle.__exit__(None, None, None)
     unexpected = sorted(
         n
         for n in location
-        if n not in used and not IGNORED_TENSORS.match(n) and not (config.tie_word_embeddings and n == "lm_head.weight")
+        if n not in used
+        and not IGNORED_TENSORS.match(n)
+        and not (config.tie_word_embeddings and n == "lm_head.weight")
+        and not _is_extra_layer(config, n)
     )
     if unexpected:
         shown = ", ".join(unexpected[:5]) + (" …" if len(unexpected) > 5 else "")
@@ -248,7 +286,8 @@ def _check_part_shapes(
     if len(parts) == 1:
         expected_shapes = [shape]
     else:
-        expected_shapes = [(size, *shape[1:]) for size in split_sizes(config, name)]
+        per_part = shape[2:] if len(shape) == 3 else shape[1:]  # stacked experts [E, rows, in]: parts [rows, in]
+        expected_shapes = [(size, *per_part) for size in split_sizes(config, name)]
     for (hf_name, tensor), expected_shape in zip(parts, expected_shapes):
         if tuple(tensor.shape) != tuple(expected_shape):
             raise CheckpointError(
@@ -263,10 +302,12 @@ def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Ten
     for name, tensor in model.state_dict().items():
         if config.tie_word_embeddings and name == "lm_head.weight":
             continue
-        names = hf_names(name)
+        names = hf_names(name, config)
+        if tensor.dim() == 3:  # stacked experts: [E, rows, in] -> per-expert parts
+            tensor = tensor.flatten(0, 1)
         pieces = [tensor] if len(names) == 1 else tensor.split(split_sizes(config, name), dim=0)
         for hf_name, piece in zip(names, pieces):
-            tensors[hf_name] = piece.detach().to("cpu", dtype).contiguous()
+            tensors[hf_name] = piece.detach().to("cpu", _stored_dtype(name, dtype)).contiguous()
     return tensors
 
 

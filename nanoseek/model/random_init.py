@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from nanoseek.model.checkpoint import save_checkpoint
-from nanoseek.model.config import SHAPES, ModelConfig
+from nanoseek.model.config import SHAPES, SUPPORTED_MODEL_TYPES, ModelConfig
 from nanoseek.model.transformer import Transformer
 
 # Plain, stable modules that every CPython 3.11+ ships: ~250 KB of code, docstrings and comments.
@@ -57,7 +57,7 @@ def make_random_checkpoint(
     vocab_size: int = 512,
     seed: int = 0,
     *,
-    model_type: str = "llama",
+    model_type: str | None = None,
     tie_word_embeddings: bool = True,
     init_std: float = 0.02,
     dtype: str = "float32",
@@ -66,7 +66,7 @@ def make_random_checkpoint(
     """Save a random model of `shape` plus a BPE tokenizer with about `vocab_size` ids under `path`.
 
     The model's vocab_size equals the tokenizer's actual size (the trainer may stop short of `vocab_size`
-    on a small corpus). `overrides` go to ModelConfig (e.g. num_hidden_layers=4, max_position_embeddings=…).
+    on a small corpus). `model_type` None keeps the shape's (llama unless the shape names one). `overrides` go to ModelConfig (e.g. num_hidden_layers=4, max_position_embeddings=…).
     The same arguments give the same files, byte for byte."""
     from nanoseek.tokenizer.tokenizer import Tokenizer
 
@@ -76,11 +76,11 @@ def make_random_checkpoint(
     config = ModelConfig.from_shape(
         shape,
         tokenizer.vocab_size,
-        model_type=model_type,
         tie_word_embeddings=tie_word_embeddings,
         bos_token_id=tokenizer.bos_id,
         eos_token_id=tokenizer.eos_id,
         pad_token_id=tokenizer.pad_id,
+        **({"model_type": model_type} if model_type else {}),
         **overrides,
     )
     with torch.random.fork_rng():  # leave the caller's global RNG untouched
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model-type", default="llama", choices=["llama", "qwen2"])
+    parser.add_argument("--model-type", default=None, choices=list(SUPPORTED_MODEL_TYPES), help="default: the shape's")
     parser.add_argument("--untied", action="store_true", help="separate output projection")
     parser.add_argument("--init-std", type=float, default=0.02)
     args = parser.parse_args(argv)

@@ -11,12 +11,13 @@ the file boundary so files keep HF tensor names), weights are stored column-majo
 and attention is `scaled_dot_product_attention` with native GQA (no repeated k/v).
 
 Each `Block` holds an attention part and an MLP part that `make_attention` / `make_mlp` choose per layer from
-the config. DeepSeek-V2's multi-head latent attention (MLA) and its mixture-of-experts MLP are meant to drop
-in there as further variants with the same call signatures; they are not built yet.
+the config: for `deepseek_v2` / `deepseek_v3` they are multi-head latent attention and DeepSeekMoE (deepseek.py),
+with the same call signatures.
 
 Cache protocol (docs/ARCHITECTURE.md): with a cache, each attention layer calls
 `cache.attend(layer_idx, q [B,Hq,T,D], k [B,Hkv,T,D], v [B,Hkv,T,D]) -> [B,Hq,T,D]` with rotary already
-applied to the new tokens' q and k; the cache stores k/v, masks, and returns the attention output.
+applied to the new tokens' q and k; the cache stores k/v, masks, and returns the attention output. MLA layers
+call `cache.attend_latent(...)` instead and the cache stores compressed latents (deepseek.py).
 
     python -m nanoseek.model.transformer     # runs a random tiny model once and prints the logits' shape
 """
@@ -213,10 +214,11 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """SwiGLU feed-forward with one fused gate/up projection."""
 
-    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+    def __init__(self, config: ModelConfig, layer_idx: int, intermediate_size: int | None = None) -> None:
         super().__init__()
-        self.gate_up_proj = Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
-        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        inner = intermediate_size or config.intermediate_size  # DeepSeekMoE's shared experts are narrower
+        self.gate_up_proj = Linear(config.hidden_size, 2 * inner, bias=config.mlp_bias)
+        self.down_proj = Linear(inner, config.hidden_size, bias=config.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
@@ -224,11 +226,19 @@ class MLP(nn.Module):
 
 
 def make_attention(config: ModelConfig, layer_idx: int) -> nn.Module:
-    return Attention(config, layer_idx)  # the place where DeepSeek-V2 MLA would be chosen
+    if config.is_mla:
+        from nanoseek.model.deepseek import LatentAttention  # deepseek.py builds on this module's parts
+
+        return LatentAttention(config, layer_idx)
+    return Attention(config, layer_idx)
 
 
 def make_mlp(config: ModelConfig, layer_idx: int) -> nn.Module:
-    return MLP(config, layer_idx)  # the place where a mixture-of-experts MLP would be chosen
+    if config.is_moe_layer(layer_idx):
+        from nanoseek.model.deepseek import MoE
+
+        return MoE(config, layer_idx)
+    return MLP(config, layer_idx)
 
 
 class Block(nn.Module):
@@ -298,6 +308,8 @@ class Transformer(nn.Module):
                     module.bias.zero_()
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(1.0)
+            elif module is not self and hasattr(module, "init_weights"):  # DeepSeekMoE's router and experts
+                module.init_weights(std)
 
     @property
     def dtype(self) -> torch.dtype:
