@@ -283,12 +283,11 @@ def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: in
         import llama_cpp
     except ImportError:
         return None
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gguf_export import export
+    from nanoseek.model.convert import convert
 
     gguf_file = OUT_DIR / f"{path.name}-{GGUF_TYPE[dtype]}.gguf"
     if not gguf_file.is_file() or gguf_file.stat().st_mtime < (path / "model.safetensors").stat().st_mtime:
-        export(path, gguf_file, GGUF_TYPE[dtype])
+        convert(str(path), gguf_file, GGUF_TYPE[dtype])
     llm = llama_cpp.Llama(
         str(gguf_file),
         n_ctx=len(prompt) + new_tokens + 8,

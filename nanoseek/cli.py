@@ -7,6 +7,7 @@
     nanoseek eval  --model PATH|--base-url URL --suite ...    (nanoseek.eval.cli)
     nanoseek merge CONFIG.yaml OUT_DIR     # merge fine-tuned models with mergekit (nanoseek.train.merge)
     nanoseek info  [--model PATH]          # model summary and a greedy sample (nanoseek.engine.info)
+    nanoseek convert IN OUT [--type T]     # GGUF <-> Hugging Face folder (nanoseek.model.convert)
 
 Subcommand modules are imported lazily so that `nanoseek --help` stays instant and one broken
 subsystem cannot take the others down. Each module exposes `main(argv: list[str]) -> int | None`.
@@ -25,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("nanoseek.eval.cli", "run evaluation suites and write the report card"),
     "merge": ("nanoseek.train.merge", "merge fine-tuned models (a mergekit config: linear, TIES, SLERP, ...)"),
     "info": ("nanoseek.engine.info", "print a model's summary and a greedy sample"),
+    "convert": ("nanoseek.model.convert", "convert between GGUF files and Hugging Face folders"),
 }
 
 

