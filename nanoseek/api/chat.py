@@ -28,6 +28,7 @@ from nanoseek.api.protocol import (
     Delta,
     ErrorResponse,
     FunctionCall,
+    ResponseFormat,
     ResponseMessage,
     TokenLogprob,
     ToolCall,
@@ -55,7 +56,7 @@ from nanoseek.api.serving import (
 )
 from nanoseek.api.settings import KeyPolicy, Settings
 from nanoseek.api.thinking import ThinkingChoice, budget_params, choose_thinking
-from nanoseek.api.tools import check_tools, tool_call_structural_tag
+from nanoseek.api.tools import check_strict_schema, check_tools, tool_call_structural_tag
 from nanoseek.engine.constraint import Constraint
 from nanoseek.engine.params import Request as EngineRequest
 from nanoseek.engine.params import StreamEvent
@@ -133,6 +134,24 @@ def mentions_json(body: ChatCompletionRequest) -> bool:
     return any("json" in m.text().lower() for m in body.messages if m.role in ("system", "user"))
 
 
+def json_schema_constraint(response_format: ResponseFormat) -> Constraint:
+    """OpenAI's structured outputs: the answer is JSON that matches the schema, grammar-enforced whether or not
+    `strict` is set; strict schemas must also be in DeepSeek's strict subset (as strict tools), else 400."""
+    spec = response_format.json_schema
+    if spec is None:
+        raise APIError(
+            400, "response_format of type 'json_schema' needs a `json_schema` object.", param="response_format"
+        )
+    if spec.strict:
+        check_strict_schema(spec.schema_, "response_format.json_schema.schema")
+    try:
+        return Constraint.json_schema(spec.schema_)
+    except ValueError as exc:
+        raise APIError(
+            400, f"response_format.json_schema.schema is not a usable JSON schema: {exc}", param="response_format"
+        ) from None
+
+
 def plan_chat(body: ChatCompletionRequest, served: ServedModel, choice: ThinkingChoice, settings: Settings) -> ChatPlan:
     thinking = choice.enabled
     check_messages(body.messages, thinking)
@@ -173,6 +192,8 @@ def plan_chat(body: ChatCompletionRequest, served: ServedModel, choice: Thinking
         constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "auto", tokenizer))
     elif json_output:
         constraint = Constraint.json_object()
+    elif body.response_format is not None and body.response_format.type == "json_schema":
+        constraint = json_schema_constraint(body.response_format)
 
     rendered_tools = tools if tool_choice != "none" else None
     prompt, start_in_reasoning = render_chat_prompt(served.tokenizer, body.messages, rendered_tools, thinking)

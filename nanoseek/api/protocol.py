@@ -77,8 +77,18 @@ class NamedToolChoice(Lenient):
     function: NamedFunction
 
 
+class JSONSchemaFormat(Lenient):
+    name: str = Field("response", pattern=TOOL_NAME_PATTERN)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    strict: bool | None = False
+
+
 class ResponseFormat(Lenient):
-    type: Literal["text", "json_object"] = "text"
+    """DeepSeek's text / json_object, and OpenAI's structured outputs (json_schema), which nanoseek adds."""
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JSONSchemaFormat | None = None
 
 
 class StreamOptions(Lenient):
