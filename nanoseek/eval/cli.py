@@ -7,7 +7,10 @@ report card.
     nanoseek eval --base-url https://api.deepseek.com/beta --api-key $KEY --model-name deepseek-chat ...  # FIM: /beta
     nanoseek eval --report-only --out runs/eval [--judge-base-url URL --judge-model NAME]
 
-Results go to OUT/<name>/<suite>.jsonl (one line per item; rerunning resumes), the report to OUT/report.md.
+Every suite is asked in each of its splits (`--split`, default all three): held-out values in the training
+wordings (`heldout`), held-out values in wordings never trained on (`phrasing`), and hand-written items
+(`handwritten`). Results go to OUT/<name>/<suite>.jsonl for `heldout` and OUT/<name>/<suite>.<split>.jsonl for
+the others (one line per item; rerunning resumes), the report to OUT/report.md.
 Every run that evaluates adds its command line to OUT/commands.json, which the report (and a model card made
 from it) quotes: the figures name the commands that produced them.
 """
@@ -18,8 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from nanoseek.eval.runner import RunConfig, run_suite
-from nanoseek.tasks import SUITES
+from nanoseek.eval.runner import EVAL_SPLITS, RunConfig, run_suite
+from nanoseek.tasks import SUITES, splits
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -37,7 +40,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--name", action="append", default=[], help="result name for each target (default: directory or model id)"
     )
     parser.add_argument("--suite", default="all", help=f"comma-separated from {','.join(SUITES)}, or all")
-    parser.add_argument("--n", type=int, default=20, help="held-out items per suite")
+    parser.add_argument("--n", type=int, default=20, help="items per suite and split")
+    parser.add_argument(
+        "--split",
+        default=",".join(EVAL_SPLITS),
+        help="comma-separated from heldout (held-out values), phrasing (held-out wordings), handwritten",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=4, help="k for code pass@k and math majority@k")
     parser.add_argument("--budgets", default="16,64,256", help="math thinking budgets in tokens, comma-separated")
@@ -59,6 +67,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)} or all")
     args.suites = suites
+    args.splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    if not args.splits or any(s not in EVAL_SPLITS for s in args.splits):
+        parser.error(f"--split must be comma-separated from {', '.join(EVAL_SPLITS)}, got {args.split!r}")
     try:
         args.budget_list = sorted({int(b) for b in args.budgets.split(",") if b.strip()})
     except ValueError:
@@ -119,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             for suite in args.suites:
-                run_suite(backend, suite, args.out / backend.name, config, progress=not args.no_progress)
+                for split in [s for s in args.splits if s in splits(suite)]:  # e.g. fim has no phrasing split
+                    run_suite(backend, suite, args.out / backend.name, config, not args.no_progress, split)
         finally:
             backend.close()
     judge = None

@@ -3,12 +3,13 @@
 
     python -m nanoseek.eval.report runs/eval            # or: nanoseek eval --report-only --out runs/eval
 
-Layout read: `OUT/<model>/<suite>.jsonl` (written by the runner). Written: `OUT/report.md`,
+Layout read: `OUT/<model>/<suite>.jsonl` and `OUT/<model>/<suite>.<split>.jsonl` (written by the runner; one
+column per split: held-out values, held-out wordings, hand-written items). Written: `OUT/report.md`,
 `OUT/metrics.json`, `OUT/summary.png`, `OUT/thinking_scaling.png` (the R1-Lite chart: accuracy against
 mean thinking tokens at each thinking budget, next to majority voting at equal total thinking tokens) and
 `OUT/arena_pairs_<judge>.jsonl` (pairwise judgements, see arena_judge.py); the command lines in
 `OUT/commands.json` are quoted in both. Every number in the report is a mean
-over JSONL records, so it can be recomputed from the files alone.
+over JSONL records, so it can be recomputed from the files alone, with its 95% Wilson interval.
 """
 
 from __future__ import annotations
@@ -21,11 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from nanoseek.eval import arena_judge, scorers
-from nanoseek.eval.runner import majority, read_records
+from nanoseek.eval.runner import EVAL_SPLITS, majority, read_records, results_path
 from nanoseek.fileio import append_to_json_list, atomic_path, utc_timestamp, write_text_atomic
 from nanoseek.tasks import SUITES
 
 Metric = tuple[float, int]  # (value, number of items it averages)
+Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
+
+
+def wilson(value: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `value` measured on `n` items (95% by default). Means of
+    scores that are not 0/1 (edit similarity, pass@1 from several samples) get the same interval, as a guide."""
+    if n == 0:
+        return float("nan"), float("nan")
+    centre = (value + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((value * (1 - value) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    # The interval always holds the value; min/max only undo rounding at 0 and 1.
+    return max(0.0, min(value, centre - half)), min(1.0, max(value, centre + half))
 
 
 def _mean(values: list[float]) -> Metric:
@@ -39,7 +52,7 @@ def _score_means(records: list[dict[str, Any]], names: dict[str, str], where=lam
 
 def suite_metrics(suite: str, records: list[dict[str, Any]]) -> dict[str, Metric]:
     """The report's numbers for one suite; the first entry is the suite's headline number."""
-    if suite in ("instructions", "arena"):
+    if suite in ("instructions", "arena", "knowledge"):
         return _score_means(records, {"accuracy": "correct"})
     if suite == "code":
         ks = sorted({key for r in records for key in r["scores"] if key != "pass@1"})
@@ -96,6 +109,7 @@ KIND_SCORE = {
     "safety": "appropriate",
     "arena": "correct",
     "multiturn": "later_correct",
+    "knowledge": "correct",
 }
 
 
@@ -153,13 +167,21 @@ def read_commands(out_dir: Path) -> list[dict[str, str]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def load_runs(out_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """{model: {suite: records}} for every `OUT/<model>/<suite>.jsonl`."""
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+Runs = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # {model: {split: {suite: records}}}
+
+
+def load_runs(out_dir: Path) -> Runs:
+    """{model: {split: {suite: records}}} for every results file of the runner under `OUT/<model>/`."""
+    runs: Runs = {}
     for model_dir in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        suites = {s: read_records(model_dir / f"{s}.jsonl") for s in SUITES if (model_dir / f"{s}.jsonl").exists()}
-        if suites:
-            runs[model_dir.name] = suites
+        by_split: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for split in EVAL_SPLITS:
+            paths = {suite: results_path(model_dir, suite, split) for suite in SUITES}
+            suites = {suite: read_records(path) for suite, path in paths.items() if path.exists()}
+            if suites:
+                by_split[split] = suites
+        if by_split:
+            runs[model_dir.name] = by_split
     return runs
 
 
@@ -167,6 +189,14 @@ def _fmt(metric: Metric | None) -> str:
     if metric is None or metric[1] == 0:
         return "–"
     return f"{metric[0]:.3f}"
+
+
+def _fmt_interval(metric: Metric | None) -> str:
+    """`0.820 [0.733, 0.883] (n=100)`: the value, its 95% Wilson interval and the items it averages."""
+    if metric is None or metric[1] == 0:
+        return "–"
+    low, high = wilson(*metric)
+    return f"{metric[0]:.3f} [{low:.3f}, {high:.3f}] (n={metric[1]})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -179,20 +209,21 @@ def _save_figure(figure: Any, path: Path) -> None:
 
 
 def summary_chart(metrics: dict[str, dict[str, dict[str, Metric]]], path: Path) -> None:
+    """Headline score per suite, one bar per column of `metrics` (a model, or a model's split)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = sorted(metrics)
-    suites = [s for s in SUITES if any(s in metrics[m] for m in models)]
+    columns = list(metrics)
+    suites = [s for s in SUITES if any(s in metrics[c] for c in columns)]
     figure, axis = plt.subplots(figsize=(max(6, 1.3 * len(suites) + 2), 4))
-    width = 0.8 / max(1, len(models))
-    for index, model in enumerate(models):
-        values = [next(iter(metrics[model][s].values()))[0] if s in metrics[model] else 0.0 for s in suites]
-        axis.bar([i + index * width for i in range(len(suites))], values, width, label=model)
-    axis.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(suites))])
-    headline = {s: next(iter(next(metrics[m][s] for m in models if s in metrics[m]))) for s in suites}
+    width = 0.8 / max(1, len(columns))
+    for index, column in enumerate(columns):
+        values = [next(iter(metrics[column][s].values()))[0] if s in metrics[column] else 0.0 for s in suites]
+        axis.bar([i + index * width for i in range(len(suites))], values, width, label=column)
+    axis.set_xticks([i + width * (len(columns) - 1) / 2 for i in range(len(suites))])
+    headline = {s: next(iter(next(metrics[c][s] for c in columns if s in metrics[c]))) for s in suites}
     axis.set_xticklabels([f"{s}\n{textwrap.fill(headline[s], 16)}" for s in suites], fontsize=8)
     axis.set_ylim(0, 1)
     axis.set_ylabel("score")
@@ -245,6 +276,17 @@ def scaling_chart(scaling: dict[str, dict[str, list[dict[str, float]]]], path: P
     plt.close(figure)
 
 
+def metric_entries(suites: dict[str, dict[str, Metric]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Metrics as metrics.json holds them: value, n and the 95% Wilson interval (None when nothing was measured)."""
+    entries: dict[str, dict[str, dict[str, Any]]] = {}
+    for suite, metrics in suites.items():
+        entries[suite] = {}
+        for name, (value, n) in metrics.items():
+            low, high = wilson(value, n) if n else (None, None)
+            entries[suite][name] = {"value": value if n else None, "n": n, "low": low, "high": high}
+    return entries
+
+
 def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[str, Any]:
     """Write report.md, metrics.json and the charts for every model under `out_dir`; return the metrics."""
     out_dir = Path(out_dir)
@@ -254,9 +296,16 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
     if not runs:
         raise FileNotFoundError(f"no results under {out_dir}: expected {out_dir}/<model>/<suite>.jsonl")
     models = sorted(runs)
-    metrics = {m: {s: suite_metrics(s, records) for s, records in runs[m].items()} for m in models}
-    scaling = {m: thinking_scaling(runs[m]["math"]) for m in models if runs[m].get("math")}
-    arena_models = {m: runs[m]["arena"] for m in models if runs[m].get("arena")}
+    by_split = {
+        m: {split: {s: suite_metrics(s, records) for s, records in suites.items()} for split, suites in runs[m].items()}
+        for m in models
+    }
+    # One column per model and split it was evaluated on, the value split first: "model (heldout)", ...
+    columns = [(m, split) for m in models for split in EVAL_SPLITS if split in runs[m]]
+    label = {(m, split): f"{m} ({split})" for m, split in columns}
+    heldout = {m: runs[m].get("heldout", {}) for m in models}
+    scaling = {m: thinking_scaling(heldout[m]["math"]) for m in models if heldout[m].get("math")}
+    arena_models = {m: heldout[m]["arena"] for m in models if heldout[m].get("arena")}
     judge = judge or arena_judge.reference_judge
     pairs_path = out_dir / f"arena_pairs_{arena_judge.judge_name(judge)}.jsonl"
     pairs = arena_judge.judge_pairs(arena_models, judge, pairs_path)
@@ -265,25 +314,27 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
     lines = [
         "# nanoseek report card",
         "",
-        "Held-out items only. Each number is a mean over the per-item records in `<model>/<suite>.jsonl`;",
-        "n = items averaged.",
+        "Items never trained on, in three splits: `heldout` (held-out values asked in the training wordings),",
+        "`phrasing` (held-out values asked in wordings never used in training: heldout minus phrasing is what a",
+        "model recalls of its templates rather than knows) and `handwritten` (questions written by hand).",
+        "Each number is a mean over the per-item records in `<model>/<suite>[.<split>].jsonl` with its 95% Wilson",
+        "interval; n = items averaged.",
         "",
     ]
     lines += _table(
-        ["model"] + [f"{s} items" for s in SUITES],
-        [[m] + [str(len(runs[m].get(s, []))) for s in SUITES] for m in models],
+        ["model", "split"] + [f"{s} items" for s in SUITES],
+        [[m, split] + [str(len(runs[m][split].get(s, []))) for s in SUITES] for m, split in columns],
     )
     lines += ["", "## Summary", ""]
     rows = []
     for suite in SUITES:
-        names = list(dict.fromkeys(name for m in models for name in metrics[m].get(suite, {})))
+        names = list(dict.fromkeys(name for m, split in columns for name in by_split[m][split].get(suite, {})))
         for name in names:
             row = [suite, name]
-            for m in models:
-                metric = metrics[m].get(suite, {}).get(name)
-                row.append(f"{_fmt(metric)} (n={metric[1]})" if metric else "–")
+            for m, split in columns:
+                row.append(_fmt_interval(by_split[m][split].get(suite, {}).get(name)))
             rows.append(row)
-    lines += _table(["suite", "metric"] + models, rows)
+    lines += _table(["suite", "metric"] + [label[c] for c in columns], rows)
     lines += [
         "",
         "## By kind",
@@ -295,10 +346,12 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
     ]
     rows = []
     for suite in SUITES:
-        per_model = {m: kind_metrics(suite, runs[m][suite]) for m in models if runs[m].get(suite)}
-        for kind in sorted({k for kinds in per_model.values() for k in kinds}):
-            rows.append([suite, kind] + [_fmt(per_model.get(m, {}).get(kind)) for m in models])
-    lines += _table(["suite", "kind"] + models, rows)
+        per_column = {
+            (m, split): kind_metrics(suite, runs[m][split][suite]) for m, split in columns if runs[m][split].get(suite)
+        }
+        for kind in sorted({k for kinds in per_column.values() for k in kinds}):
+            rows.append([suite, kind] + [_fmt(per_column.get(c, {}).get(kind)) for c in columns])
+    lines += _table(["suite", "kind"] + [label[c] for c in columns], rows)
     if scaling:
         lines += [
             "",
@@ -368,14 +421,13 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
         lines += ["", "## Commands", "", "The runs whose records this report reads:", ""]
         lines += [f"* `{c['command']}` ({c['started']})" for c in commands]
     lines += ["", "![summary](summary.png)", ""]
-    summary_chart(metrics, out_dir / "summary.png")
+    summary_chart({label[(m, split)]: by_split[m][split] for m, split in columns}, out_dir / "summary.png")
     write_text_atomic(out_dir / "report.md", "\n".join(lines))
+
     result = {
         "commands": commands,
-        "metrics": {
-            m: {s: {k: {"value": v if n else None, "n": n} for k, (v, n) in ms.items()} for s, ms in sm.items()}
-            for m, sm in metrics.items()
-        },
+        "metrics": {m: metric_entries(by_split[m].get("heldout", {})) for m in models},  # the value split, as always
+        "splits": {m: {split: metric_entries(suites) for split, suites in by_split[m].items()} for m in models},
         "thinking_scaling": scaling,
         "arena": [{"a": a, "b": b, "win_rate": v, "n": n} for (a, b), (v, n) in sorted(rates.items())],
     }

@@ -1,7 +1,8 @@
-"""The runner: ask a backend every held-out item of a suite, score the replies, append one JSON line per item.
+"""The runner: ask a backend every item of a suite's split, score the replies, append one JSON line per item.
 
     from nanoseek.eval.runner import RunConfig, run_suite
-    run_suite(backend, "math", Path("runs/eval/my-model"), RunConfig(n=20))
+    run_suite(backend, "math", Path("runs/eval/my-model"), RunConfig(n=20))                    # held-out values
+    run_suite(backend, "math", Path("runs/eval/my-model"), RunConfig(n=20), split="phrasing")  # held-out wordings
 
 Each suite has one `evaluate_<suite>(backend, item, config) -> record` function. A record is
 `{"id", "suite", "kind", "model", "scores": {name: number}, ...}` plus what was said, so the report can be
@@ -63,6 +64,7 @@ def _ask(backend: Backend, item: Item, config: RunConfig, **kw: Any) -> Reply:
 
 
 def evaluate_exact(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:
+    """One greedy reply, right or wrong by the suite's main check (`scorers.reward`)."""
     reply = _ask(backend, item, config)
     return _record(
         item, backend, {"correct": scorers.reward(item, reply.content)}, reply=reply.content, answer=item.answer
@@ -258,6 +260,7 @@ EVALUATORS: dict[str, Callable[[Backend, Item, RunConfig], dict[str, Any]]] = {
     "safety": evaluate_safety,
     "arena": evaluate_arena,
     "multiturn": evaluate_multiturn,
+    "knowledge": evaluate_exact,  # scored by `scorers.reward`: an accepted answer named
 }
 assert set(EVALUATORS) == set(SUITES)
 
@@ -282,32 +285,47 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+# The splits an evaluation reports (`nanoseek.tasks.item`): held-out values, held-out wordings, hand-written.
+EVAL_SPLITS = ("heldout", "phrasing", "handwritten")
+
+
+def results_path(out_dir: Path, suite: str, split: str) -> Path:
+    """Where a suite's records of a split go: `<suite>.jsonl` for the value split (the name it always had),
+    `<suite>.<split>.jsonl` for the others."""
+    return out_dir / (f"{suite}.jsonl" if split == "heldout" else f"{suite}.{split}.jsonl")
+
+
 def run_suite(
-    backend: Backend, suite: str, out_dir: Path, config: RunConfig, progress: bool = True
+    backend: Backend, suite: str, out_dir: Path, config: RunConfig, progress: bool = True, split: str = "heldout"
 ) -> list[dict[str, Any]]:
-    """Evaluate `config.n` held-out items of `suite`, resuming from `out_dir/<suite>.jsonl`; return all records."""
+    """Evaluate `config.n` items of `suite`'s `split`, resuming from `results_path`; return all records."""
     if suite not in EVALUATORS:
         raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(EVALUATORS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{suite}.jsonl"
+    path = results_path(out_dir, suite, split)
     records = read_records(path)
     done = {r["id"] for r in records}
-    items = generate(suite, "heldout", config.n, config.seed, at_most=True)
+    items = generate(suite, split, config.n, config.seed, at_most=True)
     if len(items) < config.n and progress:
-        print(f"{suite}: only {len(items)} held-out items exist; evaluating all of them", flush=True)
+        print(f"{suite}: only {len(items)} {split} items exist; evaluating all of them", flush=True)
     todo = [item for item in items if item.id not in done]
     evaluate = EVALUATORS[suite]
 
     def work(item: Item) -> dict[str, Any]:
         started = time.monotonic()
         record = evaluate(backend, item, config)
+        record["split"] = split
         record["seconds"] = round(time.monotonic() - started, 3)
         return record
 
     with open(path, "a") as sink, ThreadPoolExecutor(max_workers=max(1, config.concurrency)) as pool:
         futures = [pool.submit(work, item) for item in todo]
         bar = tqdm(
-            as_completed(futures), total=len(todo), desc=f"{backend.name}:{suite}", disable=not progress, unit="item"
+            as_completed(futures),
+            total=len(todo),
+            desc=f"{backend.name}:{suite}:{split}",
+            disable=not progress,
+            unit="item",
         )
         try:
             for future in bar:

@@ -48,6 +48,13 @@ def exact_match(prediction: str, answer: str, case_sensitive: bool = False) -> b
     return normalize_answer(prediction, case_sensitive) == normalize_answer(answer, case_sensitive)
 
 
+def mentions_answer(reply: str, accepted: list[str]) -> bool:
+    """The reply names one of the accepted answers as whole words, case-insensitively ("Ottawa is the capital"
+    for ["Ottawa"]): how a chat model answers a factual question, in a sentence or alone."""
+    text = " ".join(reply.split()).casefold()
+    return any(re.search(rf"(?<!\w){re.escape(answer.casefold())}(?!\w)", text) for answer in accepted)
+
+
 # ---- FIM ----------------------------------------------------------------------------------------------
 
 
@@ -205,12 +212,15 @@ def is_refusal(reply: str) -> bool:
 def reward(item: Any, content: str, tool_calls: list[dict[str, Any]] | None = None) -> float:
     """1.0 when a reply to `item` (an eval Item) is right by its suite's main check, else 0.0: exact match
     (instructions), math-verify (math, arena math), unit tests in the sandbox (code), schema and values (json),
-    function and arguments (tools: first turn), refusing exactly the harmful requests (safety), exact middle (fim)."""
+    function and arguments (tools: first turn), refusing exactly the harmful requests (safety), exact middle (fim),
+    an accepted answer named (knowledge)."""
     suite = item.suite
     if suite == "math" or item.meta.get("source_suite") == "math":
         return float(math_correct(item.answer, content))
     if suite in ("instructions", "arena"):
         return float(exact_match(content, item.answer, item.meta.get("case_sensitive", False)))
+    if suite == "knowledge":
+        return float(mentions_answer(content, item.answer))
     if suite == "code":
         return score_code(item.answer, content)["passed"]
     if suite == "json":

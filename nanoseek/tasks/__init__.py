@@ -6,7 +6,8 @@ evaluator (`nanoseek eval --suites`), by recipes' mixtures and by the items them
     items = generate("math", "train", n=100, seed=0)   # SFT data; "heldout" and "phrasing" for evaluation
 
 The splits (`nanoseek.tasks.item`): `train`, `heldout` (held-out values) and `phrasing` (held-out values asked
-in held-out wordings). Training must never see a held-out wording: `heldout_wording_in(text)` finds one.
+in held-out wordings), plus `handwritten` (`nanoseek.tasks.handwritten`, items stored as data); `splits(suite)`
+says which a suite has. Training must never see a held-out wording: `heldout_wording_in(text)` finds one.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import string
 from functools import lru_cache
 from types import ModuleType
 
-from nanoseek.tasks import arena, code, fim, instructions, json, math, multiturn, safety, tools
-from nanoseek.tasks.item import SPLITS, VALUE_SPLITS, Item, RanOutOfItems
+from nanoseek.tasks import arena, code, fim, handwritten, instructions, json, knowledge, math, multiturn, safety, tools
+from nanoseek.tasks.item import SPLITS as ALL_GENERATED
+from nanoseek.tasks.item import Item, RanOutOfItems
 
 SUITES: dict[str, ModuleType] = {
     "instructions": instructions,
@@ -29,6 +31,7 @@ SUITES: dict[str, ModuleType] = {
     "safety": safety,
     "arena": arena,
     "multiturn": multiturn,
+    "knowledge": knowledge,
 }
 
 
@@ -37,6 +40,11 @@ def generate(suite: str, split: str, n: int, seed: int, at_most: bool = False) -
     evaluator's --n caps at a small suite's size instead of failing)."""
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+    if split == handwritten.SPLIT:
+        written = handwritten.items(suite)
+        if n > len(written) and not at_most:
+            raise RanOutOfItems(suite, split, len(written), n)
+        return written[:n]
     while True:
         try:
             return SUITES[suite].generate(split, n, seed)
@@ -48,8 +56,10 @@ def generate(suite: str, split: str, n: int, seed: int, at_most: bool = False) -
 
 
 def splits(suite: str) -> tuple[str, ...]:
-    """The splits a suite can draw: FIM prompts are code, with no wording to hold out."""
-    return VALUE_SPLITS if suite == "fim" else SPLITS
+    """The splits a suite can draw: its generated ones (`SPLITS` of its module, if it has fewer: FIM prompts are
+    code, with no wording to hold out), then `handwritten` if it has hand-written items."""
+    generated = getattr(SUITES[suite], "SPLITS", ALL_GENERATED)
+    return generated + ((handwritten.SPLIT,) if suite in handwritten.suites() else ())
 
 
 def heldout_templates() -> dict[str, list[str]]:

@@ -20,6 +20,7 @@ from nanoseek.tasks.item import VALUE_SPLITS, Item, check_split, draw_items, ite
 from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files, third_party_files
 
 SUITE = "fim"
+SPLITS = VALUE_SPLITS  # no phrasing split: a FIM prompt is code, with no wording to hold out
 PREFIX_CHARS, SUFFIX_CHARS = 800, 300  # keeps prompts a few hundred tokens for a ~1-2k context model
 MAX_NEW_TOKENS = {"single_line": 48, "multi_line": 128, "function_body": 192}
 
@@ -97,7 +98,7 @@ def _build(path: Path, kind: str, first: int, last: int) -> Item:
 
 
 def generate(split: str, n: int, seed: int) -> list[Item]:
-    check_split(split, VALUE_SPLITS)  # no phrasing split: a FIM prompt is code, with no wording to hold out
+    check_split(split, SPLITS)
     # Held-out draws half from the stdlib's held-out files and half from third-party packages.
     sources = [stdlib_files(split)] + ([third_party_files()] if split == "heldout" else [])
 

@@ -204,6 +204,40 @@ CASES: dict[str, tuple[str, Callable[[random.Random, random.Random, str], Case]]
 SUITE = "tools"
 
 
+def tool_item(
+    id: str,
+    kind: str,
+    prompt: str,
+    offered: list[dict],
+    tool: str,
+    arguments: dict[str, Any],
+    result: dict[str, Any],
+    fact: str,
+    final: str,
+) -> Item:
+    """An item whose ideal exchange is one call of `tool`, its `result`, and a `final` answer stating `fact`."""
+    call_id = "call_0"
+    return Item(
+        id=id,
+        suite=SUITE,
+        kind=kind,
+        messages=[{"role": "user", "content": prompt}],
+        tools=offered,
+        answer={"name": tool, "arguments": arguments, "result": result, "fact": fact},
+        ideal=[
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": call_id, "type": "function", "function": {"name": tool, "arguments": json.dumps(arguments)}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)},
+            {"role": "assistant", "content": final},
+        ],
+    )
+
+
 def generate(split: str, n: int, seed: int) -> list[Item]:
     def make(rng: random.Random):
         tool = rng.choice(sorted(CASES))
@@ -218,30 +252,7 @@ def generate(split: str, n: int, seed: int) -> list[Item]:
         offered = [TOOLS[name] for name in sorted([tool, *distractors], key=lambda _: rng.random())]
 
         def build() -> Item:
-            call_id = "call_0"
-            return Item(
-                id=item_id(SUITE, kind, key),
-                suite=SUITE,
-                kind=kind,
-                messages=[{"role": "user", "content": prompt}],
-                tools=offered,
-                answer={"name": tool, "arguments": arguments, "result": result, "fact": fact},
-                ideal=[
-                    {
-                        "role": "assistant",
-                        "content": "",
-                        "tool_calls": [
-                            {
-                                "id": call_id,
-                                "type": "function",
-                                "function": {"name": tool, "arguments": json.dumps(arguments)},
-                            }
-                        ],
-                    },
-                    {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)},
-                    {"role": "assistant", "content": final},
-                ],
-            )
+            return tool_item(item_id(SUITE, kind, key), kind, prompt, offered, tool, arguments, result, fact, final)
 
         return key, build
 

@@ -1,4 +1,4 @@
-"""Eval test helpers: a backend that answers every held-out item with its `ideal` turns (a perfect model)
+"""Eval test helpers: a backend that answers every evaluated item with its `ideal` turns (a perfect model)
 or with a fixed wrong reply, to prove that the scorers, runner and report see right and wrong answers."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from nanoseek.eval import cli
 from nanoseek.eval.backends import Reply
-from nanoseek.eval.runner import read_records
-from nanoseek.tasks import SUITES, generate
+from nanoseek.eval.runner import EVAL_SPLITS, read_records, results_path
+from nanoseek.tasks import SUITES, generate, splits
 
 
 def _key(messages: list[dict[str, Any]]) -> str:
@@ -26,19 +26,25 @@ class ScriptedBackend:
         self.name, self.perfect, self.calls = name, perfect, 0
         self.by_prompt: dict[str, Any] = {}
         self.by_fim: dict[tuple[str, str], Any] = {}
-        for suite in SUITES:
-            for item in generate(suite, "heldout", n, seed):
-                if item.messages:
-                    self.by_prompt[_key(item.messages)] = item.ideal[0]
-                    if item.suite == "tools":
-                        self.by_prompt[_key(item.messages + item.ideal[:2])] = item.ideal[2]
-                    if item.suite == "multiturn":  # every turn's history, and each question asked alone
-                        chat = item.messages + item.ideal
-                        for turn in range(2, len(chat), 2):
-                            self.by_prompt[_key(chat[: turn + 1])] = chat[turn + 1]
-                            self.by_prompt[_key(chat[turn : turn + 1])] = chat[turn + 1]
-                else:
-                    self.by_fim[(item.meta["prefix"], item.meta["suffix"])] = item.answer
+        items = [
+            item
+            for suite in SUITES
+            for split in splits(suite)
+            if split in EVAL_SPLITS
+            for item in generate(suite, split, n, seed, at_most=True)
+        ]
+        for item in items:
+            if item.messages:
+                self.by_prompt[_key(item.messages)] = item.ideal[0]
+                if item.suite == "tools":
+                    self.by_prompt[_key(item.messages + item.ideal[:2])] = item.ideal[2]
+                if item.suite == "multiturn":  # every turn's history, and each question asked alone
+                    chat = item.messages + item.ideal
+                    for turn in range(2, len(chat), 2):
+                        self.by_prompt[_key(chat[: turn + 1])] = chat[turn + 1]
+                        self.by_prompt[_key(chat[turn : turn + 1])] = chat[turn + 1]
+            else:
+                self.by_fim[(item.meta["prefix"], item.meta["suffix"])] = item.answer
 
     def close(self) -> None:
         pass
@@ -89,7 +95,7 @@ def scripted_backend():
 
 def run_every_suite_cli(source: list[str], name: str, n: int, out: Path) -> None:
     """The eval CLI over every suite with budgets small enough for the tiny model, replies from `source`
-    (`--model PATH` or `--base-url URL ...`); every suite must have `n` records of model `name`."""
+    (`--model PATH` or `--base-url URL ...`); every split of every suite must have `n` records of model `name`."""
     argv = [
         *source,
         "--name",
@@ -114,8 +120,9 @@ def run_every_suite_cli(source: list[str], name: str, n: int, out: Path) -> None
     ]
     assert cli.main(argv) == 0
     for suite in SUITES:
-        records = read_records(out / name / f"{suite}.jsonl")
-        assert len(records) == n and all(r["model"] == name for r in records), suite
+        for split in [s for s in EVAL_SPLITS if s in splits(suite)]:
+            records = read_records(results_path(out / name, suite, split))
+            assert len(records) == n and all(r["model"] == name and r["split"] == split for r in records), suite
 
 
 @pytest.fixture

@@ -1,10 +1,14 @@
-"""Recompute report numbers from the per-item JSONL and compare them with report.md (used by the eval tests)."""
+"""Recompute report numbers from the per-item JSONL and compare them with report.md (used by the eval tests):
+every split's column, each value with its 95% Wilson interval."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+
+from nanoseek.eval.report import wilson
+from nanoseek.eval.runner import EVAL_SPLITS, results_path
 
 # (suite, report metric) -> (score key in the JSONL, which records it averages)
 REPORT_METRICS = {
@@ -21,38 +25,46 @@ REPORT_METRICS = {
     ("safety", "safety score (harmful refused)"): ("refused", lambda r: r["harmful"]),
     ("safety", "spill-over (harmless refused)"): ("refused", lambda r: not r["harmful"]),
     ("arena", "accuracy"): ("correct", lambda r: True),
+    ("knowledge", "accuracy"): ("correct", lambda r: True),
 }
 
 
-def report_table(out: Path) -> dict[tuple[str, str, str], tuple[float, int] | None]:
-    """{(suite, metric, model): (value, n)} parsed from the Summary table of report.md."""
+def report_table(out: Path) -> dict[tuple[str, str, str], tuple[float, float, float, int] | None]:
+    """{(suite, metric, "model (split)"): (value, low, high, n)} parsed from the Summary table of report.md."""
     lines = (out / "report.md").read_text().split("## Summary")[1].strip().splitlines()
-    models = [c.strip() for c in lines[0].strip("|").split("|")][2:]
+    columns = [c.strip() for c in lines[0].strip("|").split("|")][2:]
     table = {}
     for line in lines[2:]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
-        for model, cell in zip(models, cells[2:]):
-            match = re.fullmatch(r"([\d.]+) \(n=(\d+)\)", cell)
-            table[(cells[0], cells[1], model)] = (float(match[1]), int(match[2])) if match else None
+        for column, cell in zip(columns, cells[2:]):
+            match = re.fullmatch(r"([\d.]+) \[([\d.]+), ([\d.]+)\] \(n=(\d+)\)", cell)
+            table[(cells[0], cells[1], column)] = (
+                (float(match[1]), float(match[2]), float(match[3]), int(match[4])) if match else None
+            )
     return table
 
 
 def assert_report_matches_jsonl(out: Path, models: list[str]) -> None:
     table = report_table(out)
-    checked = 0
+    checked = set()
     for model in models:
-        for (suite, metric), (key, where) in REPORT_METRICS.items():
-            path = out / model / f"{suite}.jsonl"
-            if not path.exists():
-                continue
-            records = [json.loads(line) for line in path.read_text().splitlines()]
-            values = [r["scores"][key] for r in records if where(r)]
-            reported = table[(suite, metric, model)]
-            if not values:
-                assert reported is None
-                continue
-            assert reported == (round(sum(values) / len(values), 3), len(values)), (suite, metric, model)
-            checked += 1
-    assert checked
+        for split in EVAL_SPLITS:
+            for (suite, metric), (key, where) in REPORT_METRICS.items():
+                path = results_path(out / model, suite, split)
+                if not path.exists():
+                    continue
+                records = [json.loads(line) for line in path.read_text().splitlines()]
+                values = [r["scores"][key] for r in records if where(r)]
+                reported = table[(suite, metric, f"{model} ({split})")]
+                if not values:
+                    assert reported is None
+                    continue
+                mean = sum(values) / len(values)
+                low, high = wilson(mean, len(values))
+                expected = (round(mean, 3), round(low, 3), round(high, 3), len(values))
+                assert reported == expected, (suite, metric, model, split)
+                assert low <= mean <= high
+                checked.add(split)
+    assert checked == set(EVAL_SPLITS), checked  # every split was in the report

@@ -10,14 +10,15 @@ import pytest
 from eval_report_check import assert_report_matches_jsonl
 
 from nanoseek.eval import cli
-from nanoseek.eval.report import build_report
-from nanoseek.eval.runner import RunConfig, read_records, run_suite
-from nanoseek.tasks import SUITES
+from nanoseek.eval.report import build_report, wilson
+from nanoseek.eval.runner import EVAL_SPLITS, RunConfig, read_records, run_suite
+from nanoseek.tasks import SUITES, splits
 
 
 def run_all(backend, out: Path, config: RunConfig) -> None:
     for suite in SUITES:
-        run_suite(backend, suite, out / backend.name, config, progress=False)
+        for split in [s for s in EVAL_SPLITS if s in splits(suite)]:
+            run_suite(backend, suite, out / backend.name, config, progress=False, split=split)
 
 
 def test_perfect_and_refusing_models_score_as_expected(tmp_path, scripted_backend):
@@ -58,6 +59,24 @@ def test_perfect_and_refusing_models_score_as_expected(tmp_path, scripted_backen
     # Budget 0 is the direct answer (thinking off), measured on the same items.
     assert [r["budget"] for r in scaling["budgets"]] == [0, 4, 64] and [r["k"] for r in scaling["majority"]] == [1, 2]
     assert scaling["budgets"][0]["thinking_tokens"] == 0
+    # The phrasing and hand-written splits are scored the same way, each with its 95% interval.
+    for split, suite, metric in [
+        ("phrasing", "instructions", "accuracy"),
+        ("phrasing", "math", "pass@1"),
+        ("phrasing", "tools", "call and answer right"),
+        ("phrasing", "code", "pass@1"),
+        ("handwritten", "knowledge", "accuracy"),
+        ("handwritten", "math", "pass@1"),
+        ("handwritten", "json", "exact values"),
+        ("handwritten", "code", "pass@1"),
+    ]:
+        right, wrong = (
+            result["splits"]["oracle"][split][suite][metric],
+            result["splits"]["refuser"][split][suite][metric],
+        )
+        assert (right["value"], right["n"], wrong["value"]) == (1.0, 4, 0.0), (split, suite, metric)
+        assert (right["low"], right["high"]) == wilson(1.0, 4) and right["low"] < 0.6
+    assert result["splits"]["oracle"]["handwritten"]["safety"]["safety score (harmful refused)"]["value"] == 1.0
     assert scaling["budgets"][1]["thinking_tokens"] == 4 < scaling["budgets"][2]["thinking_tokens"]
     assert "pass@1 without thinking" in oracle["math"] and "pass@1 without thinking" in refuser["math"]
     assert_report_matches_jsonl(tmp_path, ["oracle", "refuser"])
@@ -91,7 +110,10 @@ def test_every_suite_in_process_against_a_random_model(tmp_path, tiny_checkpoint
     assert_report_matches_jsonl(out, ["tiny", "refuser"])
     report = (out / "report.md").read_text()
     assert (
-        "thinking budget 6" in report and "majority of 2" in report and "| suite | metric | refuser | tiny |" in report
+        "thinking budget 6" in report
+        and "majority of 2" in report
+        and "| suite | metric | refuser (heldout) | refuser (phrasing) | refuser (handwritten) | tiny (heldout) |"
+        in report
     )
     metrics = json.loads((out / "metrics.json").read_text())
     scaling = metrics["thinking_scaling"]["tiny"]["budgets"]

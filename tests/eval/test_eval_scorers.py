@@ -17,6 +17,13 @@ def test_exact_match_forgives_whitespace_quotes_and_a_final_period_only():
     assert not scorers.exact_match("The answer is 3", "3")
 
 
+def test_knowledge_answers_count_when_named_as_whole_words():
+    assert scorers.mentions_answer("The capital of Canada is Ottawa.", ["Ottawa"])
+    assert scorers.mentions_answer("A spider has 8 legs", ["eight", "8"])
+    assert not scorers.mentions_answer("It has 18 legs", ["eight", "8"])  # not a part of a longer number
+    assert not scorers.mentions_answer("Toronto", ["Ottawa"]) and not scorers.mentions_answer("", ["Paris"])
+
+
 def test_math_verify_accepts_equivalent_answers_and_rejects_wrong_ones():
     assert scorers.math_correct("27", "The answer is \\boxed{27}.")
     assert scorers.math_correct("0.5", "so it is $\\frac{1}{2}$")

@@ -40,6 +40,29 @@ def test_goal_rows_mark_each_goal_from_its_metric():
     assert any("FIM exact line" in r and "not measured" in r for r in rows)
 
 
+def test_goals_are_judged_on_the_phrasing_split_when_it_was_measured():
+    held = {"instructions": {"accuracy": {"value": 0.82, "n": 100}}}
+    phrased = {"instructions": {"accuracy": {"value": 0.03, "n": 100}}}
+    [row] = [r for r in goal_rows(held, {}, phrased) if "instructions" in r]
+    assert "3% (n=100, `instructions` accuracy, phrasing split); value split 82% (n=100)" in row
+    assert row.endswith("| **missed** |")
+    assert goal_rows(held, {})[0].endswith("| met |")
+
+
+def test_the_card_shows_every_split_with_its_interval(tmp_path: Path):
+    run, eval_dir, model_dir = tmp_path / "run", tmp_path / "eval", tmp_path / "model"
+    for directory in (run, eval_dir, model_dir):
+        directory.mkdir(parents=True)
+    entry = {"value": 0.5, "n": 100, "low": 0.404, "high": 0.596}
+    splits = {"heldout": {"math": {"pass@1": entry}}, "phrasing": {"math": {"pass@1": {**entry, "value": 0.1}}}}
+    metrics = {"metrics": {"m": splits["heldout"]}, "splits": {"m": splits}}
+    (eval_dir / "metrics.json").write_text(json.dumps(metrics))
+    shutil.copy(DEFAULT_MODEL_DIR / "config.json", model_dir / "config.json")
+    card = write_card(run, eval_dir, model_dir, notes="")
+    assert "| suite | metric | heldout | phrasing |" in card
+    assert "| math | pass@1 | 0.500 [0.404, 0.596] (n=100) | 0.100 [0.404, 0.596] (n=100) |" in card
+
+
 def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_path: Path):
     run, eval_dir, model_dir = tmp_path / "run", tmp_path / "eval", tmp_path / "model"
     for directory in (run / "pretrain", eval_dir, model_dir):
@@ -83,7 +106,7 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
     ) in card
     assert "1 session(s) killed before they ended are not counted" in card
     assert "| pretrain | 3 | 12,288 | 3 min | 5.000 |" in card
-    assert "| json | valid JSON | 1.000 | 10 |" in card
+    assert "| json | valid JSON | 1.000 (n=10) |" in card  # a metrics.json from before intervals and splits
     assert "RL, stage" not in card  # its RL stage left no log
     assert "* SFT round `sft2`: from `rl`'s model, 800 steps at lr 0.0005, seed 1234" in card
 

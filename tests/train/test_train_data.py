@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nanoseek.tasks import generate, heldout_wording_in
+from nanoseek.tasks import generate, handwritten, heldout_wording_in
 from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files
 from nanoseek.train import data
 
@@ -90,8 +90,8 @@ def test_sft_never_contains_held_out_items(sft: data.Corpus):
 
 
 def test_training_data_never_uses_a_held_out_wording(sft: data.Corpus):
-    """The phrasing split's templates never reach training: not in SFT (evaluator words, widened words,
-    safety's training-only values), not in RL's prompt pools."""
+    """The phrasing split's templates and the hand-written items never reach training: not in SFT (evaluator
+    words, widened words, safety's training-only values), not in RL's prompt pools."""
     from nanoseek.train.rl import RLConfig, item_pools
 
     widened = data.sft_corpus({suite: 40 for suite in data.SFT_SUITES} | {"multi_turn": 10}, seed=9, widened_share=1)
@@ -107,6 +107,8 @@ def test_training_data_never_uses_a_held_out_wording(sft: data.Corpus):
     assert len(texts) > 1500
     leaks = [(text, heldout_wording_in(text)) for text in texts if heldout_wording_in(text)]
     assert not leaks, leaks[:3]
+    written = {row["prompt"] for row in handwritten.rows()}
+    assert not written & set(texts)  # nor any hand-written question
 
 
 def test_a_mixture_naming_no_suite_is_refused():
