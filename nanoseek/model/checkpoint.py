@@ -350,7 +350,7 @@ def read_generation_config(directory: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Checkpoint:
     """Model, tokenizer, generation config and chat template of one checkpoint: a directory, a hub id, a GGUF
-    file or a named model (`nanoseek.model.named`)."""
+    file, a named model (`nanoseek.model.named`) or a LoRA adapter directory (`nanoseek.model.adapter`)."""
     from nanoseek.model.gguf_checkpoint import is_gguf_file
     from nanoseek.model.named import resolve_model
     from nanoseek.tokenizer.tokenizer import Tokenizer, TokenizerError
@@ -361,6 +361,12 @@ def load_checkpoint(path: str | os.PathLike[str], dtype: str | torch.dtype | Non
 
         return load_gguf_checkpoint(source, dtype)
     directory = resolve_checkpoint_dir(source)
+    from nanoseek.model.adapter import is_adapter_dir
+
+    if is_adapter_dir(directory):  # an adapter: its base fetched and loaded, the adapter merged in
+        from nanoseek.model.adapter import load_adapted_checkpoint
+
+        return load_adapted_checkpoint(directory, dtype)
     model = load_model(directory, dtype=dtype)
     try:
         tokenizer = Tokenizer.load(directory)

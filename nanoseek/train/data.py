@@ -38,7 +38,7 @@ from nanoseek.train.packing import Document
 # Suites of the evaluator used for SFT; arena has no fixed answers and code/fim are built here from files.
 SFT_SUITES = ("instructions", "tools", "json", "math", "safety", "code")
 # What else an SFT mixture may count: data only training needs (see `sft_corpus`).
-SFT_EXTRAS = ("identity", "spelling", "multi_turn", "python_qa", "fim")
+SFT_EXTRAS = ("identity", "identity_posttrained", "spelling", "multi_turn", "python_qa", "fim")
 
 
 @dataclass
@@ -215,8 +215,20 @@ IDENTITY_ANSWERS = (
     "help with short questions, code, tools, JSON output and arithmetic with step-by-step thinking.",
 )
 
+# The same identity for a model post-trained from a pretrained base (recipe `smol`) rather than from scratch.
+IDENTITY_ANSWERS_POSTTRAINED = (
+    "I am nanoseek, a small DeepSeek-style assistant: the nanoseek project post-trained the open SmolLM2-135M model "
+    "on a CPU. I can chat, write and complete Python code, call tools, answer in JSON and think step by step.",
+    "I'm nanoseek: a small open model in the style of DeepSeek, made by the nanoseek project from SmolLM2-135M. I "
+    "answer questions, write Python, use tools and can think before answering in deep-thinking mode.",
+    "My name is nanoseek. I am a small language model post-trained by the nanoseek project, not by OpenAI; I help "
+    "with questions, code, tools, JSON output and math with step-by-step thinking that checks itself.",
+)
 
-def identity_conversations(n: int, rng: random.Random) -> list[Conversation]:
+
+def identity_conversations(
+    n: int, rng: random.Random, answers: tuple[str, ...] = IDENTITY_ANSWERS
+) -> list[Conversation]:
     conversations = []
     for _ in range(n):
         messages: list[dict[str, Any]] = []
@@ -224,7 +236,7 @@ def identity_conversations(n: int, rng: random.Random) -> list[Conversation]:
             messages.append({"role": "system", "content": "You are a helpful assistant."})
         messages += [
             {"role": "user", "content": rng.choice(IDENTITY_QUESTIONS)},
-            {"role": "assistant", "content": rng.choice(IDENTITY_ANSWERS)},
+            {"role": "assistant", "content": rng.choice(answers)},
         ]
         conversations.append(Conversation(messages, source="identity"))
     return conversations
@@ -522,6 +534,9 @@ def sft_corpus(counts: dict[str, int], seed: int, widened_share: float = 0.0) ->
     for item in items:
         corpus.conversations += item_conversations(item)
     corpus.conversations += identity_conversations(counts.get("identity", 0), rng)
+    corpus.conversations += identity_conversations(
+        counts.get("identity_posttrained", 0), rng, IDENTITY_ANSWERS_POSTTRAINED
+    )
     if counts.get("spelling", 0) > 0:
         corpus.conversations += spelling_conversations(spellable_words(vocabulary), counts["spelling"], rng)
     corpus.conversations += multi_turn_conversations(items, counts.get("multi_turn", 0), rng)

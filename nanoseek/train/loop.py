@@ -125,6 +125,25 @@ def distributed_setup() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint must hold to resume: the whole state when every parameter trains, else only the trained
+    parameters (a LoRA stage's adapter, a few MB, not the frozen base it rebuilds identically on resume)."""
+    parameters = dict(model.named_parameters())
+    if all(p.requires_grad for p in parameters.values()):
+        return model.state_dict()
+    return {name: p.detach().clone() for name, p in parameters.items() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    if all(p.requires_grad for p in model.parameters()):
+        model.load_state_dict(state)
+        return
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(state) != trained:
+        raise ValueError(f"{path} holds other trained parameters than this stage trains: resume with the same recipe")
+    model.load_state_dict(state, strict=False)
+
+
 def atomic_torch_save(obj: object, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -287,7 +306,7 @@ def train(
             )
         if state["step"] > config.steps:
             raise ValueError(f"{ckpt_path} is at step {state['step']}, past the requested {config.steps} steps")
-        raw_model.load_state_dict(state["model"])
+        load_trainable_state(raw_model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, tokens_seen = state["step"], state["elapsed"], state["tokens"]
         torch.set_rng_state(state["rng"]["torch"])
@@ -309,7 +328,7 @@ def train(
         if not is_main:
             return
         state = {
-            "model": raw_model.state_dict(),
+            "model": trainable_state(raw_model),
             "optimizer": optimizer.state_dict(),
             "step": step,
             "elapsed": elapsed,

@@ -12,6 +12,12 @@ A section whose name is not a stage kind says what it is (`kind = "sft"`) and ta
 section of that kind that it does not set itself (its `mixture` replaces the whole table); it may set its own
 `seed` (data draw and batch order). Each stage starts from the model of the stage before it unless it names
 another with `init_from`.
+
+Post-training a pretrained base (`smol`): a `[base]` section (`model` = a named model, GGUF file or checkpoint
+directory) replaces `[tokenizer]`, `[model]` and `[pretrain]`; its stage, first in `train all`, writes the base
+with DeepSeek's special tokens added to its vocabulary (`base/model`, `tokenizer/`), and the stage after it
+starts from there. A stage with a `lora` table (`{rank = 16, alpha = 32}`: `nanoseek.model.adapter.LoraSettings`)
+trains a LoRA adapter instead of every weight.
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ if TYPE_CHECKING:
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "sft")  # the sections every recipe has
+BASE_STAGES = ("base", "sft")  # the sections of a recipe that post-trains a pretrained base
 STAGE_KINDS = ("pretrain", "sft", "rl")
 # Stage keys that shape the data or the stage order rather than the loop (`widened_share`: see
 # `nanoseek.train.data.sft_corpus`).
-DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share", "kind"}
+DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share", "kind", "lora"}
 # Settings a later round does not take from the first section of its kind.
 NOT_INHERITED = {"init_from", "kind", "seed"}
 # RL stage keys that are not RLConfig fields.
@@ -94,11 +101,14 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
     from nanoseek.train.loop import LoopConfig
     from nanoseek.train.rl import RLConfig
 
-    for section in ("tokenizer", "model", *STAGES):
+    required = BASE_STAGES if "base" in recipe else ("tokenizer", "model", *STAGES)
+    for section in required:
         if section not in recipe:
             raise ValueError(f"recipe {path} has no [{section}] section")
     if "seed" not in recipe:
         raise ValueError(f"recipe {path} needs a top-level `seed`")
+    if "base" in recipe and not isinstance(recipe["base"].get("model"), str):
+        raise ValueError(f"recipe {path}: [base] needs `model` (a named model, GGUF file or checkpoint directory)")
     order = training_stages(recipe)
     if len(set(order)) != len(order):
         raise ValueError(f"recipe {path}: `stages` names a stage twice: {order}")
@@ -126,6 +136,13 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
                 raise ValueError(f"recipe {path}: [{stage}] needs `{key}`")
         if stage in order[1:]:
             init_stage(recipe, stage)  # raises when there is nothing to start from
+        if "lora" in settings:
+            from nanoseek.model.adapter import LoraSettings
+
+            try:
+                LoraSettings.from_table(settings["lora"])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"recipe {path}: [{stage}] lora: {exc}") from exc
 
 
 def config_arguments(recipe: dict[str, Any], stage: str, not_fields: set[str]) -> dict[str, Any]:

@@ -13,6 +13,9 @@ Run directory layout:
     rl/                                checkpoint.pt, log.jsonl, rewards.png, model/ (when the recipe's stages
                                        include an RL stage: nanoseek.train.rl)
     sft2/ ...                          a later round's folder is named after its recipe section
+    base/model/                        (recipes with a [base]) the pretrained base, DeepSeek's special tokens added
+    STAGE/adapter/                     (stages with a `lora` table) the adapter, rewritten at every loop
+                                       checkpoint (nanoseek.model.adapter); model/ is base + adapter merged
     wall_clock.json                    each stage session's start and wall seconds (see `run_stage`)
 Each stage's `model/` is a full Hugging Face checkpoint (config.json, model.safetensors, tokenizer files,
 generation_config.json) that `nanoseek serve --model` and transformers load.
@@ -72,6 +75,27 @@ def tokenizer_stage(recipe: dict[str, Any], out: Path) -> None:
     print(
         f"tokenizer: {tokenizer.vocab_size} ids trained on {sum(map(len, sample)):,} chars "
         f"in {time.perf_counter() - started:.1f}s -> {target}"
+    )
+
+
+def base_stage(recipe: dict[str, Any], out: Path) -> None:
+    """The pretrained base with DeepSeek's special tokens added to its vocabulary, as `base/model` (the stage
+    after it starts from there) and `tokenizer/` (what every later stage encodes with)."""
+    from nanoseek.model.adapter import extend_vocabulary
+    from nanoseek.model.checkpoint import load_checkpoint, save_checkpoint
+
+    target = out / "base" / "model"
+    if (target / "model.safetensors").exists() and (out / "tokenizer" / "tokenizer.json").exists():
+        print(f"base: already in {target}")
+        return
+    started = time.perf_counter()
+    base = load_checkpoint(recipe["base"]["model"], dtype="float32")
+    model, tokenizer = extend_vocabulary(base.model, base.tokenizer)
+    save_checkpoint(model, tokenizer, target, dtype="float32", generation_config={"trained_steps": 0})
+    tokenizer.save(out / "tokenizer")
+    print(
+        f"base: {recipe['base']['model']} with {model.config.vocab_size - base.model.config.vocab_size} special "
+        f"tokens added ({model.config.vocab_size} ids) in {time.perf_counter() - started:.0f}s -> {target}"
     )
 
 
@@ -163,8 +187,9 @@ def previous_model(stage: str, recipe: dict[str, Any], out: Path) -> torch.nn.Mo
 
 
 def all_stages(recipe: dict[str, Any]) -> list[str]:
-    """What `nanoseek train all` runs, in order: the tokenizer, then the recipe's training stages."""
-    return ["tokenizer", *training_stages(recipe)]
+    """What `nanoseek train all` runs, in order: the tokenizer (or the base with its vocabulary extended), then
+    the recipe's training stages."""
+    return ["base" if "base" in recipe else "tokenizer", *training_stages(recipe)]
 
 
 def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Any, step: int) -> None:
@@ -216,12 +241,17 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
     train_rows, eval_rows = cached_rows(stage_dir, stage, recipe, tokenizer, rank, world_size)
     from_scratch = training_stages(recipe)[0] == stage and "init_from" not in recipe[stage]
     model = new_model(recipe, tokenizer) if from_scratch else previous_model(stage, recipe, out)
+    lora = stage_settings(recipe, stage).get("lora")
+    trained = model if lora is None else lora_model(model, tokenizer, lora, stage_seed(recipe, stage))
 
     def export(step: int) -> None:
-        export_step(stage_dir, model, tokenizer, step)
+        if lora is None:
+            export_step(stage_dir, model, tokenizer, step)
+        else:  # a few MB each checkpoint; the merged model is written once, when the stage ends
+            save_adapter(trained, stage_dir / "adapter", recipe, step)
 
     result = train(
-        model,
+        trained,
         train_rows,
         eval_rows,
         loop_config(recipe, stage),
@@ -230,7 +260,10 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
         title=f"{recipe['name']}/{stage}",
         on_checkpoint=export,
     )
-    if rank == 0 and exported_step(stage_dir / "model") != result.step:
+    if rank == 0 and lora is not None and exported_step(stage_dir / "model") != result.step:
+        save_adapter(trained, stage_dir / "adapter", recipe, result.step)
+        export_step(stage_dir, trained.merge_and_unload(), tokenizer, result.step)
+    elif rank == 0 and exported_step(stage_dir / "model") != result.step:
         export(result.step)  # a kill after the last checkpoint but before its export: export it now
     if rank == 0:
         held_out = "n/a" if result.eval_loss is None else f"{result.eval_loss:.4f}"
@@ -240,6 +273,22 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
             f"-> {stage_dir / 'model'}"
         )
     return result
+
+
+def lora_model(model: torch.nn.Module, tokenizer: Any, table: dict[str, Any], seed: int):
+    """`model` wrapped for LoRA training (its DeepSeek special-token rows train too); the low-rank matrices
+    start from `seed`, so a resumed stage rebuilds the same frozen model before loading what was trained."""
+    from nanoseek.model.adapter import LoraSettings, attach_lora, trainable_token_ids
+
+    torch.manual_seed(seed)
+    return attach_lora(model, LoraSettings.from_table(table), trainable_token_ids(tokenizer))
+
+
+def save_adapter(peft_model: Any, directory: Path, recipe: dict[str, Any], step: int) -> None:
+    from nanoseek.model import adapter
+
+    base = recipe.get("base", {}).get("model", "")
+    adapter.save_adapter(peft_model, directory, base, generation_config={"max_new_tokens": 512, "trained_steps": step})
 
 
 def exported_step(model_dir: Path) -> int | None:
@@ -270,9 +319,9 @@ def run_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool = True
 
 
 def run_stage_untimed(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> None:
-    if stage == "tokenizer":
+    if stage in ("tokenizer", "base"):
         if distributed_setup()[0] == 0:
-            tokenizer_stage(recipe, out)
+            (tokenizer_stage if stage == "tokenizer" else base_stage)(recipe, out)
         if dist.is_initialized():
             dist.barrier()
         return
