@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import nanoseek
 from nanoseek import DEFAULT_MODEL_DIR
-from nanoseek.api import anthropic, balance, chat, completions, health, models
+from nanoseek.api import anthropic, balance, chat, completions, health, models, responses
 from nanoseek.api.auth import Gatekeeper, identify_key
 from nanoseek.api.errors import error_body, install_error_handlers
 from nanoseek.api.health import Metrics, MetricsMiddleware
@@ -170,7 +170,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.model_label = label
     install_error_handlers(app)
     for prefix in OPENAI_PREFIXES:
-        for module in (chat, completions, models, balance):
+        for module in (chat, completions, responses, models, balance):
             app.include_router(module.router, prefix=prefix, include_in_schema=prefix == "")
     app.include_router(anthropic.router, prefix="/anthropic")
     app.include_router(health.router)

@@ -394,3 +394,88 @@ class AnthropicResponse(BaseModel):
     stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"] | None
     stop_sequence: str | None = None
     usage: AnthropicUsage
+
+
+# ---------------------------------------------------------------- Responses API
+
+
+class ResponsesContentPart(Lenient):
+    type: str = "input_text"  # input_text | output_text | text | reasoning_text
+    text: str = ""
+
+
+class ResponsesInputItem(Lenient):
+    """One input item: a message (`role`, `content`), a function call the model made, its output, or reasoning."""
+
+    type: Literal["message", "function_call", "function_call_output", "reasoning"] = "message"
+    role: Literal["user", "system", "developer", "assistant"] | None = None
+    content: str | list[ResponsesContentPart] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | list[ResponsesContentPart] | None = None
+    summary: list[ResponsesContentPart] | None = None
+
+
+class ResponsesTool(Lenient):
+    type: str
+    name: str | None = Field(None, pattern=TOOL_NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = False
+
+
+class ResponsesNamedTool(Lenient):
+    type: Literal["function"]
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+
+
+class ResponsesTextFormat(Lenient):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str = Field("response", pattern=TOOL_NAME_PATTERN)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    strict: bool | None = False
+
+
+class ResponsesText(Lenient):
+    format: ResponsesTextFormat | None = None
+
+
+class ResponsesReasoning(Lenient):
+    effort: str | None = None
+    summary: str | None = None
+
+
+class ResponsesRequest(Lenient):
+    model: str
+    input: str | list[ResponsesInputItem]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    stream: bool | None = False
+    reasoning: ResponsesReasoning | None = None
+    tools: list[ResponsesTool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedTool | None = None
+    text: ResponsesText | None = None
+    previous_response_id: str | None = None
+    seed: int | None = Field(None, description="(nanoseek) makes sampling repeatable")
+
+
+class ResponseObject(BaseModel):
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["completed", "incomplete", "failed"]
+    model: str
+    output: list[dict[str, Any]]
+    incomplete_details: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    parallel_tool_calls: bool = True
+    tool_choice: Any = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    reasoning: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
