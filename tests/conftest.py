@@ -3,6 +3,7 @@
 `tiny_checkpoint`: a random-initialised tiny Llama (hidden 64, 2 layers, 4 heads / 2 KV heads, tied
 embeddings) with a real byte-level BPE tokenizer (512 ids, DeepSeek special tokens and chat template), saved
 once per test session in Hugging Face layout. Treat it as read-only; copy it (shutil.copytree) to modify it.
+`mla_moe_checkpoint`: the same for a tiny DeepSeek-V3 layout (multi-head latent attention + DeepSeekMoE).
 """
 
 from __future__ import annotations
@@ -17,3 +18,19 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nanoseek.model.random_init import make_random_checkpoint  # lazily: tests without models skip torch
 
     return make_random_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"), shape="tiny", vocab_size=512, seed=0)
+
+
+@pytest.fixture(scope="session")
+def mla_moe_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random DeepSeek-V3-layout model (shape `tiny_mla_moe`: MLA, 8 routed experts in 4 groups, top-2 of 2
+    groups, one shared, layer 0 dense), std 0.3 so that greedy tokens differ from step to step, untied."""
+    from nanoseek.model.random_init import make_random_checkpoint
+
+    return make_random_checkpoint(
+        tmp_path_factory.mktemp("mla_moe_checkpoint"),
+        shape="tiny_mla_moe",
+        vocab_size=512,
+        seed=2,
+        init_std=0.3,
+        tie_word_embeddings=False,
+    )

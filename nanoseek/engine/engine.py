@@ -40,7 +40,8 @@ from typing import Any
 import torch
 
 from nanoseek.engine.constraint import GrammarBackend, allowed_token_ids
-from nanoseek.engine.kv_cache import BLOCK_TOKENS, PrefixStore, SlotKVCache
+from nanoseek.engine.kv_cache import BLOCK_TOKENS, PrefixStore
+from nanoseek.engine.latent_cache import kv_cache_for
 from nanoseek.engine.native import NativeDecoder
 from nanoseek.engine.params import (
     Completion,
@@ -169,14 +170,8 @@ class Engine:
         if eos_token_ids is None:
             eos_token_ids = stop_token_ids(tokenizer, config.eos_token_id)
         self.eos_token_ids = frozenset(eos_token_ids)
-        self.cache = SlotKVCache(
-            config.num_hidden_layers,
-            config.num_key_value_heads,
-            config.head_dim,
-            max_batch,
-            min(config.max_position_embeddings, kv_budget_tokens),
-            model.dtype,
-        )
+        # MLA models (DeepSeek-V2/V3) cache compressed latents instead of keys and values (latent_cache.py).
+        self.cache = kv_cache_for(config, max_batch, min(config.max_position_embeddings, kv_budget_tokens), model.dtype)
         self.prefix_store = PrefixStore()
         # A decode step of a small model is mostly per-op overhead: torch.compile (inductor, C++ wrapper) fuses
         # the elementwise ops and calls the rest from C++, and with `freezing` it folds the weights in as

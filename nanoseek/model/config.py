@@ -23,7 +23,6 @@ SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "deepseek_v2", "deepseek_v3")
 DEEPSEEK_MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn", "llama3")
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
-QUANTIZED_DTYPES = ("q8_0", "q4_1")  # what a model's projections can be quantized to at load (model/quantized.py)
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
@@ -73,7 +72,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         intermediate_size=128,
         num_hidden_layers=3,
         num_attention_heads=4,
-        kv_lora_rank=32,
+        kv_lora_rank=16,  # + rope 8: 24 values per token per layer, 19% of a 4-head MHA's 128
         qk_nope_head_dim=16,
         qk_rope_head_dim=8,
         v_head_dim=16,
@@ -170,6 +169,7 @@ class ModelConfig:
                 self.rope_scaling = None
 
     def _check_deepseek(self) -> None:
+        self.q_lora_rank = self.q_lora_rank or None  # 0 means none too: TOML recipes cannot write None
         for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{self.model_type} needs a positive {name}, got {getattr(self, name)}")

@@ -313,12 +313,11 @@ class Transformer(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype of activations, norms and the KV cache (a quantized model's projections are blocks)."""
-        return self.norm.weight.dtype
+        return self.embed_tokens.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.norm.weight.device
+        return self.embed_tokens.weight.device
 
     def forward(
         self,

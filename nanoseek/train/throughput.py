@@ -34,9 +34,9 @@ def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -
 def model_for(shape: str, vocab_size: int) -> torch.nn.Module:
     from nanoseek.model.config import ModelConfig
     from nanoseek.model.transformer import Transformer
-    from nanoseek.train.recipe import load_recipe
+    from nanoseek.train.recipe import available_recipes, load_recipe
 
-    if shape in ("default", "tiny"):
+    if shape in available_recipes():
         config = ModelConfig(vocab_size=vocab_size, **load_recipe(shape)["model"])
     else:
         config = ModelConfig.from_shape(shape, vocab_size, tie_word_embeddings=True)
