@@ -100,6 +100,11 @@ class BodyLimitMiddleware:
 def resolve_model_path(settings: Settings) -> Path:
     if settings.model is not None:
         return settings.model
+    from nanoseek.model.default import default_adapter_path
+
+    adapter = default_adapter_path()
+    if adapter is not None:
+        return adapter
     if not (DEFAULT_MODEL_DIR / "config.json").is_file():
         raise SettingsError(
             f"the embedded default model is missing ({DEFAULT_MODEL_DIR}/config.json not found): "

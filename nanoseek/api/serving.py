@@ -84,7 +84,9 @@ def checkpoint_names(path: Path | None) -> list[str]:
     vLLM serves a model as, so vLLM clients send it). The embedded default model is `nanoseek`."""
     if path is None:
         return []
-    if path.resolve() == DEFAULT_MODEL_DIR.resolve():
+    from nanoseek.model.default import DEFAULT_ADAPTER_DIR
+
+    if path.resolve() in (DEFAULT_MODEL_DIR.resolve(), DEFAULT_ADAPTER_DIR):
         return ["nanoseek"]
     return list(dict.fromkeys([path.name, str(path)]))
 

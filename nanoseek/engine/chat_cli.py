@@ -56,7 +56,7 @@ async def answer(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nanoseek chat", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--model", default=str(DEFAULT_MODEL_DIR), help="checkpoint directory, GGUF file or named model"
+        "--model", default=None, help="checkpoint directory, GGUF file, named model or adapter directory"
     )
     parser.add_argument("--thinking", action="store_true", help="deep thinking mode (reasoning before the answer)")
     parser.add_argument("--max-tokens", type=int, default=512)
@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--system", default=None, help="a system prompt")
     args = parser.parse_args(argv)
+    if args.model is None:
+        from nanoseek.model.default import default_adapter_path
+
+        args.model = str(default_adapter_path() or DEFAULT_MODEL_DIR)
     try:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p)
         engine = Engine.from_checkpoint(args.model, max_batch=1)

@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
     model_path = args.model
     if model_path is None:
-        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        from nanoseek.model.default import default_adapter_path
+
+        model_path = str(default_adapter_path() or DEFAULT_MODEL_DIR)
+        if model_path == str(DEFAULT_MODEL_DIR) and not (DEFAULT_MODEL_DIR / "config.json").is_file():
             print(
                 f"nanoseek info: no --model given and the embedded default model is missing at "
                 f"{DEFAULT_MODEL_DIR}; pass --model PATH (e.g. one made by "
@@ -125,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        model_path = str(DEFAULT_MODEL_DIR)
     try:
         checkpoint = load_checkpoint(model_path, dtype=args.dtype)
     except CheckpointError as exc:
