@@ -127,6 +127,8 @@ def load_engine(settings: Settings, path: Path) -> Engine:
             keepalive_interval=settings.keepalive_seconds,
             compile_decode=settings.compile_decode,
             native_decode=settings.native_decode,
+            cache_dir=settings.cache_dir,
+            disk_cache_bytes=int(settings.disk_cache_gb * 2**30),
         )
         if settings.compile_decode:  # compile before serving, not inside the first request
             log.info("compiled the decode step of %s in %.0f s", path, engine.warm_up())

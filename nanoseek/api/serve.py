@@ -76,6 +76,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-native), with frozen weights: about 1.8x eager tokens/s after a compile at "
         "start-up (needs a C++ compiler)",
     )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="folder of the context cache's disk tier (default: the user cache folder, nanoseek/prefix-cache)",
+    )
+    parser.add_argument(
+        "--disk-cache-gb",
+        type=float,
+        help="keep up to this many GB of 64-token prompt-prefix KV blocks on disk, found again after a restart "
+        "(default 0: memory only)",
+    )
     parser.add_argument("--no-web", dest="web", action="store_false", default=None, help="do not serve the web chat")
     parser.add_argument(
         "--graceful-seconds",

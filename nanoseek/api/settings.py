@@ -73,6 +73,9 @@ class Settings:
     max_batch: int = 16
     max_queue: int = 256
     kv_budget_tokens: int = 65536
+    # the prefix cache's disk tier (engine/disk_cache.py): off unless disk_cache_gb > 0
+    cache_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir("nanoseek")) / "prefix-cache")
+    disk_cache_gb: float = 0.0
     prefill_chunk: int = 512
     dtype: str = "auto"  # weights in memory: auto (the checkpoint's) | float32 | bfloat16 | float16
     native_decode: bool = True  # decode steps of fp32 models in one C call (engine/native.py)
@@ -93,6 +96,8 @@ class Settings:
             raise SettingsError(f"reasoning_parser must be auto, deepseek or none, got {self.reasoning_parser!r}")
         if self.dtype not in DTYPE_CHOICES:
             raise SettingsError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
+        if not self.disk_cache_gb >= 0:
+            raise SettingsError(f"disk_cache_gb must be >= 0, got {self.disk_cache_gb}")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.api_keys_file is not None:

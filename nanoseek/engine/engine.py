@@ -35,11 +35,13 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from nanoseek.engine.constraint import GrammarBackend, allowed_token_ids
+from nanoseek.engine.disk_cache import DiskBlockCache, model_identity
 from nanoseek.engine.kv_cache import BLOCK_TOKENS, PrefixStore
 from nanoseek.engine.latent_cache import kv_cache_for
 from nanoseek.engine.native import NativeDecoder
@@ -157,6 +159,8 @@ class Engine:
         eos_token_ids: list[int] | None = None,
         compile_decode: bool = False,
         native_decode: bool = True,
+        cache_dir: Path | None = None,
+        disk_cache_bytes: int = 0,
     ) -> None:
         if min(kv_budget_tokens, max_batch, max_queue, prefill_chunk) < 1:
             raise ValueError("kv_budget_tokens, max_batch, max_queue and prefill_chunk must all be >= 1")
@@ -172,7 +176,11 @@ class Engine:
         self.eos_token_ids = frozenset(eos_token_ids)
         # MLA models (DeepSeek-V2/V3) cache compressed latents instead of keys and values (latent_cache.py).
         self.cache = kv_cache_for(config, max_batch, min(config.max_position_embeddings, kv_budget_tokens), model.dtype)
-        self.prefix_store = PrefixStore()
+        # the prefix store's disk tier (disk_cache.py): blocks found again after a restart
+        disk = None
+        if cache_dir is not None and disk_cache_bytes > 0:
+            disk = DiskBlockCache(cache_dir, disk_cache_bytes, model_identity(model))
+        self.prefix_store = PrefixStore(disk)
         # A decode step of a small model is mostly per-op overhead: torch.compile (inductor, C++ wrapper) fuses
         # the elementwise ops and calls the rest from C++, and with `freezing` it folds the weights in as
         # constants. On the default model (BENCHMARKS.md "third round") it decoded 1.8x the tokens/s of eager at
@@ -309,6 +317,7 @@ class Engine:
             "kv_budget_tokens": self.kv_budget_tokens,
             "kv_reserved_tokens": self._reserved,
             "prefix_cache_tokens": self.prefix_store.num_tokens,
+            "disk_cache_bytes": self.prefix_store.disk.total_bytes if self.prefix_store.disk else 0,
             "kv_bytes_per_token": self.cache.bytes_per_token,
             **self.counters,
         }
@@ -318,6 +327,8 @@ class Engine:
             self._shutdown = True
             self._lock.notify()
         self._thread.join()
+        if self.prefix_store.disk is not None:
+            self.prefix_store.disk.close()  # the blocks still queued reach the disk before a restart
 
     def __enter__(self) -> Engine:
         return self

@@ -13,12 +13,15 @@ The engine keeps its running sequences packed in the lowest slots (freeing a slo
 occupied slot into the hole, `copy`), so the common decode batch is contiguous.
 
 Prefix caching. `PrefixStore` keeps whole 64-token blocks of prompts that were prefilled before, keyed by
-a hash chain over the tokens from position 0 (so a block is only reused after the identical prefix).
+a hash chain over the tokens from position 0 (so a block is only reused after the identical prefix), started
+from the request's cache salt (so requests of different salts never share blocks).
 A hit copies the blocks into the new sequence's slot (one copy per layer, ~1 ms for 1k tokens) and the
 prefill starts after them. If a prompt ends exactly on a block boundary, the block also keeps the
 logits of the prompt's last position, so a fully cached prompt needs no forward pass at all.
 Least-recently-used blocks are evicted first; a hit refreshes its blocks deepest-first so that a chain's
-root outlives its leaves and eviction never strands a reachable suffix.
+root outlives its leaves and eviction never strands a reachable suffix. With a disk tier (`disk_cache.py`)
+every new block is also written to disk, and a lookup that runs out of blocks in memory continues on disk,
+loading what it finds back into memory: a prefix seen before a restart is still a hit.
 
 Both obey the model's cache protocol: before each forward the engine calls `begin_decode` or
 `begin_prefill`, and every attention layer then calls `attend(layer_idx, q, k, v)`.
@@ -33,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from nanoseek.engine.disk_cache import DiskBlockCache
 
 BLOCK_TOKENS = 64  # the DeepSeek context-cache unit
 
@@ -191,35 +196,40 @@ class PrefixBlock:
 
 
 class PrefixStore:
-    """LRU store of 64-token KV blocks keyed by the hash chain of the tokens before and in them."""
+    """LRU store of 64-token KV blocks keyed by the hash chain of the tokens before and in them, optionally
+    backed by a disk tier."""
 
-    def __init__(self) -> None:
+    def __init__(self, disk: DiskBlockCache | None = None) -> None:
         self.blocks: OrderedDict[int, PrefixBlock] = OrderedDict()  # least recently used first
         self.hit_tokens_total = 0
+        self.disk = disk
 
     @property
     def num_tokens(self) -> int:
         return len(self.blocks) * BLOCK_TOKENS
 
     @staticmethod
-    def block_keys(token_ids: list[int]) -> list[tuple[int, tuple[int, ...]]]:
-        """(chain key, tokens) of every whole block of `token_ids`."""
-        keys, parent = [], None
+    def block_keys(token_ids: list[int], salt: str = "") -> list[tuple[int, tuple[int, ...]]]:
+        """(chain key, tokens) of every whole block of `token_ids`, the chain started from `salt`."""
+        keys, parent = [], hash(salt)
         for start in range(0, len(token_ids) - BLOCK_TOKENS + 1, BLOCK_TOKENS):
             tokens = tuple(token_ids[start : start + BLOCK_TOKENS])
             parent = hash((parent, tokens))
             keys.append((parent, tokens))
         return keys
 
-    def lookup(self, token_ids: list[int]) -> tuple[list[PrefixBlock], torch.Tensor | None]:
+    def lookup(self, token_ids: list[int], salt: str = "") -> tuple[list[PrefixBlock], torch.Tensor | None]:
         """The longest run of stored blocks that prefixes `token_ids`, and the logits after it if the
         run covers the whole prompt and those were stored. Refreshes the blocks' recency."""
         found: list[tuple[int, PrefixBlock]] = []
-        for key, tokens in self.block_keys(token_ids):
+        keys = self.block_keys(token_ids, salt)
+        for key, tokens in keys:
             block = self.blocks.get(key)
             if block is None or block.tokens != tokens:  # the token check makes a hash collision harmless
                 break
             found.append((key, block))
+        if self.disk is not None and len(found) < len(keys):
+            found += self._load_from_disk(token_ids, salt, keys, len(found))
         for key, _ in reversed(found):
             self.blocks.move_to_end(key)
         blocks = [block for _, block in found]
@@ -227,9 +237,11 @@ class PrefixStore:
         last_logits = blocks[-1].last_logits if blocks and covers_prompt else None
         return blocks, last_logits
 
-    def insert(self, token_ids: list[int], cache: SlotKVCache, slot: int, last_logits: torch.Tensor | None) -> None:
+    def insert(
+        self, token_ids: list[int], cache: SlotKVCache, slot: int, last_logits: torch.Tensor | None, salt: str = ""
+    ) -> None:
         """Store the whole blocks of a freshly prefilled prompt that are not stored yet."""
-        keys = self.block_keys(token_ids)
+        keys = self.block_keys(token_ids, salt)
         missing = [i for i, (key, _) in enumerate(keys) if key not in self.blocks]
         ends_on_block = len(token_ids) == len(keys) * BLOCK_TOKENS
         if missing:
@@ -239,10 +251,37 @@ class PrefixStore:
                 key, tokens = keys[index]
                 parent = keys[index - 1][0] if index else None
                 self.blocks[key] = PrefixBlock(tokens, parent, [pair[:, offset].clone() for pair in per_layer], None)
+        logits_added = bool(keys) and ends_on_block and last_logits is not None
+        logits_added = logits_added and self.blocks[keys[-1][0]].last_logits is None
         if keys and ends_on_block and last_logits is not None:
             self.blocks[keys[-1][0]].last_logits = last_logits.clone()
+        if self.disk is not None:
+            # new blocks, and a stored last block that just got its logits, go to disk (written in the background)
+            to_write = set(missing) | ({len(keys) - 1} if logits_added else set())
+            disk_keys = self.disk.chain_keys(token_ids, salt, BLOCK_TOKENS) if to_write else []
+            for index in sorted(to_write):
+                block = self.blocks[keys[index][0]]
+                self.disk.put(disk_keys[index], block.tokens, block.kv, block.last_logits)
         for key, _ in reversed(keys):
             self.blocks.move_to_end(key)
+
+    def _load_from_disk(
+        self, token_ids: list[int], salt: str, keys: list[tuple[int, tuple[int, ...]]], first: int
+    ) -> list[tuple[int, PrefixBlock]]:
+        """Blocks first.. of the prompt that the disk tier has, read back into memory (stopping at the first
+        it does not have or that fails its check)."""
+        disk_keys = self.disk.chain_keys(token_ids, salt, BLOCK_TOKENS)
+        loaded = []
+        for index in range(first, len(keys)):
+            key, tokens = keys[index]
+            stored = self.disk.get(disk_keys[index], tokens)
+            if stored is None:
+                break
+            kv, last_logits = stored
+            block = PrefixBlock(tokens, keys[index - 1][0] if index else None, kv, last_logits)
+            self.blocks[key] = block
+            loaded.append((key, block))
+        return loaded
 
     def evict(self, num_tokens: int) -> int:
         """Drop least-recently-used blocks until `num_tokens` are freed (or the store is empty)."""
