@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nanoseek.train.cli", "train a tokenizer or model (stages and recipes)"),
     "tokenizer": ("nanoseek.tokenizer.cli", "train or inspect a BPE tokenizer"),
     "eval": ("nanoseek.eval.cli", "run evaluation suites and write the report card"),
+    "thinking-chart": ("nanoseek.eval.thinking_chart", "accuracy vs thinking length at equal compute (R1-Lite chart)"),
     "merge": ("nanoseek.train.merge", "merge fine-tuned models (a mergekit config: linear, TIES, SLERP, ...)"),
     "info": ("nanoseek.engine.info", "print a model's summary and a greedy sample"),
     "convert": ("nanoseek.model.convert", "convert between GGUF files and Hugging Face folders"),

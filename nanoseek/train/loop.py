@@ -172,14 +172,16 @@ def plot_lines(
     ylabel: str,
     lines: list[tuple[list[float], list[float], dict]],
     ylim: tuple[float, float] | None = None,
+    right_axis: tuple[str, list[tuple[list[float], list[float], dict]]] | None = None,
 ) -> None:
-    """A line chart written atomically as PNG: one (xs, ys, matplotlib keyword arguments) per line."""
+    """A line chart written atomically as PNG: one (xs, ys, matplotlib keyword arguments) per line; `right_axis`
+    (label, lines) draws more lines against a second y axis on the right (another unit, e.g. tokens)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.8 if right_axis else 4))
     for xs, ys, style in lines:
         if xs:
             ax.plot(xs, ys, **style)
@@ -189,7 +191,20 @@ def plot_lines(
         ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if right_axis is not None:
+        right = ax.twinx()
+        for xs, ys, style in right_axis[1]:
+            if xs:
+                right.plot(xs, ys, **style)
+        right.set_ylabel(right_axis[0])
+        right.set_ylim(bottom=0)
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+        # two axes fill the plot area: the legend goes below it
+        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
+    else:
+        ax.legend(handles, labels)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

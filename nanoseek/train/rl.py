@@ -203,19 +203,24 @@ def policy_gradient_loss(
     return -(logprobs * weights[:, 1:].flatten()).sum() / total_tokens
 
 
+def moving_mean(values: list[float], window: int) -> list[float]:
+    return [statistics.fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
 def plot_rewards(rows: list[dict], path: Path, title: str, window: int = 10) -> None:
+    """The RL curves: sampled reward and held-out accuracy (left axis), mean reply length (right axis), by step."""
     steps = [r for r in rows if "reward" in r]
     evals = [r for r in rows if "heldout_accuracy" in r]
+    xs = [r["step"] for r in steps]
     rewards = [r["reward"] for r in steps]
-    smoothed = [statistics.fmean(rewards[max(0, i - window + 1) : i + 1]) for i in range(len(rewards))]
     plot_lines(
         path,
         title,
         "RL step",
         "reward / accuracy",
         [
-            ([r["step"] for r in steps], rewards, {"lw": 0.6, "alpha": 0.4, "label": "sampled reward"}),
-            ([r["step"] for r in steps], smoothed, {"lw": 1.2, "label": f"sampled reward, mean of {window} steps"}),
+            (xs, rewards, {"lw": 0.6, "alpha": 0.4, "label": "sampled reward"}),
+            (xs, moving_mean(rewards, window), {"lw": 1.2, "label": f"sampled reward, mean of {window} steps"}),
             (
                 [r["step"] for r in evals],
                 [r["heldout_accuracy"] for r in evals],
@@ -223,6 +228,21 @@ def plot_rewards(rows: list[dict], path: Path, title: str, window: int = 10) -> 
             ),
         ],
         ylim=(0, 1),
+        right_axis=(
+            f"mean reply tokens (mean of {window} steps)",
+            [
+                (
+                    xs,
+                    moving_mean([r["completion_tokens"] for r in steps], window),
+                    {"lw": 1, "color": "gray", "ls": "--", "label": "reply tokens"},
+                ),
+                (
+                    xs,
+                    moving_mean([r.get("reasoning_tokens", 0) for r in steps], window),
+                    {"lw": 1, "color": "purple", "ls": ":", "label": "of which thinking"},
+                ),
+            ],
+        ),
     )
 
 
