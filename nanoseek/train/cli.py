@@ -16,7 +16,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from nanoseek.train.recipe import available_recipes, check_recipe, load_recipe
+from nanoseek.train.recipe import available_recipes, check_recipe, load_recipe, stage_kind
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
+    # torch and the stages load only now: `nanoseek train --help` and a bad flag answer at once
     from nanoseek.train.loop import distributed_setup
-    from nanoseek.train.recipe import stage_kind
     from nanoseek.train.stages import all_stages, run_stage
 
     stages = all_stages(recipe)

@@ -32,8 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from nanoseek.tasks import generate
-from nanoseek.tasks.words import widened
+from nanoseek.tasks.item import Item
+from nanoseek.tasks.safety import BENIGN, HARMFUL
+from nanoseek.tasks.stdlib_split import source_name, stdlib_files
+from nanoseek.tasks.tools import CURRENCIES, TICKERS
+from nanoseek.tasks.words import ADJECTIVES, CITIES, ITEMS_FOR_SALE, NAMES, NOUNS, widened
+from nanoseek.tokenizer.chat_format import render_fim
+from nanoseek.tokenizer.tokenizer import Tokenizer
 from nanoseek.train.packing import Document
+from nanoseek.train.recipe import load_recipe
 
 # Suites of the evaluator used for SFT; arena has no fixed answers and code/fim are built here from files.
 SFT_SUITES = ("instructions", "tools", "json", "math", "safety", "code")
@@ -70,8 +77,6 @@ class Corpus:
 
 
 def stdlib_train_files() -> list[Path]:
-    from nanoseek.tasks.stdlib_split import stdlib_files
-
     return stdlib_files("train")
 
 
@@ -83,8 +88,6 @@ def read_source(path: Path) -> str | None:
 
 
 def module_name(path: Path) -> str:
-    from nanoseek.tasks.stdlib_split import source_name
-
     parts = list(Path(source_name(path)).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -313,20 +316,18 @@ def training_vocabulary(seed: int) -> list[tuple[list[str], list[str]]]:
     currencies and tickers random capitals: with thousands of values per slot, an answer can only be got
     right by copying the value from the question, the skill the held-out items test.
     """
-    from nanoseek.tasks import tools, words
-
     rng = random.Random(f"vocabulary:{seed}")
     pool = common_words(stdlib_train_files(), 3000)
     plurals = [w for w in pool if w.endswith("s") and not w.endswith("ss")]
     capitals = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     return [
-        (words.NOUNS, pool[:2000]),
-        (words.ADJECTIVES, pool[2000:]),
-        (words.ITEMS_FOR_SALE, plurals),
-        (words.NAMES, [w.capitalize() for w in made_up_words(rng, 1500, (1, 3))]),
-        (words.CITIES, [w.capitalize() for w in made_up_words(rng, 1500, (2, 3))]),
-        (tools.CURRENCIES, sorted({"".join(rng.choices(capitals, k=3)) for _ in range(300)})),
-        (tools.TICKERS, sorted({"".join(rng.choices(capitals, k=rng.randint(3, 5))) for _ in range(300)})),
+        (NOUNS, pool[:2000]),
+        (ADJECTIVES, pool[2000:]),
+        (ITEMS_FOR_SALE, plurals),
+        (NAMES, [w.capitalize() for w in made_up_words(rng, 1500, (1, 3))]),
+        (CITIES, [w.capitalize() for w in made_up_words(rng, 1500, (2, 3))]),
+        (CURRENCIES, sorted({"".join(rng.choices(capitals, k=3)) for _ in range(300)})),
+        (TICKERS, sorted({"".join(rng.choices(capitals, k=rng.randint(3, 5))) for _ in range(300)})),
     ]
 
 
@@ -466,13 +467,11 @@ SAFETY_SLOT_VALUES = {
 
 def safety_vocabulary() -> list[tuple[list[str], list[str]]]:
     """`widened` pairs that give every safety kind the training-only values of `SAFETY_SLOT_VALUES`."""
-    from nanoseek.tasks import safety
-
-    tables = {**safety.HARMFUL, **safety.BENIGN}
+    tables = {**HARMFUL, **BENIGN}
     return [(tables[kind][1], values) for kind, values in SAFETY_SLOT_VALUES.items()]
 
 
-def item_conversations(item: Any) -> list[Conversation]:
+def item_conversations(item: Item) -> list[Conversation]:
     """One Item -> its SFT conversation(s): thinking items also yield a no-thinking version (answer only)."""
     messages = list(item.messages) + list(item.ideal)
     thinking = any(m.get("reasoning_content") for m in item.ideal)
@@ -576,7 +575,7 @@ def pretrain_corpus(counts: dict[str, int], seed: int, max_file_chars: int = 200
 # ---------------------------------------------------------------- tokenization with loss masks
 
 
-def conversation_documents(conversation: Conversation, tokenizer: Any) -> list[Document]:
+def conversation_documents(conversation: Conversation, tokenizer: Tokenizer) -> list[Document]:
     """Token ids and an assistant-only loss mask for one conversation.
 
     Each assistant turn's text is found as the difference between the rendered conversation up to that turn
@@ -610,7 +609,7 @@ def conversation_documents(conversation: Conversation, tokenizer: Any) -> list[D
     return documents
 
 
-def encode_spans(text: str, spans: list[tuple[int, int]], tokenizer: Any) -> Document:
+def encode_spans(text: str, spans: list[tuple[int, int]], tokenizer: Tokenizer) -> Document:
     """Encode text piecewise so that the characters inside `spans` become the masked-in tokens.
 
     Span edges sit right after a special token (`<｜Assistant｜>`, `<think>`, ...) and right after the
@@ -633,16 +632,14 @@ def encode_spans(text: str, spans: list[tuple[int, int]], tokenizer: Any) -> Doc
     return ids, mask
 
 
-def fim_document(example: FimExample, tokenizer: Any, train_prompt: bool) -> Document:
+def fim_document(example: FimExample, tokenizer: Tokenizer, train_prompt: bool) -> Document:
     """`render_fim(prefix, suffix)` then the middle and end-of-sentence; the prompt is a target only if asked."""
-    from nanoseek.tokenizer.chat_format import render_fim
-
     prompt_ids = tokenizer.encode(render_fim(example.prefix, example.suffix))
     middle_ids = tokenizer.encode(example.middle) + [tokenizer.eos_id]
     return prompt_ids + middle_ids, [int(train_prompt)] * len(prompt_ids) + [1] * len(middle_ids)
 
 
-def corpus_documents(corpus: Corpus, tokenizer: Any, pretraining: bool, seed: int) -> list[Document]:
+def corpus_documents(corpus: Corpus, tokenizer: Tokenizer, pretraining: bool, seed: int) -> list[Document]:
     """Tokenize a corpus into documents; pretraining trains every token, SFT only the assistant's."""
     documents: list[Document] = []
     for text in corpus.texts:
@@ -658,8 +655,6 @@ def corpus_documents(corpus: Corpus, tokenizer: Any, pretraining: bool, seed: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nanoseek.train.recipe import load_recipe
-
     parser = argparse.ArgumentParser(prog="python -m nanoseek.train.data", description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default="tiny")
     args = parser.parse_args(argv)

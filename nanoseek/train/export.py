@@ -16,26 +16,26 @@ import os
 import shutil
 from pathlib import Path
 
+from nanoseek.model.checkpoint import load_checkpoint, save_checkpoint
+from nanoseek.tokenizer.chat_format import CHAT_TEMPLATE
+from nanoseek.tokenizer.special_tokens import SPECIAL_TOKENS
+from nanoseek.tokenizer.tokenizer import Tokenizer
+
 MAX_EMBEDDED_BYTES = 30 * 1024 * 1024
 KEPT_FILES = ("README.md",)
 
 
-def refresh_chat_template(tokenizer) -> None:
+def refresh_chat_template(tokenizer: Tokenizer) -> None:
     """Ship the current nanoseek chat template with a nanoseek tokenizer.
 
     The template is frozen into tokenizer_config.json when the tokenizer stage runs; if the chat format's
     Jinja twin was fixed since (same rendering, portable Jinja), the export carries the current one, so the
     served model is rendered by `render_chat` exactly like every other nanoseek checkpoint."""
-    from nanoseek.tokenizer.chat_format import CHAT_TEMPLATE
-    from nanoseek.tokenizer.special_tokens import SPECIAL_TOKENS
-
     if all(tokenizer.backend.token_to_id(token) == i for i, token in enumerate(SPECIAL_TOKENS)):
         tokenizer.chat_template = CHAT_TEMPLATE
 
 
 def export_model(source: Path, dest: Path, dtype: str = "bfloat16", max_bytes: int = MAX_EMBEDDED_BYTES) -> Path:
-    from nanoseek.model.checkpoint import load_checkpoint, save_checkpoint
-
     source, dest = Path(source), Path(dest)
     if not (source / "model.safetensors").exists():
         raise FileNotFoundError(f"no model.safetensors in {source}: train that stage first")

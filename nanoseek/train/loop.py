@@ -1,6 +1,7 @@
-"""The one training loop every stage uses (pretrain, SFT, later merge/RL fine-tunes).
+"""The one training loop every supervised stage uses (pretrain, SFT and later SFT rounds).
 
-    from nanoseek.train.loop import LoopConfig, train
+    from nanoseek.train.config import LoopConfig
+    from nanoseek.train.loop import train
     result = train(model, train_rows, eval_rows, LoopConfig(steps=100, ...), out_dir="runs/x/pretrain")
 
 What it does, top to bottom: AdamW with linear warm-up and cosine decay, gradient accumulation and
@@ -37,11 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from nanoseek.fileio import atomic_path, write_text_atomic
+from nanoseek.train.config import LoopConfig
+from nanoseek.train.optim import learning_rate, make_optimizer, masked_loss_sum
 from nanoseek.train.packing import PackedRows
+from nanoseek.train.throughput import faster_precision
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # A run may be lengthened or shortened when resumed (the cosine schedule then follows the new length);
@@ -53,53 +56,12 @@ PLOT_NAME = "loss.png"
 
 
 @dataclass
-class LoopConfig:
-    steps: int
-    batch_size: int  # rows per micro-batch per process
-    grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 0
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_every: int = 0  # 0: only at the end
-    eval_rows: int = 64
-    checkpoint_every: int = 50
-    bf16: bool | str = False  # True, False, or "auto": the faster of the two here (resolve_precision)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.bf16 not in (True, False, "auto"):  # a typo such as "true" would otherwise turn autocast on
-            raise ValueError(f'bf16 must be true, false or "auto", not {self.bf16!r}')
-
-
-@dataclass
 class TrainResult:
     step: int
     train_loss: float
     eval_loss: float | None
     tokens_per_second: float
     elapsed_seconds: float
-
-
-def learning_rate(config: LoopConfig, step: int) -> float:
-    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at the last step."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    floor = config.lr * config.min_lr_ratio
-    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: torch.nn.Module, config: LoopConfig) -> torch.optim.AdamW:
-    # Norm gains and biases are not decayed: shrinking them towards zero only hurts.
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8)
 
 
 def training_device() -> torch.device:
@@ -243,8 +205,6 @@ def resolve_precision(
         choice[0] = torch.cuda.is_bf16_supported()
         print(f"precision: {'bf16 autocast' if choice[0] else 'fp32'} (GPU bf16 support)", flush=True)
     elif is_main:
-        from nanoseek.train.throughput import faster_precision
-
         choice[0], rates = faster_precision(model, seq_len, config.batch_size)
         print(
             f"precision: {'bf16 autocast' if choice[0] else 'fp32'} "
@@ -254,16 +214,6 @@ def resolve_precision(
     if world_size > 1:
         dist.broadcast_object_list(choice, src=0)
     return replace(config, bf16=choice[0])
-
-
-def masked_loss_sum(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """Sum of next-token cross-entropy over the target positions whose mask is 1."""
-    inputs, targets, target_mask = tokens[:, :-1], tokens[:, 1:], mask[:, 1:]
-    autocast = torch.autocast(tokens.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    with autocast:
-        logits = model(inputs)
-    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-    return (losses * target_mask.flatten().float()).sum()
 
 
 @torch.no_grad()

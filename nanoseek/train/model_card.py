@@ -17,6 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from nanoseek.fileio import write_text_atomic
+from nanoseek.model.config import ModelConfig
+from nanoseek.train.recipe import (
+    init_stage,
+    load_recipe,
+    rl_config,
+    stage_kind,
+    stage_seed,
+    stage_settings,
+    training_stages,
+)
+from nanoseek.train.stages import WALL_CLOCK_FILE, all_stages
 
 # (suite, metric as named in metrics.json, "min"|"max", threshold, the goal as the issue states it)
 GOALS: list[tuple[str, str, str, float, str]] = [
@@ -78,8 +89,6 @@ def rl_summary(run: Path, stage: str = "rl") -> dict[str, Any] | None:
 
 
 def rl_lines(run: Path, recipe: dict[str, Any]) -> list[str]:
-    from nanoseek.train.recipe import stage_kind, training_stages
-
     return [
         line
         for stage in training_stages(recipe)
@@ -92,8 +101,6 @@ def rl_stage_lines(run: Path, recipe: dict[str, Any], stage: str) -> list[str]:
     summary = rl_summary(run, stage)
     if summary is None:
         return []
-    from nanoseek.train.rl import rl_config
-
     settings = rl_config(recipe, stage)
     mixture = ", ".join(f"{suite} {weight:g}" for suite, weight in settings.mixture.items())
     held = "not logged"
@@ -113,8 +120,6 @@ def rl_stage_lines(run: Path, recipe: dict[str, Any], stage: str) -> list[str]:
 
 def wall_clock_line(run: Path, recipe: dict[str, Any]) -> str:
     """End-to-end wall time from the run's wall_clock.json (every stage session, data building included)."""
-    from nanoseek.train.stages import WALL_CLOCK_FILE, all_stages
-
     path = run / WALL_CLOCK_FILE
     if not path.exists():
         return f"Wall clock end to end: not recorded (the run predates {WALL_CLOCK_FILE}); the table's times are training steps only."
@@ -232,8 +237,6 @@ def coherence_row(metrics: dict[str, Any]) -> str:
 
 def later_round_lines(recipe: dict[str, Any]) -> list[str]:
     """One line per SFT round after the first: what it starts from, its steps, seed and mixture."""
-    from nanoseek.train.recipe import init_stage, stage_kind, stage_seed, stage_settings, training_stages
-
     lines = []
     for stage in training_stages(recipe):
         if stage_kind(recipe, stage) != "sft" or stage == "sft":
@@ -249,8 +252,6 @@ def later_round_lines(recipe: dict[str, Any]) -> list[str]:
 
 
 def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_name: str = "default") -> str:
-    from nanoseek.train.recipe import load_recipe, stage_kind, stage_settings, training_stages
-
     recipe = load_recipe(recipe_name)
     metrics_file = json.loads((eval_dir / "metrics.json").read_text())
     model_name = next(iter(metrics_file["metrics"]))
@@ -259,8 +260,6 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
     scaling = metrics_file.get("thinking_scaling", {}).get(model_name, {})
     config = json.loads((model_dir / "config.json").read_text())
     size = sum(p.stat().st_size for p in model_dir.iterdir() if p.name != "README.md")
-    from nanoseek.model.config import ModelConfig
-
     params = ModelConfig.from_hf(config).num_parameters()
     lines = [
         "# nanoseek default model",

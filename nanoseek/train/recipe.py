@@ -26,10 +26,10 @@ import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from nanoseek.train.loop import LoopConfig
+from nanoseek.model.config import ModelConfig
+from nanoseek.train.config import LoopConfig, RLConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "sft")  # the sections every recipe has
@@ -98,9 +98,6 @@ def init_stage(recipe: dict[str, Any], stage: str) -> str:
 
 
 def check_recipe(recipe: dict[str, Any], path: Path) -> None:
-    from nanoseek.train.loop import LoopConfig
-    from nanoseek.train.rl import RLConfig
-
     required = BASE_STAGES if "base" in recipe else ("tokenizer", "model", *STAGES)
     for section in required:
         if section not in recipe:
@@ -153,14 +150,14 @@ def config_arguments(recipe: dict[str, Any], stage: str, not_fields: set[str]) -
 
 
 def loop_config(recipe: dict[str, Any], stage: str) -> LoopConfig:
-    from nanoseek.train.loop import LoopConfig
-
     return LoopConfig(**config_arguments(recipe, stage, DATA_KEYS))
 
 
-if __name__ == "__main__":
-    from nanoseek.model.config import ModelConfig
+def rl_config(recipe: dict[str, Any], stage: str = "rl") -> RLConfig:
+    return RLConfig(**config_arguments(recipe, stage, RL_STAGE_KEYS))
 
+
+if __name__ == "__main__":
     loaded = load_recipe(sys.argv[1] if len(sys.argv) > 1 else "default")
     config = ModelConfig(vocab_size=loaded["tokenizer"]["vocab_size"], **loaded["model"])
     print(loaded)

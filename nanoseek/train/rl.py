@@ -1,7 +1,8 @@
 """The RL stage: group-relative policy optimisation (GRPO, as in DeepSeek-R1) on verifiable rewards.
 
     nanoseek train rl --recipe default --out runs/default      # after sft; resumes like every stage
-    from nanoseek.train.rl import RLConfig, train_rl
+    from nanoseek.train.config import RLConfig
+    from nanoseek.train.rl import train_rl
 
 Each step draws `prompts_per_step` train-split items (a pure function of seed and step, so a resumed run
 replays the same prompts), asks the model for `samples_per_prompt` sampled replies to each through the
@@ -30,7 +31,7 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,58 +39,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from nanoseek.engine import Engine
 from nanoseek.eval import scorers
 from nanoseek.eval.backends import EngineBackend, Reply
+from nanoseek.tasks import generate
 from nanoseek.tasks.item import Item
-from nanoseek.train.loop import (
-    CHECKPOINT_NAME,
-    LOG_NAME,
-    LoopConfig,
-    atomic_torch_save,
-    learning_rate,
-    make_optimizer,
-    plot_lines,
-    read_log,
-    rewrite_log,
-)
+from nanoseek.tokenizer.tokenizer import Tokenizer
+from nanoseek.train.config import RLConfig
+from nanoseek.train.data import train_items
+from nanoseek.train.loop import CHECKPOINT_NAME, LOG_NAME, atomic_torch_save, plot_lines, read_log, rewrite_log
+from nanoseek.train.optim import learning_rate, make_optimizer
 
 PLOT_NAME = "rewards.png"
 # Suites asked with thinking on, as the evaluator asks them.
 THINKING_SUITES = {"math"}
-
-
-@dataclass
-class RLConfig:
-    steps: int
-    prompts_per_step: int = 16
-    samples_per_prompt: int = 8
-    max_tokens: int = 320  # thought + answer
-    temperature: float = 1.0
-    lr: float = 3e-5
-    min_lr_ratio: float = 1.0  # a constant rate after warm-up unless the recipe asks for decay
-    warmup_steps: int = 5
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    micro_batch: int = 16  # replies per forward/backward pass
-    eval_every: int = 10
-    eval_items: int = 64  # held-out items scored greedily at each evaluation (monitoring only)
-    checkpoint_every: int = 5
-    pool: int = 4000  # distinct train items drawn per suite
-    mixture: dict[str, float] = field(default_factory=lambda: {"math": 1.0})
-    seed: int = 0
-
-    def loop_config(self) -> LoopConfig:
-        """The schedule and optimiser settings, in the shape the shared training helpers take."""
-        return LoopConfig(
-            steps=self.steps,
-            batch_size=self.prompts_per_step,
-            lr=self.lr,
-            min_lr_ratio=self.min_lr_ratio,
-            warmup_steps=self.warmup_steps,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            seed=self.seed,
-        )
 
 
 Reward = Callable[[Item, Reply], float]
@@ -111,8 +74,6 @@ class Rollout:
 
 def item_pools(config: RLConfig) -> dict[str, list[Item]]:
     """The train items RL draws prompts from, per suite of the mixture, in a fixed order."""
-    from nanoseek.train.data import train_items
-
     return {suite: train_items(suite, config.pool, config.seed) for suite in sorted(config.mixture)}
 
 
@@ -248,7 +209,7 @@ def plot_rewards(rows: list[dict], path: Path, title: str, window: int = 10) -> 
 
 def train_rl(
     model: torch.nn.Module,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     config: RLConfig,
     out_dir: str | Path,
     resume: bool = True,
@@ -258,9 +219,6 @@ def train_rl(
     reward: Reward = verifiable_reward,
 ) -> dict[str, Any]:
     """Run GRPO for `config.steps` steps on `model` (in place); returns the last step's log row."""
-    from nanoseek.engine import Engine
-    from nanoseek.tasks import generate
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path, plot_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME, out_dir / PLOT_NAME
@@ -383,9 +341,3 @@ def train_rl(
             save()
     bar.close()
     return row or next((r for r in reversed(read_log(log_path)) if "reward" in r), {})
-
-
-def rl_config(recipe: dict[str, Any], stage: str = "rl") -> RLConfig:
-    from nanoseek.train.recipe import RL_STAGE_KEYS, config_arguments
-
-    return RLConfig(**config_arguments(recipe, stage, RL_STAGE_KEYS))

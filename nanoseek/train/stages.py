@@ -33,18 +33,31 @@ import torch
 import torch.distributed as dist
 
 from nanoseek.fileio import append_to_json_list, utc_timestamp, write_json_atomic
+from nanoseek.model import adapter
+from nanoseek.model.adapter import LoraSettings, attach_lora, extend_vocabulary, trainable_token_ids
+from nanoseek.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from nanoseek.model.config import ModelConfig
+from nanoseek.model.transformer import Transformer
+from nanoseek.tasks.stdlib_split import stdlib_files
+from nanoseek.tokenizer.tokenizer import Tokenizer
 from nanoseek.train import data
 from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
-from nanoseek.train.recipe import init_stage, loop_config, stage_kind, stage_seed, stage_settings, training_stages
+from nanoseek.train.recipe import (
+    init_stage,
+    loop_config,
+    rl_config,
+    stage_kind,
+    stage_seed,
+    stage_settings,
+    training_stages,
+)
 
 # Held-out loss during SFT is measured on this many held-out items of each suite (loss only, never trained).
 SFT_EVAL_ITEMS_PER_SUITE = 24
 
 
 def tokenizer_stage(recipe: dict[str, Any], out: Path) -> None:
-    from nanoseek.tokenizer.tokenizer import Tokenizer
-
     target = out / "tokenizer"
     if (target / "tokenizer.json").exists():
         print(f"tokenizer: already trained in {target}")
@@ -81,9 +94,6 @@ def tokenizer_stage(recipe: dict[str, Any], out: Path) -> None:
 def base_stage(recipe: dict[str, Any], out: Path) -> None:
     """The pretrained base with DeepSeek's special tokens added to its vocabulary, as `base/model` (the stage
     after it starts from there) and `tokenizer/` (what every later stage encodes with)."""
-    from nanoseek.model.adapter import extend_vocabulary
-    from nanoseek.model.checkpoint import load_checkpoint, save_checkpoint
-
     target = out / "base" / "model"
     if (target / "model.safetensors").exists() and (out / "tokenizer" / "tokenizer.json").exists():
         print(f"base: already in {target}")
@@ -99,15 +109,13 @@ def base_stage(recipe: dict[str, Any], out: Path) -> None:
     )
 
 
-def load_tokenizer(out: Path):
-    from nanoseek.tokenizer.tokenizer import Tokenizer
-
+def load_tokenizer(out: Path) -> Tokenizer:
     if not (out / "tokenizer" / "tokenizer.json").exists():
         raise FileNotFoundError(f"no tokenizer in {out / 'tokenizer'}: run `nanoseek train tokenizer` first")
     return Tokenizer.load(out / "tokenizer")
 
 
-def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Any) -> tuple[PackedRows, PackedRows]:
+def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Tokenizer) -> tuple[PackedRows, PackedRows]:
     """Tokenize and pack a stage's training data and its held-out evaluation data."""
     settings, seed = stage_settings(recipe, stage), stage_seed(recipe, stage)
     seq_len = settings["seq_len"]
@@ -115,8 +123,6 @@ def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Any) -> tuple[Pack
         corpus = data.pretrain_corpus(settings["mixture"], seed)
         documents = data.corpus_documents(corpus, tokenizer, pretraining=True, seed=seed)
         # Held-out loss on held-out stdlib files: how well the model predicts code it has never seen.
-        from nanoseek.tasks.stdlib_split import stdlib_files
-
         texts = data.code_texts(stdlib_files("heldout"), max_chars=200_000)
         # Only the first eval_rows rows are ever scored: tokenize just enough text (~6 chars/token at most).
         budget = 6 * (settings.get("eval_rows", 64) + 1) * (seq_len + 1)
@@ -138,7 +144,7 @@ def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Any) -> tuple[Pack
 
 
 def cached_rows(
-    stage_dir: Path, stage: str, recipe: dict[str, Any], tokenizer: Any, rank: int, world_size: int
+    stage_dir: Path, stage: str, recipe: dict[str, Any], tokenizer: Tokenizer, rank: int, world_size: int
 ) -> tuple[PackedRows, PackedRows]:
     """Build the packed rows once (rank 0) and reuse them: resume must see exactly the same data."""
     train_path, eval_path = stage_dir / "train_rows.npz", stage_dir / "eval_rows.npz"
@@ -157,10 +163,7 @@ def cached_rows(
     return PackedRows.load(train_path), PackedRows.load(eval_path)
 
 
-def new_model(recipe: dict[str, Any], tokenizer: Any) -> torch.nn.Module:
-    from nanoseek.model.config import ModelConfig
-    from nanoseek.model.transformer import Transformer
-
+def new_model(recipe: dict[str, Any], tokenizer: Tokenizer) -> torch.nn.Module:
     config = ModelConfig(
         vocab_size=tokenizer.vocab_size,
         bos_token_id=tokenizer.bos_id,
@@ -175,8 +178,6 @@ def new_model(recipe: dict[str, Any], tokenizer: Any) -> torch.nn.Module:
 
 
 def previous_model(stage: str, recipe: dict[str, Any], out: Path) -> torch.nn.Module:
-    from nanoseek.model.checkpoint import load_model
-
     start = init_stage(recipe, stage)
     previous = out / start / "model"
     if (previous / "model.safetensors").exists():
@@ -192,9 +193,7 @@ def all_stages(recipe: dict[str, Any]) -> list[str]:
     return ["base" if "base" in recipe else "tokenizer", *training_stages(recipe)]
 
 
-def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Any, step: int) -> None:
-    from nanoseek.model.checkpoint import save_checkpoint
-
+def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Tokenizer, step: int) -> None:
     save_checkpoint(
         model,
         tokenizer,
@@ -205,7 +204,9 @@ def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Any, step: i
 
 
 def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> None:
-    from nanoseek.train.rl import rl_config, train_rl
+    # Only the RL stage needs the engine, the evaluator and xgrammar: loaded here, the other stages start
+    # without them (a third of the start-up of `nanoseek train sft`)
+    from nanoseek.train.rl import train_rl
 
     rank, world_size = distributed_setup()
     if world_size > 1:  # `all` under torchrun: the earlier stages ran data parallel, RL needs one process
@@ -275,18 +276,14 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
     return result
 
 
-def lora_model(model: torch.nn.Module, tokenizer: Any, table: dict[str, Any], seed: int):
+def lora_model(model: torch.nn.Module, tokenizer: Tokenizer, table: dict[str, Any], seed: int):
     """`model` wrapped for LoRA training (its DeepSeek special-token rows train too); the low-rank matrices
     start from `seed`, so a resumed stage rebuilds the same frozen model before loading what was trained."""
-    from nanoseek.model.adapter import LoraSettings, attach_lora, trainable_token_ids
-
     torch.manual_seed(seed)
     return attach_lora(model, LoraSettings.from_table(table), trainable_token_ids(tokenizer))
 
 
-def save_adapter(peft_model: Any, directory: Path, recipe: dict[str, Any], step: int) -> None:
-    from nanoseek.model import adapter
-
+def save_adapter(peft_model: torch.nn.Module, directory: Path, recipe: dict[str, Any], step: int) -> None:
     base = recipe.get("base", {}).get("model", "")
     adapter.save_adapter(peft_model, directory, base, generation_config={"max_new_tokens": 512, "trained_steps": step})
 

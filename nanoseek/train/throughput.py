@@ -12,12 +12,17 @@ on one 2-core kind bf16 was 2.4x fp32, on another 0.5x), so it says how much of 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
 
-from nanoseek.train.loop import LoopConfig, make_optimizer, masked_loss_sum
+from nanoseek.model.config import ModelConfig
+from nanoseek.model.transformer import Transformer
+from nanoseek.train.config import LoopConfig
+from nanoseek.train.optim import make_optimizer, masked_loss_sum
+from nanoseek.train.recipe import available_recipes, load_recipe
 
 
 def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -> float:
@@ -32,10 +37,6 @@ def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 8) -
 
 
 def model_for(shape: str, vocab_size: int) -> torch.nn.Module:
-    from nanoseek.model.config import ModelConfig
-    from nanoseek.model.transformer import Transformer
-    from nanoseek.train.recipe import available_recipes, load_recipe
-
     if shape in available_recipes():
         config = ModelConfig(vocab_size=vocab_size, **load_recipe(shape)["model"])
     else:
@@ -94,8 +95,6 @@ def rates_both_precisions(
 def faster_precision(model: torch.nn.Module, seq_len: int, batch: int, steps: int = 2) -> tuple[bool, dict]:
     """Whether bf16 autocast trains `model` clearly faster than fp32 here (True: bf16), and both rates in
     tokens/s, timed on a throwaway copy of the model."""
-    import copy
-
     rates = rates_both_precisions(copy.deepcopy(model).train(), seq_len, batch, steps, rounds=2)
     return rates["bf16"] > BF16_MARGIN * rates["fp32"], rates
 

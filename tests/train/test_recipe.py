@@ -17,10 +17,10 @@ from nanoseek.train.recipe import (
     init_stage,
     load_recipe,
     loop_config,
+    rl_config,
     stage_settings,
     training_stages,
 )
-from nanoseek.train.rl import rl_config
 from nanoseek.train.stages import all_stages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,8 +77,6 @@ def test_bad_stage_lists_are_refused_with_the_reason(change: dict, message: str)
 
 
 def test_only_the_first_stage_starts_from_scratch():
-    from nanoseek.train.recipe import init_stage
-
     recipe = load_recipe("tiny")
     recipe["stages"] = ["sft", "pretrain"]  # an SFT-only start, then more pretraining on top of it
     check_recipe(recipe, Path("reordered"))

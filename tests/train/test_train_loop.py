@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from nanoseek.train.loop import LoopConfig, learning_rate, train
+from nanoseek.train.config import LoopConfig
+from nanoseek.train.loop import train
+from nanoseek.train.optim import learning_rate
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,8 +13,9 @@ import torch
 from nanoseek.eval.backends import Reply
 from nanoseek.model.checkpoint import load_checkpoint
 from nanoseek.tasks.item import Item
-from nanoseek.train.loop import LoopConfig, make_optimizer
-from nanoseek.train.rl import RLConfig, Rollout, advantages, policy_gradient_loss, prompts_for_step, train_rl
+from nanoseek.train.config import LoopConfig, RLConfig
+from nanoseek.train.optim import make_optimizer
+from nanoseek.train.rl import Rollout, advantages, policy_gradient_loss, prompts_for_step, train_rl
 
 REPO = Path(__file__).resolve().parents[2]
 

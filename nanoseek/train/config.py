@@ -1,0 +1,65 @@
+"""The training configurations, plain dataclasses with no imports from the rest of nanoseek (a leaf module):
+`LoopConfig` for the loop every supervised stage runs (loop.py), `RLConfig` for the RL stage (rl.py).
+A recipe's stage section holds their fields (recipe.py `loop_config`, `rl_config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoopConfig:
+    steps: int
+    batch_size: int  # rows per micro-batch per process
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 0
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 0  # 0: only at the end
+    eval_rows: int = 64
+    checkpoint_every: int = 50
+    bf16: bool | str = False  # True, False, or "auto": the faster of the two here (loop.resolve_precision)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bf16 not in (True, False, "auto"):  # a typo such as "true" would otherwise turn autocast on
+            raise ValueError(f'bf16 must be true, false or "auto", not {self.bf16!r}')
+
+
+@dataclass
+class RLConfig:
+    steps: int
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 8
+    max_tokens: int = 320  # thought + answer
+    temperature: float = 1.0
+    lr: float = 3e-5
+    min_lr_ratio: float = 1.0  # a constant rate after warm-up unless the recipe asks for decay
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    micro_batch: int = 16  # replies per forward/backward pass
+    eval_every: int = 10
+    eval_items: int = 64  # held-out items scored greedily at each evaluation (monitoring only)
+    checkpoint_every: int = 5
+    pool: int = 4000  # distinct train items drawn per suite
+    mixture: dict[str, float] = field(default_factory=lambda: {"math": 1.0})
+    seed: int = 0
+
+    def loop_config(self) -> LoopConfig:
+        """The schedule and optimiser settings, in the shape the shared training helpers take."""
+        return LoopConfig(
+            steps=self.steps,
+            batch_size=self.prompts_per_step,
+            lr=self.lr,
+            min_lr_ratio=self.min_lr_ratio,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            seed=self.seed,
+        )
