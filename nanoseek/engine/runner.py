@@ -1,0 +1,107 @@
+"""The engine's model runner: the step's forward pass, a prefill chunk or a decode batch in, logits out.
+
+It owns the model, the slot KV cache (of latents for MLA models, latent_cache.py) and the fastest decode path
+that applies:
+* the native step (native.py, native_decode.c; BENCHMARKS.md "fourth round"): the whole decode step of an
+  fp32 nanoseek Transformer on the CPU (or a bf16 one with AVX512-BF16) in one C call, reading the cache in
+  place. It takes precedence over the compiled step; the model (compiled or not) decodes what it does not.
+  Short prefill chunks (at most `max_batch` tokens) go through it too, their tokens as rows of one sequence
+  at consecutive positions (each row's keys and values are stored before any row attends): the PyTorch
+  forward of a short chunk is mostly per-op overhead (a 1-token prompt took ~4 ms, the native step ~0.5).
+* a compiled decode step (`compile_decode`): torch.compile (inductor, C++ wrapper) fuses the elementwise ops
+  and calls the rest from C++, and with `freezing` folds the weights in as constants. On the default model
+  (BENCHMARKS.md "third round") it decoded 1.8x the tokens/s of eager at batch 1 and at 16 concurrent
+  requests. Shapes are dynamic, so a handful of graphs (batch 1 / batched, lengths equal or not) serve every
+  step; prefill stays eager (compute-bound). Compiling costs ~15-140 s (less from inductor's on-disk cache):
+  opt-in, and `Engine.warm_up()` pays it before traffic arrives.
+* otherwise the model itself, given oneDNN-packed projection weights for calls of a few rows.
+
+Frozen (compiled) and packed (native) weights are copies taken when the runner was set up, so both step
+aside for the plain model once any parameter changes (`weights_unchanged`: RL training the served model).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from nanoseek.engine.latent_cache import kv_cache_for
+from nanoseek.engine.native import NativeDecoder
+from nanoseek.engine.scheduler import PrefillChunk
+
+log = logging.getLogger(__name__)
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        max_batch: int,
+        kv_budget_tokens: int,
+        compile_decode: bool,
+        native_decode: bool,
+    ) -> None:
+        self.model = model.eval()
+        config = model.config
+        self.max_batch = max_batch
+        # MLA models (DeepSeek-V2/V3) cache compressed latents instead of keys and values (latent_cache.py).
+        self.cache = kv_cache_for(config, max_batch, min(config.max_position_embeddings, kv_budget_tokens), model.dtype)
+        self.compile_decode = compile_decode
+        self.decode_model = self.model
+        self.weight_versions: list[tuple[torch.Tensor, int]] = []
+        if compile_decode:
+            self.decode_model = torch.compile(self.model, dynamic=True, options={"cpp_wrapper": True, "freezing": True})
+        self.native_decode = native_decode
+        self.native: NativeDecoder | None = None
+        self.packed_weights = False
+
+    def setup(self) -> None:
+        """Build the native step and pack weights; called in the engine thread (see engine.in_fresh_thread)."""
+        if self.native_decode:
+            self.native = NativeDecoder.build(self.model, self.cache, self.max_batch)
+            log.info("decode steps: %s", f"native C step, {self.native.kernel}" if self.native else "PyTorch model")
+        # Packed weights speed up decode steps of a few rows, which the native step and a compiled step (it
+        # packs its frozen weights itself and cannot trace oneDNN's packed linear) do not run through the model.
+        if hasattr(self.model, "pack_for_inference") and not self.compile_decode and self.native is None:
+            self.packed_weights = self.model.pack_for_inference()
+        if self.compile_decode:  # the rotary table must not grow inside a traced step
+            self.model.rotary.get(self.cache.position_limit, self.model.dtype, self.model.device)
+        if self.compile_decode or self.native is not None:
+            self.weight_versions = [(p, p._version) for p in self.model.parameters()]
+
+    def weights_unchanged(self) -> bool:
+        return all(param._version == version for param, version in self.weight_versions)
+
+    def native_rows(self) -> int:
+        """How many tokens one native step takes now (0: the native step does not apply)."""
+        return self.native.max_batch if self.native is not None and self.weights_unchanged() else 0
+
+    def prefill(self, chunk: PrefillChunk) -> torch.Tensor:
+        """Logits [groups, vocab] at the last position of the chunk, for each of its prompts."""
+        start, length = chunk.start, chunk.length
+        chunks = [group.prompt_ids[start : start + length] for group in chunk.groups]
+        if chunk.native:
+            positions = list(range(start, start + length))
+            rows = self.native.step(
+                [token for tokens in chunks for token in tokens],
+                positions * len(chunk.groups),
+                [group.sequences[0].slot for group in chunk.groups for _ in positions],
+            )
+            return rows[length - 1 :: length]
+        # Positions start.. come from cache.seq_len.
+        self.cache.begin_prefill([group.sequences[0].slot for group in chunk.groups], start, length)
+        return self.model(torch.tensor(chunks), cache=self.cache, last_only=True)[:, -1].float()
+
+    def decode(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
+        """Logits [rows, vocab] of one new token per sequence (token at position, KV in slot)."""
+        unchanged = self.weights_unchanged()
+        if self.native is not None and unchanged:
+            return self.native.step(tokens, positions, slots)
+        self.cache.begin_decode(slots, positions)
+        # Sequences in lock-step share one position: the model reads it from cache.seq_len (a slice).
+        position_ids = None if self.cache.seq_len is not None else torch.tensor(positions).unsqueeze(1)
+        model = self.decode_model if unchanged else self.model
+        input_ids = torch.tensor([[token] for token in tokens])
+        return model(input_ids, position_ids, cache=self.cache)[:, 0].float()
