@@ -57,7 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=DTYPE_CHOICES,
         help="weights in memory (default auto: as the checkpoint stores them); the native C step "
         "decodes float32 models, and bfloat16 ones on CPUs with AVX512-BF16 (on AMX tiles "
-        "where there are any: about 2x float32 at batch 1; BENCHMARKS.md)",
+        "where there are any: about 2x float32 at batch 1; BENCHMARKS.md); q8_0 / q4_1 quantize the "
+        "projections at load time and decode from the quantized blocks (AVX512-VNNI where the CPU has it)",
     )
     parser.add_argument(
         "--no-native",

@@ -25,9 +25,10 @@ from typing import Any
 
 import platformdirs
 
-from nanoseek.model.config import SUPPORTED_DTYPES
+from nanoseek.model.config import QUANTIZED_DTYPES, SUPPORTED_DTYPES
 
-DTYPE_CHOICES = ("auto", *SUPPORTED_DTYPES)  # auto: as the checkpoint stores its weights
+# auto: as the checkpoint stores its weights; q8_0 / q4_1: projections quantized at load (model/quantized.py)
+DTYPE_CHOICES = ("auto", *SUPPORTED_DTYPES, *QUANTIZED_DTYPES)
 
 # DeepSeek's public model names (docs/API.md, checked 2026-12-06), each -> whether it thinks by default. The seed
 # era's names keep their modes; since V4 (2026-04-24) thinking is on by default.
@@ -77,7 +78,7 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: Path(platformdirs.user_cache_dir("nanoseek")) / "prefix-cache")
     disk_cache_gb: float = 0.0
     prefill_chunk: int = 512
-    dtype: str = "auto"  # weights in memory: auto (the checkpoint's) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # weights in memory: auto (the checkpoint's) | float32 | bfloat16 | float16 | q8_0 | q4_1
     native_decode: bool = True  # decode steps of fp32 models in one C call (engine/native.py)
     compile_decode: bool = False  # torch.compile the decode steps the native path does not serve
     # how the model's output is parsed: "auto" reads the checkpoint's chat template

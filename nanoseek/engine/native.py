@@ -8,10 +8,13 @@ cache directory (~/.cache/nanoseek/native on Linux, or $NANOSEEK_CACHE_DIR/nativ
 source, the flags and the CPU's feature flags, and loads it with ctypes. It applies to fp32 models of
 nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU, and to bf16 ones where the CPU has AVX512-BF16
 (`serve --dtype bfloat16`: bf16 weights and KV cache, fp32 everywhere else; on the AMX tile unit where the CPU
-has one and the layer widths are multiples of 32; native_decode.c); anything else --
+has one and the layer widths are multiples of 32; native_decode.c), and to models whose projections are
+quantized (`serve --dtype q8_0`, nanoseek/model/quantized.py: read in place, AVX512-VNNI where the CPU has it);
+anything else --
 another dtype, no compiler, a failed build -- returns None, and the engine decodes with the PyTorch model as
-before. The C step reads the projection weights as a copy packed in its own layout (`packed_projection`), so
-the path is only built for models up to `max_weight_bytes`, and the engine stops using it as soon as any
+before. The C step reads fp32/bf16 projection weights as a copy packed in its own layout (`packed_projection`;
+quantized ones are stored in the C step's layout already), so the path is only built for models up to
+`max_weight_bytes`, and the engine stops using it as soon as any
 parameter changes (RL training the served model).
 
 The shared library links the same libgomp that PyTorch loaded (resolved by its soname), so the C step and
@@ -65,13 +68,15 @@ class _DecodeModel(ctypes.Structure):
                 "slot_capacity",
                 "bf16",
                 "amx",
+                "vnni",
+                "embed_type",
             )
         ]
         + [("eps", ctypes.c_float)]
         + [
             (name, ctypes.c_void_p)
             for name in (
-                "embed_t",
+                "embed",
                 "lm_head",
                 "final_norm",
                 "cos_table",
@@ -88,6 +93,7 @@ class _DecodeModel(ctypes.Structure):
                 "down_bias",
                 "keys",
                 "values",
+                "weight_types",
             )
         ]
     )
@@ -149,6 +155,7 @@ def _compile_and_load() -> ctypes.CDLL:
     library = ctypes.CDLL(str(target))
     library.nanoseek_supports_bf16.restype = ctypes.c_int
     library.nanoseek_enable_amx.restype = ctypes.c_int
+    library.nanoseek_supports_vnni.restype = ctypes.c_int
     library.nanoseek_decode_step.restype = None
     library.nanoseek_decode_step.argtypes = [
         ctypes.POINTER(_DecodeModel),
@@ -215,44 +222,98 @@ def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
     return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
 
 
+# How each projection weight is stored, as native_decode.c's WEIGHT_* codes.
+WEIGHT_TYPES = {torch.float32: 0, torch.bfloat16: 1, "q8_0": 2, "q4_1": 3}
+KERNEL_NAMES = {0: "fp32", 1: "bf16", 2: "q8_0", 3: "q4_1"}
+
+
+def weight_type(layer: torch.nn.Module) -> int:
+    """native_decode.c's code for a projection layer's weight storage."""
+    from nanoseek.model.quantized import QuantizedLinear
+
+    return WEIGHT_TYPES[layer.qtype if isinstance(layer, QuantizedLinear) else layer.weight.dtype]
+
+
+def vnni_allowed() -> bool:
+    """NANOSEEK_NATIVE_VNNI=0 keeps quantized projections on the portable loops (tests and benchmarks)."""
+    return os.environ.get("NANOSEEK_NATIVE_VNNI", "1") != "0"
+
+
 class NativeDecoder:
     """Decode steps of one model over one SlotKVCache, through the compiled C step."""
 
-    def __init__(self, library: ctypes.CDLL, model: torch.nn.Module, cache, max_batch: int, amx: bool) -> None:
+    def __init__(
+        self, library: ctypes.CDLL, model: torch.nn.Module, cache, max_batch: int, amx: bool, vnni: bool
+    ) -> None:
+        from nanoseek.model.quantized import QuantizedEmbedding, QuantizedLinear
+
         config = model.config
         self._library, self.max_batch = library, max_batch
-        # Which multiply the projections use, for logs and benchmarks.
-        self.kernel = ("bf16 AMX tiles" if amx else "bf16 AVX512-BF16") if model.dtype == torch.bfloat16 else "fp32"
         self._threads = torch.get_num_threads()
 
         def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:  # norms and biases: fp32 always
             return None if tensor is None else tensor.detach().float().contiguous()
 
+        def weight(layer: torch.nn.Module, stored: torch.Tensor | None = None) -> torch.Tensor:
+            """What the C step reads for a projection: a quantized layer's own blocks (no copy; they are
+            stored in the C step's layout), else a packed copy of `stored` (the weight by default)."""
+            if isinstance(layer, QuantizedLinear):
+                return layer.packed
+            return packed_projection(layer.weight if stored is None else stored)
+
+        def gate_up(mlp: torch.nn.Module) -> torch.Tensor:
+            layer = mlp.gate_up_proj
+            if isinstance(layer, QuantizedLinear):  # NativeDecoder.build checked the SwiGLU row order
+                return layer.packed
+            return packed_projection(swiglu_blocks(layer.weight, intermediate))
+
+        def down(mlp: torch.nn.Module) -> torch.Tensor:
+            layer = mlp.down_proj
+            return weight(
+                layer, None if isinstance(layer, QuantizedLinear) else padded_inputs(layer.weight, intermediate)
+            )
+
         layers = list(model.layers)
         intermediate = padded_intermediate(config.intermediate_size)
         # Every array the C step reads is kept alive here; the struct only holds their addresses.
-        # [hidden, vocab] contiguous: a view of transformer.py's column-major embedding (no copy), else a copy.
-        embed_t = model.embed_tokens.weight.detach().float().t().contiguous()
-        lm_head = packed_projection(model.lm_head.weight)
+        if isinstance(model.embed_tokens, QuantizedEmbedding):
+            embed, embed_type = model.embed_tokens.table.packed, WEIGHT_TYPES[model.embed_tokens.table.qtype]
+        else:
+            # [hidden, vocab] contiguous: a view of transformer.py's column-major embedding (no copy), else a copy.
+            embed, embed_type = model.embed_tokens.weight.detach().float().t().contiguous(), 0
+        lm_head = weight(model.lm_head)
         final_norm = vector(model.norm.weight)
         cos, sin = (
             table.contiguous() for table in model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
         )
-        self._keep: list = [embed_t, lm_head, final_norm, cos, sin]
+        projections = [(b.self_attn.qkv_proj, b.self_attn.o_proj, b.mlp.gate_up_proj, b.mlp.down_proj) for b in layers]
+        types = [weight_type(layer) for group in projections for layer in group] + [weight_type(model.lm_head)]
+        weight_types = torch.tensor(types, dtype=torch.int32)
+        # Which multiplies the projections use, for logs and benchmarks.
+        kernels = []
+        for code in dict.fromkeys(types):
+            name = KERNEL_NAMES[code]
+            if code == 1:
+                name += " AMX tiles" if amx else " AVX512-BF16"
+            elif code >= 2:
+                name += " AVX512-VNNI" if vnni else " portable"
+            kernels.append(name)
+        self.kernel = ", ".join(kernels)
+        self._keep: list = [embed, lm_head, final_norm, cos, sin, weight_types]
         tables = {}
         for name, get in (
-            ("input_norm", lambda b: b.input_layernorm.weight),
-            ("post_norm", lambda b: b.post_attention_layernorm.weight),
-            ("qkv_weight", lambda b: b.self_attn.qkv_proj.weight),
-            ("qkv_bias", lambda b: b.self_attn.qkv_proj.bias),
-            ("o_weight", lambda b: b.self_attn.o_proj.weight),
-            ("o_bias", lambda b: b.self_attn.o_proj.bias),
-            ("gate_up_weight", lambda b: swiglu_blocks(b.mlp.gate_up_proj.weight, intermediate)),
-            ("gate_up_bias", lambda b: swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate)),
-            ("down_weight", lambda b: padded_inputs(b.mlp.down_proj.weight, intermediate)),
-            ("down_bias", lambda b: b.mlp.down_proj.bias),
+            ("input_norm", lambda b: vector(b.input_layernorm.weight)),
+            ("post_norm", lambda b: vector(b.post_attention_layernorm.weight)),
+            ("qkv_weight", lambda b: weight(b.self_attn.qkv_proj)),
+            ("qkv_bias", lambda b: vector(b.self_attn.qkv_proj.bias)),
+            ("o_weight", lambda b: weight(b.self_attn.o_proj)),
+            ("o_bias", lambda b: vector(b.self_attn.o_proj.bias)),
+            ("gate_up_weight", lambda b: gate_up(b.mlp)),
+            ("gate_up_bias", lambda b: vector(swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate))),
+            ("down_weight", lambda b: down(b.mlp)),
+            ("down_bias", lambda b: vector(b.mlp.down_proj.bias)),
         ):
-            tensors = [(packed_projection if name.endswith("weight") else vector)(get(block)) for block in layers]
+            tensors = [get(block) for block in layers]
             self._keep += tensors
             tables[name] = _pointers(tensors)
         tables["keys"], tables["values"] = _pointers(cache.keys), _pointers(cache.values)
@@ -266,14 +327,17 @@ class NativeDecoder:
             vocab=config.vocab_size,
             num_layers=config.num_hidden_layers,
             slot_capacity=cache.slot_capacity,
-            bf16=int(model.dtype == torch.bfloat16),
+            bf16=int(cache.dtype == torch.bfloat16),
             amx=int(amx),
+            vnni=int(vnni),
+            embed_type=embed_type,
             eps=config.rms_norm_eps,
-            embed_t=embed_t.data_ptr(),
+            embed=embed.data_ptr(),
             lm_head=lm_head.data_ptr(),
             final_norm=final_norm.data_ptr(),
             cos_table=cos.data_ptr(),
             sin_table=sin.data_ptr(),
+            weight_types=weight_types.data_ptr(),
             **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()},
         )
         qkv_width = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim
@@ -286,10 +350,11 @@ class NativeDecoder:
         }
         self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
         self._buffers["scores"] = torch.empty(self._threads * HEADS_PER_PASS * cache.slot_capacity)
-        # Per thread: one projection's input rows as bf16, two per int32, rows rounded up to whole AMX tiles
-        # (bf16 models only).
+        # Per thread: one projection's input rows as bf16, two per int32, rows rounded up to whole AMX tiles;
+        # or quantized to int8 with a scale and a sum per 32 inputs (native_decode.c `quantize_rows`), which
+        # fits in the same bytes.
         padded_batch = -(-max_batch // TILE_ROWS) * TILE_ROWS
-        pairs_per_thread = padded_batch * max(widths["attention"], config.hidden_size, intermediate) // 2
+        pairs_per_thread = padded_batch * max(widths["attention"], config.hidden_size, intermediate) // 2 + 16
         self._buffers["input_pairs"] = torch.empty(self._threads * pairs_per_thread, dtype=torch.int32)
         self._workspace = _Workspace(
             **{name: buffer.data_ptr() for name, buffer in self._buffers.items()},
@@ -299,10 +364,18 @@ class NativeDecoder:
 
     @classmethod
     def build(
-        cls, model: torch.nn.Module, cache, max_batch: int, max_weight_bytes: int = 1 << 30, allow_amx: bool = True
+        cls,
+        model: torch.nn.Module,
+        cache,
+        max_batch: int,
+        max_weight_bytes: int = 1 << 30,
+        allow_amx: bool = True,
+        allow_vnni: bool = True,
     ) -> NativeDecoder | None:
         """A decoder for `model`, or None when the native path does not apply to it (see the module docstring).
-        `allow_amx=False` keeps a bf16 model off the tile unit (tests and benchmarks compare the two)."""
+        `allow_amx=False` keeps a bf16 model off the tile unit, `allow_vnni=False` (or NANOSEEK_NATIVE_VNNI=0)
+        a quantized one off VPDPBUSD (tests and benchmarks compare them)."""
+        from nanoseek.model.quantized import QuantizedLinear, swiglu_row_order
         from nanoseek.model.transformer import MLP, Attention, Transformer
 
         if not isinstance(model, Transformer) or model.device.type != "cpu":
@@ -311,14 +384,29 @@ class NativeDecoder:
             return None
         if not all(type(b.self_attn) is Attention and type(b.mlp) is MLP for b in model.layers):
             return None
-        if sum(p.numel() * p.element_size() for p in model.parameters()) > max_weight_bytes:
+        projections = [model.lm_head] + [
+            layer
+            for b in model.layers
+            for layer in (b.self_attn.qkv_proj, b.self_attn.o_proj, b.mlp.gate_up_proj, b.mlp.down_proj)
+        ]
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        weight_bytes += sum(layer.weight_bytes for layer in projections if isinstance(layer, QuantizedLinear))
+        if weight_bytes > max_weight_bytes:
             return None
+        config = model.config
+        for b in model.layers:  # quantized gate/up blocks must be interleaved for the SwiGLU epilogue
+            gate_up = b.mlp.gate_up_proj
+            if isinstance(gate_up, QuantizedLinear) and (
+                gate_up.row_order is None
+                or not torch.equal(gate_up.row_order, swiglu_row_order(config.intermediate_size))
+            ):
+                return None
         library = load_library()
         if library is None:
             return None
+        dtypes = {layer.weight.dtype for layer in projections if not isinstance(layer, QuantizedLinear)}
         amx = False
-        if model.dtype == torch.bfloat16:
-            config = model.config
+        if torch.bfloat16 in dtypes:
             input_widths = (
                 config.hidden_size,
                 config.num_attention_heads * config.head_dim,
@@ -331,7 +419,8 @@ class NativeDecoder:
                 and all(width % TILE_INPUTS == 0 for width in input_widths)
                 and bool(library.nanoseek_enable_amx())
             )
-        return cls(library, model, cache, max_batch, amx)
+        vnni = allow_vnni and vnni_allowed() and bool(library.nanoseek_supports_vnni())
+        return cls(library, model, cache, max_batch, amx, vnni)
 
     def step(self, tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
         """Logits [len(tokens), vocab] for one new token per sequence; writes its k/v at `positions` of `slots`."""

@@ -24,6 +24,12 @@
    times faster than either, which is what lets a batch of 16 rows cost about what one row costs. The AMX path
    serves every batch size, one row included, so a row's logits still do not depend on its batch.
 
+   Quantized weights (q8_0, q4_1; `project_quantized`, formats in nanoseek/model/quantized.py): each projection
+   may be stored quantized, as llama.cpp's blocks of 32 weights in a column-blocked layout. Its input rows are
+   rounded to int8 per block of 32 inputs (as llama.cpp's activations), the products summed exactly in int32
+   (VPDPBUSD where the CPU has AVX512-VNNI, plain loops otherwise) and scaled into fp32 sums; everything else
+   stays fp32. A step reads a quarter (q8_0) to an eighth (q4_1) of the fp32 weight bytes.
+
    Layouts: projection weights packed in column blocks (`project`); the embedding [hidden, vocab] (transformer.py's
    column-major storage, read in place); the q/k/v projection's output
    rows are the q heads, then the k heads, then the v heads; gate/up holds 16 gate rows, then the same 16
@@ -37,7 +43,7 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) || defined(__AVX512VNNI__)
 #include <immintrin.h>
 #endif
 #if defined(__AVX512BF16__) && defined(__AMX_TILE__) && defined(__AMX_BF16__)
@@ -51,12 +57,23 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Weights and cache entries are fp32, or bf16 (uint16_t) when `bf16` is set; norms, biases, the embedding and
-   the rotary tables are always fp32 (native.py converts them). `intermediate` is the padded MLP width. */
+/* How a projection weight is stored (`weight_types`; native.py `WEIGHT_TYPES`): fp32 or bf16 packed in column
+   blocks (`project_fp32`, `project_bf16`), or llama.cpp-style quantized blocks in nanoseek/model/quantized.py's
+   packed layout (`project_quantized`). */
+enum { WEIGHT_FP32 = 0, WEIGHT_BF16 = 1, WEIGHT_Q8_0 = 2, WEIGHT_Q4_1 = 3 };
+
+/* Cache entries are fp32, or bf16 (uint16_t) when `bf16` is set; norms, biases and the rotary tables are always
+   fp32 (native.py converts them). Each layer's four projections have their own storage type: weight_types[4 *
+   layer + i] for i = q/k/v, o, gate/up, down, and weight_types[4 * num_layers] for the output head. The
+   embedding is fp32 [hidden, vocab] (`embed_type` WEIGHT_FP32) or a quantized [vocab, hidden] table in the
+   packed layout (token t is its output column t; the output head's own blocks when they are tied).
+   `intermediate` is the padded MLP width. `vnni`: quantized projections multiply with VPDPBUSD (AVX512-VNNI),
+   else with the portable loops. */
 typedef struct {
     int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity, bf16, amx;
+    int32_t vnni, embed_type;
     float eps;
-    const float *embed_t;
+    const void *embed;
     const void *lm_head;
     const float *final_norm, *cos_table, *sin_table;
     const float *const *input_norm, *const *post_norm;
@@ -69,6 +86,7 @@ typedef struct {
     const void *const *down_weight;
     const float *const *down_bias;
     void *const *keys, *const *values;
+    const int32_t *weight_types;
 } DecodeModel;
 
 /* Scratch memory for a batch of up to max_batch rows, laid out by native.py. `input_pairs` holds, per thread,
@@ -83,6 +101,15 @@ typedef struct {
 /* 1 when this build can run bf16 models (the compiler targeted a CPU with AVX512-BF16). */
 int nanoseek_supports_bf16(void) {
 #if defined(__AVX512BF16__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* 1 when this build multiplies quantized weights with VPDPBUSD (the compiler targeted a CPU with AVX512-VNNI). */
+int nanoseek_supports_vnni(void) {
+#if defined(__AVX512VNNI__)
     return 1;
 #else
     return 0;
@@ -406,24 +433,257 @@ static void project_amx(const float *x, int rows, int in_dim, const uint16_t *pa
 }
 #endif
 
-/* A projection of the model's weight dtype; `w` gives the calling thread's bf16 input buffer. */
+/* ---- Quantized projections (nanoseek/model/quantized.py has the formats and the packed layout) ----------
+
+   Each input row is quantized per block of 32 inputs as llama.cpp's q8_0/q8_1 activations: d = max|x| / 127,
+   xq = round(x / d) as int8, and the block's sum of xq kept beside it. A column block of the weight holds, per
+   input block, 32 columns' quants as unsigned bytes (q8_0: q + 128; q4_1: q in 0..15), 4 consecutive inputs of
+   a column side by side, so that VPDPBUSD adds 4 products u8 x s8 into each column's int32 lane, and the
+   block's sum per column becomes
+       q8_0: d_w d_x (sum (q + 128) xq - 128 sum xq)      q4_1: d_w d_x sum q xq + m_w d_x sum xq
+   added into fp32 sums. Every int32 sum is exact (|sum| < 2^24), so the VNNI and the portable loops give the
+   same result up to the order of fp32 additions. A 64-byte load covers 16 columns, as in the fp32 kernel. */
+
+#define Q8_BLOCK_BYTES (COLUMN_BLOCK * COLUMN_BLOCK + 2 * COLUMN_BLOCK)     /* quants, then 32 fp16 d */
+#define Q4_BLOCK_BYTES (COLUMN_BLOCK * COLUMN_BLOCK / 2 + 4 * COLUMN_BLOCK) /* nibbles, 32 fp16 d, 32 fp16 m */
+
+static inline float float_from_half(uint16_t half) {
+    const uint32_t sign = (uint32_t)(half & 0x8000u) << 16, exponent = (half >> 10) & 0x1fu, mantissa = half & 0x3ffu;
+    uint32_t bits;
+    if (exponent == 0x1fu) {
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    } else {  /* zero or subnormal: mantissa x 2^-24, exact in fp32 */
+        float value = (float)mantissa * 5.9604644775390625e-8f;
+        memcpy(&bits, &value, sizeof bits);
+        bits |= sign;
+    }
+    float result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
+/* The input rows quantized: xq [rows, in_dim] int8, and per row and block of 32 its scale and sum of quants. */
+typedef struct {
+    int8_t *xq;
+    float *scale, *sum;
+} QuantizedRows;
+
+static QuantizedRows quantize_rows(const float *x, int rows, int in_dim, void *buffer) {
+    const int blocks = in_dim / 32;
+    QuantizedRows q = {(int8_t *)buffer, NULL, NULL};
+    q.scale = (float *)((char *)buffer + ((size_t)rows * in_dim + 63) / 64 * 64);
+    q.sum = q.scale + (size_t)rows * blocks;
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < blocks; b++) {
+            const float *src = x + (size_t)r * in_dim + 32 * b;
+            int8_t *dst = q.xq + (size_t)r * in_dim + 32 * b;
+            float largest = 0.0f;
+#pragma omp simd reduction(max : largest)
+            for (int k = 0; k < 32; k++) largest = fabsf(src[k]) > largest ? fabsf(src[k]) : largest;
+            const float d = largest / 127.0f, inverse = d > 0.0f ? 1.0f / d : 0.0f;
+            int total = 0;
+#pragma omp simd reduction(+ : total)
+            for (int k = 0; k < 32; k++) {
+                const int value = (int)rintf(src[k] * inverse);
+                dst[k] = (int8_t)value;
+                total += value;
+            }
+            q.scale[(size_t)r * blocks + b] = d;
+            q.sum[(size_t)r * blocks + b] = (float)total;
+        }
+    return q;
+}
+
+/* One input block of a q4_1 column block as q8_0's quant layout (8 groups x 32 columns x 4 inputs, bytes 0..15):
+   pair p's low nibbles are group 2p, its high nibbles group 2p + 1. */
+static inline void unpack_q4_1(const uint8_t *nibbles, uint8_t *quants) {
+    for (int p = 0; p < 4; p++)
+#pragma omp simd
+        for (int i = 0; i < 128; i++) {
+            quants[256 * p + i] = nibbles[128 * p + i] & 15;
+            quants[256 * p + 128 + i] = nibbles[128 * p + i] >> 4;
+        }
+}
+
+#if defined(__AVX512VNNI__)
+/* The int32 sums of one input block for 16 columns (`quants` at the first of them: 8 groups, 128 bytes apart). */
+static inline __m512i dot_block_vnni(const uint8_t *quants, const int8_t *xq) {
+    __m512i dot = _mm512_setzero_si512();
+    for (int g = 0; g < 8; g++) {
+        int32_t four;
+        memcpy(&four, xq + 4 * g, sizeof four);
+        dot = _mm512_dpbusd_epi32(dot, _mm512_loadu_si512(quants + 128 * g), _mm512_set1_epi32(four));
+    }
+    return dot;
+}
+
+/* A quantized column block times up to ROW_BLOCK rows, with VPDPBUSD (the classic micro-kernel shape: each
+   weight vector is loaded once per row from L1, every sum stays in a register). */
+static inline __attribute__((always_inline)) void project_block_quantized_vnni(
+    QuantizedRows q, int r0, int rows, int in_dim, const uint8_t *block, int q4, int j0, int width,
+    const float *bias, float *out, int out_stride, int epilogue) {
+    const int blocks = in_dim / 32, block_bytes = q4 ? Q4_BLOCK_BYTES : Q8_BLOCK_BYTES;
+    const int quant_bytes = q4 ? COLUMN_BLOCK * COLUMN_BLOCK / 2 : COLUMN_BLOCK * COLUMN_BLOCK;
+    __m512 low[ROW_BLOCK], high[ROW_BLOCK];
+    for (int r = 0; r < rows; r++) low[r] = high[r] = _mm512_setzero_ps();
+    uint8_t unpacked[COLUMN_BLOCK * COLUMN_BLOCK] __attribute__((aligned(64)));
+    for (int b = 0; b < blocks; b++) {
+        const uint8_t *packed = block + (size_t)b * block_bytes, *quants = packed;
+        const __m512 d_low = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes)));
+        const __m512 d_high = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 32)));
+        __m512 m_low = _mm512_setzero_ps(), m_high = _mm512_setzero_ps();
+        if (q4) {
+            m_low = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 64)));
+            m_high = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 96)));
+            unpack_q4_1(packed, unpacked);
+            quants = unpacked;
+        }
+        for (int r = 0; r < rows; r++) {
+            const size_t at = (size_t)(r0 + r) * blocks + b;
+            const int8_t *xq = q.xq + (size_t)(r0 + r) * in_dim + 32 * b;
+            const __m512 scale = _mm512_set1_ps(q.scale[at]);
+            __m512 sums_low = _mm512_cvtepi32_ps(dot_block_vnni(quants, xq));
+            __m512 sums_high = _mm512_cvtepi32_ps(dot_block_vnni(quants + 64, xq));
+            if (q4) {
+                const __m512 offset = _mm512_set1_ps(q.scale[at] * q.sum[at]);
+                low[r] = _mm512_fmadd_ps(m_low, offset, _mm512_fmadd_ps(_mm512_mul_ps(sums_low, scale), d_low, low[r]));
+                high[r] = _mm512_fmadd_ps(m_high, offset,
+                                          _mm512_fmadd_ps(_mm512_mul_ps(sums_high, scale), d_high, high[r]));
+            } else {
+                const __m512 offset = _mm512_set1_ps(128.0f * q.sum[at]);
+                sums_low = _mm512_mul_ps(_mm512_sub_ps(sums_low, offset), scale);
+                sums_high = _mm512_mul_ps(_mm512_sub_ps(sums_high, offset), scale);
+                low[r] = _mm512_fmadd_ps(sums_low, d_low, low[r]);
+                high[r] = _mm512_fmadd_ps(sums_high, d_high, high[r]);
+            }
+        }
+    }
+    float sums[ROW_BLOCK][COLUMN_BLOCK];
+    for (int r = 0; r < rows; r++) {
+        _mm512_storeu_ps(sums[r], low[r]);
+        _mm512_storeu_ps(sums[r] + 16, high[r]);
+    }
+    store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out + (size_t)r0 * out_stride, out_stride, epilogue);
+}
+#endif
+
+/* The same with plain loops (CPUs without AVX512-VNNI, and the tests of this path): the compiler vectorizes
+   what it can. */
+static void project_block_quantized_portable(QuantizedRows q, int r0, int rows, int in_dim, const uint8_t *block,
+                                             int q4, int j0, int width, const float *bias, float *out,
+                                             int out_stride, int epilogue) {
+    const int blocks = in_dim / 32, block_bytes = q4 ? Q4_BLOCK_BYTES : Q8_BLOCK_BYTES;
+    const int quant_bytes = q4 ? COLUMN_BLOCK * COLUMN_BLOCK / 2 : COLUMN_BLOCK * COLUMN_BLOCK;
+    float sums[ROW_BLOCK][COLUMN_BLOCK] = {{0}};
+    uint8_t unpacked[COLUMN_BLOCK * COLUMN_BLOCK];
+    for (int b = 0; b < blocks; b++) {
+        const uint8_t *packed = block + (size_t)b * block_bytes, *quants = packed;
+        float d[COLUMN_BLOCK], m[COLUMN_BLOCK];
+        for (int c = 0; c < COLUMN_BLOCK; c++) {
+            uint16_t half;
+            memcpy(&half, packed + quant_bytes + 2 * c, sizeof half);
+            d[c] = float_from_half(half);
+            memcpy(&half, packed + quant_bytes + 64 + 2 * c, sizeof half);
+            m[c] = q4 ? float_from_half(half) : 0.0f;
+        }
+        if (q4) {
+            unpack_q4_1(packed, unpacked);
+            quants = unpacked;
+        }
+        for (int r = 0; r < rows; r++) {
+            const size_t at = (size_t)(r0 + r) * blocks + b;
+            const int8_t *xq = q.xq + (size_t)(r0 + r) * in_dim + 32 * b;
+            int32_t dot[COLUMN_BLOCK] = {0};
+            for (int g = 0; g < 8; g++)
+                for (int c = 0; c < COLUMN_BLOCK; c++)
+                    for (int i = 0; i < 4; i++) dot[c] += (int32_t)quants[128 * g + 4 * c + i] * xq[4 * g + i];
+            const float scale = q.scale[at], sum = q.sum[at];
+            for (int c = 0; c < COLUMN_BLOCK; c++)
+                sums[r][c] += q4 ? (float)dot[c] * scale * d[c] + m[c] * (scale * sum)
+                                 : ((float)dot[c] - 128.0f * sum) * scale * d[c];
+        }
+    }
+    store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out + (size_t)r0 * out_stride, out_stride, epilogue);
+}
+
+/* project_fp32 for quantized weights: every thread quantizes all input rows into its own buffer (cheaper than a
+   barrier) and takes its share of the column blocks. in_dim is a multiple of 32 (quantized.py checks). */
+static void project_quantized(const DecodeModel *m, const float *x, int rows, int in_dim, const uint8_t *packed,
+                              int type, const float *bias, int out_dim, float *out, int out_stride, int epilogue,
+                              void *buffer) {
+    const int q4 = type == WEIGHT_Q4_1, blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+    const size_t column_block_bytes = (size_t)(in_dim / 32) * (q4 ? Q4_BLOCK_BYTES : Q8_BLOCK_BYTES);
+    const QuantizedRows q = quantize_rows(x, rows, in_dim, buffer);
+    (void)m;
+#pragma omp for schedule(static) nowait
+    for (int b = 0; b < blocks; b++) {
+        const uint8_t *block = packed + (size_t)b * column_block_bytes;
+        const int j0 = b * COLUMN_BLOCK;
+        const int width = out_dim - j0 < COLUMN_BLOCK ? out_dim - j0 : COLUMN_BLOCK;
+        for (int r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
+            const int n = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
+#if defined(__AVX512VNNI__)
+            if (m->vnni) {
+                switch (n) {
+                    case 8: project_block_quantized_vnni(q, r0, 8, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue); break;
+                    case 1: project_block_quantized_vnni(q, r0, 1, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue); break;
+                    default: project_block_quantized_vnni(q, r0, n, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue);
+                }
+                continue;
+            }
+#endif
+            project_block_quantized_portable(q, r0, n, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue);
+        }
+    }
+}
+
+/* Row `token` of a quantized [vocab, hidden] table (its output column `token`) as fp32. */
+static void quantized_column(const uint8_t *packed, int type, int in_dim, int64_t token, float *dst) {
+    const int q4 = type == WEIGHT_Q4_1, column = (int)(token % COLUMN_BLOCK);
+    const int block_bytes = q4 ? Q4_BLOCK_BYTES : Q8_BLOCK_BYTES;
+    const int quant_bytes = q4 ? COLUMN_BLOCK * COLUMN_BLOCK / 2 : COLUMN_BLOCK * COLUMN_BLOCK;
+    const uint8_t *base = packed + (size_t)(token / COLUMN_BLOCK) * (in_dim / 32) * block_bytes;
+    for (int b = 0; b < in_dim / 32; b++) {
+        const uint8_t *block = base + (size_t)b * block_bytes;
+        uint16_t half;
+        memcpy(&half, block + quant_bytes + 2 * column, sizeof half);
+        const float d = float_from_half(half);
+        memcpy(&half, block + quant_bytes + 64 + 2 * column, sizeof half);
+        const float mn = q4 ? float_from_half(half) : 0.0f;
+        for (int k = 0; k < 32; k++) {
+            const int group = k / 4, i = k % 4;
+            const int value = q4 ? block[128 * (group / 2) + 4 * column + i] >> (4 * (group % 2)) & 15
+                                 : block[128 * group + 4 * column + i] - 128;
+            dst[32 * b + k] = (float)value * d + mn;
+        }
+    }
+}
+
+/* A projection of weights stored as `type`; `w` gives the calling thread's input buffer. */
 static void project(const DecodeModel *m, const Workspace *w, const float *x, int rows, int in_dim,
-                    const void *packed, const float *bias, int out_dim, float *out, int out_stride, int epilogue) {
+                    const void *packed, int type, const float *bias, int out_dim, float *out, int out_stride,
+                    int epilogue) {
+    uint32_t *buffer = w->input_pairs + (size_t)omp_get_thread_num() * w->input_pairs_per_thread;
+    if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_1) {
+        project_quantized(m, x, rows, in_dim, (const uint8_t *)packed, type, bias, out_dim, out, out_stride,
+                          epilogue, buffer);
+        return;
+    }
 #if defined(__AVX512BF16__)
-    if (m->bf16) {
-        uint32_t *x_pairs = w->input_pairs + (size_t)omp_get_thread_num() * w->input_pairs_per_thread;
+    if (type == WEIGHT_BF16) {
 #if defined(HAVE_AMX)
         if (m->amx) {
             project_amx(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, epilogue,
-                        (uint16_t *)x_pairs);
+                        (uint16_t *)buffer);
             return;
         }
 #endif
-        project_bf16(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, epilogue, x_pairs);
+        project_bf16(x, rows, in_dim, (const uint16_t *)packed, bias, out_dim, out, out_stride, epilogue, buffer);
         return;
     }
 #endif
-    (void)m, (void)w;
     project_fp32(x, rows, in_dim, (const float *)packed, bias, out_dim, out, out_stride, epilogue);
 }
 
@@ -670,35 +930,41 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
 #endif
 #pragma omp for schedule(static) nowait
         for (int r = 0; r < rows; r++) {
-            /* The embedding is read in place, [hidden, vocab]: token t's vector is column t. */
-            for (int k = 0; k < hidden; k++) w->x[(size_t)r * hidden + k] = m->embed_t[(size_t)k * m->vocab + tokens[r]];
+            if (m->embed_type != WEIGHT_FP32) {
+                quantized_column((const uint8_t *)m->embed, m->embed_type, hidden, tokens[r], w->x + (size_t)r * hidden);
+                continue;
+            }
+            /* An fp32 embedding is read in place, [hidden, vocab]: token t's vector is column t. */
+            const float *embed = (const float *)m->embed;
+            for (int k = 0; k < hidden; k++) w->x[(size_t)r * hidden + k] = embed[(size_t)k * m->vocab + tokens[r]];
         }
         phase_end(&barrier);
         for (int layer = 0; layer < m->num_layers; layer++) {
+            const int32_t *types = m->weight_types + 4 * layer;
             rms_norm_rows(w->x, m->input_norm[layer], w->normed, rows, hidden, m->eps);
             phase_end(&barrier);
-            project(m, w, w->normed, rows, hidden, m->qkv_weight[layer], m->qkv_bias[layer], qkv_width, w->qkv,
+            project(m, w, w->normed, rows, hidden, m->qkv_weight[layer], types[0], m->qkv_bias[layer], qkv_width, w->qkv,
                     qkv_width, WRITE);
             phase_end(&barrier);
             rotate_and_store(m, layer, rows, positions, slots, w->qkv);
             phase_end(&barrier);
             attend(m, layer, rows, positions, slots, w->qkv, w->attention, w->scores);
             phase_end(&barrier);
-            project(m, w, w->attention, rows, attention_width, m->o_weight[layer], m->o_bias[layer], hidden, w->x,
+            project(m, w, w->attention, rows, attention_width, m->o_weight[layer], types[1], m->o_bias[layer], hidden, w->x,
                     hidden, ACCUMULATE);
             phase_end(&barrier);
             rms_norm_rows(w->x, m->post_norm[layer], w->normed, rows, hidden, m->eps);
             phase_end(&barrier);
-            project(m, w, w->normed, rows, hidden, m->gate_up_weight[layer], m->gate_up_bias[layer],
+            project(m, w, w->normed, rows, hidden, m->gate_up_weight[layer], types[2], m->gate_up_bias[layer],
                     2 * m->intermediate, w->activation, m->intermediate, SWIGLU);
             phase_end(&barrier);
-            project(m, w, w->activation, rows, m->intermediate, m->down_weight[layer], m->down_bias[layer], hidden,
+            project(m, w, w->activation, rows, m->intermediate, m->down_weight[layer], types[3], m->down_bias[layer], hidden,
                     w->x, hidden, ACCUMULATE);
             phase_end(&barrier);
         }
         rms_norm_rows(w->x, m->final_norm, w->normed, rows, hidden, m->eps);
         phase_end(&barrier);
-        project(m, w, w->normed, rows, hidden, m->lm_head, NULL, m->vocab, logits, m->vocab, WRITE);
+        project(m, w, w->normed, rows, hidden, m->lm_head, m->weight_types[4 * m->num_layers], NULL, m->vocab, logits, m->vocab, WRITE);
 #if defined(HAVE_AMX)
         if (m->amx) _tile_release();
 #endif

@@ -10,6 +10,7 @@ leaves a half-written checkpoint behind.
     from nanoseek.model.checkpoint import load_checkpoint, load_model, save_model
     ckpt = load_checkpoint("path/to/dir")            # model + tokenizer + generation config + chat template
     model = load_model("path/to/dir", dtype="bfloat16")
+    model = load_model("path/to/dir", dtype="q8_0")  # projections quantized at load time (model/quantized.py)
     save_model(model, "out_dir", dtype="float32")
 """
 
@@ -201,10 +202,18 @@ def _is_extra_layer(config: ModelConfig, hf_name: str) -> bool:
 
 def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Transformer:
     """Load a Llama/Qwen2/DeepSeek-V2/V3 checkpoint (a directory, a GGUF file or a named model); `dtype` None keeps the dtype
-    that config.json declares (float32 for GGUF)."""
+    that config.json declares (float32 for GGUF). A quantized type (q8_0, q4_1) loads fp32 weights and
+    quantizes the projections and the embedding (model/quantized.py)."""
     from nanoseek.model.gguf_checkpoint import is_gguf_file
     from nanoseek.model.named import resolve_model
+    from nanoseek.model.quantized import QUANTIZED_DTYPES, QuantizationError, quantize_model
 
+    if dtype in QUANTIZED_DTYPES:
+        model = load_model(path, dtype="float32")
+        try:
+            return quantize_model(model, dtype)
+        except QuantizationError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
     source = resolve_model(path)
     if is_gguf_file(source):
         from nanoseek.model.gguf_checkpoint import load_gguf_model, open_gguf

@@ -23,6 +23,7 @@ SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "deepseek_v2", "deepseek_v3")
 DEEPSEEK_MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn", "llama3")
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZED_DTYPES = ("q8_0", "q4_1")  # what a model's projections can be quantized to at load (model/quantized.py)
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",

@@ -341,15 +341,46 @@ def model_tensors(file: GGUFFile, config: ModelConfig) -> dict[str, list[GGUFTen
 
 
 def load_gguf_model(file: GGUFFile, dtype: str | torch.dtype | None = None) -> Transformer:
-    """The Transformer of a GGUF file, every tensor dequantized to `dtype` (None: float32)."""
+    """The Transformer of a GGUF file, every tensor dequantized to `dtype`; with `dtype` None, float32 except
+    the projections (and the embedding) stored in Q8_0, Q4_0 or Q4_1 blocks, which stay in those blocks
+    (model/quantized.py: what the native decode step multiplies from)."""
     config = gguf_model_config(file)
     target = resolve_dtype(dtype, "float32")
     config.dtype = next(name for name, value in DTYPES.items() if value == target)
+    tensors = model_tensors(file, config)
+    kept = quantized_layers(tensors, config) if dtype is None else {}
     state = {}
-    for name, parts in model_tensors(file, config).items():
+    for name, parts in tensors.items():
+        if name in kept:  # a placeholder: install_quantized replaces its layer
+            state[name] = torch.empty(sum(p.shape[0] for p in parts), *parts[0].shape[1:], device="meta")
+            continue
         values = [part.dequantize() for part in parts]
         state[name] = (values[0] if len(values) == 1 else torch.cat(values)).to(target)
-    return model_from_state(config, state)
+    model = model_from_state(config, state)
+    if kept:
+        from nanoseek.model.quantized import install_quantized
+
+        install_quantized(model, kept)
+    return model
+
+
+def quantized_layers(tensors: dict[str, list[GGUFTensor]], config: ModelConfig) -> dict[str, Any]:
+    """Parameter name -> QuantizedLinear over the file's blocks, for every projection and embedding whose parts
+    all share one kernel's format (Q8_0, or Q4_0/Q4_1); the rest is dequantized. Llama-family layers only."""
+    from nanoseek.model.quantized import BLOCK_BYTES, QuantizedLinear, swiglu_row_order
+
+    if config.is_mla or config.intermediate_size % 32:
+        return {}
+    layers = {}
+    for name, parts in tensors.items():
+        if any(int(p.ggml_type) not in BLOCK_BYTES for p in parts):
+            continue
+        order = swiglu_row_order(config.intermediate_size) if name.endswith("gate_up_proj.weight") else None
+        raw = [(int(p.ggml_type), torch.from_numpy(np.array(p.raw, dtype=np.uint8))) for p in parts]
+        layer = QuantizedLinear.from_ggml_parts(raw, parts[0].shape[1], row_order=order)
+        if layer is not None:
+            layers[name] = layer
+    return layers
 
 
 def load_gguf_checkpoint(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Checkpoint:
