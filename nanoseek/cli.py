@@ -18,22 +18,81 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("nanoseek.api.serve", "serve the DeepSeek-compatible API and the web chat"),
-    "chat": ("nanoseek.engine.chat_cli", "chat with a model in the terminal"),
-    "train": ("nanoseek.train.cli", "train a tokenizer or model (stages and recipes)"),
-    "tokenizer": ("nanoseek.tokenizer.cli", "train or inspect a BPE tokenizer"),
-    "eval": ("nanoseek.eval.cli", "run evaluation suites and write the report card"),
-    "thinking-chart": ("nanoseek.eval.thinking_chart", "accuracy vs thinking length at equal compute (R1-Lite chart)"),
-    "merge": ("nanoseek.train.merge", "merge fine-tuned models (a mergekit config: linear, TIES, SLERP, ...)"),
-    "info": ("nanoseek.engine.info", "print a model's summary and a greedy sample"),
-    "convert": ("nanoseek.model.convert", "convert between GGUF files and Hugging Face folders"),
-}
+# (group, command, module, what it does, one example): `nanoseek --help` prints them group by group
+COMMANDS: list[tuple[str, str, str, str, str]] = [
+    (
+        "use a model",
+        "serve",
+        "nanoseek.api.serve",
+        "serve the DeepSeek-compatible API and the web chat",
+        "nanoseek serve --port 8000",
+    ),
+    (
+        "use a model",
+        "chat",
+        "nanoseek.engine.chat_cli",
+        "chat with a model in the terminal (/reset, /exit)",
+        "nanoseek chat --thinking",
+    ),
+    (
+        "use a model",
+        "info",
+        "nanoseek.engine.info",
+        "print a model's summary and a greedy sample",
+        "nanoseek info --model path/to/checkpoint",
+    ),
+    (
+        "build a model",
+        "train",
+        "nanoseek.train.cli",
+        "train a tokenizer or model (stages and recipes)",
+        "nanoseek train all --recipe default --out runs/mine",
+    ),
+    (
+        "build a model",
+        "tokenizer",
+        "nanoseek.tokenizer.cli",
+        "train or inspect a BPE tokenizer",
+        "nanoseek tokenizer train --corpus texts/ --vocab-size 8192 --out tok/",
+    ),
+    (
+        "build a model",
+        "merge",
+        "nanoseek.train.merge",
+        "merge fine-tuned models (mergekit: linear, TIES, SLERP, ...)",
+        "nanoseek merge merge.yaml merged/",
+    ),
+    (
+        "build a model",
+        "convert",
+        "nanoseek.model.convert",
+        "convert between GGUF files and Hugging Face folders",
+        "nanoseek convert model.gguf model/",
+    ),
+    (
+        "measure",
+        "eval",
+        "nanoseek.eval.cli",
+        "run evaluation suites and write the report card",
+        "nanoseek eval --base-url http://127.0.0.1:8000/v1 --suite math --n 20 --out eval_out",
+    ),
+    (
+        "measure",
+        "thinking-chart",
+        "nanoseek.eval.thinking_chart",
+        "accuracy vs thinking length at equal compute (R1-Lite chart)",
+        "nanoseek thinking-chart --model PATH --out chart_out --budgets 32,64,128",
+    ),
+]
+SUBCOMMANDS = {command: (module, what) for _, command, module, what, _ in COMMANDS}
 
 
 def usage() -> str:
-    lines = ["usage: nanoseek <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    lines = ["usage: nanoseek <command> [options]      (nanoseek <command> --help for its options)"]
+    for group in dict.fromkeys(group for group, *_ in COMMANDS):
+        lines += ["", f"{group}:"]
+        for _, command, _, what, example in (c for c in COMMANDS if c[0] == group):
+            lines += [f"  {command:<10} {what}", f"  {'':<10}   e.g. {example}"]
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import nanoseek
 from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.api import anthropic, balance, chat, completions, health, models, responses
+from nanoseek.api.access_log import AccessLogMiddleware
 from nanoseek.api.auth import Gatekeeper, identify_key
 from nanoseek.api.errors import error_body, install_error_handlers
 from nanoseek.api.health import Metrics, MetricsMiddleware
@@ -187,4 +188,5 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         mount(app, db_path=settings.db_path, auth=identify_key if app.state.gate.keys_required else None)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)  # outermost: a refused body is logged too
     return app

@@ -22,6 +22,9 @@ from nanoseek.engine.params import Request, SamplingParams
 from nanoseek.tokenizer.output_parser import OutputParser, tool_format_for_template
 
 DIM, RESET = "\033[2m", "\033[0m"
+COMMANDS_HELP = """commands while chatting:
+  /reset     forget the conversation (the system prompt stays)
+  /exit      quit (so does Ctrl-D); Ctrl-C while the model writes stops that answer"""
 
 
 async def answer(
@@ -54,7 +57,12 @@ async def answer(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nanoseek chat", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="nanoseek chat",
+        description=__doc__.split("\n")[0],
+        epilog=COMMANDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--model", default=None, help="checkpoint directory, GGUF file, named model or adapter directory"
     )
@@ -76,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
+    if interactive:
+        print("Type a message and press Enter. /reset forgets the conversation, /exit quits.")
     try:
         while True:
             try:
