@@ -92,7 +92,7 @@ def usage() -> str:
     for group in dict.fromkeys(group for group, *_ in COMMANDS):
         lines += ["", f"{group}:"]
         for _, command, _, what, example in (c for c in COMMANDS if c[0] == group):
-            lines += [f"  {command:<10} {what}", f"  {'':<10}   e.g. {example}"]
+            lines += [f"  {command:<14} {what}", f"  {'':<14}   e.g. {example}"]
     return "\n".join(lines)
 
 
