@@ -12,6 +12,7 @@ command after an interruption (even `kill -9`) continues where it stopped, with 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     # torch and the stages load only now: `nanoseek train --help` and a bad flag answer at once
-    from nanoseek.train.loop import distributed_setup
+    from nanoseek.train.loop import TrainingStopped, distributed_setup
     from nanoseek.train.stages import all_stages, run_stage
 
     stages = all_stages(recipe)
@@ -136,6 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"nanoseek train: {exc}", file=sys.stderr)
         return 1
+    except TrainingStopped as stop:
+        again = shlex.join(["nanoseek", "train", *(sys.argv[1:] if argv is None else argv)])
+        print(
+            f"nanoseek train: stopped by Ctrl-C after step {stop.step}; the checkpoint is saved in {stop.checkpoint}. "
+            f"Resume with the same command: {again}",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -29,6 +29,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -231,6 +233,38 @@ def evaluate(model: torch.nn.Module, rows: PackedRows, n_rows: int, batch_size: 
     return total / max(1, count)
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """Ctrl-C stopped a run after a whole step, whose checkpoint was then saved: the run resumes from it."""
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped at step {step}; checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class StopOnInterrupt:
+    """While active, the first Ctrl-C (SIGINT) only asks the loop to stop after the current step (so the saved
+    state is one whole step, not half an optimizer update); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: object = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to stop at once)", flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def train(
     model: torch.nn.Module,
     train_rows: PackedRows,
@@ -315,64 +349,70 @@ def train(
     bar = tqdm(total=config.steps, initial=step, disable=not is_main, desc=title, unit="step", dynamic_ncols=True)
     train_loss, eval_loss = float("nan"), None
     window_tokens, window_start = 0, time.perf_counter()
-    while step < config.steps:
-        step_start = time.perf_counter()
-        lr = learning_rate(config, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        global_index = train_rows.rows_for(step, config.batch_size * config.grad_accum * world_size, config.seed)
-        # Normalise by the target-token count of the whole global batch: every process knows it, because
-        # the batch is a function of the step, so no extra communication is needed.
-        global_count = max(1, int(train_rows.loss_mask[np.sort(global_index)][:, 1:].sum()))
-        loss_sum = 0.0
-        for micro in range(config.grad_accum):
-            start = (micro * world_size + rank) * config.batch_size
-            tokens, mask = train_rows.tensors(global_index[start : start + config.batch_size], device=device)
-            last = micro == config.grad_accum - 1
-            sync = nullcontext() if (world_size == 1 or last) else model.no_sync()
-            with sync:
-                micro_loss = masked_loss_sum(model, tokens, mask, config.bf16)
-                # DDP averages gradients over processes; scaling by world_size turns that into a sum.
-                (micro_loss * world_size / global_count).backward()
-            loss_sum += micro_loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip).item()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if world_size > 1:
-            reduced = torch.tensor([loss_sum], dtype=torch.float64, device=device)
-            dist.all_reduce(reduced)
-            loss_sum = reduced.item()
-        train_loss = loss_sum / global_count
-        step += 1
-        elapsed += time.perf_counter() - step_start
-        tokens_seen += tokens_per_step
-        window_tokens += tokens_per_step
-        tokens_per_second = window_tokens / max(1e-9, time.perf_counter() - window_start)
-        log(
-            {
-                "step": step - 1,
-                "loss": train_loss,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tokens": tokens_seen,
-                "tok_per_s": round(tokens_per_second, 1),
-                "elapsed_s": round(elapsed, 2),
-                "bf16": config.bf16,
-            }
-        )
-        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.1e}")
-        bar.update(1)
-        if window_tokens > 50 * tokens_per_step:  # tokens/s over a recent window, not since start
-            window_tokens, window_start = 0, time.perf_counter()
-        want_eval = eval_rows is not None and (
-            step == config.steps or (config.eval_every and step % config.eval_every == 0)
-        )
-        if want_eval:
-            eval_loss = evaluate(raw_model, eval_rows, config.eval_rows, config.batch_size, config.bf16)
-            log({"step": step, "eval_loss": eval_loss})
-            bar.write(f"{title} step {step}: held-out loss {eval_loss:.4f}")
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_checkpoint()
+    with StopOnInterrupt() as interrupt:
+        while step < config.steps:
+            step_start = time.perf_counter()
+            lr = learning_rate(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            global_index = train_rows.rows_for(step, config.batch_size * config.grad_accum * world_size, config.seed)
+            # Normalise by the target-token count of the whole global batch: every process knows it, because
+            # the batch is a function of the step, so no extra communication is needed.
+            global_count = max(1, int(train_rows.loss_mask[np.sort(global_index)][:, 1:].sum()))
+            loss_sum = 0.0
+            for micro in range(config.grad_accum):
+                start = (micro * world_size + rank) * config.batch_size
+                tokens, mask = train_rows.tensors(global_index[start : start + config.batch_size], device=device)
+                last = micro == config.grad_accum - 1
+                sync = nullcontext() if (world_size == 1 or last) else model.no_sync()
+                with sync:
+                    micro_loss = masked_loss_sum(model, tokens, mask, config.bf16)
+                    # DDP averages gradients over processes; scaling by world_size turns that into a sum.
+                    (micro_loss * world_size / global_count).backward()
+                loss_sum += micro_loss.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip).item()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if world_size > 1:
+                reduced = torch.tensor([loss_sum], dtype=torch.float64, device=device)
+                dist.all_reduce(reduced)
+                loss_sum = reduced.item()
+            train_loss = loss_sum / global_count
+            step += 1
+            elapsed += time.perf_counter() - step_start
+            tokens_seen += tokens_per_step
+            window_tokens += tokens_per_step
+            tokens_per_second = window_tokens / max(1e-9, time.perf_counter() - window_start)
+            log(
+                {
+                    "step": step - 1,
+                    "loss": train_loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens": tokens_seen,
+                    "tok_per_s": round(tokens_per_second, 1),
+                    "elapsed_s": round(elapsed, 2),
+                    "bf16": config.bf16,
+                }
+            )
+            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_second:,.0f}", lr=f"{lr:.1e}")
+            bar.update(1)
+            if window_tokens > 50 * tokens_per_step:  # tokens/s over a recent window, not since start
+                window_tokens, window_start = 0, time.perf_counter()
+            want_eval = eval_rows is not None and (
+                step == config.steps or (config.eval_every and step % config.eval_every == 0)
+            )
+            if want_eval:
+                eval_loss = evaluate(raw_model, eval_rows, config.eval_rows, config.batch_size, config.bf16)
+                log({"step": step, "eval_loss": eval_loss})
+                bar.write(f"{title} step {step}: held-out loss {eval_loss:.4f}")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save_checkpoint()
+            if interrupt.requested and step < config.steps:
+                if step % config.checkpoint_every:  # else this step's checkpoint is already saved
+                    save_checkpoint()
+                bar.close()
+                raise TrainingStopped(step, ckpt_path)
     bar.close()
     if math.isnan(train_loss):  # resumed a finished run: report what its log says
         rows = read_log(log_path)

@@ -281,3 +281,40 @@ def test_auto_precision_times_both_keeps_the_seed_and_sticks_on_resume(tmp_path:
     assert [row["bf16"] for row in logged if "loss" in row] == [choice] * 3
     with pytest.raises(ValueError, match="bf16"):
         LoopConfig(steps=1, batch_size=1, bf16="true")
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint_and_says_how_to_resume(run_dir: Path, run_train):
+    # checkpoint_every beyond the run: the only checkpoint before the end is the one Ctrl-C makes
+    settings = [
+        "--set",
+        "pretrain.steps=30",
+        "--set",
+        "pretrain.checkpoint_every=100",
+        "--set",
+        "pretrain.eval_every=0",
+    ]
+    command = ["pretrain", "--recipe", "tiny", "--out", str(run_dir), *settings]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nanoseek.train.cli", *command],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = run_dir / "pretrain" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 5):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "checkpoint is saved" in stderr and "Resume with the same command: nanoseek train pretrain" in stderr
+    stopped_at = torch.load(run_dir / "pretrain" / "checkpoint.pt", weights_only=False)["step"]
+    assert 5 <= stopped_at < 30 and len(step_losses(run_dir)) == stopped_at
+    assert (run_dir / "pretrain" / "model" / "model.safetensors").exists()  # the stage's model is exported too
+
+    resumed = run_train(command, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(step_losses(run_dir)) == 30
