@@ -383,7 +383,11 @@ class Engine:
             group.sink(StreamEvent(queued=True))
         budget = self.prefill_chunk
         while budget > 0 and self.scheduler.prefilling:
-            chunk = self.scheduler.next_prefill(budget, self.runner.native_rows())
+            native_rows = self.runner.native_rows()
+            # A quantized model's PyTorch forward dequantizes every weight per call, so its prompts all go
+            # through the native step, native_rows tokens at a time (BENCHMARKS.md, "quantized weights").
+            quantized = native_rows and self.runner.native.quantized
+            chunk = self.scheduler.next_prefill(min(budget, native_rows) if quantized else budget, native_rows)
             logits = self.runner.prefill(chunk)
             budget -= chunk.tokens
             self.counters["prefill_tokens"] += chunk.tokens

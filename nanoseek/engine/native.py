@@ -299,6 +299,7 @@ class NativeDecoder:
                 name += " AVX512-VNNI" if vnni else " portable"
             kernels.append(name)
         self.kernel = ", ".join(kernels)
+        self.quantized = any(code >= WEIGHT_TYPES["q8_0"] for code in types)
         self._keep: list = [embed, lm_head, final_norm, cos, sin, weight_types]
         tables = {}
         for name, get in (

@@ -215,6 +215,16 @@ def test_a_q8_0_engine_decodes_natively_batched_as_alone_and_its_fallback_dequan
         assert [c.token_ids for c in fallback.generate(requests)] == [
             c.token_ids for c in dequantized.generate(requests)
         ]
+        # A prompt longer than max_batch goes through the native step in chunks of max_batch rows; rows do not
+        # depend on their batch, so it decodes as when one step takes the whole prompt.
+        assert engine.native.quantized
+        long_prompt = [(7 * i) % 500 + 3 for i in range(21)]
+        wide = Engine.from_checkpoint(str(engine_checkpoint), dtype="q8_0", max_batch=32)
+        before = wide.counters["steps"]
+        expected = wide.generate([Request(long_prompt, greedy(16))])[0].token_ids
+        assert wide.counters["steps"] - before <= 17  # the prompt in one step
+        wide.shutdown()
+        assert engine.generate([Request(long_prompt, greedy(16))])[0].token_ids == expected
     finally:
         for each in (engine, fallback, dequantized):
             each.shutdown()
