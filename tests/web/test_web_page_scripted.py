@@ -323,3 +323,49 @@ def test_a_thought_without_an_answer_is_said_in_words(page, scripted) -> None:
     reply = page.locator("article.assistant")
     expect(reply.locator(".thinking .thought")).to_have_text("Hmm, tricky.")
     expect(reply.locator(".note")).to_have_text("The model finished thinking without writing an answer.")
+
+
+def test_latex_renders_with_katex_and_code_and_prices_stay_text(page, scripted) -> None:
+    server, script = scripted
+    script.push(
+        content=[
+            "So $x_1 + x_2 = 5$, and\n\n$$\\frac{a}{b}$$\n\nThe answer is \\boxed{53}. ",
+            "It costs $5 and $6. `$not_math$` stays code.",
+        ]
+    )
+    fonts: list[tuple[str, int]] = []
+    page.on("response", lambda r: fonts.append((r.url, r.status)) if "/katex/fonts/" in r.url else None)
+    page.goto(server.url)
+    send(page, "what is it?")
+    answer = page.locator("article.message.assistant").last.locator(".answer")
+    expect(answer.locator(".katex")).to_have_count(3)
+    expect(answer.locator(".katex-display")).to_have_count(1)
+    expect(answer.locator(".katex-display .mfrac")).to_have_count(1)
+    expect(answer).to_contain_text("It costs $5 and $6.")
+    expect(answer.locator("code")).to_have_text("$not_math$")
+    assert "\\boxed" not in answer.inner_text()
+
+    # KaTeX's own fonts, vendored and served by nanoseek (woff2: the only files shipped)
+    def fonts_served() -> None:
+        assert fonts and all(url.endswith(".woff2") and status == 200 for url, status in fonts), fonts
+
+    eventually(fonts_served)
+
+
+def test_effort_choice_is_sent_as_reasoning_effort_while_thinking(page, scripted) -> None:
+    server, script = scripted
+    script.push(content=["plain"])
+    script.push(reasoning=["hm"], content=["thought"])
+    page.goto(server.url)
+    expect(page.locator("#effort")).to_be_hidden()  # no effort without deep thinking
+    send(page, "one")
+    wait_idle(page)
+    page.click("#deep-thinking")
+    page.select_option("#effort", "low")
+    send(page, "two")
+    wait_idle(page)
+    first, second = (request["body"] for request in script.requests)
+    assert "reasoning_effort" not in first and first["model"] == "deepseek-chat"
+    assert second["reasoning_effort"] == "low" and second["model"] == "deepseek-reasoner"
+    page.reload()
+    expect(page.locator("#effort")).to_have_value("low")  # remembered like the other settings

@@ -1,7 +1,7 @@
 // The nanoseek web chat page: the conversation list, the messages, the composer and the streaming of answers.
 //
 // Served by `nanoseek serve` at / (see nanoseek/web/routes.py). Plain browser JavaScript, no build step: the
-// only libraries are the vendored marked (Markdown), DOMPurify (sanitizing model output) and highlight.js.
+// only libraries are the vendored marked (Markdown), DOMPurify (sanitizing model output), highlight.js and KaTeX.
 // server.js (loaded first) holds the talking to the server: settings, errors in words, the store API, the
 // SSE reader and the durable saving of answers while they stream.
 "use strict";
@@ -12,6 +12,7 @@ const $ = (selector) => document.querySelector(selector);
 const el = {
   list: $("#conversation-list"), messages: $("#messages"), empty: $("#empty-state"), banner: $("#banner"),
   composer: $("#composer"), input: $("#input"), send: $("#send"), stop: $("#stop"), thinking: $("#deep-thinking"),
+  effort: $("#effort"),
   newChat: $("#new-chat"), settingsButton: $("#settings-button"), dialog: $("#settings-dialog"),
   keyReason: $("#key-reason"), apiKey: $("#api-key"), maxTokens: $("#max-tokens"), temperature: $("#temperature"),
 };
@@ -81,9 +82,32 @@ function copyButton(getText, label = "Copy") {
   return button;
 }
 
+// LaTeX in answers, as DeepSeek's chat renders it: $$...$$ and \[...\] as display math, $...$ and \(...\) inline,
+// and a bare \boxed{...} (how the model states a final answer). The math is taken out before Markdown (which would
+// eat its backslashes and underscores) as private-use placeholders, and put back rendered by KaTeX after
+// sanitizing: KaTeX escapes what it renders, and with `trust` off it emits no links, styles or scripts of the
+// model's. Code blocks and code spans are left alone; "$5 and $6" stays text ($ must hug its math).
+const MATH = /\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\]|\\\(([\s\S]+?)\\\)|\$(?=\S)((?:\\.|[^$\\\n])+?)(?<=\S)\$(?!\d)|(\\boxed\{(?:[^{}]|\{[^{}]*\})*\})/g;
+const CODE = /(```[\s\S]*?(?:```|$)|`[^`\n]*`)/;
+
+function takeOutMath(text, found) {
+  return text.split(CODE).map((part, index) => index % 2 ? part : part.replace(MATH, (match, display, bracket, paren, inline, boxed) => {
+    found.push({ tex: display ?? bracket ?? paren ?? inline ?? boxed, display: display !== undefined || bracket !== undefined });
+    return `\uE000${found.length - 1}\uE001`;
+  })).join("");
+}
+
+function putBackMath(html, found) {
+  return html.replace(/\uE000(\d+)\uE001/g, (_, index) => {
+    const { tex, display } = found[Number(index)];
+    return katex.renderToString(tex, { displayMode: display, throwOnError: false, trust: false, maxExpand: 200 });
+  });
+}
+
 // Model output is untrusted: Markdown -> HTML -> DOMPurify -> DOM, then highlight and decorate code blocks.
 function renderMarkdown(target, text) {
-  target.innerHTML = DOMPurify.sanitize(marked.parse(text));
+  const math = [];
+  target.innerHTML = putBackMath(DOMPurify.sanitize(marked.parse(takeOutMath(text, math))), math);
   for (const code of target.querySelectorAll("pre > code")) {
     const language = [...code.classList].find((name) => name.startsWith("language-"))?.slice(9);
     if (language && !hljs.getLanguage(language)) code.classList.remove(`language-${language}`);
@@ -200,6 +224,8 @@ function renderControls() {
   el.send.hidden = state.busy;
   el.stop.hidden = !state.busy;
   el.thinking.setAttribute("aria-pressed", String(settings.deepThinking));
+  el.effort.value = settings.effort;
+  el.effort.hidden = !settings.deepThinking;  // an effort only means something while the model thinks
 }
 
 // Streaming re-renders at most every RENDER_INTERVAL_MS: parsing Markdown per token would be quadratic.
@@ -396,6 +422,7 @@ async function generateReply(replaceFrom = null) {
   const body = { model, messages: prompt, stream: true };
   if (settings.maxTokens) body.max_tokens = settings.maxTokens;
   if (settings.temperature !== null) body.temperature = settings.temperature;
+  if (thinking) body.reasoning_effort = settings.effort;
   try {
     let response;
     try {
@@ -471,6 +498,7 @@ el.input.addEventListener("keydown", (event) => {
 });
 el.stop.addEventListener("click", stopGenerating);
 el.thinking.addEventListener("click", () => { settings.deepThinking = !settings.deepThinking; renderControls(); });
+el.effort.addEventListener("change", () => { settings.effort = el.effort.value; });
 el.newChat.addEventListener("click", newChat);
 el.settingsButton.addEventListener("click", () => openSettings());
 

@@ -29,6 +29,9 @@ const settings = {
   },
   get deepThinking() { return localStorage.getItem("nanoseek.deepThinking") === "1"; },
   set deepThinking(on) { localStorage.setItem("nanoseek.deepThinking", on ? "1" : "0"); },
+  // reasoning_effort in deep thinking (docs/API.md): low | high (DeepSeek's default) | max
+  get effort() { return localStorage.getItem("nanoseek.effort") || "high"; },
+  set effort(value) { localStorage.setItem("nanoseek.effort", value); },
 };
 
 // ---------------------------------------------------------------- talking to the server
