@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.model.config import ModelConfig
-from nanoseek.model.transformer import MLP, Linear, RMSNorm, apply_rotary
+from nanoseek.model.layers import MLP, Linear, RMSNorm, apply_rotary
 
 
 def yarn_softmax_scale(config: ModelConfig) -> float:
