@@ -183,12 +183,14 @@ def save_adapter(
     return directory
 
 
-def load_adapter(model: Transformer, directory: str | os.PathLike[str]) -> PeftModel:
-    """`model` (the base with its vocabulary extended) wrapped with the adapter saved in `directory`."""
+def load_adapter(model: Transformer, directory: str | os.PathLike[str], trainable: bool = False) -> PeftModel:
+    """`model` (the base with its vocabulary extended) wrapped with the adapter saved in `directory`; with
+    `trainable`, its matrices and token rows train on (a later stage continuing the adapter)."""
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
     directory = Path(directory)
     config = LoraConfig.from_pretrained(str(directory))
+    config.inference_mode = not trainable
     peft_model = get_peft_model(peft_ready(model), config)
     result = set_peft_model_state_dict(peft_model, load_file(str(directory / ADAPTER_WEIGHTS_FILE)))
     # A tied output projection shares the embedding's token rows, so it has no entry of its own.

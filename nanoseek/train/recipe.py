@@ -41,7 +41,7 @@ DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share", "kind", "lora"}
 # Settings a later round does not take from the first section of its kind.
 NOT_INHERITED = {"init_from", "kind", "seed"}
 # RL stage keys that are not RLConfig fields.
-RL_STAGE_KEYS = {"init_from", "kind"}
+RL_STAGE_KEYS = {"init_from", "kind", "lora"}
 
 
 def available_recipes() -> list[str]:

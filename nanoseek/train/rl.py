@@ -47,7 +47,16 @@ from nanoseek.tasks.item import Item
 from nanoseek.tokenizer.tokenizer import Tokenizer
 from nanoseek.train.config import RLConfig
 from nanoseek.train.data import train_items
-from nanoseek.train.loop import CHECKPOINT_NAME, LOG_NAME, atomic_torch_save, plot_lines, read_log, rewrite_log
+from nanoseek.train.loop import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    atomic_torch_save,
+    load_trainable_state,
+    plot_lines,
+    read_log,
+    rewrite_log,
+    trainable_state,
+)
 from nanoseek.train.optim import learning_rate, make_optimizer
 
 PLOT_NAME = "rewards.png"
@@ -217,8 +226,11 @@ def train_rl(
     on_checkpoint: Callable[[int], None] | None = None,
     engine_kwargs: dict[str, Any] | None = None,
     reward: Reward = verifiable_reward,
+    rollout_model: Callable[[], torch.nn.Module] | None = None,
 ) -> dict[str, Any]:
-    """Run GRPO for `config.steps` steps on `model` (in place); returns the last step's log row."""
+    """Run GRPO for `config.steps` steps on `model` (in place); returns the last step's log row.
+    `rollout_model()` gives the plain Transformer the engine samples from when `model` is not one (a LoRA
+    model: its adapter merged into a copy, so rollouts decode at the base's speed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path, plot_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME, out_dir / PLOT_NAME
@@ -237,7 +249,7 @@ def train_rl(
                 f"{ckpt_path} was written with different RL settings ({', '.join(sorted(changed))}); "
                 "resume with the same recipe or pass a fresh --out directory"
             )
-        model.load_state_dict(state["model"])
+        load_trainable_state(model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
     # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept (but a
@@ -259,7 +271,7 @@ def train_rl(
     }
 
     def with_backend(work: Callable[[EngineBackend], Any]) -> Any:
-        engine = Engine(model, tokenizer, **engine_settings)
+        engine = Engine(model if rollout_model is None else rollout_model(), tokenizer, **engine_settings)
         try:
             return work(EngineBackend(engine))
         finally:
@@ -273,7 +285,7 @@ def train_rl(
     def save() -> None:
         atomic_torch_save(
             {
-                "model": model.state_dict(),
+                "model": trainable_state(model),
                 "optimizer": optimizer.state_dict(),
                 "step": step,
                 "elapsed": elapsed,

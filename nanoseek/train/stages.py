@@ -23,6 +23,7 @@ generation_config.json) that `nanoseek serve --model` and transformers load.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -216,18 +217,35 @@ def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> Non
                 f"run `nanoseek train {stage}` alone"
             )
         return
-    tokenizer, model, stage_dir = load_tokenizer(out), previous_model(stage, recipe, out), out / stage
+    tokenizer, stage_dir = load_tokenizer(out), out / stage
     config = rl_config(recipe, stage)
+    lora = stage_settings(recipe, stage).get("lora")
+    if lora is None:
+        model = trained = previous_model(stage, recipe, out)
+        rollout_model, export = None, lambda step: export_step(stage_dir, model, tokenizer, step)
+    else:
+        model, trained = lora_rl_model(stage, recipe, out, tokenizer, lora)
+
+        def rollout_model() -> torch.nn.Module:
+            return copy.deepcopy(trained).merge_and_unload()
+
+        def export(step: int) -> None:
+            save_adapter(trained, stage_dir / "adapter", recipe, step)
+
     last = train_rl(
-        model,
+        trained,
         tokenizer,
         config,
         stage_dir,
         resume=resume,
         title=f"{recipe['name']}/{stage}",
-        on_checkpoint=lambda step: export_step(stage_dir, model, tokenizer, step),
+        on_checkpoint=export,
+        rollout_model=rollout_model,
     )
     if exported_step(stage_dir / "model") != config.steps:
+        if lora is not None:
+            save_adapter(trained, stage_dir / "adapter", recipe, config.steps)
+            model = trained.merge_and_unload()
         export_step(stage_dir, model, tokenizer, config.steps)
     print(
         f"{stage}: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} "
@@ -281,6 +299,17 @@ def lora_model(model: torch.nn.Module, tokenizer: Tokenizer, table: dict[str, An
     start from `seed`, so a resumed stage rebuilds the same frozen model before loading what was trained."""
     torch.manual_seed(seed)
     return attach_lora(model, LoraSettings.from_table(table), trainable_token_ids(tokenizer))
+
+
+def lora_rl_model(stage: str, recipe: dict[str, Any], out: Path, tokenizer: Any, table: dict[str, Any]):
+    """(frozen model, LoRA model) for an RL stage with a `lora` table: the stage before it goes on training its
+    own adapter when it has one (so one adapter ships), else a fresh adapter starts on its model."""
+    previous = init_stage(recipe, stage)
+    if not (out / previous / "adapter").is_dir():
+        model = previous_model(stage, recipe, out)
+        return model, lora_model(model, tokenizer, table, stage_seed(recipe, stage))
+    model = previous_model(previous, recipe, out)  # what the previous stage's adapter was trained on
+    return model, adapter.load_adapter(model, out / previous / "adapter", trainable=True)
 
 
 def save_adapter(peft_model: torch.nn.Module, directory: Path, recipe: dict[str, Any], step: int) -> None:

@@ -121,10 +121,26 @@ def test_adapter_saved_loaded_and_merged_gives_peft_logits(chatml_base: Path, tm
         assert torch.allclose(load_checkpoint(tmp_path / "adapter").model(ids), expected, atol=1e-4)
 
 
-def write_recipe(path: Path, base: Path, steps: int) -> Path:
+def write_recipe(path: Path, base: Path, steps: int, rl: bool = False) -> Path:
+    rl_section = """
+[rl]
+steps = 2
+prompts_per_step = 2
+samples_per_prompt = 2
+max_tokens = 8
+warmup_steps = 1
+eval_every = 2
+eval_items = 2
+checkpoint_every = 1
+pool = 8
+lora = { rank = 4, alpha = 8 }
+
+[rl.mixture]
+math = 1.0
+"""
     path.write_text(
         f"""seed = 3
-stages = ["sft"]
+stages = {'["sft", "rl"]' if rl else '["sft"]'}
 
 [base]
 model = "{base}"
@@ -146,6 +162,7 @@ math = 12
 identity_posttrained = 4
 fim = 4
 """
+        + (rl_section if rl else "")
     )
     return path
 
@@ -193,3 +210,18 @@ def test_lora_stage_killed_and_resumed_equals_one_run(chatml_base: Path, tmp_pat
         adapted = load_checkpoint(one_run / "sft" / "adapter").model(ids)
     assert torch.allclose(merged, adapted, atol=1e-4)
     shutil.rmtree(killed)
+
+
+def test_rl_stage_goes_on_training_the_sft_adapter(chatml_base: Path, tmp_path: Path, run_train):
+    recipe = write_recipe(tmp_path / "lora_rl.toml", chatml_base, steps=4, rl=True)
+    run = tmp_path / "run"
+    done = run_train(["all", "--recipe", str(recipe), "--out", str(run)], cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = torch.load(run / "rl" / "checkpoint.pt", weights_only=False)["model"]
+    sft_state = torch.load(run / "sft" / "checkpoint.pt", weights_only=False)["model"]
+    assert state.keys() == sft_state.keys()  # the same adapter, trained on: one artifact ships
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        merged = load_checkpoint(run / "rl" / "model").model(ids)
+        adapted = load_checkpoint(run / "rl" / "adapter").model(ids)
+    assert torch.allclose(merged, adapted, atol=1e-4)
