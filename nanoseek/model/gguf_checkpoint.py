@@ -443,10 +443,9 @@ def save_gguf(
     """Write `model` and `tokenizer` as one GGUF file that llama.cpp and `load_gguf_checkpoint` read.
     Matrices are stored as `tensor_type` (a WRITE_TYPES key; a matrix whose rows are not whole blocks of that
     type stays F32), 1-D tensors as F32. Written atomically."""
-    from gguf import GGML_QUANT_SIZES, GGUFWriter
+    from gguf import GGML_QUANT_SIZES
     from gguf.quants import quantize
 
-    from nanoseek.fileio import atomic_path
     from nanoseek.tokenizer.gguf_vocab import gguf_tokenizer_metadata
 
     if tensor_type not in WRITE_TYPES:
@@ -458,17 +457,35 @@ def save_gguf(
     arrays = gguf_tensor_arrays(model)
     if model.config.rope_scaling and model.config.rope_scaling["rope_type"] == "llama3":
         arrays[ROPE_FREQS_TENSOR] = llama3_rope_factors(model.config)
+    block = GGML_QUANT_SIZES[matrix_type][0]
+    tensors = {}
+    for tensor_name, array in arrays.items():
+        if array.ndim == 2 and array.shape[1] % block == 0 and matrix_type != GGMLQuantizationType.F32:
+            tensors[tensor_name] = (quantize(array, matrix_type), matrix_type)
+        else:
+            tensors[tensor_name] = (array, None)
+    return write_gguf(path, model.config.model_type, metadata, tensors)
+
+
+def write_gguf(
+    path: str | os.PathLike[str],
+    architecture: str,
+    metadata: dict[str, Any],
+    tensors: dict[str, tuple[np.ndarray, GGMLQuantizationType | None]],
+) -> Path:
+    """One GGUF file, atomically: metadata values typed as llama.cpp expects them, and each tensor either as
+    float values (type None: stored as their numpy dtype) or as the stored blocks of the given type."""
+    from gguf import GGUFWriter
+
+    from nanoseek.fileio import atomic_path
+
     path = Path(path)
     with atomic_path(path) as tmp:
-        writer = GGUFWriter(tmp, model.config.model_type)
+        writer = GGUFWriter(tmp, architecture)
         for key, value in metadata.items():
             _add_metadata(writer, key, value)
-        block = GGML_QUANT_SIZES[matrix_type][0]
-        for tensor_name, array in arrays.items():
-            if array.ndim == 2 and array.shape[1] % block == 0 and matrix_type != GGMLQuantizationType.F32:
-                writer.add_tensor(tensor_name, quantize(array, matrix_type), raw_dtype=matrix_type)
-            else:
-                writer.add_tensor(tensor_name, array)
+        for name, (array, raw_type) in tensors.items():
+            writer.add_tensor(name, array, raw_dtype=raw_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -373,6 +373,68 @@ def compile_template(template: str) -> Any:
         raise ChatFormatError(f"chat template has a syntax error (line {exc.lineno}): {exc.message}") from exc
 
 
+# For a Jinja template that knows nothing of tools (SmolLM2's ChatML, most small instruct models): tools are
+# put to the model the Hermes way, in Qwen2.5's words, and calls and results travel as text in ordinary turns.
+# The output parser and the grammar then use the same Hermes <tool_call> shape (output_parser.HERMES_TOOLS).
+HERMES_TOOLS_PROMPT = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within <tool_call></tool_call> "
+    'XML tags:\n<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+
+
+def template_renders_tools(template: str) -> bool:
+    return re.search(r"\btools\b", template) is not None
+
+
+def hermes_tool_messages(
+    messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """`messages` for a template without tool support: the tool list joins the system message (one is made
+    when there is none), an assistant's calls become `<tool_call>` JSON lines after its text, and each run of
+    tool results becomes one user turn of `<tool_response>` blocks (Qwen2.5's layout)."""
+    adapted: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            response = (
+                f"<tool_response>\n{content_text(message.get('content'), f'messages[{index}]')}\n</tool_response>"
+            )
+            if adapted and adapted[-1].get("from_tools"):
+                adapted[-1]["content"] += "\n" + response
+            else:
+                adapted.append({"role": "user", "content": response, "from_tools": True})
+            continue
+        message = dict(message)
+        if role == "assistant" and message.get("tool_calls"):
+            calls = []
+            for call_index, call in enumerate(message.pop("tool_calls")):
+                function = function_of(call, f"messages[{index}].tool_calls[{call_index}]")
+                arguments = function.get("arguments") or {}
+                if isinstance(arguments, str):
+                    arguments = json.loads(arguments) if arguments.strip() else {}
+                payload = json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False)
+                calls.append(f"<tool_call>\n{payload}\n</tool_call>")
+            text = content_text(message.get("content"), f"messages[{index}]")
+            message["content"] = "\n".join(([text] if text else []) + calls)
+        adapted.append(message)
+    for message in adapted:
+        message.pop("from_tools", None)
+    if tools:
+        listing = "\n".join(
+            json.dumps({"type": "function", "function": function_of(tool, f"tools[{i}]")}, ensure_ascii=False)
+            for i, tool in enumerate(tools)
+        )
+        section = HERMES_TOOLS_PROMPT.format(tools=listing)
+        if adapted and adapted[0].get("role") == "system":
+            system = content_text(adapted[0].get("content"), "messages[0]")
+            adapted[0] = {**adapted[0], "content": f"{system}\n\n{section}" if system else section}
+        else:
+            adapted.insert(0, {"role": "system", "content": section})
+    return adapted
+
+
 def render_jinja(
     template: str,
     messages: Sequence[dict[str, Any]],

@@ -92,11 +92,13 @@ def tool_format_for_template(chat_template: str | None, override: str = "auto") 
     """Choose the tool-call format from the checkpoint's Jinja chat template (or the --tool-parser flag)."""
     if override != "auto":
         return TOOL_FORMATS[override]
+    from nanoseek.tokenizer.chat_format import template_renders_tools
+
     template = chat_template or ""
     if TOOL_CALL_BEGIN in template:
         return DEEPSEEK_V3_TOOLS if "```json" in template else DEEPSEEK_TOOLS
-    if "<tool_call>" in template:
-        return HERMES_TOOLS
+    if "<tool_call>" in template or (template and not template_renders_tools(template)):
+        return HERMES_TOOLS  # a template without tools gets them the Hermes way (chat_format.hermes_tool_messages)
     return DEEPSEEK_TOOLS
 
 

@@ -264,6 +264,9 @@ class Tokenizer:
             )
         if not self.chat_template:
             raise TokenizerError("this checkpoint has no chat_template in its tokenizer_config.json")
+        uses_tools = tools or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
+        if uses_tools and not chat_format.template_renders_tools(self.chat_template):
+            messages, tools = chat_format.hermes_tool_messages(messages, tools), None
         return chat_format.render_jinja(
             self.chat_template,
             messages,

@@ -10,6 +10,7 @@ through `start_server`. Servers run uvicorn in a background thread on a random f
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -51,6 +53,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, seconds: float) -> None:
+    """Wait for a `nanoseek serve` subprocess to answer /health (its stderr in the failure if it exits)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, process.stderr.read() if process.stderr else "the server exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not come up"
+        time.sleep(0.2)
 
 
 def launch(settings: Settings) -> LiveServer:

@@ -16,7 +16,7 @@ import httpx
 
 from nanoseek.api import app as app_module
 from nanoseek.api import serve
-from tests.api.conftest import free_port
+from tests.api.conftest import free_port, wait_until_healthy
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -80,16 +80,7 @@ def test_serve_from_env_and_graceful_shutdown(tiny_checkpoint, tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+        wait_until_healthy(process, url, 90)
         headers = {"Authorization": "Bearer sk-env"}
         assert httpx.get(f"{url}/models", timeout=5).status_code == 401
 

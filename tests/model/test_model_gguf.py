@@ -24,6 +24,7 @@ from nanoseek.model.gguf_checkpoint import (
     model_tensors,
     open_gguf,
     save_gguf,
+    write_gguf,
 )
 from nanoseek.model.random_init import make_random_checkpoint
 from nanoseek.tokenizer.gguf_vocab import gguf_tokenizer_metadata, tokenizer_from_gguf
@@ -101,20 +102,12 @@ def test_k_quant_files_read_as_transformers_reads_them(tmp_path, arch, ggml_type
         )
     )
     rng = np.random.default_rng(0)
-    path = tmp_path / "k.gguf"
-    writer = gguf.GGUFWriter(path, arch)
-    for key, value in (gguf_model_metadata(source.model.config) | gguf_tokenizer_metadata(source.tokenizer)).items():
-        add = {bool: writer.add_bool, int: writer.add_uint32, float: writer.add_float32, str: writer.add_string}
-        add.get(type(value), writer.add_array)(key, value)
-    for name, array in gguf_tensor_arrays(source.model).items():
-        if array.ndim == 2:
-            writer.add_tensor(name, random_k_blocks(*array.shape, ggml_type, rng), raw_dtype=ggml_type)
-        else:
-            writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    tensors = {
+        name: (random_k_blocks(*array.shape, ggml_type, rng), ggml_type) if array.ndim == 2 else (array, None)
+        for name, array in gguf_tensor_arrays(source.model).items()
+    }
+    metadata = gguf_model_metadata(source.model.config) | gguf_tokenizer_metadata(source.tokenizer)
+    path = write_gguf(tmp_path / "k.gguf", arch, metadata, tensors)
 
     ids = source.tokenizer.encode(PROMPT)
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)

@@ -1,0 +1,117 @@
+"""`nanoseek serve --model smollm2-135m-instruct` (a real ChatML checkpoint, fetched by name) answering the
+official openai SDK: chat under every served name, a grammar-enforced Hermes tool call, JSON Output and chat
+prefix completion; FIM is a clear 400 because the checkpoint has no FIM tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.api.conftest import free_port, wait_until_healthy
+
+# the server loads a 135M model; a busy 2-core machine makes every step slower
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "NANOSEEK_DB_PATH": str(tmp_path_factory.mktemp("smol") / "web.sqlite3")}
+    command = [sys.executable, "-m", "nanoseek.cli", "serve", "--model", "smollm2-135m-instruct", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, url, 600)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=600)
+
+
+@pytest.mark.parametrize("model", ["deepseek-chat", "deepseek-coder", "deepseek-reasoner"])
+def test_chat_answers_under_every_served_name(client, model):
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=24
+    )
+    message = reply.choices[0].message
+    assert message.content
+    if model == "deepseek-reasoner":  # thinking mode over a model without one: the answer comes directly
+        assert not message.reasoning_content
+
+
+def test_greedy_chat_knows_the_capital(client):
+    reply = client.chat.completions.create(
+        model="deepseek-chat",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24,
+        temperature=0,
+    )
+    assert "Paris" in reply.choices[0].message.content
+
+
+def test_tool_call_in_the_hermes_shape(client):
+    reply = client.chat.completions.create(
+        model="deepseek-chat",
+        messages=[{"role": "user", "content": "What is the weather in Paris right now?"}],
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=120,
+        temperature=0,
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+
+def test_json_output_is_json(client):
+    reply = client.chat.completions.create(
+        model="deepseek-chat",
+        messages=[{"role": "user", "content": "Give the capital of France as JSON with the key capital."}],
+        response_format={"type": "json_object"},
+        max_tokens=40,
+        temperature=0,
+    )
+    assert isinstance(json.loads(reply.choices[0].message.content), dict)
+
+
+def test_prefix_completion_continues_the_assistant_message(server):
+    beta = openai.OpenAI(base_url=f"{server}/beta", api_key="unused", timeout=600)
+    reply = beta.chat.completions.create(
+        model="deepseek-chat",
+        messages=[
+            {"role": "user", "content": "Write a Python function that adds two numbers."},
+            {"role": "assistant", "content": "```python\ndef add(", "prefix": True},
+        ],
+        max_tokens=30,
+        temperature=0,
+        stop=["```"],
+    )
+    assert "return" in reply.choices[0].message.content
+
+
+def test_fim_is_a_clear_400_without_fim_tokens(server):
+    beta = openai.OpenAI(base_url=f"{server}/beta", api_key="unused", timeout=600)
+    with pytest.raises(openai.BadRequestError, match="no fill-in-the-middle tokens"):
+        beta.completions.create(model="deepseek-chat", prompt="def add(a, b):\n", suffix="\n", max_tokens=8)
