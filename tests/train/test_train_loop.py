@@ -248,7 +248,7 @@ def test_auto_precision_times_both_keeps_the_seed_and_sticks_on_resume(tmp_path:
         probed.append((choice, rates))
         return choice, rates
 
-    monkeypatch.setattr(throughput, "faster_precision", probe)
+    monkeypatch.setattr("nanoseek.train.loop.faster_precision", probe)  # the loop's own reference
     weights_before = [p.detach().clone() for p in model.parameters()]
     auto = LoopConfig(steps=2, batch_size=2, checkpoint_every=1, bf16="auto", seed=5)
     first = train(model, rows, None, auto, tmp_path / "auto")
