@@ -185,34 +185,26 @@ def parting_token(tokens: list[int], expected: list[int]) -> int:
     return next((i for i, (a, b) in enumerate(zip(tokens, expected)) if a != b), min(len(tokens), len(expected)))
 
 
-class ReferenceProcess:
-    """One reference decoder (`transformers`, `model loop`, `llama.cpp`) in a spawned process of its own:
-    it loads its side, decodes once (`first_tokens`, None when the side is not installed) and then times one
-    decode per `time_one_run` call while the engine's process sits idle. An error in the child is raised here."""
+class WorkerProcess:
+    """A spawned process of its own (a fresh interpreter: no OpenMP pool, no engine) running
+    `target(*args, conn)`, which answers over `conn`; an exception it sends back is raised here, named."""
 
-    def __init__(self, side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str) -> None:
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no OpenMP pool, no engine
-        self.side = side
+    def __init__(self, name: str, target, args: tuple) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.name = name
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(
-            target=reference_worker, daemon=True, args=(side, path, prompt, new_tokens, threads, dtype, child_conn)
-        )
+        self.process = context.Process(target=target, daemon=True, args=(*args, child_conn))
         self.process.start()
         child_conn.close()  # only the child holds its end: its exit then ends our recv with EOFError
-        self.first_tokens = self._receive()
 
-    def _receive(self):
+    def receive(self):
         try:
             message = self.conn.recv()
         except EOFError:
-            raise RuntimeError(f"the {self.side} reference process died (exit code {self.process.exitcode})") from None
+            raise RuntimeError(f"the {self.name} process died (exit code {self.process.exitcode})") from None
         if isinstance(message, BaseException):
-            raise RuntimeError(f"the {self.side} reference failed: {message!r}") from message
+            raise RuntimeError(f"the {self.name} process failed: {message!r}") from message
         return message
-
-    def time_one_run(self) -> float:
-        self.conn.send("run")
-        return self._receive()
 
     def close(self) -> None:
         if self.process.is_alive():
@@ -223,6 +215,21 @@ class ReferenceProcess:
         self.process.join(timeout=30)
         if self.process.is_alive():
             self.process.kill()
+
+
+class ReferenceProcess(WorkerProcess):
+    """One reference decoder (`transformers`, `model loop`, `llama.cpp`) in a spawned process of its own:
+    it loads its side, decodes once (`first_tokens`, None when the side is not installed) and then times one
+    decode per `time_one_run` call while the engine's process sits idle. An error in the child is raised here."""
+
+    def __init__(self, side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str) -> None:
+        super().__init__(f"{side} reference", reference_worker, (side, path, prompt, new_tokens, threads, dtype))
+        self.side = side
+        self.first_tokens = self.receive()
+
+    def time_one_run(self) -> float:
+        self.conn.send("run")
+        return self.receive()
 
 
 def reference_worker(side: str, path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str, conn) -> None:
@@ -314,11 +321,11 @@ def llama_cpp_runner(path: Path, prompt: list[int], new_tokens: int, threads: in
 # ---- concurrency, TTFT, JSON ----------------------------------------------------------------------------
 
 
-def part_concurrency(engine: Engine, repeats: int) -> list[str]:
-    """Two rates per concurrency, from the same runs: end to end (prefill included: generated tokens over the
-    whole run) and decode only, as llama-bench's tg separates from pp: the 127 tokens after the first, over
-    the run's time minus that of the same requests stopped at their first token (prefill + one step)."""
-    new_tokens = 128
+def concurrency_rates(
+    engine: Engine, repeats: int, levels: tuple[int, ...], new_tokens: int = 128
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Aggregate generated tokens/s at each concurrency (64-token prompts, `new_tokens` each): end to end, and
+    decode only (see part_concurrency). Medians of `repeats`."""
     speed, decode_speed = {}, {}
     calls = iter(range(10**6))
 
@@ -332,7 +339,7 @@ def part_concurrency(engine: Engine, repeats: int) -> list[str]:
         engine.generate(requests)
         return time.perf_counter() - started
 
-    for concurrent in (1, 4, 16, 64):
+    for concurrent in levels:
         full, first = [], []
         for _ in range(repeats):
             full.append(run(concurrent, new_tokens))
@@ -340,6 +347,14 @@ def part_concurrency(engine: Engine, repeats: int) -> list[str]:
         full_time, first_time = statistics.median(full), statistics.median(first)
         speed[concurrent] = concurrent * new_tokens / full_time
         decode_speed[concurrent] = concurrent * (new_tokens - 1) / (full_time - first_time)
+    return speed, decode_speed
+
+
+def part_concurrency(engine: Engine, repeats: int) -> list[str]:
+    """Two rates per concurrency, from the same runs: end to end (prefill included: generated tokens over the
+    whole run) and decode only, as llama-bench's tg separates from pp: the 127 tokens after the first, over
+    the run's time minus that of the same requests stopped at their first token (prefill + one step)."""
+    speed, decode_speed = concurrency_rates(engine, repeats, (1, 4, 16, 64))
 
     def cells(rates: dict[int, float]) -> str:
         return " | ".join(f"{c}: {s:.0f}" for c, s in rates.items())
