@@ -43,7 +43,14 @@ from nanoseek.api.protocol import (
     MessagesRequest,
     ToolCall,
 )
-from nanoseek.api.serving import KEEPALIVE, SSE_HEADERS, ClosingStreamingResponse, EventSource, completion_id
+from nanoseek.api.serving import (
+    KEEPALIVE,
+    SSE_HEADERS,
+    ClosingStreamingResponse,
+    EventSource,
+    completion_id,
+    start_generation,
+)
 from nanoseek.api.settings import KeyPolicy
 
 router = APIRouter()
@@ -208,13 +215,15 @@ async def create_message(
     state = request.app.state
     chat_request = to_chat_request(body, state.registry.names)
     served, default = state.registry.resolve(chat_request.model)
-    plan = plan_chat(chat_request, served, thinking_choice(chat_request, default), state.settings)
-    source = await EventSource.open(served.engine, plan.engine_request, state.settings.keepalive_seconds)
+    thinking = thinking_choice(chat_request, default)
+    plan = await state.planner.run(lambda: plan_chat(chat_request, served, thinking, state.settings, state.planner))
+    source = await start_generation(request, policy, served, plan.engine_request)
     state.metrics.requests_started(chat_request.model)
     message_id = completion_id("msg")
     if body.stream:
         return ClosingStreamingResponse(
-            stream_message(body, chat_request.model, plan, source, request, policy, message_id),
+            stream_message(body, chat_request.model, plan, source, request, message_id),
+            source,
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
@@ -225,7 +234,7 @@ async def create_message(
             yield line
         if source.error is not None:
             return
-        finish(request, policy, chat_request.model, acc.api_usage())
+        finish(request, chat_request.model, acc.api_usage())
         response = AnthropicResponse(
             id=message_id,
             model=body.model,
@@ -236,7 +245,7 @@ async def create_message(
         )
         yield response.model_dump_json()
 
-    return ClosingStreamingResponse(collect(), media_type="application/json")
+    return ClosingStreamingResponse(collect(), source, media_type="application/json")
 
 
 async def stream_message(
@@ -245,7 +254,6 @@ async def stream_message(
     plan: ChatPlan,
     source: EventSource,
     request: Request,
-    policy: KeyPolicy,
     message_id: str,
 ):
     acc = ChatAccumulator.for_plan(plan)
@@ -325,7 +333,7 @@ async def stream_message(
                     )
         if open_block:
             yield event("content_block_stop", {"type": "content_block_stop", "index": index})
-        finish(request, policy, chat_model, acc.api_usage())
+        finish(request, chat_model, acc.api_usage())
         yield event(
             "message_delta",
             {

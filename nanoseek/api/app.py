@@ -11,22 +11,22 @@ The app owns an engine it built (shut down with the app) but not one it was give
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import nanoseek
 from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.api import anthropic, balance, chat, completions, health, models, responses
 from nanoseek.api.access_log import AccessLogMiddleware
-from nanoseek.api.auth import Gatekeeper, identify_key
-from nanoseek.api.errors import error_body, install_error_handlers
+from nanoseek.api.auth import Gatekeeper, store_key
+from nanoseek.api.errors import install_error_handlers
+from nanoseek.api.guard import RequestGuardMiddleware
 from nanoseek.api.health import Metrics, MetricsMiddleware
+from nanoseek.api.planning import Planner
 from nanoseek.api.serving import ModelRegistry, checkpoint_names, serve_model
 from nanoseek.api.settings import Settings, SettingsError
 from nanoseek.engine import Engine
@@ -34,68 +34,6 @@ from nanoseek.model.checkpoint import CheckpointError
 
 log = logging.getLogger("nanoseek.api")
 OPENAI_PREFIXES = ("", "/v1", "/beta")
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimitMiddleware:
-    """413 for a body over the limit, checked on Content-Length and again while the body streams in
-    (chunked uploads carry no length), so a huge body is never held in memory."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self.reject(scope, send)
-            return
-        received = 0
-        too_large = False
-
-        async def counting_receive() -> Message:
-            nonlocal received, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    too_large = True
-                    raise BodyTooLarge()
-            return message
-
-        async def replacing_send(message: Message) -> None:
-            # the framework answers a failed body read itself (as a 400); say what really happened instead
-            if not too_large:
-                await send(message)
-            elif message["type"] == "http.response.start":
-                await self.reject(scope, send)
-
-        try:
-            await self.app(scope, counting_receive, replacing_send)
-        except BodyTooLarge:
-            await self.reject(scope, send)
-
-    async def reject(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            error_body(
-                413,
-                f"Request body is larger than the server's limit of {self.max_bytes} bytes.",
-                anthropic=scope["path"].startswith("/anthropic"),
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 def resolve_model_path(settings: Settings) -> Path:
@@ -159,6 +97,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.planner.shutdown()
         for owned in owned_engines:  # uvicorn has already drained in-flight requests when this runs
             owned.shutdown()
 
@@ -174,6 +113,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         serve_model(engine, settings, label, checkpoint), others, checkpoint_names(checkpoint)
     )
     app.state.gate = Gatekeeper(settings)
+    app.state.planner = Planner(settings.plan_seconds)
     app.state.metrics = Metrics(app.state.registry.all_engines())
     app.state.model_label = label
     install_error_handlers(app)
@@ -185,8 +125,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     if settings.web:
         from nanoseek.web.routes import mount
 
-        mount(app, db_path=settings.db_path, auth=identify_key if app.state.gate.keys_required else None)
+        mount(
+            app,
+            auth=store_key,
+            db_path=settings.db_path,
+            max_conversations=settings.store_conversations_per_key,
+            max_chars=settings.store_chars_per_key,
+        )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessLogMiddleware)  # outermost: a refused body is logged too
+    app.add_middleware(RequestGuardMiddleware, settings=settings)
+    app.add_middleware(AccessLogMiddleware)  # outermost: a refused request is logged too
     return app

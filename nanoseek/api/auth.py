@@ -5,6 +5,11 @@ With keys configured, every API request needs one (`Authorization: Bearer KEY` f
 is spent; a key (or, with no keys configured, a client address) over its requests-per-minute gets 429
 with `Retry-After`. Quota use is kept in memory for the life of the process.
 
+Quotas cannot be overrun by concurrency or dodged by disconnecting: a generating request reserves
+prompt + max_tokens at admission, with max_tokens clamped to what the key has left (`reserve`), and the
+reservation is settled with what was really used when the request ends, however it ends (the EventSource's
+close, which runs on completion, error, client disconnect and shutdown alike).
+
     gate = Gatekeeper(settings)
     app.post("/chat/completions", dependencies=[Depends(gate.require_key)])
 """
@@ -16,6 +21,7 @@ import math
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from fastapi import Request
 
@@ -30,6 +36,9 @@ class Gatekeeper:
         self.policies = settings.keys_by_value
         self.default_rpm = settings.requests_per_minute
         self.tokens_used: dict[str, int] = {}
+        self.tokens_reserved: dict[str, int] = {}  # by requests still running
+        self.share_prefix_cache = settings.share_prefix_cache
+        self.store_rpm = settings.store_requests_per_minute
         self.recent_requests: dict[str, deque[float]] = {}
         self.lock = threading.Lock()
 
@@ -76,13 +85,31 @@ class Gatekeeper:
     def remaining_tokens(self, policy: KeyPolicy) -> int | None:
         if policy.quota_tokens is None:
             return None
-        return max(0, policy.quota_tokens - self.tokens_used.get(policy.key, 0))
+        used = self.tokens_used.get(policy.key, 0) + self.tokens_reserved.get(policy.key, 0)
+        return max(0, policy.quota_tokens - used)
 
-    def charge(self, policy: KeyPolicy, tokens: int) -> None:
-        if policy.quota_tokens is None or tokens <= 0:
-            return
+    def reserve(self, policy: KeyPolicy, prompt_tokens: int, max_tokens: int) -> tuple[Reservation, int]:
+        """Reserve prompt + max_tokens of the key's quota; returns the reservation and max_tokens clamped to
+        what remains. 402 when the prompt alone leaves no room for one answer token."""
         with self.lock:
-            self.tokens_used[policy.key] = self.tokens_used.get(policy.key, 0) + tokens
+            remaining = self.remaining_tokens(policy)
+            if remaining is None:
+                return Reservation(self, policy.key, 0), max_tokens
+            if remaining <= prompt_tokens:
+                raise APIError(
+                    402,
+                    f"Insufficient Balance: this API key has {remaining} tokens of its quota left, and the prompt "
+                    f"alone has {prompt_tokens}.",
+                    code="insufficient_balance",
+                )
+            max_tokens = min(max_tokens, remaining - prompt_tokens)
+            tokens = prompt_tokens + max_tokens
+            self.tokens_reserved[policy.key] = self.tokens_reserved.get(policy.key, 0) + tokens
+        return Reservation(self, policy.key, tokens), max_tokens
+
+    def cache_salt(self, policy: KeyPolicy) -> str:
+        """The engine's prefix-cache salt for this key's requests: its owner id, unless sharing was asked for."""
+        return "" if self.share_prefix_cache else policy.owner
 
     async def identify_only(self, request: Request) -> KeyPolicy:
         """Dependency for read-only routes (/models, /user/balance): a valid key, no quota or rate check."""
@@ -103,6 +130,27 @@ class Gatekeeper:
         return policy
 
 
+@dataclass
+class Reservation:
+    """Quota held by one running request; `settle(used)` (once; later calls do nothing) charges what it used."""
+
+    gate: Gatekeeper
+    key: str
+    tokens: int
+    settled: bool = False
+
+    def settle(self, used_tokens: int) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if not self.tokens:
+            return
+        with self.gate.lock:
+            self.gate.tokens_reserved[self.key] -= self.tokens
+            # a finished request never uses more than it reserved (max_tokens was clamped to the reservation)
+            self.gate.tokens_used[self.key] = self.gate.tokens_used.get(self.key, 0) + min(used_tokens, self.tokens)
+
+
 async def require_key(request: Request) -> KeyPolicy:
     """Route dependency: the app's Gatekeeper checks key, rate and quota (see Gatekeeper.require_key)."""
     return await request.app.state.gate.require_key(request)
@@ -111,3 +159,13 @@ async def require_key(request: Request) -> KeyPolicy:
 async def identify_key(request: Request) -> KeyPolicy:
     """Route dependency for read-only routes: a valid key only."""
     return await request.app.state.gate.identify_only(request)
+
+
+async def store_key(request: Request) -> KeyPolicy:
+    """Route dependency for the web chat's conversation store: a valid key (the anonymous owner without keys),
+    within the store's own request rate per key (the page saves a streaming answer several times a second,
+    so the key's generation rate would not fit)."""
+    gate: Gatekeeper = request.app.state.gate
+    policy = gate.identify(request)
+    gate.check_rate("store:" + (policy.key or (request.client.host if request.client else "unknown")), gate.store_rpm)
+    return policy

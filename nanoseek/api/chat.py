@@ -9,6 +9,7 @@ lines while the request waits in the queue).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,8 @@ from fastapi import APIRouter, Depends, Request
 
 from nanoseek.api.auth import require_key
 from nanoseek.api.errors import APIError
-from nanoseek.api.prompts import check_messages, render_chat_prompt
+from nanoseek.api.planning import Planner
+from nanoseek.api.prompts import chat_input_chars, check_messages, check_prompt_size, encode_chat_prompt
 from nanoseek.api.protocol import (
     ChatChoice,
     ChatCompletion,
@@ -31,6 +33,7 @@ from nanoseek.api.protocol import (
     ResponseFormat,
     ResponseMessage,
     TokenLogprob,
+    Tool,
     ToolCall,
     ToolCallDelta,
     ToolCallDeltaFunction,
@@ -52,6 +55,7 @@ from nanoseek.api.serving import (
     make_sampling_params,
     now,
     sse,
+    start_generation,
     stop_list,
 )
 from nanoseek.api.settings import KeyPolicy, Settings
@@ -152,7 +156,11 @@ def json_schema_constraint(response_format: ResponseFormat) -> Constraint:
         ) from None
 
 
-def plan_chat(body: ChatCompletionRequest, served: ServedModel, choice: ThinkingChoice, settings: Settings) -> ChatPlan:
+def plan_chat(
+    body: ChatCompletionRequest, served: ServedModel, choice: ThinkingChoice, settings: Settings, planner: Planner
+) -> ChatPlan:
+    """Everything about a chat request that is decided before the engine sees it. Runs in a planning thread
+    (`Planner.run`): rendering, tokenizing and grammar building never hold up the event loop."""
     thinking = choice.enabled
     check_messages(body.messages, thinking)
     if thinking and (body.logprobs or body.top_logprobs):
@@ -175,29 +183,17 @@ def plan_chat(body: ChatCompletionRequest, served: ServedModel, choice: Thinking
         raise APIError(400, "tool_choice needs `tools`: no functions were given to call.", param="tool_choice")
     if tools:
         check_tools(tools)
-    constraint = None
-    tool_format, tokenizer = served.tool_format, served.tokenizer
-    if tool_choice == "required":
-        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "required", tokenizer))
-    elif not isinstance(tool_choice, str):
-        named = [t for t in tools if t.function.name == tool_choice.function.name]
-        if not named:
-            raise APIError(
-                400,
-                f"tool_choice names function {tool_choice.function.name!r}, which is not in `tools`.",
-                param="tool_choice",
-            )
-        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, named, "named", tokenizer))
-    elif tool_choice == "auto" and any(t.function.strict for t in tools):
-        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "auto", tokenizer))
-    elif json_output:
-        constraint = Constraint.json_object()
-    elif body.response_format is not None and body.response_format.type == "json_schema":
-        constraint = json_schema_constraint(body.response_format)
-
     rendered_tools = tools if tool_choice != "none" else None
-    prompt, start_in_reasoning = render_chat_prompt(served.tokenizer, body.messages, rendered_tools, thinking)
-    prompt_ids = served.tokenizer.encode(prompt)
+    check_prompt_size(chat_input_chars(body.messages, rendered_tools), served.tokenizer, served.context_length)
+    constraint = None
+    response_format = body.response_format if body.response_format and body.response_format.type != "text" else None
+    if tool_choice != "none" or response_format is not None:
+        named_choice = tool_choice if isinstance(tool_choice, str) else tool_choice.model_dump()
+        formats = response_format.model_dump() if response_format is not None else None
+        key = json.dumps([[t.model_dump() for t in tools], named_choice, formats], sort_keys=True)
+        constraint = planner.grammar(key, lambda: chat_constraint(served, tools, tool_choice, response_format))
+
+    prompt_ids, start_in_reasoning = encode_chat_prompt(served.tokenizer, body.messages, rendered_tools, thinking)
     max_tokens = choose_max_tokens(body.max_tokens, len(prompt_ids), served, settings)
     sampling: dict[str, Any] = dict(served.thinking_sampling)
     if not thinking:  # thinking mode accepts these and ignores them, as DeepSeek documents
@@ -229,6 +225,38 @@ def plan_chat(body: ChatCompletionRequest, served: ServedModel, choice: Thinking
         parse_tools=tool_choice != "none",
         answer_prefix=answer_prefix,
     )
+
+
+def chat_constraint(
+    served: ServedModel, tools: list[Tool], tool_choice: Any, response_format: ResponseFormat | None
+) -> Constraint | None:
+    """The grammar a request's tools and response format call for, compiled for the engine (the slow part of
+    planning: a schema's `pattern` can take xgrammar minutes, which is why the Planner times it)."""
+    constraint = None
+    tool_format, tokenizer = served.tool_format, served.tokenizer
+    if tool_choice == "required":
+        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "required", tokenizer))
+    elif not isinstance(tool_choice, str):
+        named = [t for t in tools if t.function.name == tool_choice.function.name]
+        if not named:
+            raise APIError(
+                400,
+                f"tool_choice names function {tool_choice.function.name!r}, which is not in `tools`.",
+                param="tool_choice",
+            )
+        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, named, "named", tokenizer))
+    elif tool_choice == "auto" and any(t.function.strict for t in tools):
+        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "auto", tokenizer))
+    elif response_format is not None and response_format.type == "json_object":
+        constraint = Constraint.json_object()
+    elif response_format is not None and response_format.type == "json_schema":
+        constraint = json_schema_constraint(response_format)
+    if constraint is not None:
+        try:
+            served.engine.prepare_constraint(constraint)
+        except Exception as exc:  # noqa: BLE001 - xgrammar raises several types; the request is at fault
+            raise APIError(400, f"The engine cannot compile this request's grammar: {exc}", param="tools") from None
+    return constraint
 
 
 @dataclass
@@ -318,10 +346,11 @@ def thinking_choice(body: ChatCompletionRequest, default: bool) -> ThinkingChoic
     )
 
 
-def resolve_chat(body: ChatCompletionRequest, request: Request) -> ChatPlan:
+async def resolve_chat(body: ChatCompletionRequest, request: Request) -> ChatPlan:
     state = request.app.state
     served, default = state.registry.resolve(body.model)
-    return plan_chat(body, served, thinking_choice(body, default), state.settings)
+    choice = thinking_choice(body, default)
+    return await state.planner.run(lambda: plan_chat(body, served, choice, state.settings, state.planner))
 
 
 @router.post(
@@ -333,23 +362,21 @@ def resolve_chat(body: ChatCompletionRequest, request: Request) -> ChatPlan:
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, policy: KeyPolicy = Depends(require_key)
 ) -> ClosingStreamingResponse:
-    plan = resolve_chat(body, request)
-    settings: Settings = request.app.state.settings
-    source = await EventSource.open(plan.served.engine, plan.engine_request, settings.keepalive_seconds)
+    plan = await resolve_chat(body, request)
+    source = await start_generation(request, policy, plan.served, plan.engine_request)
     request.app.state.metrics.requests_started(body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return ClosingStreamingResponse(
-            stream_chat(body, plan, source, request, policy, include_usage),
+            stream_chat(body, plan, source, request, include_usage),
+            source,
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    return ClosingStreamingResponse(collect_chat(body, plan, source, request, policy), media_type="application/json")
+    return ClosingStreamingResponse(collect_chat(body, plan, source, request), source, media_type="application/json")
 
 
-async def collect_chat(
-    body: ChatCompletionRequest, plan: ChatPlan, source: EventSource, request: Request, policy: KeyPolicy
-):
+async def collect_chat(body: ChatCompletionRequest, plan: ChatPlan, source: EventSource, request: Request):
     acc = ChatAccumulator.for_plan(plan)
     async for line in source.collect_into(acc):
         yield line
@@ -369,13 +396,14 @@ async def collect_chat(
         choices=[ChatChoice(index=0, message=message, logprobs=logprobs, finish_reason=acc.finish_reason or "stop")],
         usage=acc.api_usage(),
     )
-    finish(request, policy, body.model, response.usage)
+    finish(request, body.model, response.usage)
     yield response.model_dump_json()
 
 
-def finish(request: Request, policy: KeyPolicy, model: str, usage: Usage) -> None:
+def finish(request: Request, model: str, usage: Usage) -> None:
+    """Count a finished request in the metrics and the access log (its quota is settled when its EventSource
+    closes)."""
     request.state.usage = usage  # for the access log line (access_log.py)
-    request.app.state.gate.charge(policy, usage.total_tokens)
     request.app.state.metrics.request_finished(
         model, usage.prompt_tokens, usage.completion_tokens, usage.prompt_cache_hit_tokens
     )
@@ -386,7 +414,6 @@ async def stream_chat(
     plan: ChatPlan,
     source: EventSource,
     request: Request,
-    policy: KeyPolicy,
     include_usage: bool,
 ):
     acc = ChatAccumulator.for_plan(plan)
@@ -447,7 +474,7 @@ async def stream_chat(
                     usage=usage,
                 )
             )
-        finish(request, policy, body.model, usage)
+        finish(request, body.model, usage)
         yield SSE_DONE
     except APIError as exc:
         yield f"data: {error_json(exc)}\n\n{SSE_DONE}"

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from nanoseek.api.auth import require_key
 from nanoseek.api.chat import ERROR_RESPONSES, STREAM_RESPONSE, api_usage, finish
 from nanoseek.api.errors import APIError
-from nanoseek.api.prompts import render_fim_prompt
+from nanoseek.api.prompts import check_prompt_size, encode_fim_prompt, encode_text_prompt
 from nanoseek.api.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, TextCompletion, Usage
 from nanoseek.api.serving import (
     KEEPALIVE,
@@ -23,7 +23,6 @@ from nanoseek.api.serving import (
     SSE_HEADERS,
     SSE_KEEPALIVE,
     ClosingStreamingResponse,
-    EventSource,
     choose_max_tokens,
     completion_id,
     engine_top_p,
@@ -31,6 +30,7 @@ from nanoseek.api.serving import (
     make_sampling_params,
     now,
     sse,
+    start_generation,
     stop_list,
 )
 from nanoseek.api.settings import KeyPolicy, Settings
@@ -95,30 +95,33 @@ async def create_completion(
             param="model",
         )
     tokenizer = served.tokenizer
-    if body.suffix is not None:
-        prompt_text = render_fim_prompt(tokenizer, body.prompt, body.suffix)
-    else:
-        prompt_text = (tokenizer.bos_token or "") + body.prompt
-    prompt_ids = tokenizer.encode(prompt_text)
-    logprobs_n = body.logprobs
-    params = make_sampling_params(
-        max_tokens=choose_max_tokens(body.max_tokens, len(prompt_ids), served, settings),
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=engine_top_p(body.top_p),
-        frequency_penalty=body.frequency_penalty or 0.0,
-        presence_penalty=body.presence_penalty or 0.0,
-        stop=stop_list(body.stop),
-        stop_token_ids=served.eos_ids,
-        seed=body.seed,
-        logprobs=logprobs_n is not None,
-        top_logprobs=logprobs_n or 0,
-    )
-    source = await EventSource.open(
-        served.engine, EngineRequest(prompt_ids=prompt_ids, params=params), settings.keepalive_seconds
-    )
+
+    def plan() -> EngineRequest:
+        chars = len(body.prompt) + len(body.suffix or "")
+        check_prompt_size(chars, tokenizer, served.context_length)
+        if body.suffix is not None:
+            prompt_ids = encode_fim_prompt(tokenizer, body.prompt, body.suffix)
+        else:
+            prompt_ids = encode_text_prompt(tokenizer, body.prompt)
+        logprobs_n = body.logprobs
+        params = make_sampling_params(
+            max_tokens=choose_max_tokens(body.max_tokens, len(prompt_ids), served, settings),
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=engine_top_p(body.top_p),
+            frequency_penalty=body.frequency_penalty or 0.0,
+            presence_penalty=body.presence_penalty or 0.0,
+            stop=stop_list(body.stop),
+            stop_token_ids=served.eos_ids,
+            seed=body.seed,
+            logprobs=logprobs_n is not None,
+            top_logprobs=logprobs_n or 0,
+        )
+        return EngineRequest(prompt_ids=prompt_ids, params=params)
+
+    source = await start_generation(request, policy, served, await state.planner.run(plan))
     state.metrics.requests_started(body.model)
     echo = body.prompt if body.echo else ""
-    acc = TextAccumulator(want_logprobs=logprobs_n is not None, text_offset=len(echo))
+    acc = TextAccumulator(want_logprobs=body.logprobs is not None, text_offset=len(echo))
     fingerprint, response_id, created = served.fingerprint, completion_id("cmpl"), now()
 
     def completion(choices: list[CompletionChoice], usage: Usage | None = None) -> TextCompletion:
@@ -142,7 +145,7 @@ async def create_completion(
             finish_reason=acc.finish_reason or "stop",
             logprobs=acc.logprobs if acc.want_logprobs else None,
         )
-        finish(request, policy, body.model, acc.usage)
+        finish(request, body.model, acc.usage)
         yield completion([choice], acc.usage).model_dump_json()
 
     async def stream():
@@ -166,7 +169,7 @@ async def create_completion(
                     yield sse(completion([choice]), exclude)
             if include_usage:
                 yield sse(completion([], acc.usage))
-            finish(request, policy, body.model, acc.usage)
+            finish(request, body.model, acc.usage)
             yield SSE_DONE
         except APIError as exc:
             yield f"data: {error_json(exc)}\n\n{SSE_DONE}"
@@ -174,5 +177,5 @@ async def create_completion(
             source.close()
 
     if body.stream:
-        return ClosingStreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
-    return ClosingStreamingResponse(collect(), media_type="application/json")
+        return ClosingStreamingResponse(stream(), source, media_type="text/event-stream", headers=SSE_HEADERS)
+    return ClosingStreamingResponse(collect(), source, media_type="application/json")

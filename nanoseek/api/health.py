@@ -7,6 +7,7 @@ Engine gauges (queue length, running requests, KV-cache use) are read from `Engi
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -99,7 +100,9 @@ class MetricsMiddleware:
 async def health(request: Request) -> Health:
     registry = request.app.state.registry
     stats = registry.default.engine.stats()
-    return Health(model=request.app.state.model_label, queue=stats["waiting"], running=stats["running"])
+    # the checkpoint's folder name only: /health needs no key, and the server's file layout is nobody's business
+    model = Path(request.app.state.model_label).name
+    return Health(model=model, queue=stats["waiting"], running=stats["running"])
 
 
 @router.get(

@@ -1,20 +1,23 @@
-"""Turn API requests into prompt text, applying DeepSeek's rules about what earlier turns the model sees.
+"""Turn API requests into prompt ids, applying DeepSeek's rules about what earlier turns the model sees.
 
 Rendering itself belongs to the tokenizer (`Tokenizer.render_chat`: nanoseek's format in Python, any other
 checkpoint's own Jinja `chat_template` the way transformers renders it). Here: the request's messages become
 the plain dicts the renderer takes; reasoning of turns before the last user message is dropped; inside the
 current tool loop it is kept, and in thinking mode it is required (else 400); and the prompt tells the
-output parser whether the model starts inside a thought.
+output parser whether the model starts inside a thought. All request text is encoded literally (special-token
+strings in it stay text: only the format places special tokens), and input that cannot fit the context is
+refused by its length before it is rendered or tokenized.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from nanoseek.api.errors import APIError
 from nanoseek.api.protocol import ChatMessage, Tool
 from nanoseek.tokenizer import special_tokens as st
-from nanoseek.tokenizer.chat_format import ChatFormatError, render_fim
+from nanoseek.tokenizer.chat_format import ChatFormatError
 from nanoseek.tokenizer.tokenizer import Tokenizer, TokenizerError
 
 
@@ -82,22 +85,54 @@ def messages_for_renderer(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return rendered
 
 
-def render_chat_prompt(
+def check_prompt_size(chars: int, tokenizer: Tokenizer, context_length: int) -> None:
+    """400 for input too long to fit the context whatever its tokens, decided before it is rendered or tokenized
+    (a 4 MB prompt would hold every client's planning for seconds): a token stands for at most
+    `longest_token_bytes` bytes and a character is at least one byte."""
+    limit = context_length * tokenizer.longest_token_bytes
+    if chars > limit:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {context_length} tokens; the request's text has {chars} "
+            f"characters, more than any {context_length}-token prompt can hold ({limit}). Shorten the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+
+
+def chat_input_chars(messages: list[ChatMessage], tools: list[Tool] | None) -> int:
+    chars = 0
+    for message in messages:
+        chars += len(message.text()) + len(message.reasoning_content or "")
+        chars += sum(len(call.function.name) + len(call.function.arguments) for call in message.tool_calls or [])
+    for tool in tools or []:
+        chars += len(tool.function.description or "") + len(json.dumps(tool.function.parameters or {}))
+    return chars
+
+
+def encode_chat_prompt(
     tokenizer: Tokenizer, messages: list[ChatMessage], tools: list[Tool] | None, thinking: bool
-) -> tuple[str, bool]:
-    """Return (prompt text, whether the model's output starts inside a thought)."""
+) -> tuple[list[int], bool]:
+    """Return (prompt ids, whether the model's output starts inside a thought). Message and tool text is
+    encoded literally (`Tokenizer.encode_chat`): a special-token string typed into it cannot forge a turn."""
     tool_dicts = [tool.model_dump(exclude_none=True) for tool in tools] if tools else None
     try:
-        prompt = tokenizer.render_chat(messages_for_renderer(messages), tools=tool_dicts, thinking=thinking)
+        ids = tokenizer.encode_chat(messages_for_renderer(messages), tools=tool_dicts, thinking=thinking)
     except (ChatFormatError, TokenizerError) as exc:
         raise APIError(
             400, f"Cannot render these messages in the model's chat format: {exc}", param="messages"
         ) from None
     # a thought left open at the end of the prompt (generation prompt or a prefix's reasoning) is continued
-    return prompt, thinking and prompt.rfind(st.THINK_BEGIN) > prompt.rfind(st.THINK_END)
+    return ids, thinking and last_index(ids, tokenizer, st.THINK_BEGIN) > last_index(ids, tokenizer, st.THINK_END)
 
 
-def render_fim_prompt(tokenizer: Tokenizer, prefix: str, suffix: str) -> str:
+def last_index(ids: list[int], tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.backend.token_to_id(token)
+    return next((i for i in range(len(ids) - 1, -1, -1) if ids[i] == token_id), -1) if token_id is not None else -1
+
+
+def encode_fim_prompt(tokenizer: Tokenizer, prefix: str, suffix: str) -> list[int]:
+    """FIM prompt ids (chat_format.render_fim's layout); the prefix and suffix are encoded literally."""
     missing = [t for t in (st.FIM_BEGIN, st.FIM_HOLE, st.FIM_END) if not tokenizer.has_token(t)]
     if missing:
         raise APIError(
@@ -106,4 +141,11 @@ def render_fim_prompt(tokenizer: Tokenizer, prefix: str, suffix: str) -> str:
             "completion is not available for it.",
             param="suffix",
         )
-    return render_fim(prefix, suffix)
+    token = tokenizer.token_id
+    prefix_ids, suffix_ids = (tokenizer.encode(text, parse_special=False) for text in (prefix, suffix))
+    return [token(st.BOS), token(st.FIM_BEGIN), *prefix_ids, token(st.FIM_HOLE), *suffix_ids, token(st.FIM_END)]
+
+
+def encode_text_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """A plain completion prompt: BOS (when the model has one), then the text, encoded literally."""
+    return ([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + tokenizer.encode(prompt, parse_special=False)

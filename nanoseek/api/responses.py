@@ -40,7 +40,7 @@ from nanoseek.api.protocol import (
     ResponsesRequest,
     ToolCall,
 )
-from nanoseek.api.serving import KEEPALIVE, SSE_HEADERS, ClosingStreamingResponse, EventSource, now
+from nanoseek.api.serving import KEEPALIVE, SSE_HEADERS, ClosingStreamingResponse, EventSource, now, start_generation
 from nanoseek.api.settings import KeyPolicy
 
 router = APIRouter()
@@ -238,14 +238,15 @@ async def create_response(
     state = request.app.state
     chat_request = to_chat_request(body)
     served, default = state.registry.resolve(chat_request.model)
-    plan = plan_chat(chat_request, served, thinking_choice(chat_request, default), state.settings)
-    source = await EventSource.open(served.engine, plan.engine_request, state.settings.keepalive_seconds)
+    choice = thinking_choice(chat_request, default)
+    plan = await state.planner.run(lambda: plan_chat(chat_request, served, choice, state.settings, state.planner))
+    source = await start_generation(request, policy, served, plan.engine_request)
     state.metrics.requests_started(body.model)
     response_id, created = new_id("resp"), now()
     if body.stream:
         stream = ResponseStream(body, plan, response_id, created)
         return ClosingStreamingResponse(
-            stream.run(source, request, policy), media_type="text/event-stream", headers=SSE_HEADERS
+            stream.run(source, request), source, media_type="text/event-stream", headers=SSE_HEADERS
         )
 
     async def collect():
@@ -254,10 +255,10 @@ async def create_response(
             yield line
         if source.error is not None:
             return
-        finish(request, policy, body.model, acc.api_usage())
+        finish(request, body.model, acc.api_usage())
         yield response_object(response_id, created, body, output_items(acc, plan), acc).model_dump_json()
 
-    return ClosingStreamingResponse(collect(), media_type="application/json")
+    return ClosingStreamingResponse(collect(), source, media_type="application/json")
 
 
 class ResponseStream:
@@ -324,7 +325,7 @@ class ResponseStream:
         self.open = None
         return lines
 
-    async def run(self, source: EventSource, request: Request, policy: KeyPolicy):
+    async def run(self, source: EventSource, request: Request):
         acc = ChatAccumulator.for_plan(self.plan)
         try:
             yield self.event("response.created", response=self.snapshot())
@@ -354,7 +355,7 @@ class ResponseStream:
             if all(item["type"] == "reasoning" for item in self.output):  # no answer is still an (empty) message
                 for line in self.start(message_item(new_id("msg"), "", "in_progress")) + self.close():
                     yield line
-            finish(request, policy, self.body.model, acc.api_usage())
+            finish(request, self.body.model, acc.api_usage())
             final = "response.incomplete" if acc.finish_reason == "length" else "response.completed"
             yield self.event(final, response=self.snapshot(acc))
         except APIError as exc:

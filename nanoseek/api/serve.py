@@ -37,10 +37,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="NAME",
+        help="a name the Host header may carry besides loopback names and --host (repeatable), e.g. a proxy's",
+    )
+    parser.add_argument(
         "--api-keys", dest="api_keys_file", type=Path, help="file of API keys, one per line: KEY [quota=TOKENS] [rpm=N]"
     )
     parser.add_argument("--rpm", dest="requests_per_minute", type=int, help="requests per minute per key")
     parser.add_argument("--max-queue", type=int, help="requests that may wait before new ones get 503")
+    parser.add_argument(
+        "--plan-seconds",
+        type=float,
+        help="longest a request's rendering, tokenizing and grammar building may take (default 5)",
+    )
+    parser.add_argument(
+        "--share-prefix-cache",
+        action="store_true",
+        default=None,
+        help="let requests of different API keys share cached prompt prefixes (faster, but a key can then "
+        "tell from cache hits what other keys' prompts begin with); off by default",
+    )
     parser.add_argument("--max-batch", type=int, help="sequences decoded together")
     parser.add_argument(
         "--tool-parser",

@@ -2,12 +2,13 @@
 cancellation, SSE framing, and the mapping of API sampling fields onto the engine's SamplingParams.
 
     served = registry.resolve("deepseek-chat")                  # 400 for a model that does not exist
-    source = await EventSource.open(served.engine, request, keepalive_seconds=5)   # 503 when the queue is full
+    source = await start_generation(http_request, policy, served, request)   # 402 no quota, 503 queue full
     try:
         async for event in source:                              # StreamEvent, or KEEPALIVE while waiting
             ...
     finally:
         source.close()                                          # cancels the engine request if unfinished
+                                                                # and settles the key's quota reservation
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from fastapi import Request as HTTPRequest
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from nanoseek import DEFAULT_MODEL_DIR
+from nanoseek.api.auth import Reservation
 from nanoseek.api.errors import APIError, error_body
-from nanoseek.api.settings import SERVED_MODEL_NAMES, Settings
+from nanoseek.api.settings import SERVED_MODEL_NAMES, KeyPolicy, Settings
 from nanoseek.engine import Engine
 from nanoseek.engine.params import EngineOverloaded, Request, SamplingParams, StreamEvent
 from nanoseek.model.checkpoint import read_generation_config
@@ -168,9 +171,27 @@ def make_sampling_params(**fields: Any) -> SamplingParams:
         raise APIError(422, str(exc)) from None
 
 
+async def start_generation(
+    http_request: HTTPRequest, policy: KeyPolicy, served: ServedModel, request: Request
+) -> EventSource:
+    """Admit a planned request: salt its prefix-cache lookups with the key's owner id, reserve its tokens from
+    the key's quota (max_tokens clamped to what remains) and submit it to the engine."""
+    state = http_request.app.state
+    request.cache_salt = state.gate.cache_salt(policy)
+    reservation, request.params.max_tokens = state.gate.reserve(
+        policy, len(request.prompt_ids), request.params.max_tokens
+    )
+    try:
+        return await EventSource.open(served.engine, request, state.settings.keepalive_seconds, reservation)
+    except BaseException:
+        reservation.settle(0)
+        raise
+
+
 class EventSource:
     """The engine's event stream for one request, with keep-alives while it waits and cancellation when
-    the consumer goes away (client disconnect, shutdown): closing it cancels the request in the engine."""
+    the consumer goes away (client disconnect, shutdown): closing it cancels the request in the engine and
+    charges the key for the tokens used so far."""
 
     def __init__(
         self,
@@ -179,16 +200,21 @@ class EventSource:
         iterator: AsyncIterator[StreamEvent],
         first: StreamEvent,
         keepalive_seconds: float,
+        reservation: Reservation,
     ) -> None:
         self.engine, self.request, self.iterator = engine, request, iterator
         self.first: StreamEvent | None = first
         self.keepalive_seconds = keepalive_seconds
+        self.reservation = reservation
+        self.tokens_used = len(request.prompt_ids)  # prompt + generated so far, until the usage says exactly
         self.pending: asyncio.Future[StreamEvent] | None = None
         self.finished = False
         self.error: APIError | None = None  # set by collect_into when the request failed mid-way
 
     @classmethod
-    async def open(cls, engine: Engine, request: Request, keepalive_seconds: float) -> EventSource:
+    async def open(
+        cls, engine: Engine, request: Request, keepalive_seconds: float, reservation: Reservation
+    ) -> EventSource:
         if request.request_id is None:
             request.request_id = uuid.uuid4().hex
         try:
@@ -202,7 +228,14 @@ class EventSource:
             ) from None
         except ValueError as exc:  # the engine refused the request itself (too long for its KV budget, ...)
             raise APIError(400, f"The engine cannot run this request: {exc}") from None
-        return cls(engine, request, iterator, first, keepalive_seconds)
+        source = cls(engine, request, iterator, first, keepalive_seconds, reservation)
+        source.count(first)
+        return source
+
+    def count(self, event: StreamEvent) -> None:
+        self.tokens_used += len(event.token_ids)
+        if event.usage is not None:
+            self.tokens_used = event.usage.prompt_tokens + event.usage.completion_tokens
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent | None]:
         if self.first is not None:
@@ -231,6 +264,7 @@ class EventSource:
                 self.finished = True
                 log.exception("engine failure on request %s", self.request.request_id)
                 raise APIError(500, "The model failed while generating; the details are in the server log.") from None
+            self.count(event)
             yield event
             if event.usage is not None:
                 self.finished = True
@@ -253,19 +287,26 @@ class EventSource:
             self.close()
 
     def close(self) -> None:
-        """Cancel the request in the engine unless it finished. Synchronous on purpose: it runs in the
-        cleanup of a cancelled task (client gone), where any await would be cancelled as well."""
+        """Cancel the request in the engine unless it finished, and settle the key's reservation with the
+        tokens used. Synchronous on purpose: it runs in the cleanup of a cancelled task (client gone), where
+        any await would be cancelled as well."""
         if self.pending is not None:
             self.pending.cancel()
             self.pending = None
         if not self.finished:
             self.finished = True
             self.engine.cancel(self.request.request_id)
+        self.reservation.settle(self.tokens_used)
 
 
 class ClosingStreamingResponse(StreamingResponse):
-    """A StreamingResponse that always closes its body generator, so an abandoned stream still runs the
-    generator's cleanup (which cancels the engine request) right away instead of at garbage collection."""
+    """A StreamingResponse that always closes its body generator and its EventSource, so an abandoned stream
+    cancels the engine request and settles its quota right away (also when the body never started),
+    instead of at garbage collection."""
+
+    def __init__(self, content: Any, source: EventSource, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.source = source
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -273,6 +314,7 @@ class ClosingStreamingResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()  # type: ignore[union-attr]
+            self.source.close()
 
 
 def sse(payload: BaseModel | dict[str, Any], exclude: set[str] | None = None) -> str:

@@ -7,8 +7,9 @@ environment by upper-casing its name: `NANOSEEK_PORT=9000`, `NANOSEEK_API_KEYS_F
 `NANOSEEK_MODEL_MAP=deepseek-reasoner=/ckpt/r1` (or `--serve-model NAME=PATH`, repeatable) puts another
 checkpoint behind a public model name; every other name reaches `--model`.
 
-The API keys file has one key per line; `#` starts a comment; optional fields after the key set a token
-quota and a request rate for that key:
+The API keys file has one key per line; `#` at the start of a line or after a space starts a comment (a `#`
+inside a key is part of it); optional fields after the key set a token quota and a request rate (at least 1)
+for that key:
 
     sk-alice                      # unlimited
     sk-bob   quota=200000 rpm=60  # 200k tokens in all, at most 60 requests a minute
@@ -17,8 +18,10 @@ quota and a request rate for that key:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,12 @@ class KeyPolicy:
     quota_tokens: int | None = None
     requests_per_minute: int | None = None
 
+    @property
+    def owner(self) -> str:
+        """Who the key's data belongs to (conversations, cached prompt prefixes): a hash of the key, so the key
+        itself is never stored; "" for the no-key server's one anonymous owner."""
+        return hashlib.sha256(self.key.encode()).hexdigest() if self.key else ""
+
 
 @dataclass
 class Settings:
@@ -62,14 +71,21 @@ class Settings:
     # names not listed here are served by `model`
     model_map: dict[str, Path] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    # names the Host header may carry besides loopback ones and `host` (e.g. a reverse proxy's public name)
+    allowed_hosts: list[str] = field(default_factory=list)
     port: int = 8000
     api_keys_file: Path | None = None
     api_keys: list[KeyPolicy] = field(default_factory=list)
     requests_per_minute: int | None = None  # per key (or per client address when no keys are configured)
     max_body_bytes: int = 4 * 1024 * 1024
+    body_seconds: float = 30.0  # a request body must arrive within this long (408 otherwise)
     max_tokens_default: int = 4096  # when a request gives no max_tokens
     max_tokens_limit: int = 8192  # the largest max_tokens a request may ask for
     keepalive_seconds: float = 5.0  # period of `: keep-alive` comments while a request waits
+    plan_seconds: float = 5.0  # longest a request's rendering, tokenizing and grammar building may take
+    # share cached prompt prefixes across API keys (faster for common system prompts, but a key can then tell
+    # from prompt_cache_hit_tokens what other keys' prompts begin with); off: each key has its own
+    share_prefix_cache: bool = False
     # engine sizing: a bounded queue is what turns overload into 503 instead of unbounded latency
     max_batch: int = 16
     max_queue: int = 256
@@ -86,6 +102,10 @@ class Settings:
     reasoning_parser: str = "auto"  # auto | deepseek (<think>…</think>) | none
     db_path: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("nanoseek")) / "web.sqlite3")
     web: bool = True
+    # the web chat's conversation store, per API key (the no-key server's one owner alike)
+    store_requests_per_minute: int = 1200
+    store_conversations_per_key: int = 10_000
+    store_chars_per_key: int = 50_000_000
     log_level: str = "info"
 
     def validate(self) -> Settings:
@@ -99,6 +119,10 @@ class Settings:
             raise SettingsError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
         if not self.disk_cache_gb >= 0:
             raise SettingsError(f"disk_cache_gb must be >= 0, got {self.disk_cache_gb}")
+        if self.requests_per_minute is not None and self.requests_per_minute < 1:
+            raise SettingsError(
+                f"requests_per_minute must be at least 1 (leave it unset for no limit), got {self.requests_per_minute}"
+            )
         if self.max_body_bytes < 1024:
             raise SettingsError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.api_keys_file is not None:
@@ -126,7 +150,8 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_key_line(line: str, where: str) -> KeyPolicy | None:
-    line = line.split("#", 1)[0].strip()
+    # a comment starts with a `#` at the start of the line or after whitespace: a `#` inside a key is the key's
+    line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
     if not line:
         return None
     key, *options = line.split()
@@ -137,6 +162,8 @@ def parse_key_line(line: str, where: str) -> KeyPolicy | None:
             raise SettingsError(f"{where}: unknown key option {option!r} (expected quota=N or rpm=N)")
         if name == "quota":
             policy.quota_tokens = int(value)
+        elif int(value) == 0:
+            raise SettingsError(f"{where}: rpm=0 would refuse every request; leave rpm out for no limit")
         else:
             policy.requests_per_minute = int(value)
     return policy
@@ -194,6 +221,8 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
         env_name = f"NANOSEEK_{f.name.upper()}"
         if f.name == "model_map":
             values["model_map"] = parse_model_map(environ.get(env_name, "").split(","), env_name)
+        elif f.name == "allowed_hosts":
+            values["allowed_hosts"] = [h.strip() for h in environ.get(env_name, "").split(",") if h.strip()]
         elif f.name == "api_keys":
             raw = environ.get(env_name, "")
             values["api_keys"] = [p for item in raw.split(",") if (p := parse_key_line(item, env_name))]

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from nanoseek.engine.constraint import GrammarBackend
+from nanoseek.engine.constraint import Constraint, GrammarBackend
 from nanoseek.engine.disk_cache import DiskBlockCache, model_identity
 from nanoseek.engine.emit import Emitter
 from nanoseek.engine.kv_cache import BLOCK_TOKENS, PrefixStore, SlotKVCache
@@ -153,6 +153,7 @@ class Engine:
             retire=self._retire,
         )
         self._grammar: GrammarBackend | None = None  # built on the first constrained request
+        self._grammar_lock = threading.Lock()
 
         # Shared with submitting threads, guarded by _lock.
         self._lock = threading.Condition()
@@ -325,7 +326,7 @@ class Engine:
             )
         stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
         request_id = request.request_id or f"req-{uuid.uuid4().hex}"
-        return Group(request_id, prompt, params, sink, stop_ids, reserve)
+        return Group(request_id, prompt, params, sink, stop_ids, reserve, request.cache_salt)
 
     def _enqueue(self, group: Group, *, enforce_queue_limit: bool) -> None:
         with self._lock:
@@ -393,7 +394,9 @@ class Engine:
             self.counters["prefill_tokens"] += chunk.tokens
             for row, group in enumerate(self.scheduler.prefilled(chunk)):
                 # Read the slot now: finishing an earlier group of the batch may have moved this one.
-                self.prefix_store.insert(group.prompt_ids, self.cache, group.sequences[0].slot, logits[row])
+                self.prefix_store.insert(
+                    group.prompt_ids, self.cache, group.sequences[0].slot, logits[row], group.cache_salt
+                )
                 self._finish_prefill(group, logits[row])
         decoding = self.scheduler.decoding()
         if decoding:
@@ -436,7 +439,7 @@ class Engine:
             for index, matcher in enumerate(matchers)
         ]
         self.scheduler.place(group, sequences)
-        blocks, last_logits = self.prefix_store.lookup(group.prompt_ids)
+        blocks, last_logits = self.prefix_store.lookup(group.prompt_ids, group.cache_salt)
         if len(blocks) * BLOCK_TOKENS == len(group.prompt_ids) and last_logits is None:
             blocks = blocks[:-1]  # the last position must be computed to get its logits
         first = group.sequences[0]
@@ -449,13 +452,19 @@ class Engine:
         else:
             self.scheduler.prefilling.append(group)
 
+    def prepare_constraint(self, constraint: Constraint) -> None:
+        """Compile `constraint` now, in the calling thread (the server's planning threads), so the engine thread
+        finds it in the compiler's cache instead of stalling every running request while it compiles."""
+        self._grammar_backend().compile(constraint)
+
     def _grammar_backend(self) -> GrammarBackend:
-        if self._grammar is None:
-            # xgrammar needs at least one stop token; a vocabulary without EOS gets a placeholder
-            # (each matcher is then given its request's own stop tokens anyway).
-            stop_ids = sorted(self.eos_token_ids) or [self.vocab_size - 1]
-            self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, stop_ids, self.max_batch)
-        return self._grammar
+        with self._grammar_lock:  # the engine thread and planning threads may both build it
+            if self._grammar is None:
+                # xgrammar needs at least one stop token; a vocabulary without EOS gets a placeholder
+                # (each matcher is then given its request's own stop tokens anyway).
+                stop_ids = sorted(self.eos_token_ids) or [self.vocab_size - 1]
+                self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, stop_ids, self.max_batch)
+            return self._grammar
 
     def _finish_prefill(self, group: Group, logits: torch.Tensor) -> None:
         """The prompt is in the cache: copy it to the other samples' slots and emit each one's first token."""

@@ -130,6 +130,9 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str | None = None  # the engine assigns a unique one when None
+    # prompts share cached prefix blocks only with requests of the same salt (the server gives each API key
+    # its own, so one key cannot learn from cache hits what another key's prompts begin with)
+    cache_salt: str = ""
 
 
 @dataclass

@@ -58,6 +58,7 @@ class Group:
     sink: Sink
     stop_ids: frozenset[int]
     reserve_per_sequence: int
+    cache_salt: str = ""  # the request's prefix-cache salt (Request.cache_salt)
     sequences: list[Sequence] = field(default_factory=list)
     prefill_position: int = 0
     cached_tokens: int = 0

@@ -236,6 +236,11 @@ class Tokenizer:
             return bytes([int(token[3:5], 16)])
         return token.replace("\u2581", " ").encode("utf-8")  # SentencePiece word boundary marks a space
 
+    @cached_property
+    def longest_token_bytes(self) -> int:
+        """The most bytes one token stands for: a text of N bytes has at least N / this many tokens."""
+        return max(len(self.token_bytes(i)) for i in range(self.vocab_size) if self.backend.id_to_token(i) is not None)
+
     # ---- chat ------------------------------------------------------------------------------------------
 
     @property

@@ -15,7 +15,9 @@ The API server calls `mount(app, db_path=..., auth=...)` from `nanoseek.api.app.
 The page itself talks to the model through the DeepSeek-compatible `/chat/completions` like any client and
 saves what it shows here as it streams (see static/server.js): a server or browser crash loses at most the
 text that arrived since the last save, and the page retries unsaved text until the server answers again.
-Every store route sits behind `auth` (the API's key check) when keys are configured.
+Every store route sits behind `auth` (the API's dependency: a valid key when keys are configured, and the
+store's own request rate); it returns the caller's KeyPolicy, whose `owner` (a hash of the key, "" without keys)
+scopes every store call: another key's conversations and messages are 404.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from nanoseek.web.store import ConversationStore, NotFound, StoreError
+from nanoseek.web.store import ConversationStore, NotFound, StoreError, StoreFull
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_TEXT_CHARS = 2_000_000  # a long answer plus its reasoning fits; a runaway client does not fill the disk
@@ -71,70 +73,85 @@ class MessagePatch(BaseModel):
 
 def error_response(error: StoreError) -> JSONResponse:
     """Store errors in the DeepSeek API's error shape, so that the page reads every error the same way."""
-    status = 404 if isinstance(error, NotFound) else 400
+    status = 404 if isinstance(error, NotFound) else 413 if isinstance(error, StoreFull) else 400
     kind = "not_found_error" if status == 404 else "invalid_request_error"
     return JSONResponse(
         status_code=status, content={"error": {"message": str(error), "type": kind, "param": None, "code": None}}
     )
 
 
-def store_router(store: ConversationStore, auth: Callable[..., Any] | None) -> APIRouter:
-    router = APIRouter(prefix="/web/api", dependencies=[Depends(auth)] if auth is not None else [])
+def store_router(store: ConversationStore, auth: Callable[..., Any]) -> APIRouter:
+    router = APIRouter(prefix="/web/api")
+
+    async def owner_of(policy: Any = Depends(auth)) -> str:
+        return policy.owner
+
+    Owner = Depends(owner_of)
 
     # Plain `def` handlers: FastAPI runs them in its thread pool, so SQLite's fsyncs never block the event loop
     # that streams tokens to other clients.
     @router.get("/conversations")
-    def list_conversations() -> Any:
-        return {"data": store.list_conversations()}
+    def list_conversations(owner: str = Owner) -> Any:
+        return {"data": store.list_conversations(owner)}
 
     @router.post("/conversations", status_code=201)
-    def create_conversation(body: NewConversation | None = None) -> Any:
-        return store.create_conversation(title=body.title if body else "")
+    def create_conversation(body: NewConversation | None = None, owner: str = Owner) -> Any:
+        try:
+            return store.create_conversation(owner, title=body.title if body else "")
+        except StoreError as error:
+            return error_response(error)
 
     @router.get("/conversations/{conversation_id}")
-    def get_conversation(conversation_id: str) -> Any:
+    def get_conversation(conversation_id: str, owner: str = Owner) -> Any:
         try:
-            return store.get_conversation(conversation_id)
+            return store.get_conversation(owner, conversation_id)
         except StoreError as error:
             return error_response(error)
 
     @router.patch("/conversations/{conversation_id}")
-    def rename_conversation(conversation_id: str, body: Rename) -> Any:
+    def rename_conversation(conversation_id: str, body: Rename, owner: str = Owner) -> Any:
         try:
-            return store.rename_conversation(conversation_id, body.title)
+            return store.rename_conversation(owner, conversation_id, body.title)
         except StoreError as error:
             return error_response(error)
 
     @router.delete("/conversations/{conversation_id}")
-    def delete_conversation(conversation_id: str) -> Any:
+    def delete_conversation(conversation_id: str, owner: str = Owner) -> Any:
         try:
-            store.delete_conversation(conversation_id)
+            store.delete_conversation(owner, conversation_id)
         except StoreError as error:
             return error_response(error)
         return {"id": conversation_id, "deleted": True}
 
     @router.post("/conversations/{conversation_id}/messages", status_code=201)
-    def append_message(conversation_id: str, body: NewMessage) -> Any:
+    def append_message(conversation_id: str, body: NewMessage, owner: str = Owner) -> Any:
         try:
-            return store.append_message(conversation_id, **body.model_dump())
+            return store.append_message(owner, conversation_id, **body.model_dump())
         except StoreError as error:
             return error_response(error)
 
     @router.patch("/messages/{message_id}")
-    def update_message(message_id: str, body: MessagePatch) -> Any:
+    def update_message(message_id: str, body: MessagePatch, owner: str = Owner) -> Any:
         try:
-            return store.update_message(message_id, **body.model_dump(exclude_unset=True))
+            return store.update_message(owner, message_id, **body.model_dump(exclude_unset=True))
         except StoreError as error:
             return error_response(error)
 
     return router
 
 
-def mount(app: FastAPI, *, db_path: Path | None = None, auth: Callable[..., Any] | None = None) -> ConversationStore:
+def mount(
+    app: FastAPI,
+    *,
+    auth: Callable[..., Any],
+    db_path: Path | None = None,
+    max_conversations: int = 10_000,
+    max_chars: int = 100_000_000,
+) -> ConversationStore:
     """Serve the chat page at `/`, its files at `/static` and the store API at `/web/api` on `app`.
-    `db_path=None` keeps conversations under the user's data directory. Returns the store (also at
-    `app.state.web_store`)."""
-    store = ConversationStore(db_path)
+    `db_path=None` keeps conversations under the user's data directory; `max_conversations` and `max_chars`
+    cap each owner. Returns the store (also at `app.state.web_store`)."""
+    store = ConversationStore(db_path, max_conversations=max_conversations, max_chars=max_chars)
     app.state.web_store = store
 
     @app.get("/", include_in_schema=False)

@@ -1,10 +1,14 @@
 """The web chat's conversation store: conversations and their messages (with reasoning) in SQLite.
 
     store = ConversationStore(Path("chats.sqlite3"))     # or ConversationStore() for the user data dir
-    conv = store.create_conversation()
-    store.append_message(conv["id"], role="user", content="hi")
-    reply = store.append_message(conv["id"], role="assistant", content="", status="streaming")
-    store.update_message(reply["id"], content="Hel")        # called again and again while the answer streams
+    conv = store.create_conversation(owner)
+    store.append_message(owner, conv["id"], role="user", content="hi")
+    reply = store.append_message(owner, conv["id"], role="assistant", content="", status="streaming")
+    store.update_message(owner, reply["id"], content="Hel")  # called again and again while the answer streams
+
+Every conversation has an owner (the server passes a hash of the API key, "" without keys) and every call
+names one: a conversation or message of another owner does not exist for it (NotFound, a 404). An owner may
+hold at most `max_conversations` conversations and `max_chars` characters of message text (StoreFull).
 
 Durability: the database runs in WAL mode with synchronous=FULL and every public method is one transaction,
 so a process killed at any instant leaves either the old or the new state, never half of a write. The page
@@ -35,6 +39,7 @@ TITLE_CHARS = 60
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL DEFAULT '',
     title TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
@@ -57,6 +62,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS conversations_by_update ON conversations(updated_at);
 """
+OWNER_INDEX = "CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations(owner, updated_at)"
+CONVERSATION_COLUMNS = "id, title, created_at, updated_at"  # the owner stays inside the store
 
 MESSAGE_COLUMNS = (
     "id, conversation_id, position, role, content, reasoning_content, thinking_seconds, model, status, finish_reason, "
@@ -69,7 +76,11 @@ class StoreError(ValueError):
 
 
 class NotFound(StoreError):
-    """The conversation or message id does not exist (any more)."""
+    """The conversation or message id does not exist (any more), or belongs to another owner."""
+
+
+class StoreFull(StoreError):
+    """The owner already holds as many conversations or as much text as the store allows."""
 
 
 def default_db_path() -> Path:
@@ -90,7 +101,10 @@ class ConversationStore:
     """Thread-safe SQLite store; one short-lived connection per call so that FastAPI's worker threads never
     share a connection and every call is its own transaction."""
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(
+        self, path: Path | str | None = None, *, max_conversations: int = 10_000, max_chars: int = 100_000_000
+    ) -> None:
+        self.max_conversations, self.max_chars = max_conversations, max_chars
         self.path = Path(path) if path is not None else default_db_path()
         if self.path.is_dir():
             raise StoreError(f"conversation store path {self.path} is a directory; give a file path")
@@ -102,6 +116,10 @@ class ConversationStore:
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(messages)")}
             if "finish_reason" not in columns:
                 conn.execute("ALTER TABLE messages ADD COLUMN finish_reason TEXT")
+            # stores written before owners existed: their conversations belong to the no-key owner
+            if "owner" not in {row["name"] for row in conn.execute("PRAGMA table_info(conversations)")}:
+                conn.execute("ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+            conn.execute(OWNER_INDEX)
         finally:
             conn.close()
 
@@ -134,52 +152,61 @@ class ConversationStore:
 
     # -- conversations ------------------------------------------------------------------------------------
 
-    def create_conversation(self, title: str = "") -> dict[str, Any]:
+    def create_conversation(self, owner: str, title: str = "") -> dict[str, Any]:
         now = time.time()
         conversation = {"id": uuid.uuid4().hex, "title": title.strip(), "created_at": now, "updated_at": now}
         with self.transaction() as conn:
+            count = conn.execute("SELECT COUNT(*) FROM conversations WHERE owner = ?", (owner,)).fetchone()[0]
+            if count >= self.max_conversations:
+                raise StoreFull(f"this key already has {count} conversations, the most the store keeps; delete some")
             conn.execute(
-                "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (:id, :title, :created_at, :updated_at)",
-                conversation,
+                "INSERT INTO conversations (id, owner, title, created_at, updated_at) "
+                "VALUES (:id, :owner, :title, :created_at, :updated_at)",
+                {**conversation, "owner": owner},
             )
         return conversation
 
-    def list_conversations(self) -> list[dict[str, Any]]:
-        """All conversations, most recently updated first."""
+    def list_conversations(self, owner: str) -> list[dict[str, Any]]:
+        """The owner's conversations, most recently updated first."""
         with self.transaction(write=False) as conn:
-            rows = conn.execute("SELECT * FROM conversations ORDER BY updated_at DESC, created_at DESC").fetchall()
+            rows = conn.execute(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE owner = ? "
+                "ORDER BY updated_at DESC, created_at DESC",
+                (owner,),
+            ).fetchall()
         return [dict(row) for row in rows]
 
-    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+    def get_conversation(self, owner: str, conversation_id: str) -> dict[str, Any]:
         """The conversation with its messages in order."""
         with self.transaction(write=False) as conn:
-            conversation = self._conversation_row(conn, conversation_id)
+            conversation = self._conversation_row(conn, owner, conversation_id)
             messages = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY position",
                 (conversation_id,),
             ).fetchall()
         return {**conversation, "messages": [dict(row) for row in messages]}
 
-    def rename_conversation(self, conversation_id: str, title: str) -> dict[str, Any]:
+    def rename_conversation(self, owner: str, conversation_id: str, title: str) -> dict[str, Any]:
         title = title.strip()
         if not title:
             raise StoreError("a conversation title cannot be empty")
         with self.transaction() as conn:
-            self._conversation_row(conn, conversation_id)
+            self._conversation_row(conn, owner, conversation_id)
             conn.execute(
                 "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?", (title, time.time(), conversation_id)
             )
-            return self._conversation_row(conn, conversation_id)
+            return self._conversation_row(conn, owner, conversation_id)
 
-    def delete_conversation(self, conversation_id: str) -> None:
+    def delete_conversation(self, owner: str, conversation_id: str) -> None:
         with self.transaction() as conn:
-            self._conversation_row(conn, conversation_id)
+            self._conversation_row(conn, owner, conversation_id)
             conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     # -- messages -----------------------------------------------------------------------------------------
 
     def append_message(
         self,
+        owner: str,
         conversation_id: str,
         *,
         role: str,
@@ -197,7 +224,8 @@ class ConversationStore:
         self._check_role_status(role, status)
         now = time.time()
         with self.transaction() as conn:
-            conversation = self._conversation_row(conn, conversation_id)
+            conversation = self._conversation_row(conn, owner, conversation_id)
+            self._check_room(conn, owner, len(content) + len(reasoning_content or "") + len(error or ""))
             count = conn.execute(
                 "SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()[0]
@@ -234,7 +262,7 @@ class ConversationStore:
             )
         return message
 
-    def update_message(self, message_id: str, **fields: Any) -> dict[str, Any]:
+    def update_message(self, owner: str, message_id: str, **fields: Any) -> dict[str, Any]:
         """Overwrite some of a message's fields (content, reasoning_content, thinking_seconds, status, finish_reason,
         error, model);
         the page calls this with the whole text so far while an answer streams in."""
@@ -248,9 +276,16 @@ class ConversationStore:
             self._check_role_status("assistant", fields["status"])
         now = time.time()
         with self.transaction() as conn:
-            row = conn.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            row = conn.execute(
+                "SELECT m.conversation_id, length(m.content) + coalesce(length(m.reasoning_content), 0) "
+                "+ coalesce(length(m.error), 0) AS chars FROM messages m JOIN conversations c "
+                "ON c.id = m.conversation_id WHERE m.id = ? AND c.owner = ?",
+                (message_id, owner),
+            ).fetchone()
             if row is None:
                 raise NotFound(f"no message with id {message_id!r}")
+            grows = sum(len(fields.get(name) or "") for name in ("content", "reasoning_content", "error"))
+            self._check_room(conn, owner, grows - row["chars"])
             if fields:
                 assignments = ", ".join(f"{name} = :{name}" for name in fields)
                 conn.execute(
@@ -264,11 +299,28 @@ class ConversationStore:
     # -- helpers ------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _conversation_row(conn: sqlite3.Connection, conversation_id: str) -> dict[str, Any]:
-        row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+    def _conversation_row(conn: sqlite3.Connection, owner: str, conversation_id: str) -> dict[str, Any]:
+        row = conn.execute(
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner)
+        ).fetchone()
         if row is None:
             raise NotFound(f"no conversation with id {conversation_id!r}")
         return dict(row)
+
+    def _check_room(self, conn: sqlite3.Connection, owner: str, more_chars: int) -> None:
+        """StoreFull if the owner's message text would grow past max_chars."""
+        if more_chars <= 0:
+            return
+        held = conn.execute(
+            "SELECT coalesce(sum(length(m.content) + coalesce(length(m.reasoning_content), 0) "
+            "+ coalesce(length(m.error), 0)), 0) FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE c.owner = ?",
+            (owner,),
+        ).fetchone()[0]
+        if held + more_chars > self.max_chars:
+            raise StoreFull(
+                f"this key's conversations already hold {held} characters; the store keeps at most {self.max_chars}"
+            )
 
     @staticmethod
     def _check_role_status(role: str, status: str) -> None:

@@ -13,9 +13,11 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from nanoseek.api import app as app_module
 from nanoseek.api import serve
+from nanoseek.api.settings import SettingsError, read_api_keys_file, settings_from_env
 from tests.api.conftest import free_port, wait_until_healthy
 
 
@@ -48,6 +50,18 @@ def test_bad_settings_are_named(tiny_checkpoint, monkeypatch, capsys):
     monkeypatch.setenv("NANOSEEK_MAX_BODY_BYTES", "lots")
     assert serve.main(["--model", str(tiny_checkpoint)]) == 2
     assert "NANOSEEK_MAX_BODY_BYTES" in capsys.readouterr().err
+
+
+def test_key_file_hashes_inside_keys_and_rpm_zero(tmp_path):
+    """Issue 23: a `#` inside a key truncated it, and rpm=0 meant no limit at all."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# team keys\nsk-a#b7  quota=10  # a comment after a space\nsk-plain\n")
+    assert [(p.key, p.quota_tokens) for p in read_api_keys_file(keys)] == [("sk-a#b7", 10), ("sk-plain", None)]
+    keys.write_text("sk-a rpm=0\n")
+    with pytest.raises(SettingsError, match="rpm=0"):
+        read_api_keys_file(keys)
+    with pytest.raises(SettingsError, match="requests_per_minute"):
+        settings_from_env(environ={}, requests_per_minute=0)
 
 
 def test_serve_from_env_and_graceful_shutdown(tiny_checkpoint, tmp_path):

@@ -23,6 +23,7 @@ from nanoseek.api.app import create_app
 from nanoseek.api.settings import KeyPolicy, Settings
 
 REASONING = "A friendly hi; I reply."
+OWNER = ""  # the no-key server's conversations
 ANSWER = "Hello from nanoseek!"
 
 
@@ -56,7 +57,7 @@ def wait_idle(page) -> None:
 
 
 def stored(server: LiveServer, conversation_id: str) -> list[dict]:
-    return server.app.state.web_store.get_conversation(conversation_id)["messages"]
+    return server.app.state.web_store.get_conversation(OWNER, conversation_id)["messages"]
 
 
 def current_conversation_id(page) -> str:

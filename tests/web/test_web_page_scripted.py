@@ -25,6 +25,8 @@ from web_live_server import LiveServer, eventually
 
 from nanoseek.web.store import ConversationStore
 
+OWNER = ""  # the fake app's one owner
+
 
 @pytest.fixture(scope="module")
 def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, ScriptedCompletions]]:
@@ -37,8 +39,8 @@ def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 def scripted(scripted_server) -> tuple[LiveServer, ScriptedCompletions]:
     """The module's server with an empty store and script (one server start per module keeps tests fast)."""
     server, script = scripted_server
-    for conversation in server.app.state.web_store.list_conversations():
-        server.app.state.web_store.delete_conversation(conversation["id"])
+    for conversation in server.app.state.web_store.list_conversations(OWNER):
+        server.app.state.web_store.delete_conversation(OWNER, conversation["id"])
     script.replies.clear()
     script.requests.clear()
     return server, script
@@ -88,8 +90,8 @@ def wait_idle(page) -> None:
 
 def stored_messages(server: LiveServer) -> list[dict]:
     store = server.app.state.web_store
-    [conversation] = store.list_conversations()
-    return store.get_conversation(conversation["id"])["messages"]
+    [conversation] = store.list_conversations(OWNER)
+    return store.get_conversation(OWNER, conversation["id"])["messages"]
 
 
 def test_edit_an_earlier_message_and_regenerate(page, scripted) -> None:
@@ -148,7 +150,7 @@ def test_conversations_new_rename_delete(page, scripted) -> None:
     beta.hover()
     beta.locator(".delete").click()
     expect(titles).to_have_text(["Renamed alpha"])
-    assert [c["title"] for c in server.app.state.web_store.list_conversations()] == ["Renamed alpha"]
+    assert [c["title"] for c in server.app.state.web_store.list_conversations(OWNER)] == ["Renamed alpha"]
     page.click("#conversation-list .title")
     expect(page.locator("article.user .text")).to_have_text(["alpha"])
 
@@ -267,14 +269,14 @@ def test_server_killed_mid_answer_loses_nothing_shown(page, tmp_path) -> None:
         assert shown.startswith("word0 word1 word2") and "word399" not in shown
 
         # whatever reached the disk is a prefix of what was shown; the rest is retried by the page
-        [conversation] = ConversationStore(db).list_conversations()
-        on_disk = ConversationStore(db).get_conversation(conversation["id"])["messages"][1]["content"]
+        [conversation] = ConversationStore(db).list_conversations(OWNER)
+        on_disk = ConversationStore(db).get_conversation(OWNER, conversation["id"])["messages"][1]["content"]
         assert shown.startswith(on_disk.strip())
 
         second = start_server_process(db, port)  # the server comes back: the page's pending saves land
 
         def everything_shown_is_saved() -> None:
-            [_, reply] = ConversationStore(db).get_conversation(conversation["id"])["messages"]
+            [_, reply] = ConversationStore(db).get_conversation(OWNER, conversation["id"])["messages"]
             assert reply["content"].strip() == shown and reply["status"] == "error"
 
         eventually(everything_shown_is_saved, timeout=20)

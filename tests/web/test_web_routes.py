@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from web_fake_completions import ScriptedCompletions, make_app
 from web_live_server import LiveServer
 
+from nanoseek.api.settings import KeyPolicy
 from nanoseek.web.routes import mount
 
 
@@ -67,9 +68,10 @@ def test_store_api_round_trip_and_errors(tmp_path: Path) -> None:
 
 
 def test_store_api_requires_the_key_but_the_page_does_not(tmp_path: Path) -> None:
-    def require_key(request: Request) -> None:
+    def require_key(request: Request) -> KeyPolicy:
         if request.headers.get("authorization") != "Bearer sk-right":
             raise HTTPException(status_code=401, detail="bad key")
+        return KeyPolicy(key="sk-right")
 
     app = FastAPI()
     mount(app, db_path=tmp_path / "db.sqlite3", auth=require_key)

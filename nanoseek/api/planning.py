@@ -1,0 +1,104 @@
+"""Request planning off the event loop: rendering, tokenizing and grammar building run in a small thread pool
+under a time limit, so no single request can stall the server's other clients or its /health.
+
+    planner = Planner(seconds=5.0)
+    plan = await planner.run(lambda: plan_chat(body, served, thinking, settings, planner))   # inside a handler
+    constraint = planner.grammar(key, build)     # inside the plan: refused at once if `key` failed before
+
+A grammar that fails to build, or is still building when the time limit passes, is remembered by its key (the
+request's tool schemas and grammar mode), so sending it again is a 400 at once instead of another thread stuck
+compiling. xgrammar cannot be interrupted: a build that overran keeps its worker thread until it ends, which is
+why the pool is bounded and overruns are remembered. xgrammar releases the GIL while it compiles, so even that
+thread does not hold up the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from nanoseek.api.errors import APIError
+
+T = TypeVar("T")
+REMEMBERED_FAILURES = 4096  # grammar keys; the oldest are forgotten first
+_current = threading.local()  # the planning job a worker thread is running (its grammar key while it builds one)
+
+
+class PlanningJob:
+    def __init__(self) -> None:
+        self.building: str | None = None  # the grammar key being built right now, if any
+
+
+class Planner:
+    def __init__(self, seconds: float, workers: int = 4) -> None:
+        self.seconds = seconds
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanoseek-plan")
+        self.failed: OrderedDict[str, APIError] = OrderedDict()
+        self.lock = threading.Lock()
+
+    async def run(self, plan: Callable[[], T]) -> T:
+        """`plan()` in a worker thread; its APIError as is; 400 (for a grammar, then remembered) or 503 when it
+        takes longer than the limit (the queue wait counts: a busy pool is the server's overload)."""
+        job = PlanningJob()
+
+        def work() -> T:
+            _current.job = job
+            try:
+                return plan()
+            finally:
+                _current.job = None
+
+        future = asyncio.get_running_loop().run_in_executor(self.pool, work)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.seconds)
+        except TimeoutError:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # its late failure is not news
+            key = job.building
+            if key is None:
+                raise APIError(
+                    503,
+                    f"Server Overloaded: preparing this request took longer than {self.seconds:g} s; retry later.",
+                    headers={"Retry-After": "1"},
+                ) from None
+            error = APIError(
+                400,
+                f"The request's tool schemas or response format could not be compiled into a grammar within "
+                f"{self.seconds:g} s; simplify them (e.g. smaller repetition counts in `pattern`).",
+                param="tools",
+                code="invalid_tool_schema",
+            )
+            self.remember(key, error)
+            raise error from None
+
+    def grammar(self, key: str, build: Callable[[], T]) -> T:
+        """Run `build` (a grammar build inside a plan) unless `key` failed before; remember its APIError."""
+        with self.lock:
+            known = self.failed.get(key)
+            if known is not None:
+                self.failed.move_to_end(key)
+        if known is not None:
+            raise APIError(known.status, known.message, param=known.param, code=known.code)
+        job: PlanningJob | None = getattr(_current, "job", None)
+        if job is not None:
+            job.building = key
+        try:
+            return build()
+        except APIError as error:
+            self.remember(key, error)
+            raise
+        finally:
+            if job is not None:
+                job.building = None
+
+    def remember(self, key: str, error: APIError) -> None:
+        with self.lock:
+            self.failed[key] = error
+            while len(self.failed) > REMEMBERED_FAILURES:
+                self.failed.popitem(last=False)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
