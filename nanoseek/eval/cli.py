@@ -18,6 +18,7 @@ from it) quotes: the figures name the commands that produced them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--judge-model", default=None)
     parser.add_argument("--judge-api-key", default=None)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--unsafe-exec",
+        action="store_true",
+        help="where generated code cannot be sandboxed (no bubblewrap or user namespaces), run it as a plain "
+        "child process anyway instead of refusing (it can then read and write your files)",
+    )
     args = parser.parse_args(argv)
 
     suites = list(SUITES) if args.suite == "all" else [s.strip() for s in args.suite.split(",") if s.strip()]
@@ -120,6 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         for index, path in enumerate(args.model):
             name = args.name[index] if args.name else Path(path).resolve().name
             backends.append(lambda path=path, name=name: EngineBackend.from_checkpoint(path, name=name))
+    if backends and "code" in args.suites:
+        from nanoseek.eval.sandbox import SandboxUnavailable, check_sandbox
+
+        if args.unsafe_exec:
+            os.environ["NANOSEEK_UNSAFE_EXEC"] = "1"  # read by the sandbox in every scoring thread
+        try:
+            check_sandbox()
+        except SandboxUnavailable as error:
+            print(f"nanoseek eval: {error}", file=sys.stderr)
+            return 2
     if backends:
         record_command(args.out, argv)
     for make_backend in backends:

@@ -29,7 +29,7 @@ from math_verify import parse as math_parse
 from math_verify import verify as math_verify_answers
 from rapidfuzz.distance import Levenshtein
 
-from nanoseek.eval.sandbox import run_python
+from nanoseek.eval.sandbox import run_tests
 
 # ---- exact match --------------------------------------------------------------------------------------
 
@@ -113,22 +113,26 @@ def extract_code(reply: str) -> str:
     return blocks[0] if blocks else reply
 
 
-def program_for(answer: dict[str, Any], reply: str) -> str:
-    """The reply's code plus the item's tests. For HumanEval, a reply that is only the body (no `def
+def candidate_for(answer: dict[str, Any], reply: str) -> str:
+    """The reply's code, the module the tests import. For HumanEval, a reply that is only the body (no `def
     entry_point`) is appended to the prompt, as HumanEval's own completion protocol does."""
     code = extract_code(reply)
     if "prompt" in answer and f"def {answer['entry_point']}" not in code:
         code = answer["prompt"] + code
-    return f"{code}\n\n{answer['tests']}\n"
+    return code
 
 
 def score_code(answer: dict[str, Any], reply: str, timeout: float = 10.0) -> dict[str, Any]:
-    result = run_python(program_for(answer, reply), timeout=timeout)
-    error = (
-        ""
-        if result.ok
-        else ("timeout" if result.timed_out else (result.stderr.strip().splitlines() or ["exit"])[-1][:200])
-    )
+    """Run the item's tests against the reply's code in the sandbox's test harness: passed only when every
+    test ran (an early exit such as `os._exit(0)` in the reply fails). Raises SandboxUnavailable where code
+    cannot be sandboxed and unsandboxed runs were not allowed."""
+    result = run_tests(candidate_for(answer, reply), answer["tests"], timeout=timeout)
+    if result.ok:
+        error = ""
+    elif result.timed_out:
+        error = "timeout"
+    else:
+        error = ((result.stderr.strip().splitlines() or ["exit before the tests ended"])[-1])[:200]
     return {"passed": float(result.ok), "error": error}
 
 

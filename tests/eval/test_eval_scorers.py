@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from nanoseek.eval import arena_judge, scorers
 from nanoseek.tasks import generate
 
@@ -50,6 +52,16 @@ def test_code_scorer_runs_right_and_wrong_solutions_in_the_sandbox():
     assert result["passed"] == 0.0 and "AssertionError" in result["error"]
     looping = f"```python\ndef {item.answer['entry_point']}(*a):\n    while True: pass\n```"
     assert scorers.score_code(item.answer, looping, timeout=2)["error"] == "timeout"
+
+
+@pytest.mark.parametrize("exit_call", ["os._exit(0)", "sys.exit(0)"])
+def test_a_wrong_answer_that_exits_early_scores_zero(exit_call):
+    """Issue 23: appending the tests after the reply and trusting exit 0 scored `wrong + os._exit(0)` as passed."""
+    item = next(i for i in generate("code", "heldout", 6, 0) if i.kind == "function")
+    wrong = item.ideal[0]["content"].replace("return ", "return 1000 + ", 1)
+    gamed = wrong.replace("```python\n", f"```python\nimport os, sys\n{exit_call}\n", 1)
+    assert scorers.score_code(item.answer, gamed)["passed"] == 0.0
+    assert scorers.reward(item, gamed) == 0.0
 
 
 def test_humaneval_canonical_solution_passes_and_body_only_completion_is_joined_to_the_prompt():
