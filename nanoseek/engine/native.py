@@ -134,6 +134,10 @@ def load_library() -> ctypes.CDLL | None:
         return _library
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _compile_and_load() -> ctypes.CDLL:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
@@ -141,7 +145,10 @@ def _compile_and_load() -> ctypes.CDLL:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([compiler, *CFLAGS, cpu_identity()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"native_decode-{key}.so"
-    if not target.exists():
+    digest = target.with_suffix(".sha256")
+    # A library is loaded only if it hashes to what its build recorded: a cached file truncated or damaged
+    # since (disk full, a bad copy) would otherwise crash every start with SIGBUS when mapped; it is rebuilt.
+    if not (target.exists() and digest.exists() and digest.read_text() == _sha256(target)):
         target.parent.mkdir(parents=True, exist_ok=True)
         # Built under a temporary name and renamed: a concurrent or killed build never leaves a torn library.
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
@@ -151,7 +158,9 @@ def _compile_and_load() -> ctypes.CDLL:
             )
             if result.returncode != 0:
                 raise OSError(f"{compiler} failed to build {SOURCE.name}: {result.stderr.strip()[-2000:]}")
+            (Path(scratch) / digest.name).write_text(_sha256(built))
             os.replace(built, target)
+            os.replace(Path(scratch) / digest.name, digest)
     library = ctypes.CDLL(str(target))
     library.nanoseek_supports_bf16.restype = ctypes.c_int
     library.nanoseek_enable_amx.restype = ctypes.c_int

@@ -94,7 +94,8 @@ def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike[str]) -> Path:
             f"checkpoint path {text} is a file but not a GGUF file; pass a GGUF file or the directory that holds "
             f"{CONFIG_FILE}"
         )
-    if not HUB_ID.match(text):
+    # "runs/sft" looks like a hub id too; when its first part is a local folder it means the local path
+    if not HUB_ID.match(text) or Path(text.split("/", 1)[0]).expanduser().is_dir():
         from nanoseek.model.named import named_models
 
         raise CheckpointError(

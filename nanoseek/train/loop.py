@@ -108,6 +108,17 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
     model.load_state_dict(state, strict=False)
 
 
+def load_training_state(path: Path) -> dict:
+    """A checkpoint.pt, read as data only (`weights_only`): resuming from a planted file must not run its code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def numpy_rng_state() -> tuple:
+    """NumPy's global RNG state with its key array as a tensor, which `weights_only` loading accepts."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return name, torch.from_numpy(keys.copy()), position, has_gauss, gauss
+
+
 def atomic_torch_save(obj: object, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -288,7 +299,7 @@ def train(
     raw_model = model.to(device)
     optimizer = make_optimizer(raw_model, config)
     step, elapsed, tokens_seen = 0, 0.0, 0
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and ckpt_path.exists() else None
+    state = load_training_state(ckpt_path) if resume and ckpt_path.exists() else None
     config = resolve_precision(config, raw_model, train_rows.seq_len, state, is_main, world_size)
     if state is not None:
         changed = {k for k in state["config"] if state["config"][k] != asdict(config).get(k)}
@@ -309,7 +320,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, tokens_seen = state["step"], state["elapsed"], state["tokens"]
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        name, keys, position, has_gauss, gauss = state["rng"]["numpy"]
+        np.random.set_state((name, keys.numpy(), position, has_gauss, gauss))
         random.setstate(state["rng"]["python"])
     else:
         torch.manual_seed(config.seed + rank)
@@ -333,7 +345,7 @@ def train(
             "elapsed": elapsed,
             "tokens": tokens_seen,
             "config": asdict(config),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
         }
         atomic_torch_save(state, ckpt_path)
         plot_losses(read_log(log_path), plot_path, title)

@@ -52,6 +52,7 @@ from nanoseek.train.loop import (
     LOG_NAME,
     atomic_torch_save,
     load_trainable_state,
+    load_training_state,
     plot_lines,
     read_log,
     rewrite_log,
@@ -238,7 +239,7 @@ def train_rl(
     optimizer = make_optimizer(model, loop)
     step, elapsed = 0, 0.0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = load_training_state(ckpt_path)
         changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)} - {
             "steps",
             "eval_every",

@@ -231,3 +231,20 @@ print("decoded with pytorch")
     assert result.returncode == 0, result.stderr
     assert "decoded with pytorch" in result.stdout
     assert "native decode path unavailable" in result.stderr  # the reason is logged
+
+
+def test_a_truncated_cached_library_is_rebuilt_not_loaded(tmp_path):
+    """Issue 23: a cached native_decode-*.so cut short crashed every start with SIGBUS and was never rebuilt."""
+    script = "from nanoseek.engine.native import load_library\nassert load_library() is not None\nprint('loaded')"
+    env = {**os.environ, "NANOSEEK_CACHE_DIR": str(tmp_path)}
+
+    def load() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+
+    assert load().stdout == "loaded\n"
+    [library] = (tmp_path / "native").glob("native_decode-*.so")
+    whole = library.read_bytes()
+    library.write_bytes(whole[: len(whole) // 3])
+    again = load()
+    assert again.returncode == 0 and again.stdout == "loaded\n", again.stderr
+    assert library.read_bytes() == whole  # rebuilt (the same compiler makes the same bytes)

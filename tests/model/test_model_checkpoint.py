@@ -174,6 +174,19 @@ def test_hub_id_without_a_reachable_hub_is_a_clear_error(tmp_path: Path) -> None
     assert "could not be fetched" in result.stdout
 
 
+def test_a_missing_local_path_is_not_fetched_as_a_hub_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: `runs/sft` (a run not trained yet) went to the hub as the id "runs/sft"."""
+    import huggingface_hub
+
+    fetched: list[str] = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **_: fetched.append(repo_id))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(CheckpointError, match="^no checkpoint directory at runs/sft "):
+        load_model("runs/sft")
+    assert fetched == []
+
+
 def test_failed_save_leaves_the_previous_checkpoint_intact(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = (saved / "model.safetensors").read_bytes()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -227,6 +228,31 @@ def test_resume_refuses_changed_settings_but_accepts_a_longer_run(tmp_path: Path
         train(model, rows, None, LoopConfig(steps=2, batch_size=2, checkpoint_every=1, lr=1.0), tmp_path)
     longer = train(model, rows, None, LoopConfig(steps=4, batch_size=2, checkpoint_every=1), tmp_path)
     assert longer.step == 4 and len(step_losses_of(tmp_path)) == 4
+
+
+class Planted:
+    """A pickle that runs code when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_resuming_never_runs_code_planted_in_a_checkpoint(tmp_path: Path):
+    from nanoseek.model.config import ModelConfig
+    from nanoseek.model.transformer import Transformer
+
+    marker = tmp_path / "planted-code-ran"
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"step": 0, "config": {}, "payload": Planted(marker)}, run / "checkpoint.pt")
+    rows = pack_stream([(list(range(64)) * 4, [1] * 256)], seq_len=16)
+    model = Transformer(ModelConfig.from_shape("tiny", vocab_size=64))
+    with pytest.raises(pickle.UnpicklingError):
+        train(model, rows, None, LoopConfig(steps=2, batch_size=2, checkpoint_every=1), run)
+    assert not marker.exists()
 
 
 def step_losses_of(out: Path) -> list[float]:
