@@ -91,7 +91,7 @@ def test_a_slow_grammar_stalls_nobody_and_is_then_refused_at_once(server):
     again = httpx.post(
         f"{server.url}/beta/chat/completions", json={"model": "deepseek-chat", **body}, headers=auth("sk-bob")
     )
-    assert again.status_code == 400 and time.monotonic() - started < 0.5  # remembered: no second compile
+    assert again.status_code == 400 and time.monotonic() - started < 2  # remembered: not compiled again
     assert chat(server, "sk-alice", [{"role": "user", "content": "hi"}], max_tokens=4).status_code == 200
 
 
