@@ -104,3 +104,16 @@ def test_other_weights_do_not_reuse_the_blocks(make_engine, checkpoint, tmp_path
     finally:
         with torch.no_grad():
             checkpoint.model.norm.weight.sub_(1.0)
+
+
+def test_blocks_of_one_cache_salt_are_not_found_under_another(make_engine, tmp_path):
+    # the salt is per API key (issue 23): another key's prompt never hits this key's blocks, on disk either
+    prompt = prompt_of(2 * BLOCK_TOKENS, 5)
+    first = make_engine(cache_dir=tmp_path, disk_cache_bytes=1 << 30)
+    run(first, prompt)  # salt "" (no keys configured)
+    first.shutdown()
+    restarted = make_engine(cache_dir=tmp_path, disk_cache_bytes=1 << 30)
+    store = restarted.prefix_store
+    assert store.disk.chain_keys(prompt, "key-a", BLOCK_TOKENS) != store.disk.chain_keys(prompt, "", BLOCK_TOKENS)
+    assert store.lookup(prompt, "key-a")[0] == []
+    assert len(store.lookup(prompt, "")[0]) == 2
