@@ -42,9 +42,11 @@ async def answer(
     if styled:
         out.write(DIM)
     text = ""
+    special = engine.tokenizer.special_token_pattern  # format tokens the parser left are not answer text
     async for event in engine.stream(Request(prompt_ids, params)):
         pieces = [parser.feed(event.text)] + ([parser.finish()] if event.finish_reason is not None else [])
         for piece in pieces:
+            piece.reasoning, piece.content = special.sub("", piece.reasoning), special.sub("", piece.content)
             out.write(piece.reasoning)
             if in_reasoning and not parser.in_reasoning:  # the thought ended
                 in_reasoning = False
