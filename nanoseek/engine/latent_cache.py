@@ -18,10 +18,10 @@ prefill chunks, packing copies, and the 64-token prefix blocks of PrefixStore, w
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from nanoseek.engine.kv_cache import BLOCK_TOKENS, PrefixBlock, SlotKVCache
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.deepseek import latent_attention
 
 
 def kv_cache_for(config: ModelConfig, num_slots: int, slot_capacity: int, dtype: torch.dtype) -> SlotKVCache:
@@ -61,9 +61,7 @@ class LatentKVCache(SlotKVCache):
                 latents.view(-1, self.head_dim).index_copy_(0, self._write_rows, latent.reshape(-1, self.head_dim))
             visible = latents[self._slots, :, : self._key_length]
         causal = self._causal and self._prefill_slots is not None
-        return F.scaled_dot_product_attention(
-            q, visible, visible[..., :value_dim], attn_mask=self._mask, is_causal=causal, scale=scale, enable_gqa=True
-        )
+        return latent_attention(q, visible, value_dim, scale, self._mask, causal)
 
     def latents(self, layer_idx: int) -> torch.Tensor:
         return self.keys[layer_idx]

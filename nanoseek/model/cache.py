@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.deepseek import latent_attention
 
 
 class SimpleKVCache:
@@ -53,44 +54,37 @@ class SimpleKVCache:
             self.values[layer_idx] = old_values.new_empty(new_shape)
             self.values[layer_idx][:, :, :used] = old_values[:, :, :used]
 
-    def attend_latent(
-        self, layer_idx: int, q: torch.Tensor, latent: torch.Tensor, value_dim: int, scale: float
-    ) -> torch.Tensor:
+    def _store(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor | None) -> tuple[int, int]:
+        """Append the new tokens' keys (and values) of one layer; (start, end) of their positions."""
         start = self.lengths[layer_idx]
-        new = latent.shape[2]
-        end = start + new
-        if end > self.keys[layer_idx].shape[2]:
-            self._grow(layer_idx, end)
-        self.keys[layer_idx][:, :, start:end] = latent
-        self.lengths[layer_idx] = end
-        keys = self.keys[layer_idx][:, :, :end]
-        mask = None
-        if new > 1 and start > 0:
-            mask = torch.arange(end, device=q.device)[None, :] <= torch.arange(start, end, device=q.device)[:, None]
-        return F.scaled_dot_product_attention(
-            q,
-            keys,
-            keys[..., :value_dim],
-            attn_mask=mask,
-            is_causal=new > 1 and start == 0,
-            scale=scale,
-            enable_gqa=True,
-        )
-
-    def attend(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        start = self.lengths[layer_idx]
-        new = k.shape[2]
-        end = start + new
+        end = start + k.shape[2]
         if end > self.keys[layer_idx].shape[2]:
             self._grow(layer_idx, end)
         self.keys[layer_idx][:, :, start:end] = k
-        self.values[layer_idx][:, :, start:end] = v
+        if v is not None:
+            self.values[layer_idx][:, :, start:end] = v
         self.lengths[layer_idx] = end
+        return start, end
+
+    @staticmethod
+    def _chunk_mask(start: int, end: int, device: torch.device) -> torch.Tensor:
+        """A later chunk of several tokens: query i (at position start+i) sees keys 0..start+i."""
+        return torch.arange(end, device=device)[None, :] <= torch.arange(start, end, device=device)[:, None]
+
+    def attend_latent(
+        self, layer_idx: int, q: torch.Tensor, latent: torch.Tensor, value_dim: int, scale: float
+    ) -> torch.Tensor:
+        start, end = self._store(layer_idx, latent, None)
+        keys, new = self.keys[layer_idx][:, :, :end], end - start
+        mask = self._chunk_mask(start, end, q.device) if new > 1 and start > 0 else None
+        return latent_attention(q, keys, value_dim, scale, mask, causal=new > 1 and start == 0)
+
+    def attend(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        start, end = self._store(layer_idx, k, v)
+        new = end - start
         keys, values = self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
         if new == 1 or start == 0:
             # One new token sees everything; a first chunk is plain causal attention.
             return F.scaled_dot_product_attention(q, keys, values, is_causal=new > 1, enable_gqa=self.grouped)
-        # A later chunk of several tokens: query i (at position start+i) sees keys 0..start+i.
-        query_positions = torch.arange(start, end, device=q.device)[:, None]
-        mask = torch.arange(end, device=q.device)[None, :] <= query_positions
+        mask = self._chunk_mask(start, end, q.device)
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=self.grouped)

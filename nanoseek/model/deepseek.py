@@ -54,6 +54,30 @@ def yarn_softmax_scale(config: ModelConfig) -> float:
     return scale
 
 
+def latent_attention(
+    q: torch.Tensor,
+    latents: torch.Tensor,
+    value_dim: int,
+    scale: float,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> torch.Tensor:
+    """Attention of q [B, H, T, L+R] over one latent head [B, 1, S, L+R] whose first `value_dim` columns are the
+    values; `mask` boolean (True = visible) or additive, broadcasting to [B, H, T, S]; `causal` for T == S.
+    Written out rather than SDPA: with key and value widths unequal SDPA takes its math path, which expands the
+    single latent head to every query head, and at a decode step that costs more than these four products."""
+    scores = torch.matmul(q, latents.transpose(-1, -2)).mul_(scale)
+    if causal:
+        length = q.shape[2]
+        mask = torch.ones(length, length, dtype=torch.bool, device=q.device).tril_()
+    if mask is not None and mask.dtype == torch.bool:
+        scores.masked_fill_(~mask, float("-inf"))
+    elif mask is not None:
+        scores += mask
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(weights, latents[..., :value_dim])
+
+
 class LatentAttention(nn.Module):
     """Multi-head latent attention; parameter names are transformers' (q_a_proj, kv_b_proj, ...)."""
 
@@ -91,11 +115,9 @@ class LatentAttention(nn.Module):
         compressed = self.kv_a_proj_with_mqa(x)
         latent, k_pe = compressed.split([self.kv_lora_rank, self.rope_dim], dim=-1)
         latent = self.kv_a_layernorm(latent).unsqueeze(1)  # [B, 1, T, L]
-        q_pe = apply_rotary(self._rotary_layout(q_pe), cos, sin)
-        k_pe = apply_rotary(self._rotary_layout(k_pe.unsqueeze(1)), cos, sin)  # [B, 1, T, R]
-        # kv_b_proj's rows per head: nope_dim key rows, then v_dim value rows.
-        w_kv = self.kv_b_proj.weight.unflatten(0, (self.num_heads, self.nope_dim + self.v_dim))
-        w_uk, w_uv = w_kv.split([self.nope_dim, self.v_dim], dim=1)  # [H, nope, L], [H, v, L]
+        # The queries' rotary parts and the shared key part as H + 1 heads: one rotation for all of them.
+        rotary = torch.cat((q_pe, k_pe.unsqueeze(1)), dim=1)
+        q_pe, k_pe = apply_rotary(self._rotary_layout(rotary), cos, sin).split([self.num_heads, 1], dim=1)
         if cache is None:
             kv = self.kv_b_proj(latent).view(batch, length, self.num_heads, -1).transpose(1, 2)
             k_nope, v = kv.split([self.nope_dim, self.v_dim], dim=-1)
@@ -103,12 +125,28 @@ class LatentAttention(nn.Module):
             query = torch.cat((q_nope, q_pe), dim=-1)
             out = F.scaled_dot_product_attention(query, k, v, is_causal=length > 1, scale=self.scale)
         else:
-            query = torch.cat((torch.matmul(q_nope, w_uk), q_pe), dim=-1)  # [B, H, T, L + R]
+            key_up, value_up = self.absorbed_projections()
+            query = torch.cat((torch.matmul(q_nope, key_up), q_pe), dim=-1)  # [B, H, T, L + R]
             mixed = cache.attend_latent(
                 self.layer_idx, query, torch.cat((latent, k_pe), dim=-1), self.kv_lora_rank, self.scale
             )
-            out = torch.matmul(mixed, w_uv.transpose(1, 2))  # [B, H, T, v]
+            out = torch.matmul(mixed, value_up)  # [B, H, T, v]
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+    def absorbed_projections(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """kv_b_proj split per head into the key up-projection [H, nope, L] and the transposed value
+        up-projection [H, L, v], contiguous. Without gradients they are kept until the weight changes: slicing
+        them from the (column-major) weight at every step made each product copy its operand first."""
+        weight = self.kv_b_proj.weight
+        cached = self.__dict__.get("_absorbed")
+        if cached is not None and cached[0] == (weight._version, weight.data_ptr()) and not torch.is_grad_enabled():
+            return cached[1], cached[2]
+        w_kv = weight.unflatten(0, (self.num_heads, self.nope_dim + self.v_dim))  # per head: key rows, value rows
+        key_up, value_up = w_kv.split([self.nope_dim, self.v_dim], dim=1)
+        key_up, value_up = key_up.contiguous(), value_up.transpose(1, 2).contiguous()
+        if not torch.is_grad_enabled():
+            self.__dict__["_absorbed"] = ((weight._version, weight.data_ptr()), key_up, value_up)
+        return key_up, value_up
 
 
 class Router(nn.Module):
@@ -139,10 +177,17 @@ class Router(nn.Module):
         if self.sigmoid:
             self.e_score_correction_bias.zero_()
 
+    # Up to this many tokens (a decode step) are routed in Python: the rule on a few lists of n_routed_experts
+    # floats costs less than the dozen-odd tensor ops of the batched rule, each a fixed overhead on the CPU.
+    python_rows = 8
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(weights [N, k] fp32, expert ids [N, k]) for tokens x [N, hidden]."""
         logits = F.linear(x.float(), self.weight.float())
         scores = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
+        if x.shape[0] <= self.python_rows and not torch.is_grad_enabled() and not self.training:
+            weights, indices = self.route_rows(scores.tolist())
+            return torch.tensor(weights), torch.tensor(indices)
         choice = scores + self.e_score_correction_bias if self.sigmoid else scores
         if self.groups is not None:
             grouped = choice.view(-1, self.groups, self.num_experts // self.groups)
@@ -163,6 +208,28 @@ class Router(nn.Module):
                 self.e_score_correction_bias += self.bias_update_rate * torch.sign(load.mean() - load)
         return weights * self.scaling, indices
 
+    def route_rows(self, scores: list[list[float]]) -> tuple[list[list[float]], list[list[int]]]:
+        """The same rule as forward's tensor ops, token by token on Python lists."""
+        bias = self.e_score_correction_bias.tolist() if self.sigmoid else [0.0] * self.num_experts
+        size = self.num_experts // (self.groups or 1)
+        all_weights, all_indices = [], []
+        for row in scores:
+            choice = [score + offset for score, offset in zip(row, bias)]
+            allowed: list[int] | range = range(self.num_experts)
+            if self.groups is not None:
+                members = [choice[g * size : (g + 1) * size] for g in range(self.groups)]
+                group_scores = [sum(sorted(m)[-2:]) if self.sigmoid else max(m) for m in members]
+                kept = sorted(range(self.groups), key=group_scores.__getitem__, reverse=True)[: self.topk_group]
+                allowed = [expert for group in kept for expert in range(group * size, (group + 1) * size)]
+            chosen = sorted(allowed, key=choice.__getitem__, reverse=True)[: self.top_k]
+            weights = [row[expert] for expert in chosen]
+            if self.normalise:
+                total = sum(weights) + 1e-20
+                weights = [weight / total for weight in weights]
+            all_weights.append([weight * self.scaling for weight in weights])
+            all_indices.append(chosen)
+        return all_weights, all_indices
+
 
 class Experts(nn.Module):
     """The routed experts' SwiGLU weights, stacked: gate_up_proj [E, 2I, H] (gate rows, then up), down_proj [E, H, I]."""
@@ -179,23 +246,42 @@ class Experts(nn.Module):
         self.down_proj.normal_(0.0, std)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """sum_k weights[n, k] * expert_{indices[n, k]}(x[n]) for x [N, hidden]."""
+        """sum_k weights[n, k] * expert_{indices[n, k]}(x[n]) for x [N, hidden]: one pass per expert over the
+        tokens routed to it. The grouping is done on a Python list (one read of the ids): for a decode step of a
+        few tokens, torch.where per expert, or gathering the chosen experts' weights (a copy of each), cost more
+        than the experts' products themselves."""
+        if x.shape[0] * indices.shape[1] >= self.gate_up_proj.shape[0] and not torch.is_grad_enabled():
+            return self.all_experts(x, weights, indices)
+        routed: dict[int, list[int]] = {}
+        for flat_index, expert in enumerate(indices.flatten().tolist()):
+            routed.setdefault(expert, []).append(flat_index)
+        top_k = indices.shape[1]
+        flat_weights = weights.flatten().to(x.dtype)
         out = torch.zeros_like(x)
-        if x.shape[0] * indices.shape[1] <= self.gate_up_proj.shape[0]:
-            # A few tokens (decode): gather the chosen experts' weights and run them as one batched product,
-            # a fixed handful of ops instead of a handful per expert hit.
-            rows = x.unsqueeze(1).unsqueeze(-1)  # [N, 1, H, 1]
-            gate, up = torch.matmul(self.gate_up_proj[indices], rows).squeeze(-1).chunk(2, dim=-1)  # [N, k, I]
-            hidden = (F.silu(gate) * up).unsqueeze(-1)
-            expert_out = torch.matmul(self.down_proj[indices], hidden).squeeze(-1)  # [N, k, H]
-            return (expert_out * weights.unsqueeze(-1).to(x.dtype)).sum(dim=1)
-        # Many tokens (prefill, training): one pass per expert over the tokens routed to it.
-        for expert in indices.unique().tolist():
-            token, slot = torch.where(indices == expert)
-            gate, up = F.linear(x[token], self.gate_up_proj[expert]).chunk(2, dim=-1)
-            expert_out = F.linear(F.silu(gate) * up, self.down_proj[expert])
-            out.index_add_(0, token, expert_out * weights[token, slot, None].to(x.dtype))
+        for expert, flat_indices in routed.items():
+            if len(flat_indices) == 1:  # a slice, not an index: no gather for the common decode case
+                token, where = flat_indices[0] // top_k, slice(flat_indices[0], flat_indices[0] + 1)
+                rows, scale = x[token : token + 1], flat_weights[where, None]
+            else:
+                where = torch.tensor(flat_indices)
+                token = where // top_k
+                rows, scale = x[token], flat_weights[where, None]
+            gate, up = F.linear(rows, self.gate_up_proj[expert]).chunk(2, dim=-1)
+            expert_out = F.linear(F.silu(gate) * up, self.down_proj[expert]) * scale
+            if isinstance(token, int):
+                out[token : token + 1] += expert_out
+            else:
+                out.index_add_(0, token, expert_out)
         return out
+
+    def all_experts(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Every expert over every token, weighted by the routing (zero for experts not chosen): for a batched
+        decode step, where the tokens hit most experts anyway, seven tensor ops instead of six per expert."""
+        routing = torch.zeros(x.shape[0], self.gate_up_proj.shape[0], dtype=x.dtype)
+        routing.scatter_(1, indices, weights.to(x.dtype))
+        gate, up = torch.matmul(x, self.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)  # [E, N, I] each
+        expert_out = torch.matmul(F.silu(gate) * up, self.down_proj.transpose(1, 2))  # [E, N, H]
+        return (expert_out * routing.t().unsqueeze(-1)).sum(dim=0)
 
 
 class MoE(nn.Module):
