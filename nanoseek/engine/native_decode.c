@@ -508,59 +508,76 @@ static inline void unpack_q4_1(const uint8_t *nibbles, uint8_t *quants) {
 }
 
 #if defined(__AVX512VNNI__)
-/* The int32 sums of one input block for 16 columns (`quants` at the first of them: 8 groups, 128 bytes apart). */
-static inline __m512i dot_block_vnni(const uint8_t *quants, const int8_t *xq) {
-    __m512i dot = _mm512_setzero_si512();
-    for (int g = 0; g < 8; g++) {
+#define QUANT_ROW_BLOCK 4 /* rows per pass: 8 int32 and 8 fp32 sums, the weights and inputs stay in registers */
+
+/* Add one group of 4 inputs (x4: each row's 4 int8 inputs, one int32) times 16 columns' weights `w` into
+   the rows' int32 sums. */
+static inline __attribute__((always_inline)) void dot_group(__m512i *dot, const int8_t *xq, int in_dim, int rows,
+                                                            int at, __m512i w) {
+    for (int r = 0; r < rows; r++) {
         int32_t four;
-        memcpy(&four, xq + 4 * g, sizeof four);
-        dot = _mm512_dpbusd_epi32(dot, _mm512_loadu_si512(quants + 128 * g), _mm512_set1_epi32(four));
+        memcpy(&four, xq + (size_t)r * in_dim + at, sizeof four);
+        dot[r] = _mm512_dpbusd_epi32(dot[r], w, _mm512_set1_epi32(four));
     }
-    return dot;
 }
 
-/* A quantized column block times up to ROW_BLOCK rows, with VPDPBUSD (the classic micro-kernel shape: each
-   weight vector is loaded once per row from L1, every sum stays in a register). */
+/* A quantized column block times up to QUANT_ROW_BLOCK rows, with VPDPBUSD. As the fp32 and bf16 micro-kernels:
+   every weight vector is loaded (and, for q4_1, unpacked from its nibbles) once and used for all the rows, the
+   sums stay in registers. Per input block each row's int32 sums are scaled into its fp32 sums. */
 static inline __attribute__((always_inline)) void project_block_quantized_vnni(
     QuantizedRows q, int r0, int rows, int in_dim, const uint8_t *block, int q4, int j0, int width,
     const float *bias, float *out, int out_stride, int epilogue) {
     const int blocks = in_dim / 32, block_bytes = q4 ? Q4_BLOCK_BYTES : Q8_BLOCK_BYTES;
     const int quant_bytes = q4 ? COLUMN_BLOCK * COLUMN_BLOCK / 2 : COLUMN_BLOCK * COLUMN_BLOCK;
-    __m512 low[ROW_BLOCK], high[ROW_BLOCK];
+    const __m512i nibble = _mm512_set1_epi8(15);
+    __m512 low[QUANT_ROW_BLOCK], high[QUANT_ROW_BLOCK];
     for (int r = 0; r < rows; r++) low[r] = high[r] = _mm512_setzero_ps();
-    uint8_t unpacked[COLUMN_BLOCK * COLUMN_BLOCK] __attribute__((aligned(64)));
+    const int8_t *xq = q.xq + (size_t)r0 * in_dim;
     for (int b = 0; b < blocks; b++) {
-        const uint8_t *packed = block + (size_t)b * block_bytes, *quants = packed;
+        const uint8_t *packed = block + (size_t)b * block_bytes;
+        __m512i dot_low[QUANT_ROW_BLOCK], dot_high[QUANT_ROW_BLOCK];
+        for (int r = 0; r < rows; r++) dot_low[r] = dot_high[r] = _mm512_setzero_si512();
+        if (q4) {
+            for (int p = 0; p < 4; p++) {  /* pair p: groups 2p (low nibbles) and 2p + 1 (high nibbles) */
+                const __m512i raw_low = _mm512_loadu_si512(packed + 128 * p);
+                const __m512i raw_high = _mm512_loadu_si512(packed + 128 * p + 64);
+                const int at = 32 * b + 8 * p;
+                dot_group(dot_low, xq, in_dim, rows, at, _mm512_and_si512(raw_low, nibble));
+                dot_group(dot_high, xq, in_dim, rows, at, _mm512_and_si512(raw_high, nibble));
+                dot_group(dot_low, xq, in_dim, rows, at + 4, _mm512_and_si512(_mm512_srli_epi16(raw_low, 4), nibble));
+                dot_group(dot_high, xq, in_dim, rows, at + 4, _mm512_and_si512(_mm512_srli_epi16(raw_high, 4), nibble));
+            }
+        } else {
+            for (int g = 0; g < 8; g++) {
+                dot_group(dot_low, xq, in_dim, rows, 32 * b + 4 * g, _mm512_loadu_si512(packed + 128 * g));
+                dot_group(dot_high, xq, in_dim, rows, 32 * b + 4 * g, _mm512_loadu_si512(packed + 128 * g + 64));
+            }
+        }
         const __m512 d_low = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes)));
         const __m512 d_high = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 32)));
-        __m512 m_low = _mm512_setzero_ps(), m_high = _mm512_setzero_ps();
         if (q4) {
-            m_low = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 64)));
-            m_high = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 96)));
-            unpack_q4_1(packed, unpacked);
-            quants = unpacked;
-        }
-        for (int r = 0; r < rows; r++) {
-            const size_t at = (size_t)(r0 + r) * blocks + b;
-            const int8_t *xq = q.xq + (size_t)(r0 + r) * in_dim + 32 * b;
-            const __m512 scale = _mm512_set1_ps(q.scale[at]);
-            __m512 sums_low = _mm512_cvtepi32_ps(dot_block_vnni(quants, xq));
-            __m512 sums_high = _mm512_cvtepi32_ps(dot_block_vnni(quants + 64, xq));
-            if (q4) {
-                const __m512 offset = _mm512_set1_ps(q.scale[at] * q.sum[at]);
-                low[r] = _mm512_fmadd_ps(m_low, offset, _mm512_fmadd_ps(_mm512_mul_ps(sums_low, scale), d_low, low[r]));
+            const __m512 m_low = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 64)));
+            const __m512 m_high = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 96)));
+            for (int r = 0; r < rows; r++) {
+                const size_t at = (size_t)(r0 + r) * blocks + b;
+                const __m512 scale = _mm512_set1_ps(q.scale[at]), offset = _mm512_set1_ps(q.scale[at] * q.sum[at]);
+                low[r] = _mm512_fmadd_ps(m_low, offset,
+                                         _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot_low[r]), scale), d_low, low[r]));
                 high[r] = _mm512_fmadd_ps(m_high, offset,
-                                          _mm512_fmadd_ps(_mm512_mul_ps(sums_high, scale), d_high, high[r]));
-            } else {
-                const __m512 offset = _mm512_set1_ps(128.0f * q.sum[at]);
-                sums_low = _mm512_mul_ps(_mm512_sub_ps(sums_low, offset), scale);
-                sums_high = _mm512_mul_ps(_mm512_sub_ps(sums_high, offset), scale);
-                low[r] = _mm512_fmadd_ps(sums_low, d_low, low[r]);
-                high[r] = _mm512_fmadd_ps(sums_high, d_high, high[r]);
+                                          _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot_high[r]), scale), d_high, high[r]));
+            }
+        } else {
+            for (int r = 0; r < rows; r++) {
+                const size_t at = (size_t)(r0 + r) * blocks + b;
+                const __m512 scale = _mm512_set1_ps(q.scale[at]), offset = _mm512_set1_ps(128.0f * q.sum[at]);
+                const __m512 sums_low = _mm512_sub_ps(_mm512_cvtepi32_ps(dot_low[r]), offset);
+                const __m512 sums_high = _mm512_sub_ps(_mm512_cvtepi32_ps(dot_high[r]), offset);
+                low[r] = _mm512_fmadd_ps(_mm512_mul_ps(sums_low, scale), d_low, low[r]);
+                high[r] = _mm512_fmadd_ps(_mm512_mul_ps(sums_high, scale), d_high, high[r]);
             }
         }
     }
-    float sums[ROW_BLOCK][COLUMN_BLOCK];
+    float sums[QUANT_ROW_BLOCK][COLUMN_BLOCK];
     for (int r = 0; r < rows; r++) {
         _mm512_storeu_ps(sums[r], low[r]);
         _mm512_storeu_ps(sums[r] + 16, high[r]);
@@ -622,18 +639,23 @@ static void project_quantized(const DecodeModel *m, const float *x, int rows, in
         const uint8_t *block = packed + (size_t)b * column_block_bytes;
         const int j0 = b * COLUMN_BLOCK;
         const int width = out_dim - j0 < COLUMN_BLOCK ? out_dim - j0 : COLUMN_BLOCK;
+#if defined(__AVX512VNNI__)
+        if (m->vnni) {
+            for (int r0 = 0; r0 < rows; r0 += QUANT_ROW_BLOCK) {
+                const int n = rows - r0 < QUANT_ROW_BLOCK ? rows - r0 : QUANT_ROW_BLOCK;
+                /* Constant row counts let the compiler keep every sum in a register. */
+                switch (n) {
+                    case 4: project_block_quantized_vnni(q, r0, 4, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue); break;
+                    case 1: project_block_quantized_vnni(q, r0, 1, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue); break;
+                    case 2: project_block_quantized_vnni(q, r0, 2, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue); break;
+                    default: project_block_quantized_vnni(q, r0, 3, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue);
+                }
+            }
+            continue;
+        }
+#endif
         for (int r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
             const int n = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
-#if defined(__AVX512VNNI__)
-            if (m->vnni) {
-                switch (n) {
-                    case 8: project_block_quantized_vnni(q, r0, 8, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue); break;
-                    case 1: project_block_quantized_vnni(q, r0, 1, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue); break;
-                    default: project_block_quantized_vnni(q, r0, n, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue);
-                }
-                continue;
-            }
-#endif
             project_block_quantized_portable(q, r0, n, in_dim, block, q4, j0, width, bias, out, out_stride, epilogue);
         }
     }

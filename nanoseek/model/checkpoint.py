@@ -363,8 +363,16 @@ def load_checkpoint(path: str | os.PathLike[str], dtype: str | torch.dtype | Non
     file, a named model (`nanoseek.model.named`) or a LoRA adapter directory (`nanoseek.model.adapter`)."""
     from nanoseek.model.gguf_checkpoint import is_gguf_file
     from nanoseek.model.named import resolve_model
+    from nanoseek.model.quantized import QUANTIZED_DTYPES, QuantizationError, quantize_model
     from nanoseek.tokenizer.tokenizer import Tokenizer, TokenizerError
 
+    if dtype in QUANTIZED_DTYPES:  # whatever the source: loaded in fp32, its projections quantized
+        checkpoint = load_checkpoint(path, dtype="float32")
+        try:
+            quantize_model(checkpoint.model, dtype)
+        except QuantizationError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        return checkpoint
     source = resolve_model(path)
     if is_gguf_file(source):
         from nanoseek.model.gguf_checkpoint import load_gguf_checkpoint

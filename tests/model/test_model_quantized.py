@@ -128,6 +128,9 @@ def test_a_gguf_file_keeps_its_blocks_quantized_unless_a_dtype_is_asked_for(tiny
     source = load_checkpoint(tiny_checkpoint)
     path = save_gguf(source.model, source.tokenizer, tmp_path / f"tiny-{tensor_type}.gguf", tensor_type=tensor_type)
     quantized, dequantized = load_model(path), load_model(path, dtype="float32")
+    # --dtype q8_0 over a GGUF file: dequantized, then quantized again (to q8_0 whatever the file holds).
+    requantized = load_checkpoint(path, dtype="q8_0").model
+    assert requantized.lm_head.qtype == "q8_0" and requantized.layers[0].mlp.down_proj.qtype == "q8_0"
     expected_type = "q8_0" if tensor_type == "q8_0" else "q4_1"
     layers = [quantized.lm_head] + [
         layer
