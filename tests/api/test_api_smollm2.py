@@ -59,16 +59,6 @@ def test_chat_answers_under_every_served_name(client, model):
         assert not message.reasoning_content
 
 
-def test_greedy_chat_knows_the_capital(client):
-    reply = client.chat.completions.create(
-        model="deepseek-chat",
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=24,
-        temperature=0,
-    )
-    assert "Paris" in reply.choices[0].message.content
-
-
 def test_tool_call_in_the_hermes_shape(client):
     reply = client.chat.completions.create(
         model="deepseek-chat",
