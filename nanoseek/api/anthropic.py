@@ -149,6 +149,7 @@ def to_chat_request(body: MessagesRequest, served_names: Iterable[str]) -> ChatC
             stop=body.stop_sequences,
             temperature=body.temperature,
             top_p=body.top_p,
+            seed=body.seed,
             tools=tools or None,
             tool_choice=tool_choice,
         )
@@ -331,8 +332,10 @@ async def stream_message(
                             "delta": {"type": "input_json_delta", "partial_json": part.arguments},
                         },
                     )
-        if open_block:
-            yield event("content_block_stop", {"type": "content_block_stop", "index": index})
+        if open_block is None:  # nothing was written: the message still holds one (empty) text block
+            for line in switch_to("text", {"type": "text", "text": ""}):
+                yield line
+        yield event("content_block_stop", {"type": "content_block_stop", "index": index})
         finish(request, chat_model, acc.api_usage())
         yield event(
             "message_delta",

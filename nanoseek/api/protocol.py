@@ -372,6 +372,7 @@ class MessagesRequest(Lenient):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, description="(nanoseek) makes sampling repeatable, as in chat")
     thinking: AnthropicThinking | None = None
     output_config: AnthropicOutputConfig | None = None
     tools: list[AnthropicTool] | None = Field(None, max_length=128)

@@ -88,6 +88,13 @@ def engine_output(server, prompt: str, **params) -> str:
     return engine_completion(server, prompt, **params).text
 
 
+def split_answer(tokenizer, text: str) -> tuple[str, str]:
+    """(reasoning, content) of raw model text as the API reports them: split at </think>, special tokens removed."""
+    reasoning, _, content = text.partition("</think>")
+    special = tokenizer.special_token_pattern
+    return special.sub("", reasoning), special.sub("", content)
+
+
 def thought_closing_sample(server, prompt: str):
     """(seed, engine completion) for the first seed whose sample closes the thought and then answers."""
     think_end = server.engine.tokenizer.token_id("</think>")
@@ -107,7 +114,7 @@ def test_reasoner_splits_the_thought_from_the_answer(api_server, client, how):
     prompt = tokenizer.render_chat(USER, thinking=True)
     assert prompt.endswith("<think>")
     seed, reference = thought_closing_sample(api_server, prompt)
-    expected_reasoning, _, expected_content = reference.text.partition("</think>")
+    expected_reasoning, expected_content = split_answer(tokenizer, reference.text)
 
     response = client.chat.completions.create(
         model=model, messages=USER, max_tokens=12, seed=seed, temperature=0, extra_body=extra
@@ -141,8 +148,8 @@ def test_prefix_completion_continues_a_thought(api_server, beta_client):
     messages = USER + [{"role": "assistant", "content": "", "reasoning_content": "Let me see", "prefix": True}]
     prompt = api_server.engine.tokenizer.render_chat(messages, thinking=True)
     assert prompt.endswith("<think>Let me see")
-    expected_reasoning, _, expected_content = engine_output(api_server, prompt, max_tokens=10, seed=3).partition(
-        "</think>"
+    expected_reasoning, expected_content = split_answer(
+        api_server.engine.tokenizer, engine_output(api_server, prompt, max_tokens=10, seed=3)
     )
     response = beta_client.chat.completions.create(model="deepseek-reasoner", messages=messages, max_tokens=10, seed=3)
     assert response.choices[0].message.model_extra["reasoning_content"] == expected_reasoning
@@ -158,7 +165,7 @@ def test_prefix_completion_continues_the_assistant_text(api_server, beta_client)
     prompt = tokenizer.render_chat(messages)
     assert prompt.endswith("def add(a, b):")
     expected = engine_output(api_server, prompt, max_tokens=8, temperature=0, frequency_penalty=2)
-    assert response.choices[0].message.content == expected
+    assert response.choices[0].message.content == tokenizer.special_token_pattern.sub("", expected)
 
 
 def test_earlier_reasoning_is_dropped_but_tool_loop_reasoning_is_kept(client):
@@ -342,5 +349,5 @@ def test_a_configured_checkpoint_serves_one_model_name(start_server, tiny_checkp
         .choices[0]
         .message
     )
-    reasoning, _, content = greedy.text.partition("</think>")
+    reasoning, content = split_answer(reasoner.tokenizer, greedy.text)
     assert (message.model_extra["reasoning_content"], message.content) == (reasoning, content)

@@ -26,3 +26,25 @@ def test_prompt_cache_hits_survive_a_server_restart(start_server, tmp_path):
     hit = warm.usage.model_extra["prompt_cache_hit_tokens"]
     assert hit == cold.usage.prompt_tokens // 64 * 64 and hit > 0
     assert warm.choices[0].message.content == cold.choices[0].message.content
+
+
+def test_disk_blocks_are_per_key_after_a_restart(start_server, tmp_path):
+    import openai
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("sk-alice\nsk-bob\n")
+    document = " ".join(f"note {i}: a shared system prompt that both keys might send." for i in range(30))
+    messages = [{"role": "system", "content": document}, {"role": "user", "content": "Go."}]
+
+    def hit(server, key: str) -> int:
+        client = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0, timeout=120)
+        response = client.chat.completions.create(model="deepseek-chat", messages=messages, max_tokens=2)
+        return response.usage.model_extra["prompt_cache_hit_tokens"]
+
+    settings = {"cache_dir": tmp_path / "cache", "disk_cache_gb": 0.5, "api_keys_file": keys}
+    first = start_server(**settings)
+    assert hit(first, "sk-alice") == 0
+    first.stop()
+    restarted = start_server(**settings)
+    assert hit(restarted, "sk-bob") == 0  # another key: no oracle for alice's prompt, from disk either
+    assert hit(restarted, "sk-alice") > 0
