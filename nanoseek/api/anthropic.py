@@ -26,8 +26,7 @@ from nanoseek.api.chat import (
     ChatAccumulator,
     ChatPlan,
     finish,
-    plan_chat,
-    thinking_choice,
+    start_chat,
 )
 from nanoseek.api.errors import APIError, describe_validation_errors, error_body
 from nanoseek.api.protocol import (
@@ -49,7 +48,6 @@ from nanoseek.api.serving import (
     ClosingStreamingResponse,
     EventSource,
     completion_id,
-    start_generation,
 )
 from nanoseek.api.settings import KeyPolicy
 
@@ -213,13 +211,8 @@ def event(name: str, data: dict[str, Any]) -> str:
 async def create_message(
     body: MessagesRequest, request: Request, policy: KeyPolicy = Depends(require_key)
 ) -> ClosingStreamingResponse:
-    state = request.app.state
-    chat_request = to_chat_request(body, state.registry.names)
-    served, default = state.registry.resolve(chat_request.model)
-    thinking = thinking_choice(chat_request, default)
-    plan = await state.planner.run(lambda: plan_chat(chat_request, served, thinking, state.settings, state.planner))
-    source = await start_generation(request, policy, served, plan.engine_request)
-    state.metrics.requests_started(chat_request.model)
+    chat_request = to_chat_request(body, request.app.state.registry.names)
+    plan, source = await start_chat(chat_request, request, policy)
     message_id = completion_id("msg")
     if body.stream:
         return ClosingStreamingResponse(

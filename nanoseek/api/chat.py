@@ -346,11 +346,16 @@ def thinking_choice(body: ChatCompletionRequest, default: bool) -> ThinkingChoic
     )
 
 
-async def resolve_chat(body: ChatCompletionRequest, request: Request) -> ChatPlan:
+async def start_chat(body: ChatCompletionRequest, request: Request, policy: KeyPolicy) -> tuple[ChatPlan, EventSource]:
+    """Plan a chat request (off the event loop) and start it in its engine: what the chat, Anthropic and Responses
+    endpoints all do before writing the answer in their own shapes."""
     state = request.app.state
     served, default = state.registry.resolve(body.model)
     choice = thinking_choice(body, default)
-    return await state.planner.run(lambda: plan_chat(body, served, choice, state.settings, state.planner))
+    plan = await state.planner.run(lambda: plan_chat(body, served, choice, state.settings, state.planner))
+    source = await start_generation(request, policy, served, plan.engine_request)
+    state.metrics.requests_started(body.model)
+    return plan, source
 
 
 @router.post(
@@ -362,9 +367,7 @@ async def resolve_chat(body: ChatCompletionRequest, request: Request) -> ChatPla
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, policy: KeyPolicy = Depends(require_key)
 ) -> ClosingStreamingResponse:
-    plan = await resolve_chat(body, request)
-    source = await start_generation(request, policy, plan.served, plan.engine_request)
-    request.app.state.metrics.requests_started(body.model)
+    plan, source = await start_chat(body, request, policy)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return ClosingStreamingResponse(

@@ -27,8 +27,7 @@ from nanoseek.api.chat import (
     ChatAccumulator,
     ChatPlan,
     finish,
-    plan_chat,
-    thinking_choice,
+    start_chat,
 )
 from nanoseek.api.errors import APIError, describe_validation_errors
 from nanoseek.api.protocol import (
@@ -40,7 +39,7 @@ from nanoseek.api.protocol import (
     ResponsesRequest,
     ToolCall,
 )
-from nanoseek.api.serving import KEEPALIVE, SSE_HEADERS, ClosingStreamingResponse, EventSource, now, start_generation
+from nanoseek.api.serving import KEEPALIVE, SSE_HEADERS, ClosingStreamingResponse, EventSource, now
 from nanoseek.api.settings import KeyPolicy
 
 router = APIRouter()
@@ -235,13 +234,7 @@ def output_items(acc: ChatAccumulator, plan: ChatPlan) -> list[dict[str, Any]]:
 async def create_response(
     body: ResponsesRequest, request: Request, policy: KeyPolicy = Depends(require_key)
 ) -> ClosingStreamingResponse:
-    state = request.app.state
-    chat_request = to_chat_request(body)
-    served, default = state.registry.resolve(chat_request.model)
-    choice = thinking_choice(chat_request, default)
-    plan = await state.planner.run(lambda: plan_chat(chat_request, served, choice, state.settings, state.planner))
-    source = await start_generation(request, policy, served, plan.engine_request)
-    state.metrics.requests_started(body.model)
+    plan, source = await start_chat(to_chat_request(body), request, policy)
     response_id, created = new_id("resp"), now()
     if body.stream:
         stream = ResponseStream(body, plan, response_id, created)
