@@ -110,3 +110,15 @@ def test_nanoseek_train_runs_a_later_round_from_the_stage_before_it(run_dir: Pat
     assert json.loads((dest / "generation_config.json").read_text())["trained_steps"] == 2  # sft2's, the last stage
     unknown = run_train(["sft9", "--recipe", str(recipe), "--out", str(run_dir)], cwd=REPO)
     assert unknown.returncode == 2 and "no stage 'sft9'" in unknown.stderr
+
+
+def test_mla_moe_recipe_matches_the_default_in_active_parameters_with_a_fifth_of_mha_kv():
+    from nanoseek.model.config import ModelConfig
+
+    dense = ModelConfig(vocab_size=8192, **load_recipe("default")["model"])
+    mla_moe = ModelConfig(vocab_size=8192, **load_recipe("mla_moe")["model"])
+    assert mla_moe.is_moe and mla_moe.q_lora_rank is None
+    assert abs(mla_moe.num_parameters(active=True) / dense.num_parameters() - 1) < 0.01
+    assert mla_moe.num_parameters() > 1.6 * dense.num_parameters()
+    mha_values = 2 * mla_moe.num_attention_heads * mla_moe.v_head_dim
+    assert mla_moe.latent_dim / mha_values < 0.25
