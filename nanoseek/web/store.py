@@ -277,15 +277,16 @@ class ConversationStore:
         now = time.time()
         with self.transaction() as conn:
             row = conn.execute(
-                "SELECT m.conversation_id, length(m.content) + coalesce(length(m.reasoning_content), 0) "
-                "+ coalesce(length(m.error), 0) AS chars FROM messages m JOIN conversations c "
-                "ON c.id = m.conversation_id WHERE m.id = ? AND c.owner = ?",
+                "SELECT m.conversation_id, length(m.content) AS content, "
+                "coalesce(length(m.reasoning_content), 0) AS reasoning_content, coalesce(length(m.error), 0) AS error "
+                "FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = ? AND c.owner = ?",
                 (message_id, owner),
             ).fetchone()
             if row is None:
                 raise NotFound(f"no message with id {message_id!r}")
-            grows = sum(len(fields.get(name) or "") for name in ("content", "reasoning_content", "error"))
-            self._check_room(conn, owner, grows - row["chars"])
+            # only the fields given are replaced: the others keep their text, which still counts
+            texts = [name for name in ("content", "reasoning_content", "error") if name in fields]
+            self._check_room(conn, owner, sum(len(fields[name] or "") - row[name] for name in texts))
             if fields:
                 assignments = ", ".join(f"{name} = :{name}" for name in fields)
                 conn.execute(

@@ -251,3 +251,15 @@ def test_each_owner_has_a_cap_on_conversations_and_text(tmp_path: Path) -> None:
     with pytest.raises(StoreFull):
         store.update_message(OWNER, reply["id"], content="x" * 60, reasoning_content="z" * 41)
     store.update_message(OWNER, reply["id"], content="x" * 100)  # growing up to the cap is fine
+
+
+def test_updating_one_field_counts_the_text_the_other_fields_keep(tmp_path: Path) -> None:
+    store = ConversationStore(tmp_path / "capped.sqlite3", max_chars=100)
+    conversation = store.create_conversation(OWNER)
+    reply = store.append_message(
+        OWNER, conversation["id"], role="assistant", content="x" * 30, reasoning_content="z" * 30
+    )
+    store.update_message(OWNER, reply["id"], content="x" * 70)  # 70 + the 30 of reasoning kept: the cap
+    with pytest.raises(StoreFull, match="at most 100"):
+        store.update_message(OWNER, reply["id"], content="x" * 71)
+    store.update_message(OWNER, reply["id"], reasoning_content="", content="x" * 100)
