@@ -1,6 +1,6 @@
 """Export a trained stage's model as a shippable Hugging Face checkpoint (e.g. the embedded default model).
 
-    nanoseek train export --out /work/runs/default --stage-dir sft --to nanoseek/default_model --dtype bfloat16
+    nanoseek train export --out runs/default --stage-dir sft --to nanoseek/default_model --dtype bfloat16
     python -m nanoseek.train.export SRC_MODEL_DIR DEST_DIR [--dtype bfloat16]
 
 Writes config.json, model.safetensors, generation_config.json, tokenizer.json and tokenizer_config.json

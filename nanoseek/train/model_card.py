@@ -1,6 +1,6 @@
 """Write a model card (README.md) from a training run directory and a `nanoseek eval` output directory.
 
-    python -m nanoseek.train.model_card --run /work/runs/default5 --eval /work/runs/default5/eval \
+    python -m nanoseek.train.model_card --run runs/default5 --eval runs/default5/eval \
         --model nanoseek/default_model
 
 Every figure in the card is read from files, never typed in: training figures from each stage's log.jsonl and
