@@ -10,6 +10,7 @@ the headers and knows no tokens.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -45,7 +46,9 @@ class AccessLogMiddleware:
 def access_line(scope: Scope, status: int, seconds: float) -> str:
     client = scope.get("client")
     where = client[0] if client else "-"
-    line = f'{where} "{scope["method"]} {scope["path"]}" {status or "-"}'
+    # the path arrives percent-decoded: a %0A or %22 in it must not start a forged line or close the quotes
+    path = json.dumps(scope["path"], ensure_ascii=False)[1:-1]
+    line = f'{where} "{scope["method"]} {path}" {status or "-"}'
     usage: Any = scope.get("state", {}).get("usage")
     if usage is not None:
         line += (

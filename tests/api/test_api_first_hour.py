@@ -9,6 +9,7 @@ import sys
 
 import httpx
 
+from nanoseek.api.access_log import access_line
 from nanoseek.cli import COMMANDS
 from nanoseek.engine import Request, SamplingParams
 from tests.api.conftest import MAIN_KEY
@@ -46,6 +47,12 @@ def test_one_access_log_line_per_request_with_tokens(api_server, caplog):
     assert len(lines) == 2
     assert '"POST /v1/chat/completions" 200 prompt=' in lines[0] and "completion=3" in lines[0]
     assert '"POST /v1/chat/completions" 400' in lines[1] and "prompt=" not in lines[1]
+
+
+def test_an_access_log_line_cannot_be_forged_through_the_path():
+    scope = {"client": ("127.0.0.1", 5000), "method": "GET", "path": '/x" 200\n10.0.0.1 "GET /admin'}
+    line = access_line(scope, 404, 0.001)
+    assert "\n" not in line and line.startswith('127.0.0.1 "GET /x\\" 200\\n10.0.0.1 \\"GET /admin" 404 ')
 
 
 def test_help_groups_commands_with_an_example_each():
