@@ -12,18 +12,16 @@ import shutil
 import subprocess
 import sys
 
+import native_models
 import pytest
 import torch
+from native_models import LENGTHS, SLOTS, greedy, new_cache, prefill
 
-from nanoseek.engine import Request, SamplingParams
+from nanoseek.engine import Request
 from nanoseek.engine.kv_cache import SlotKVCache
 from nanoseek.engine.native import NativeDecoder, load_library
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.transformer import Transformer
-
-
-def greedy(max_tokens: int) -> SamplingParams:
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,32 +56,7 @@ SHAPES = {
 
 
 def random_model(shape: str) -> Transformer:
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=300, max_position_embeddings=64, rms_norm_eps=1e-5, **SHAPES[shape])
-    model = Transformer(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.2)  # non-trivial biases and norms too
-    return model
-
-
-def new_cache(config: ModelConfig, dtype: torch.dtype) -> SlotKVCache:
-    return SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 6, 64, dtype)
-
-
-SLOTS, LENGTHS = [4, 1, 3], [7, 12, 1]  # sequences at different positions in scattered slots
-
-
-def prefill(model: Transformer, cache: SlotKVCache) -> None:
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for slot, length in zip(SLOTS, LENGTHS):
-            cache.begin_prefill(slot, 0, length)
-            model(
-                torch.randint(0, model.config.vocab_size, (1, length), generator=generator),
-                torch.arange(length)[None],
-                cache=cache,
-            )
+    return native_models.random_model(**SHAPES[shape])
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -14,14 +14,15 @@ import sys
 import time
 
 import httpx
+import native_models
 import pytest
 import torch
 import torch.nn.functional as F
+from native_models import LENGTHS, SLOTS, greedy, new_cache, prefill
 
 from nanoseek.engine import Engine, Request, SamplingParams
 from nanoseek.engine.kv_cache import SlotKVCache
 from nanoseek.engine.native import NativeDecoder, load_library
-from nanoseek.model.config import ModelConfig
 from nanoseek.model.quantized import QuantizedLinear, quantize_model
 from nanoseek.model.transformer import Transformer
 from tests.api.conftest import free_port
@@ -53,21 +54,10 @@ SHAPES = {
     ),
 }
 KERNELS = {"vnni": True, "portable": False}
-SLOTS, LENGTHS = [4, 1, 3], [7, 12, 1]  # sequences at different positions in scattered slots
-
-
-def greedy(max_tokens: int) -> SamplingParams:
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
 
 
 def random_model(shape: str, qtype: str) -> Transformer:
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=300, max_position_embeddings=64, rms_norm_eps=1e-5, **SHAPES[shape])
-    model = Transformer(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.2)  # non-trivial biases and norms too
-    return quantize_model(model, qtype)
+    return quantize_model(native_models.random_model(**SHAPES[shape]), qtype)
 
 
 def int8_rows(x: torch.Tensor) -> torch.Tensor:
@@ -84,22 +74,6 @@ def int8_activations(monkeypatch):
     monkeypatch.setattr(
         QuantizedLinear, "forward", lambda self, x: F.linear(int8_rows(x), self.dequantize(), self.bias)
     )
-
-
-def new_cache(config: ModelConfig) -> SlotKVCache:
-    return SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 6, 64, torch.float32)
-
-
-def prefill(model: Transformer, cache: SlotKVCache) -> None:
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for slot, length in zip(SLOTS, LENGTHS):
-            cache.begin_prefill(slot, 0, length)
-            model(
-                torch.randint(0, model.config.vocab_size, (1, length), generator=generator),
-                torch.arange(length)[None],
-                cache=cache,
-            )
 
 
 def decode_against_the_model(model: Transformer, decoder: NativeDecoder, reference: SlotKVCache, steps: int = 4):
