@@ -57,6 +57,8 @@ class DiskBlockCache:
         self.max_bytes, self.identity = max_bytes, identity
         self._lock = threading.Lock()
         self._files: OrderedDict[str, int] = OrderedDict()  # key -> size, least recently used first
+        # keys queued or being written: a lookup of one is a miss (its file may not exist yet), not a corrupt block
+        self._pending: set[str] = set()
         for path in sorted(self.directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime):
             self._files[path.stem] = path.stat().st_size
         for stale in self.directory.glob(f".*{SUFFIX}.*.tmp"):  # a write that a crash interrupted
@@ -88,7 +90,7 @@ class DiskBlockCache:
     def get(self, key: str, tokens: tuple[int, ...]) -> tuple[list[torch.Tensor], torch.Tensor | None] | None:
         """The block's per-layer K/V pairs and last logits, or None when it is not on disk (or fails its check)."""
         with self._lock:
-            if key not in self._files:
+            if key not in self._files or key in self._pending:
                 self.misses += 1
                 return None
         path = self.path(key)
@@ -120,6 +122,8 @@ class DiskBlockCache:
         tensors["tokens"] = torch.tensor(tokens, dtype=torch.int64)
         if last_logits is not None:
             tensors["last_logits"] = last_logits
+        with self._lock:
+            self._pending.add(key)
         self._queue.put((key, tensors))
 
     def flush(self) -> None:
@@ -140,6 +144,9 @@ class DiskBlockCache:
             except Exception:  # a full disk or a vanished folder must not stop the engine
                 log.exception("cannot write a prefix cache block")
             finally:
+                if item is not None:
+                    with self._lock:
+                        self._pending.discard(item[0])
                 self._queue.task_done()
 
     def _write(self, key: str, tensors: dict[str, torch.Tensor]) -> None:

@@ -5,11 +5,13 @@ is detected, dropped and recomputed; the tier never holds more than its bound; o
 from __future__ import annotations
 
 import random
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from nanoseek.engine import Request, SamplingParams
+from nanoseek.engine import Request, SamplingParams, disk_cache
 from nanoseek.engine.disk_cache import SUFFIX, DiskBlockCache
 from nanoseek.engine.kv_cache import BLOCK_TOKENS
 
@@ -117,3 +119,30 @@ def test_blocks_of_one_cache_salt_are_not_found_under_another(make_engine, tmp_p
     assert store.disk.chain_keys(prompt, "key-a", BLOCK_TOKENS) != store.disk.chain_keys(prompt, "", BLOCK_TOKENS)
     assert store.lookup(prompt, "key-a")[0] == []
     assert len(store.lookup(prompt, "")[0]) == 2
+
+
+def test_a_block_still_being_written_is_a_miss_not_a_corrupt_file(tmp_path, monkeypatch):
+    """The writer counts a block before its file exists; a lookup in that moment (the memory tier has just
+    evicted it) used to drop the block as corrupt and leave its file, once written, outside the bound."""
+    disk = DiskBlockCache(tmp_path, 1 << 20, "0" * 64)
+    writing, release = threading.Event(), threading.Event()
+    atomic_path = disk_cache.atomic_path
+
+    @contextmanager
+    def slow_atomic_path(path: Path):
+        writing.set()
+        assert release.wait(30)
+        with atomic_path(path) as tmp:
+            yield tmp
+
+    monkeypatch.setattr(disk_cache, "atomic_path", slow_atomic_path)
+    tokens, kv = (1, 2, 3), [torch.arange(12.0).reshape(2, 2, 3)]
+    disk.put("block", tokens, kv, None)
+    assert writing.wait(30)
+    assert disk.get("block", tokens) is None and disk.corrupt == 0
+    release.set()
+    disk.flush()
+    stored = disk.get("block", tokens)
+    assert stored is not None and torch.equal(stored[0][0], kv[0]) and disk.corrupt == 0
+    assert disk.total_bytes == disk.path("block").stat().st_size
+    disk.close()
