@@ -250,7 +250,10 @@ class Experts(nn.Module):
         tokens routed to it. The grouping is done on a Python list (one read of the ids): for a decode step of a
         few tokens, torch.where per expert, or gathering the chosen experts' weights (a copy of each), cost more
         than the experts' products themselves."""
-        if x.shape[0] * indices.shape[1] >= self.gate_up_proj.shape[0] and not torch.is_grad_enabled():
+        experts = self.gate_up_proj.shape[0]
+        # Up to 2 x experts tokens: past that, all experts' products (experts / top-k times the routed work) cost
+        # more than the per-expert loop's fixed overhead (a prefill chunk).
+        if experts <= x.shape[0] * indices.shape[1] and x.shape[0] <= 2 * experts and not torch.is_grad_enabled():
             return self.all_experts(x, weights, indices)
         routed: dict[int, list[int]] = {}
         for flat_index, expert in enumerate(indices.flatten().tolist()):
@@ -276,7 +279,7 @@ class Experts(nn.Module):
 
     def all_experts(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Every expert over every token, weighted by the routing (zero for experts not chosen): for a batched
-        decode step, where the tokens hit most experts anyway, seven tensor ops instead of six per expert."""
+        decode step, where the tokens hit most experts anyway, seven tensor ops instead of six per expert hit."""
         routing = torch.zeros(x.shape[0], self.gate_up_proj.shape[0], dtype=x.dtype)
         routing.scatter_(1, indices, weights.to(x.dtype))
         gate, up = torch.matmul(x, self.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)  # [E, N, I] each

@@ -197,3 +197,20 @@ def test_config_round_trips_and_refuses_other_scoring(tmp_path: Path) -> None:
     )
     with pytest.raises(CheckpointError, match="n_group dividing"):
         load_model(tmp_path)
+
+
+def test_expert_paths_agree_and_a_batch_routes_rows_to_different_experts() -> None:
+    """Per-expert loop (prefill, single rows) and all experts at once (batched decode) give the same sums."""
+    config = ModelConfig(model_type="deepseek_v3", **{**BASE, "n_group": 4, "topk_group": 2})
+    moe = Transformer(config).layers[1].mlp
+    moe.gate.init_weights(std=1.0)
+    tokens = torch.randn(6, BASE["hidden_size"], generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        weights, indices = moe.gate(tokens)
+        together = moe.experts(tokens, weights, indices)  # 6 x 2 >= 8 experts: all at once
+        one_by_one = torch.cat(
+            [moe.experts(tokens[i : i + 1], weights[i : i + 1], indices[i : i + 1]) for i in range(6)]
+        )
+    assert len({tuple(sorted(row)) for row in indices.tolist()}) > 1
+    assert torch.allclose(together, one_by_one, atol=1e-6)
+    assert together.abs().max() > 1e-3
