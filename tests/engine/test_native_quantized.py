@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import native_models
@@ -25,7 +24,7 @@ from nanoseek.engine.kv_cache import SlotKVCache
 from nanoseek.engine.native import NativeDecoder, load_library
 from nanoseek.model.quantized import QuantizedLinear, quantize_model
 from nanoseek.model.transformer import Transformer
-from tests.api.conftest import free_port
+from tests.api.conftest import free_port, wait_until_healthy
 
 SHAPES = {
     # head_dim 16 (vector attention), tied embeddings: the embedding is read from the output head's blocks.
@@ -223,16 +222,7 @@ def test_live_serve_with_q8_0_decodes_greedily_as_the_engine(engine_checkpoint, 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+        wait_until_healthy(process, url, 90)
         body = {"model": "deepseek-chat", "prompt": prompt, "max_tokens": 24, "temperature": 0}
         response = httpx.post(f"{url}/beta/completions", json=body, timeout=60)
         assert response.status_code == 200, response.text
