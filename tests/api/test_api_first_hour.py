@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 
 import httpx
 
@@ -43,7 +44,11 @@ def test_one_access_log_line_per_request_with_tokens(api_server, caplog):
     body = {"model": "deepseek-chat", "messages": USER, "max_tokens": 3}
     httpx.post(f"{api_server.url}/v1/chat/completions", json=body, headers=headers, timeout=60)
     httpx.post(f"{api_server.url}/v1/chat/completions", json=body | {"model": "nope"}, headers=headers, timeout=60)
-    lines = [r.getMessage() for r in caplog.records if r.name == "nanoseek.access"]
+    # the server logs a line once the response is over, which may be just after the client has read it
+    deadline = time.monotonic() + 10
+    while len(lines := [r.getMessage() for r in caplog.records if r.name == "nanoseek.access"]) < 2:
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.01)
     assert len(lines) == 2
     assert '"POST /v1/chat/completions" 200 prompt=' in lines[0] and "completion=3" in lines[0]
     assert '"POST /v1/chat/completions" 400' in lines[1] and "prompt=" not in lines[1]
