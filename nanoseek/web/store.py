@@ -225,7 +225,6 @@ class ConversationStore:
         now = time.time()
         with self.transaction() as conn:
             conversation = self._conversation_row(conn, owner, conversation_id)
-            self._check_room(conn, owner, len(content) + len(reasoning_content or "") + len(error or ""))
             count = conn.execute(
                 "SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()[0]
@@ -236,6 +235,8 @@ class ConversationStore:
                     "DELETE FROM messages WHERE conversation_id = ? AND position >= ?", (conversation_id, replace_from)
                 )
                 count = replace_from
+            # after the replaced messages are gone (a refusal rolls their deletion back): an edit at the cap fits
+            self._check_room(conn, owner, len(content) + len(reasoning_content or "") + len(error or ""))
             message = {
                 "id": uuid.uuid4().hex,
                 "conversation_id": conversation_id,

@@ -263,3 +263,16 @@ def test_updating_one_field_counts_the_text_the_other_fields_keep(tmp_path: Path
     with pytest.raises(StoreFull, match="at most 100"):
         store.update_message(OWNER, reply["id"], content="x" * 71)
     store.update_message(OWNER, reply["id"], reasoning_content="", content="x" * 100)
+
+
+def test_an_edit_at_the_cap_replaces_the_text_it_drops(tmp_path: Path) -> None:
+    store = ConversationStore(tmp_path / "capped.sqlite3", max_chars=100)
+    conversation = store.create_conversation(OWNER)
+    store.append_message(OWNER, conversation["id"], role="user", content="q" * 50)
+    store.append_message(OWNER, conversation["id"], role="assistant", content="a" * 50)
+    with pytest.raises(StoreFull):
+        store.append_message(OWNER, conversation["id"], role="user", content="r" * 51, replace_from=1)
+    assert len(store.get_conversation(OWNER, conversation["id"])["messages"]) == 2  # the refusal deleted nothing
+    store.append_message(OWNER, conversation["id"], role="user", content="e" * 100, replace_from=0)
+    [edited] = store.get_conversation(OWNER, conversation["id"])["messages"]
+    assert edited["content"] == "e" * 100
