@@ -43,6 +43,7 @@ NOT_RUN = {
     "nanoseek convert IN OUT [--type f32|f16|bf16|q8_0]": "a synopsis with placeholders, not a command",
     "nanoseek train rl": "needs a trained run directory and an hour of CPU (tests/train runs RL on tiny models)",
     "nanoseek train sft2": "needs a trained run directory (tests/train runs the stages on tiny models)",
+    "nanoseek train all --recipe smol": "post-trains a 135M model for hours (tests/train runs the LoRA stage on tiny models)",
     "nanoseek eval": "named in prose, not a command line (it needs --out; tests/eval runs it)",
 }
 ELIDED = "..."  # a command the README shortens with "..." is not runnable as written
