@@ -108,9 +108,15 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
     model.load_state_dict(state, strict=False)
 
 
+# Checkpoints written before NumPy's RNG keys were saved as a tensor hold them as an ndarray; these globals rebuild a
+# uint32 array and nothing else, so allowing them keeps such runs resumable without giving up `weights_only`.
+LEGACY_NUMPY_RNG_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+
+
 def load_training_state(path: Path) -> dict:
     """A checkpoint.pt, read as data only (`weights_only`): resuming from a planted file must not run its code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals(LEGACY_NUMPY_RNG_GLOBALS):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def numpy_rng_state() -> tuple:
@@ -321,7 +327,7 @@ def train(
         step, elapsed, tokens_seen = state["step"], state["elapsed"], state["tokens"]
         torch.set_rng_state(state["rng"]["torch"])
         name, keys, position, has_gauss, gauss = state["rng"]["numpy"]
-        np.random.set_state((name, keys.numpy(), position, has_gauss, gauss))
+        np.random.set_state((name, np.asarray(keys), position, has_gauss, gauss))
         random.setstate(state["rng"]["python"])
     else:
         torch.manual_seed(config.seed + rank)

@@ -255,6 +255,29 @@ def test_resuming_never_runs_code_planted_in_a_checkpoint(tmp_path: Path):
     assert not marker.exists()
 
 
+def test_a_checkpoint_with_numpy_rng_keys_as_an_array_still_resumes(tmp_path: Path):
+    """Checkpoints written before the keys were saved as a tensor (a real run's, docs/runs/2026-12-06-smol) resume
+    with the same continuation as the current format."""
+    from nanoseek.model.config import ModelConfig
+    from nanoseek.model.transformer import Transformer
+
+    rows = pack_stream([(list(range(64)) * 4, [1] * 256)], seq_len=16)
+    runs = {}
+    for layout in ("tensor", "ndarray"):
+        out = tmp_path / layout
+        torch.manual_seed(0)
+        model = Transformer(ModelConfig.from_shape("tiny", vocab_size=64))
+        train(model, rows, None, LoopConfig(steps=2, batch_size=2, checkpoint_every=1), out)
+        if layout == "ndarray":
+            state = torch.load(out / "checkpoint.pt", weights_only=False)
+            name, keys, *rest = state["rng"]["numpy"]
+            state["rng"]["numpy"] = (name, keys.numpy(), *rest)
+            torch.save(state, out / "checkpoint.pt")
+        train(model, rows, None, LoopConfig(steps=4, batch_size=2, checkpoint_every=1), out)
+        runs[layout] = step_losses_of(out)
+    assert len(runs["ndarray"]) == 4 and runs["ndarray"] == runs["tensor"]
+
+
 def step_losses_of(out: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
 
