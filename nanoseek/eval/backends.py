@@ -6,6 +6,8 @@ loop the server uses) or any OpenAI-compatible server (through the official `ope
     [reply] = backend.chat([{"role": "user", "content": "hi"}], max_tokens=32)
 
 Both give `Reply(content, reasoning, tool_calls, finish_reason, completion_tokens, reasoning_tokens)`.
+`backend.not_applicable(suite)` says why a suite cannot be asked of the model at all (FIM for a model whose
+tokenizer has no FIM tokens), so that the runner reports it "n/a" with the reason instead of scoring it 0.
 
 Thinking budgets (the R1-Lite scaling chart): think for at most `thinking_budget` tokens, then close the
 thought and let the model answer in at most `max_tokens` more. In process this is exact: generate until
@@ -25,6 +27,10 @@ from nanoseek.tokenizer.output_parser import OutputParser, think_end_id, tool_fo
 
 if TYPE_CHECKING:  # the engine (and torch) load only when a model runs in process, not for a server URL
     from nanoseek.engine import Engine, SamplingParams
+
+
+class NotApplicable(Exception):
+    """The model cannot be asked this kind of question at all; the message says why."""
 
 
 @dataclass
@@ -60,6 +66,10 @@ class Backend(Protocol):
 
     def fim(self, prefix: str, suffix: str, *, max_tokens: int, stop: list[str] | None = None) -> Reply: ...
 
+    def not_applicable(self, suite: str) -> str | None:
+        """Why `suite` cannot be asked of this model at all, or None when it can."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -84,6 +94,14 @@ class EngineBackend:
 
     def close(self) -> None:
         self.engine.shutdown()
+
+    def not_applicable(self, suite: str) -> str | None:
+        if suite != "fim":
+            return None
+        from nanoseek.tokenizer import special_tokens as st
+
+        missing = [t for t in (st.FIM_BEGIN, st.FIM_HOLE, st.FIM_END) if not self.tokenizer.has_token(t)]
+        return f"the tokenizer has no fill-in-the-middle tokens ({', '.join(missing)})" if missing else None
 
     def _params(self, max_tokens: int, temperature: float, n: int, seed: int | None, **kw: Any) -> SamplingParams:
         from nanoseek.engine import SamplingParams
@@ -182,6 +200,9 @@ class EngineBackend:
         from nanoseek.engine import Request
         from nanoseek.tokenizer.chat_format import render_fim
 
+        reason = self.not_applicable("fim")
+        if reason is not None:  # rendered anyway, the markers would be plain text the model was never trained on
+            raise NotApplicable(reason)
         prompt = self.tokenizer.encode(render_fim(prefix, suffix))
         [completion] = self.engine.generate([Request(prompt, self._params(max_tokens, 0.0, 1, None, stop=stop or []))])
         return Reply(
@@ -205,9 +226,22 @@ class OpenAIBackend:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=2)
         self.model = model or self.client.models.list().data[0].id
         self.name = (name or self.model).replace("/", "_")  # it names the results directory
+        self._fim_refused: str | None = None  # why the server refuses FIM ("" when it does not), once asked
 
     def close(self) -> None:
         self.client.close()
+
+    def not_applicable(self, suite: str) -> str | None:
+        """FIM: asked once with a one-token probe, since only the server knows whether its model has FIM tokens."""
+        if suite != "fim":
+            return None
+        if self._fim_refused is None:
+            try:
+                self.fim("def f():\n    return", "\n", max_tokens=1)
+                self._fim_refused = ""
+            except NotApplicable as refused:
+                self._fim_refused = str(refused)
+        return self._fim_refused or None
 
     def _one(
         self,
@@ -319,9 +353,16 @@ class OpenAIBackend:
         )
 
     def fim(self, prefix: str, suffix: str, *, max_tokens: int, stop: list[str] | None = None) -> Reply:
-        response = self.client.completions.create(
-            model=self.model, prompt=prefix, suffix=suffix, max_tokens=max_tokens, temperature=0, stop=stop or None
-        )
+        import openai
+
+        try:
+            response = self.client.completions.create(
+                model=self.model, prompt=prefix, suffix=suffix, max_tokens=max_tokens, temperature=0, stop=stop or None
+            )
+        except openai.BadRequestError as error:  # nanoseek's server: "This model has no fill-in-the-middle tokens"
+            if "fill-in-the-middle" in str(error):
+                raise NotApplicable(f"the server refuses FIM for {self.model}: {error}") from None
+            raise
         choice = response.choices[0]
         return Reply(
             content=choice.text,

@@ -9,7 +9,9 @@ column per split: held-out values, held-out wordings, hand-written items). Writt
 mean thinking tokens at each thinking budget, next to majority voting at equal total thinking tokens) and
 `OUT/arena_pairs_<judge>.jsonl` (pairwise judgements, see arena_judge.py); the command lines in
 `OUT/commands.json` are quoted in both. Every number in the report is a mean
-over JSONL records, so it can be recomputed from the files alone, with its 95% Wilson interval.
+over JSONL records, so it can be recomputed from the files alone, with its 95% Wilson interval. A suite that a
+model could not be asked (`OUT/<model>/not_applicable.json`, e.g. FIM without FIM tokens) shows "n/a" and its
+reason, not a score.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nanoseek.eval import arena_judge, scorers
-from nanoseek.eval.runner import EVAL_SPLITS, majority, read_records, results_path
+from nanoseek.eval.runner import EVAL_SPLITS, majority, read_not_applicable, read_records, results_path
 from nanoseek.fileio import append_to_json_list, atomic_path, utc_timestamp, write_text_atomic
 from nanoseek.tasks import SUITES
 
@@ -180,7 +182,7 @@ def load_runs(out_dir: Path) -> Runs:
             suites = {suite: read_records(path) for suite, path in paths.items() if path.exists()}
             if suites:
                 by_split[split] = suites
-        if by_split:
+        if by_split or read_not_applicable(model_dir):  # a model asked only what it cannot answer is still named
             runs[model_dir.name] = by_split
     return runs
 
@@ -208,8 +210,11 @@ def _save_figure(figure: Any, path: Path) -> None:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def summary_chart(metrics: dict[str, dict[str, dict[str, Metric]]], path: Path) -> None:
-    """Headline score per suite, one bar per column of `metrics` (a model, or a model's split)."""
+def summary_chart(
+    metrics: dict[str, dict[str, dict[str, Metric]]], path: Path, not_applicable: dict[str, set[str]] | None = None
+) -> None:
+    """Headline score per suite, one bar per column of `metrics` (a model, or a model's split); no bar where a
+    column has no records of the suite, and "n/a" where its model could not be asked it (`not_applicable`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,8 +225,15 @@ def summary_chart(metrics: dict[str, dict[str, dict[str, Metric]]], path: Path) 
     figure, axis = plt.subplots(figsize=(max(6, 1.3 * len(suites) + 2), 4))
     width = 0.8 / max(1, len(columns))
     for index, column in enumerate(columns):
-        values = [next(iter(metrics[column][s].values()))[0] if s in metrics[column] else 0.0 for s in suites]
-        axis.bar([i + index * width for i in range(len(suites))], values, width, label=column)
+        measured = [
+            (i, next(iter(metrics[column][s].values()))[0]) for i, s in enumerate(suites) if s in metrics[column]
+        ]
+        axis.bar(
+            [i + index * width for i, _ in measured], [v for _, v in measured], width, label=column, color=f"C{index}"
+        )
+        for i, suite in enumerate(suites):
+            if suite in (not_applicable or {}).get(column, set()):
+                axis.text(i + index * width, 0.01, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
     axis.set_xticks([i + width * (len(columns) - 1) / 2 for i in range(len(suites))])
     headline = {s: next(iter(next(metrics[c][s] for c in columns if s in metrics[c]))) for s in suites}
     axis.set_xticklabels([f"{s}\n{textwrap.fill(headline[s], 16)}" for s in suites], fontsize=8)
@@ -296,6 +308,13 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
     if not runs:
         raise FileNotFoundError(f"no results under {out_dir}: expected {out_dir}/<model>/<suite>.jsonl")
     models = sorted(runs)
+    # Suites a model could not be asked: "n/a" with the reason; records of an earlier run that asked anyway
+    # (FIM markers fed as plain text to a model without FIM tokens) are left out.
+    not_applicable = {m: read_not_applicable(out_dir / m) for m in models}
+    for m in models:
+        for suites in runs[m].values():
+            for suite in not_applicable[m]:
+                suites.pop(suite, None)
     by_split = {
         m: {split: {s: suite_metrics(s, records) for s, records in suites.items()} for split, suites in runs[m].items()}
         for m in models
@@ -323,18 +342,28 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
     ]
     lines += _table(
         ["model", "split"] + [f"{s} items" for s in SUITES],
-        [[m, split] + [str(len(runs[m][split].get(s, []))) for s in SUITES] for m, split in columns],
+        [
+            [m, split] + ["n/a" if s in not_applicable[m] else str(len(runs[m][split].get(s, []))) for s in SUITES]
+            for m, split in columns
+        ],
     )
     lines += ["", "## Summary", ""]
     rows = []
     for suite in SUITES:
         names = list(dict.fromkeys(name for m, split in columns for name in by_split[m][split].get(suite, {})))
+        if not names and any(suite in not_applicable[m] for m in models):
+            names = list(suite_metrics(suite, []))  # no model was asked it: its rows still say n/a
         for name in names:
             row = [suite, name]
             for m, split in columns:
-                row.append(_fmt_interval(by_split[m][split].get(suite, {}).get(name)))
+                cell = _fmt_interval(by_split[m][split].get(suite, {}).get(name))
+                row.append("n/a" if suite in not_applicable[m] else cell)
             rows.append(row)
     lines += _table(["suite", "metric"] + [label[c] for c in columns], rows)
+    inapplicable = [(m, suite, reason) for m in models for suite, reason in sorted(not_applicable[m].items())]
+    if inapplicable:
+        lines += ["", "Not applicable (n/a): suites a model could not be asked at all, so they are not scored:", ""]
+        lines += _table(["model", "suite", "why"], [[m, suite, reason] for m, suite, reason in inapplicable])
     lines += [
         "",
         "## By kind",
@@ -421,13 +450,18 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
         lines += ["", "## Commands", "", "The runs whose records this report reads:", ""]
         lines += [f"* `{c['command']}` ({c['started']})" for c in commands]
     lines += ["", "![summary](summary.png)", ""]
-    summary_chart({label[(m, split)]: by_split[m][split] for m, split in columns}, out_dir / "summary.png")
+    summary_chart(
+        {label[(m, split)]: by_split[m][split] for m, split in columns},
+        out_dir / "summary.png",
+        {label[(m, split)]: set(not_applicable[m]) for m, split in columns},
+    )
     write_text_atomic(out_dir / "report.md", "\n".join(lines))
 
     result = {
         "commands": commands,
         "metrics": {m: metric_entries(by_split[m].get("heldout", {})) for m in models},  # the value split, as always
         "splits": {m: {split: metric_entries(suites) for split, suites in by_split[m].items()} for m in models},
+        "not_applicable": {m: reasons for m, reasons in not_applicable.items() if reasons},
         "thinking_scaling": scaling,
         "arena": [{"a": a, "b": b, "win_rate": v, "n": n} for (a, b), (v, n) in sorted(rates.items())],
     }

@@ -8,6 +8,8 @@ Each suite has one `evaluate_<suite>(backend, item, config) -> record` function.
 `{"id", "suite", "kind", "model", "scores": {name: number}, ...}` plus what was said, so the report can be
 recomputed from the JSONL alone. Lines are appended and fsynced one by one as items finish, so an
 interrupted run loses at most the items in flight; a rerun skips every id already in the file (resume).
+A suite the model cannot be asked at all (`backend.not_applicable(suite)`: FIM without FIM tokens) is not
+scored: its reason goes to `<model>/not_applicable.json`, which the report shows as "n/a".
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from nanoseek.eval import scorers
 from nanoseek.eval.backends import Backend, Reply
-from nanoseek.fileio import write_text_atomic
+from nanoseek.fileio import write_json_atomic, write_text_atomic
 from nanoseek.tasks import SUITES, generate
 from nanoseek.tasks.item import Item
 
@@ -295,13 +297,42 @@ def results_path(out_dir: Path, suite: str, split: str) -> Path:
     return out_dir / (f"{suite}.jsonl" if split == "heldout" else f"{suite}.{split}.jsonl")
 
 
+NOT_APPLICABLE_FILE = "not_applicable.json"
+
+
+def read_not_applicable(model_dir: Path) -> dict[str, str]:
+    """{suite: why the model could not be asked it} from `<model>/not_applicable.json`."""
+    path = model_dir / NOT_APPLICABLE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _mark_not_applicable(model_dir: Path, suite: str, reason: str | None) -> None:
+    """Record (or, with None, clear) why `suite` cannot be asked of the model whose results are in `model_dir`."""
+    reasons = read_not_applicable(model_dir)
+    if reasons.get(suite) == reason:
+        return
+    if reason is None:
+        del reasons[suite]
+    else:
+        reasons[suite] = reason
+    write_json_atomic(model_dir / NOT_APPLICABLE_FILE, reasons)
+
+
 def run_suite(
     backend: Backend, suite: str, out_dir: Path, config: RunConfig, progress: bool = True, split: str = "heldout"
 ) -> list[dict[str, Any]]:
-    """Evaluate `config.n` items of `suite`'s `split`, resuming from `results_path`; return all records."""
+    """Evaluate `config.n` items of `suite`'s `split`, resuming from `results_path`; return all records (none
+    when the backend says the suite is not applicable: it is then marked so, and records of an earlier run, which
+    the report leaves out, stay where they are)."""
     if suite not in EVALUATORS:
         raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(EVALUATORS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    reason = backend.not_applicable(suite)
+    _mark_not_applicable(out_dir, suite, reason)  # a model that now can be asked loses an earlier "n/a"
+    if reason is not None:
+        if progress:
+            print(f"{backend.name}: {suite} is not applicable: {reason}", flush=True)
+        return []
     path = results_path(out_dir, suite, split)
     records = read_records(path)
     done = {r["id"] for r in records}

@@ -49,6 +49,9 @@ class ScriptedBackend:
     def close(self) -> None:
         pass
 
+    def not_applicable(self, suite):
+        return None
+
     def chat(
         self,
         messages,
@@ -130,9 +133,8 @@ def every_suite_cli():
     return run_every_suite_cli
 
 
-@pytest.fixture(scope="module")
-def live_nanoseek_server(tiny_checkpoint, tmp_path_factory):
-    """A real nanoseek API server (uvicorn, 127.0.0.1, random port, key `sk-eval`) over the tiny model."""
+def serve(model, tmp_path_factory):
+    """A real nanoseek API server (uvicorn, 127.0.0.1, random port, key `sk-eval`) over `model`; yields its URL."""
     import socket
     import threading
     import time
@@ -143,7 +145,7 @@ def live_nanoseek_server(tiny_checkpoint, tmp_path_factory):
     from nanoseek.api.settings import KeyPolicy, Settings
 
     settings = Settings(
-        model=tiny_checkpoint,
+        model=model,
         api_keys=[KeyPolicy("sk-eval")],
         max_batch=4,
         kv_budget_tokens=8192,
@@ -163,3 +165,9 @@ def live_nanoseek_server(tiny_checkpoint, tmp_path_factory):
     yield f"http://127.0.0.1:{port}/v1"
     server.should_exit = True
     thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_nanoseek_server(tiny_checkpoint, tmp_path_factory):
+    """A live nanoseek server over the tiny random model."""
+    yield from serve(tiny_checkpoint, tmp_path_factory)
