@@ -3,6 +3,7 @@
     nanoseek train tokenizer|pretrain|sft|rl|STAGE|all --recipe NAME [--out DIR] [--resume | --restart]
     nanoseek train export --out DIR --to nanoseek/default_model     # copy the last stage's model
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --out runs/tiny   # data parallel
+    torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --set 'pretrain.sharding="fsdp"'  # sharded
 
 Recipes live in nanoseek/train/recipes/*.toml (`default`: the embedded model, <= 2 h on a 2-core CPU;
 `tiny`: seconds, for tests). A stage resumes from its last checkpoint by default, so rerunning the same

@@ -25,10 +25,16 @@ class LoopConfig:
     checkpoint_every: int = 50
     bf16: bool | str = False  # True, False, or "auto": the faster of the two here (loop.resolve_precision)
     seed: int = 0
+    # "ddp": every process holds the whole model, one checkpoint.pt. "fsdp": under torchrun the parameters,
+    # gradients and optimizer states are sharded (FSDP2), checkpoints are DCP directories that resume on any
+    # number of processes (sharded.py)
+    sharding: str = "ddp"
 
     def __post_init__(self) -> None:
         if self.bf16 not in (True, False, "auto"):  # a typo such as "true" would otherwise turn autocast on
             raise ValueError(f'bf16 must be true, false or "auto", not {self.bf16!r}')
+        if self.sharding not in ("ddp", "fsdp"):
+            raise ValueError(f'sharding must be "ddp" or "fsdp", not {self.sharding!r}')
 
 
 @dataclass

@@ -21,10 +21,18 @@ else on the CPU.
 Data parallel: launched under `torchrun`, each process takes its slice of the same global batch and
 gradients are averaged by DDP (gloo on CPU, NCCL on GPUs). The loss is normalised by the token count of
 the whole global batch, so 2 processes compute the same update as 1 process with twice the accumulation.
+With `sharding = "fsdp"` the processes shard the model, its gradients and AdamW states instead (FSDP2) and
+checkpoint with DCP, resumable on another number of processes (sharded.py); the global batch
+(batch_size x grad_accum x processes) must stay the same, so grad_accum may change with the process count.
+
+    torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --set pretrain.sharding=fsdp
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29400 \
+        -m nanoseek.train.cli sft --recipe R --set sft.sharding=fsdp          # and node_rank 1 on the other machine
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -46,13 +54,24 @@ from nanoseek.fileio import atomic_path, write_text_atomic
 from nanoseek.train.config import LoopConfig
 from nanoseek.train.optim import learning_rate, make_optimizer, masked_loss_sum
 from nanoseek.train.packing import PackedRows
+from nanoseek.train.sharded import (
+    DCP_DIR,
+    META_NAME,
+    copy_full_weights,
+    full_tensor,
+    latest_checkpoint,
+    load_sharded,
+    save_sharded,
+    shard_model,
+)
 from nanoseek.train.throughput import faster_precision
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # A run may be lengthened or shortened when resumed (the cosine schedule then follows the new length);
 # anything else changed would silently train a different run.
 # bf16 may change on resume: the data order and the schedule do not depend on it.
-ADJUSTABLE_ON_RESUME = {"steps", "eval_every", "eval_rows", "checkpoint_every", "bf16"}
+# grad_accum may change with the number of processes, as long as the global batch stays the same (check_resume).
+ADJUSTABLE_ON_RESUME = {"steps", "eval_every", "eval_rows", "checkpoint_every", "bf16", "grad_accum"}
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss.png"
 
@@ -250,6 +269,33 @@ def evaluate(model: torch.nn.Module, rows: PackedRows, n_rows: int, batch_size: 
     return total / max(1, count)
 
 
+def check_resume(state: dict, config: LoopConfig, world_size: int, path: Path, is_main: bool) -> None:
+    """Refuse a checkpoint written with other loop settings (the run would silently be another run), except the
+    adjustable ones; the global batch must stay the same, whatever the number of processes."""
+    changed = {k for k in state["config"] if state["config"][k] != asdict(config).get(k)}
+    if changed - ADJUSTABLE_ON_RESUME:
+        raise ValueError(
+            f"{path} was written with different loop settings "
+            f"({', '.join(sorted(changed - ADJUSTABLE_ON_RESUME))}); resume with the same "
+            "recipe or pass a fresh --out directory"
+        )
+    before = state["config"]["batch_size"] * state["config"]["grad_accum"] * state.get("world_size", world_size)
+    now = config.batch_size * config.grad_accum * world_size
+    if before != now:
+        raise ValueError(
+            f"{path} was trained with a global batch of {before} rows, this run has {now} "
+            f"(batch_size {config.batch_size} x grad_accum {config.grad_accum} x {world_size} processes): "
+            "set grad_accum so that they match"
+        )
+    if changed and is_main:
+        print(
+            f"resuming with changed {', '.join(sorted(changed))}: the schedule follows the new values "
+            f"from step {state['step']} on"
+        )
+    if state["step"] > config.steps:
+        raise ValueError(f"{path} is at step {state['step']}, past the requested {config.steps} steps")
+
+
 class TrainingStopped(KeyboardInterrupt):
     """Ctrl-C stopped a run after a whole step, whose checkpoint was then saved: the run resumes from it."""
 
@@ -303,27 +349,31 @@ def train(
 
     device = training_device()
     raw_model = model.to(device)
-    optimizer = make_optimizer(raw_model, config)
+    fsdp = config.sharding == "fsdp"
+    if fsdp and not all(p.requires_grad for p in raw_model.parameters()):
+        raise ValueError('sharding = "fsdp" trains every parameter: a LoRA stage runs with "ddp"')
+    # What the optimizer steps: the model itself, or under FSDP a sharded copy whose full weights are gathered
+    # back into `raw_model` (on rank 0) at each checkpoint, for the stage's export and the caller.
+    module = shard_model(copy.deepcopy(raw_model)) if fsdp and world_size > 1 else raw_model
+    optimizer = make_optimizer(module, config)
     step, elapsed, tokens_seen = 0, 0.0, 0
-    state = load_training_state(ckpt_path) if resume and ckpt_path.exists() else None
+    sharded_dir = latest_checkpoint(out_dir) if fsdp and resume else None
+    if resume and fsdp and sharded_dir is None and ckpt_path.exists():
+        raise ValueError(f"{ckpt_path} was written with sharding=ddp: resume with it, or pass a fresh --out")
+    if resume and not fsdp and not ckpt_path.exists() and latest_checkpoint(out_dir) is not None:
+        raise ValueError(f"{out_dir / DCP_DIR} was written with sharding=fsdp: resume with it, or pass a fresh --out")
+    if fsdp:
+        state = load_training_state(sharded_dir / META_NAME) if sharded_dir is not None else None
+    else:
+        state = load_training_state(ckpt_path) if resume and ckpt_path.exists() else None
     config = resolve_precision(config, raw_model, train_rows.seq_len, state, is_main, world_size)
     if state is not None:
-        changed = {k for k in state["config"] if state["config"][k] != asdict(config).get(k)}
-        if changed - ADJUSTABLE_ON_RESUME:
-            raise ValueError(
-                f"{ckpt_path} was written with different loop settings "
-                f"({', '.join(sorted(changed - ADJUSTABLE_ON_RESUME))}); resume with the same "
-                "recipe or pass a fresh --out directory"
-            )
-        if changed and is_main:
-            print(
-                f"resuming with changed {', '.join(sorted(changed))}: the schedule follows the new values "
-                f"from step {state['step']} on"
-            )
-        if state["step"] > config.steps:
-            raise ValueError(f"{ckpt_path} is at step {state['step']}, past the requested {config.steps} steps")
-        load_trainable_state(raw_model, state["model"], ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
+        check_resume(state, config, world_size, sharded_dir or ckpt_path, is_main)
+        if fsdp:
+            load_sharded(sharded_dir, module, optimizer)
+        else:
+            load_trainable_state(raw_model, state["model"], ckpt_path)
+            optimizer.load_state_dict(state["optimizer"])
         step, elapsed, tokens_seen = state["step"], state["elapsed"], state["tokens"]
         torch.set_rng_state(state["rng"]["torch"])
         name, keys, position, has_gauss, gauss = state["rng"]["numpy"]
@@ -335,25 +385,32 @@ def train(
     if is_main:
         rewrite_log(log_path, log_rows)  # drop rows logged after the checkpoint we resume from
 
-    if world_size > 1:
+    if world_size > 1 and not fsdp:
         model = torch.nn.parallel.DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    else:
+        model = module
     model.train()
 
     def save_checkpoint() -> None:
-        if not is_main:
-            return
         state = {
-            "model": trainable_state(raw_model),
-            "optimizer": optimizer.state_dict(),
             "step": step,
             "elapsed": elapsed,
             "tokens": tokens_seen,
             "config": asdict(config),
+            "world_size": world_size,
             "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate()},
         }
-        atomic_torch_save(state, ckpt_path)
+        if fsdp:  # every rank writes its shards; the export needs the whole weights on rank 0
+            save_sharded(out_dir, module, optimizer, state)
+            if module is not raw_model:
+                copy_full_weights(module, raw_model, is_main)
+        if not is_main:
+            return
+        if not fsdp:
+            state.update(model=trainable_state(raw_model), optimizer=optimizer.state_dict())
+            atomic_torch_save(state, ckpt_path)
         plot_losses(read_log(log_path), plot_path, title)
         if on_checkpoint is not None:
             on_checkpoint(step)
@@ -382,13 +439,15 @@ def train(
                 start = (micro * world_size + rank) * config.batch_size
                 tokens, mask = train_rows.tensors(global_index[start : start + config.batch_size], device=device)
                 last = micro == config.grad_accum - 1
-                sync = nullcontext() if (world_size == 1 or last) else model.no_sync()
+                sync = nullcontext() if (world_size == 1 or last or fsdp) else model.no_sync()
+                if module is not raw_model:  # FSDP: reduce-scatter the gradients only after the last micro-batch
+                    module.set_requires_gradient_sync(last)
                 with sync:
                     micro_loss = masked_loss_sum(model, tokens, mask, config.bf16)
                     # DDP averages gradients over processes; scaling by world_size turns that into a sum.
                     (micro_loss * world_size / global_count).backward()
                 loss_sum += micro_loss.item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip).item()
+            grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)).item()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if world_size > 1:
@@ -421,7 +480,7 @@ def train(
                 step == config.steps or (config.eval_every and step % config.eval_every == 0)
             )
             if want_eval:
-                eval_loss = evaluate(raw_model, eval_rows, config.eval_rows, config.batch_size, config.bf16)
+                eval_loss = evaluate(module, eval_rows, config.eval_rows, config.batch_size, config.bf16)
                 log({"step": step, "eval_loss": eval_loss})
                 bar.write(f"{title} step {step}: held-out loss {eval_loss:.4f}")
             if step % config.checkpoint_every == 0 or step == config.steps:
@@ -436,6 +495,8 @@ def train(
         rows = read_log(log_path)
         train_loss = next((r["loss"] for r in reversed(rows) if "loss" in r), float("nan"))
         eval_loss = next((r["eval_loss"] for r in reversed(rows) if "eval_loss" in r), None)
+    if module is not raw_model:  # a resumed finished run took no step: its weights are still only in the shards
+        copy_full_weights(module, raw_model, is_main)
     if world_size > 1:
         dist.barrier()
     return TrainResult(step, train_loss, eval_loss, tokens_seen / max(1e-9, elapsed), elapsed)
