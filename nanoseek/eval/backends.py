@@ -10,12 +10,13 @@ Both give `Reply(content, reasoning, tool_calls, finish_reason, completion_token
 tokenizer has no FIM tokens), so that the runner reports it "n/a" with the reason instead of scoring it 0.
 
 Thinking budgets (the R1-Lite scaling chart): think for at most `thinking_budget` tokens, then close the
-thought and let the model answer in at most `max_tokens` more. In process this is exact: generate until
-`</think>` or the budget, then append the `</think>` token to prompt + thought and generate the answer.
-Over HTTP the first request caps `max_tokens` at the budget; if the thought was cut, a second request
-continues it as DeepSeek chat-prefix completion (beta) with the thought as `reasoning_content` and the
-answer opened with "The answer is", since a non-empty prefix is what closes the thought in DeepSeek's
-format: a close approximation, not identical.
+thought and let the model answer in at most `max_tokens` more. Both backends use the budget that the server
+honours, in one request: in process the engine's `max_thinking_tokens` (engine/thinking.py forces `</think>`
+once the thought is that long, as it does for an API request), over HTTP `thinking: {"type": "enabled",
+"budget_tokens": N}` (nanoseek's server honours it; DeepSeek's ignores it, so there only `max_tokens` bounds the
+thought, and the reported thinking tokens show it). The request's `max_tokens` is the budget + 1 (`</think>`)
++ the answer's `max_tokens`. Thinking tokens are the thought's own in process; over HTTP they are the server's
+`usage.completion_tokens_details.reasoning_tokens`, which in nanoseek's count the closing `</think>` too.
 """
 
 from __future__ import annotations
@@ -81,8 +82,6 @@ class EngineBackend:
         self.engine, self.tokenizer, self.name = engine, engine.tokenizer, name
         self.tool_format = tool_format_for_template(self.tokenizer.chat_template)
         self.think_end_id = think_end_id(self.tokenizer)
-        # what ends a thought under a budget: the model closing it, or ending its reply outright
-        self.end_ids = set(engine.eos_token_ids) | ({self.think_end_id} if self.think_end_id is not None else set())
 
     @classmethod
     def from_checkpoint(cls, path: str, name: str | None = None, **engine_kwargs: Any) -> EngineBackend:
@@ -144,56 +143,20 @@ class EngineBackend:
         from nanoseek.engine import Constraint, Request
 
         prompt = self.tokenizer.encode_chat(messages, tools=tools, thinking=thinking)
+        extra: dict[str, Any] = {}
+        if json_mode:
+            extra["constraint"] = Constraint.json_object()
+            if thinking:
+                extra["constraint_after_token"] = self.think_end_id
         if thinking and thinking_budget is not None and self.think_end_id is not None:
-            replies = self._chat_with_budget(prompt, thinking_budget, max_tokens, temperature, n, seed, tools)
-        else:
-            extra: dict[str, Any] = {}
-            if json_mode:
-                extra["constraint"] = Constraint.json_object()
-                if thinking:
-                    extra["constraint_after_token"] = self.think_end_id
-            params = self._params(max_tokens, temperature, n, seed, **extra)
-            [completion] = self.engine.generate([Request(prompt, params)])
-            replies = [
-                self._parse(o.text, o.token_ids, o.finish_reason, thinking, bool(tools)) for o in completion.outputs
-            ]
+            # the engine forces </think> after `thinking_budget` thought tokens; the answer gets max_tokens more
+            extra.update(think_end_token=self.think_end_id, max_thinking_tokens=thinking_budget)
+            max_tokens += thinking_budget + 1
+        params = self._params(max_tokens, temperature, n, seed, **extra)
+        [completion] = self.engine.generate([Request(prompt, params)])
+        replies = [self._parse(o.text, o.token_ids, o.finish_reason, thinking, bool(tools)) for o in completion.outputs]
         for reply in replies:
             reply.prompt_ids = prompt
-        return replies
-
-    def _chat_with_budget(
-        self,
-        prompt: list[int],
-        budget: int,
-        max_tokens: int,
-        temperature: float,
-        n: int,
-        seed: int | None,
-        tools: list[dict[str, Any]] | None,
-    ) -> list[Reply]:
-        from nanoseek.engine import Request
-
-        think_params = self._params(budget, temperature, n, seed, stop_token_ids=sorted(self.end_ids))
-        [thoughts] = self.engine.generate([Request(prompt, think_params)])
-        thought_ids = [[t for t in o.token_ids if t not in self.end_ids] for o in thoughts.outputs]
-        # Close every thought with </think>, whether the model did or the budget ran out, then answer.
-        answers = self.engine.generate(
-            [
-                Request(
-                    prompt + ids + [self.think_end_id],
-                    self._params(max_tokens, temperature, 1, None if seed is None else seed + i),
-                )
-                for i, ids in enumerate(thought_ids)
-            ]
-        )
-        replies = []
-        for ids, answer in zip(thought_ids, answers, strict=True):
-            reply = self._parse(answer.text, answer.token_ids, answer.finish_reason, thinking=False, tools=bool(tools))
-            reply.reasoning = self.tokenizer.decode(ids).strip()
-            reply.reasoning_tokens = len(ids)
-            reply.token_ids = ids + [self.think_end_id] + reply.token_ids
-            reply.completion_tokens += len(ids) + 1
-            replies.append(reply)
         return replies
 
     def fim(self, prefix: str, suffix: str, *, max_tokens: int, stop: list[str] | None = None) -> Reply:
@@ -253,8 +216,12 @@ class OpenAIBackend:
         max_tokens: int,
         temperature: float,
         seed: int | None,
+        thinking_budget: int | None = None,
     ) -> Reply:
         body: dict[str, Any] = {"thinking": {"type": "enabled" if thinking else "disabled"}}
+        if thinking and thinking_budget is not None:
+            body["thinking"]["budget_tokens"] = thinking_budget
+            max_tokens += thinking_budget + 1  # the thought, </think>, then max_tokens for the answer
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -297,60 +264,19 @@ class OpenAIBackend:
         thinking_budget: int | None = None,
     ) -> list[Reply]:
         # One request per sample: many OpenAI-compatible servers (DeepSeek's included) ignore n > 1.
-        replies = []
-        for i in range(n):
-            sample_seed = None if seed is None else seed + i
-            if thinking and thinking_budget is not None:
-                replies.append(
-                    self._with_budget(messages, thinking_budget, max_tokens, temperature, sample_seed, tools)
-                )
-            else:
-                replies.append(
-                    self._one(
-                        messages,
-                        tools=tools,
-                        json_mode=json_mode,
-                        thinking=thinking,
-                        max_tokens=max_tokens,
-                        temperature=temperature,
-                        seed=sample_seed,
-                    )
-                )
-        return replies
-
-    def _with_budget(
-        self,
-        messages: list[dict[str, Any]],
-        budget: int,
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        tools: list[dict[str, Any]] | None,
-    ) -> Reply:
-        first = self._one(
-            messages, tools=tools, json_mode=False, thinking=True, max_tokens=budget, temperature=temperature, seed=seed
-        )
-        if first.finish_reason != "length" or first.content:
-            return first
-        lead = "The answer is"
-        prefix = {"role": "assistant", "content": lead, "reasoning_content": first.reasoning, "prefix": True}
-        answer = self._one(
-            messages + [prefix],
-            tools=tools,
-            json_mode=False,
-            thinking=True,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
-        )
-        return Reply(
-            content=f"{lead} {answer.content}",
-            reasoning=first.reasoning,
-            tool_calls=answer.tool_calls,
-            finish_reason=answer.finish_reason,
-            completion_tokens=first.completion_tokens + answer.completion_tokens,
-            reasoning_tokens=first.reasoning_tokens or first.completion_tokens,
-        )
+        return [
+            self._one(
+                messages,
+                tools=tools,
+                json_mode=json_mode,
+                thinking=thinking,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=None if seed is None else seed + i,
+                thinking_budget=thinking_budget,
+            )
+            for i in range(n)
+        ]
 
     def fim(self, prefix: str, suffix: str, *, max_tokens: int, stop: list[str] | None = None) -> Reply:
         import openai

@@ -120,11 +120,13 @@ def kind_metrics(suite: str, records: list[dict[str, Any]]) -> dict[str, Metric]
     return {kind: _mean([r["scores"][KIND_SCORE[suite]] for r in records if r["kind"] == kind]) for kind in kinds}
 
 
-def thinking_scaling(records: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
-    """Math records -> {"budgets": [{budget, thinking_tokens, accuracy}], "majority": [{k, thinking_tokens, accuracy}]}.
-    Thinking tokens are per question: the thought's length at a budget, or the sum over k voted samples."""
+def thinking_scaling(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Math records -> {"budgets": [{budget, thinking_tokens, accuracy}], "majority": [{k, thinking_tokens, accuracy}],
+    "vote_budget": each vote's cap on its thought}. Thinking tokens are per question: the thought's length at a
+    budget, or the sum over the first k voted samples. vote_budget is None for records written before votes were
+    held to equal compute (each vote then thought at the smallest budget)."""
     if not records:
-        return {"budgets": [], "majority": []}
+        return {"budgets": [], "majority": [], "vote_budget": None}
     budgets = sorted({int(b) for r in records for b in r["budgets"]})
     rows = []
     direct = [r["scores"]["pass@1 without thinking"] for r in records if "pass@1 without thinking" in r["scores"]]
@@ -150,7 +152,8 @@ def thinking_scaling(records: list[dict[str, Any]]) -> dict[str, list[dict[str, 
             correct.append(float(voted is not None and scorers.math_correct(str(r["answer"]), voted)))
             tokens.append(sum(v["thinking_tokens"] for v in votes))
         voting.append({"k": k, "thinking_tokens": _mean(tokens)[0], "accuracy": _mean(correct)[0]})
-    return {"budgets": rows, "majority": voting}
+    vote_budgets = {r.get("vote_budget") for r in records}
+    return {"budgets": rows, "majority": voting, "vote_budget": vote_budgets.pop() if len(vote_budgets) == 1 else None}
 
 
 COMMANDS_FILE = "commands.json"
@@ -276,7 +279,7 @@ def scaling_chart(scaling: dict[str, dict[str, list[dict[str, float]]]], path: P
             "s--",
             color=color,
             alpha=0.7,
-            label=f"{model}: majority voting",
+            label=f"{model}: majority voting, same total thinking",
         )
     axis.set_xscale("symlog", linthresh=1)
     axis.set_xlabel("mean thinking tokens per question")
@@ -360,6 +363,13 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
                 row.append("n/a" if suite in not_applicable[m] else cell)
             rows.append(row)
     lines += _table(["suite", "metric"] + [label[c] for c in columns], rows)
+    if scaling:
+        lines += [
+            "",
+            "math `maj@K`: the majority of K sampled answers whose thoughts may together spend the largest thinking",
+            "budget (each (largest budget) // K tokens), against `pass@1`'s one greedy answer at that budget: equal",
+            "compute (see Thinking budget scaling).",
+        ]
     inapplicable = [(m, suite, reason) for m in models for suite, reason in sorted(not_applicable[m].items())]
     if inapplicable:
         lines += ["", "Not applicable (n/a): suites a model could not be asked at all, so they are not scored:", ""]
@@ -386,10 +396,19 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
             "",
             "## Thinking budget scaling (math)",
             "",
-            "Longer thinking: greedy answers with the thought capped at each budget (then `</think>` is forced).",
-            "Majority voting: k sampled answers at the smallest budget; tokens are summed over the k samples.",
+            "Longer thinking: one greedy answer, its thought capped at each budget (then the engine forces `</think>`).",
+            "Majority voting at equal compute: K sampled answers, each thought capped at (largest budget) // K tokens,",
+            "so that the K votes together may think no more than the one answer at the largest budget (`pass@1`);",
+            "the vote of the first k < K of them may spend k / K of it. Tokens are summed over the votes.",
             "",
         ]
+        for m, curves in sorted(scaling.items()):
+            if curves["vote_budget"] is None:
+                lines.append(f"* {m}: records from before equal compute (each vote at the smallest budget).")
+            elif curves["majority"]:
+                votes = curves["majority"][-1]["k"]
+                lines.append(f"* {m}: {votes} votes of at most {curves['vote_budget']} thinking tokens each.")
+        lines.append("")
         rows = []
         for m, curves in sorted(scaling.items()):
             rows += [

@@ -119,9 +119,10 @@ def majority(answers: list[str | None]) -> str | None:
 
 
 def evaluate_math(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:
-    """Greedy answers at every thinking budget and without thinking, plus `samples` sampled answers at the
-    smallest budget for majority voting. pass@1 is the greedy answer at the largest budget; `pass@1 without
-    thinking` the greedy direct answer, so that the gain from thinking is measured on the same items."""
+    """Greedy answers at every thinking budget and without thinking, plus `samples` sampled answers for majority
+    voting at equal compute: each vote may think for (largest budget) // samples tokens, so the votes together
+    think no more than the one greedy answer at the largest budget. pass@1 is that greedy answer; `pass@1
+    without thinking` the greedy direct answer, so that the gain from thinking is measured on the same items."""
     [direct] = backend.chat(item.messages, thinking=False, max_tokens=config.max_tokens, temperature=0.0)
     at_budget = {}
     for budget in sorted(config.budgets):
@@ -133,14 +134,16 @@ def evaluate_math(backend: Backend, item: Item, config: RunConfig) -> dict[str, 
             "thinking_tokens": reply.reasoning_tokens,
             "reply": reply.content,
         }
+    voters = max(1, config.samples)
+    vote_budget = max(1, max(config.budgets) // voters)  # 1 only when the largest budget is below the voters
     votes = []
     for reply in backend.chat(
         item.messages,
         thinking=True,
-        thinking_budget=min(config.budgets),
+        thinking_budget=vote_budget,
         max_tokens=config.max_tokens,
         temperature=config.temperature,
-        n=max(1, config.samples),
+        n=voters,
         seed=config.seed,
     ):
         votes.append(
@@ -159,7 +162,14 @@ def evaluate_math(backend: Backend, item: Item, config: RunConfig) -> dict[str, 
         "pass@1 without thinking": float(scorers.math_correct(item.answer, direct.content)),
     }
     return _record(
-        item, backend, scores, answer=item.answer, budgets=at_budget, votes=votes, without_thinking=direct.content
+        item,
+        backend,
+        scores,
+        answer=item.answer,
+        budgets=at_budget,
+        votes=votes,
+        vote_budget=vote_budget,
+        without_thinking=direct.content,
     )
 
 
