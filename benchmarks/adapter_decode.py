@@ -23,7 +23,7 @@ import torch
 
 from nanoseek.engine import Engine
 from nanoseek.engine.params import Request, SamplingParams
-from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.model.loader import load_checkpoint
 
 
 def decode_rate(engine: Engine, prompt_ids: list[int], new_tokens: int) -> float:

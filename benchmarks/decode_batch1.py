@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from nanoseek.model.cache import SimpleKVCache
-from nanoseek.model.checkpoint import load_model, save_model
+from nanoseek.model.checkpoint import save_model
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.loader import load_model
 from nanoseek.model.transformer import Transformer
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "bench_out" / "decode_batch1"

@@ -30,7 +30,7 @@ def run_phase(model: Path, cache_dir: Path, prompts: int, length: int, threads: 
     import torch
 
     from nanoseek.engine import Engine, Request, SamplingParams
-    from nanoseek.model.checkpoint import load_checkpoint
+    from nanoseek.model.loader import load_checkpoint
 
     torch.set_num_threads(threads)
     checkpoint = load_checkpoint(str(model))

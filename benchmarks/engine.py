@@ -267,7 +267,7 @@ def transformers_runner(path: Path, prompt: list[int], new_tokens: int, threads:
 
 def model_loop_runner(path: Path, prompt: list[int], new_tokens: int, threads: int, dtype: str):
     """nanoseek's model driven by hand (SimpleKVCache, argmax): the floor for the engine's own per-step work."""
-    from nanoseek.model.checkpoint import load_checkpoint
+    from nanoseek.model.loader import load_checkpoint
 
     model = load_checkpoint(path, dtype=dtype).model.eval()
     ids = torch.tensor([prompt])

@@ -68,7 +68,7 @@ def child(settings: dict, model_dir: Path, threads: int, steps: int) -> float:
     from nanoseek.engine.engine import in_fresh_thread
     from nanoseek.engine.kv_cache import SlotKVCache
     from nanoseek.engine.native import NativeDecoder
-    from nanoseek.model.checkpoint import load_model
+    from nanoseek.model.loader import load_model
 
     torch.set_num_threads(threads)
     batch = settings["batch"]

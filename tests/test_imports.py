@@ -17,13 +17,6 @@ LAYERS = [
     (("model", "tokenizer", "engine"), ("api", "eval", "train")),
     (("eval", "train"), ("api",)),
 ]
-# One circle inside model/ that came with GGUF files, named models and LoRA adapters, held together by imports
-# inside functions. Until it is untangled (checkpoint.py's shared helpers in a module of their own) the test
-# holds it to exactly these modules: no other module can join it, no new circle can form.
-KNOWN_CIRCLES = [
-    # load_checkpoint dispatches to GGUF files, named models and adapters, whose loaders use checkpoint.py's helpers
-    ["nanoseek.model.adapter", "nanoseek.model.checkpoint", "nanoseek.model.gguf_checkpoint", "nanoseek.model.named"],
-]
 
 
 def module_names() -> dict[str, Path]:
@@ -118,8 +111,8 @@ def test_lower_packages_import_nothing_from_higher_ones():
     assert violations == []
 
 
-def test_no_import_circles_but_the_known_ones():
-    assert sorted(cycles(import_graph())) == sorted(KNOWN_CIRCLES)
+def test_no_import_circles():
+    assert cycles(import_graph()) == []
 
 
 def test_the_walk_sees_lazy_imports_and_finds_a_circle():

@@ -193,7 +193,7 @@ class Engine:
 
     @classmethod
     def from_checkpoint(cls, path: str, *, dtype: str | None = None, **kwargs: Any) -> Engine:
-        from nanoseek.model.checkpoint import load_checkpoint
+        from nanoseek.model.loader import load_checkpoint
 
         checkpoint = in_fresh_thread(load_checkpoint, path, dtype=dtype)
         eos = checkpoint.generation_config.get("eos_token_id")

@@ -17,7 +17,8 @@ import time
 from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.engine.engine import Engine
 from nanoseek.engine.params import Request, SamplingParams
-from nanoseek.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from nanoseek.model.checkpoint import Checkpoint, CheckpointError
+from nanoseek.model.loader import load_checkpoint
 
 DEFAULT_PROMPT = "Write a Python function that returns the square of a number."
 

@@ -6,7 +6,7 @@ training through peft, and the small artifact that turns the base into nanoseek'
     peft_model = attach_lora(model, LoraSettings(rank=16), trainable_token_ids(tokenizer))
     ...train...
     save_adapter(peft_model, "runs/smol/sft/adapter", base="smollm2-135m-instruct")
-    ckpt = load_adapted_checkpoint("runs/smol/sft/adapter")           # base fetched, adapter merged in
+    ckpt = load_checkpoint("runs/smol/sft/adapter")   # nanoseek.model.loader: base fetched, adapter merged in
 
 Why DeepSeek's format on a ChatML base rather than ChatML: everything nanoseek serves is written for it — the
 reasoning and tool-call parsers, the tool-call grammar whose markers are single special tokens, FIM, thinking
@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nanoseek.fileio import atomic_path, read_json_object, write_json_atomic
-from nanoseek.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from nanoseek.model.checkpoint import Checkpoint, CheckpointError
 from nanoseek.model.transformer import Transformer
 from nanoseek.tokenizer import special_tokens as st
 
@@ -212,12 +212,20 @@ def merge_adapter(model: Transformer, directory: str | os.PathLike[str]) -> Tran
     return merged
 
 
-def load_adapted_checkpoint(directory: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Checkpoint:
-    """The checkpoint an adapter directory describes: its base loaded (a named model is fetched on first use),
-    the vocabulary extended, the adapter merged in float32, then cast to `dtype`."""
+def adapter_info(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """nanoseek_adapter.json: the base (a `--model` value), the added tokens, the vocabulary size, the generation
+    config."""
+    return read_json_object(Path(directory) / NANOSEEK_ADAPTER_FILE, error=CheckpointError)
+
+
+def load_adapted_checkpoint(
+    directory: str | os.PathLike[str], base: Checkpoint, dtype: str | torch.dtype | None = None
+) -> Checkpoint:
+    """The checkpoint an adapter directory describes, made from `base` (what `adapter_info(directory)["base"]`
+    names, loaded in float32 by the caller, `nanoseek.model.loader`): the vocabulary extended, the adapter merged
+    in float32, then cast to `dtype`."""
     directory = Path(directory)
-    info = read_json_object(directory / NANOSEEK_ADAPTER_FILE, error=CheckpointError)
-    base = load_checkpoint(info["base"], dtype="float32")
+    info = adapter_info(directory)
     model, tokenizer = extend_vocabulary(base.model, base.tokenizer)
     if model.config.vocab_size != info["vocab_size"]:
         raise CheckpointError(

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint I/O: load and save nanoseek models in the layout transformers reads and writes.
+"""Hugging Face checkpoint I/O: read and write nanoseek models in the folder layout transformers reads and writes.
 
 A checkpoint directory holds `config.json` (model_type llama, qwen2, deepseek_v2 or deepseek_v3), `model.safetensors` (or shards with
 `model.safetensors.index.json`), `generation_config.json`, and the tokenizer files (`tokenizer.json`,
@@ -7,10 +7,12 @@ Files keep HF tensor names: the fused q/k/v and gate/up projections of transform
 joined on load, and DeepSeekMoE's stacked expert weights are written per expert (`mlp.experts.{e}.gate_proj`, ...). Every file is written atomically (temporary file + rename), so an interrupted save never
 leaves a half-written checkpoint behind.
 
-    from nanoseek.model.checkpoint import load_checkpoint, load_model, save_model
-    ckpt = load_checkpoint("path/to/dir")            # model + tokenizer + generation config + chat template
-    model = load_model("path/to/dir", dtype="bfloat16")
-    model = load_model("path/to/dir", dtype="q8_0")  # projections quantized at load time (model/quantized.py)
+This module reads one format, a local folder; what a `--model` value means (a folder, a hub id, a GGUF file, a
+named model, an adapter) is decided in `nanoseek.model.loader`, which imports this reader and the others.
+
+    from nanoseek.model.checkpoint import load_hf_checkpoint, load_hf_model, save_model
+    ckpt = load_hf_checkpoint(Path("path/to/dir"))    # model + tokenizer + generation config + chat template
+    model = load_hf_model(Path("path/to/dir"), dtype="bfloat16")
     save_model(model, "out_dir", dtype="float32")
 """
 
@@ -21,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -30,9 +32,7 @@ from safetensors.torch import save_file
 from nanoseek.fileio import atomic_path, read_json_object, write_json_atomic
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.transformer import Transformer
-
-if TYPE_CHECKING:
-    from nanoseek.tokenizer.tokenizer import Tokenizer
+from nanoseek.tokenizer.tokenizer import Tokenizer, TokenizerError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -52,7 +52,6 @@ EXPERT_PARTS = {
 }
 # Tensors some checkpoints carry that hold nothing nanoseek needs (old Llama files saved rotary buffers).
 IGNORED_TENSORS = re.compile(r".*rotary_emb\.inv_freq$")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class CheckpointError(ValueError):
@@ -81,35 +80,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, default: str) -> torch.dtype:
 
 
 # ---- where the files are ---------------------------------------------------------------------------------
-
-
-def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike[str]) -> Path:
-    """A local checkpoint directory; a hub id ("org/name") only if huggingface_hub can fetch it."""
-    path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        return path
-    text = str(path_or_hub_id)
-    if path.exists():
-        raise CheckpointError(
-            f"checkpoint path {text} is a file but not a GGUF file; pass a GGUF file or the directory that holds "
-            f"{CONFIG_FILE}"
-        )
-    # "runs/sft" looks like a hub id too; when its first part is a local folder it means the local path
-    if not HUB_ID.match(text) or Path(text.split("/", 1)[0]).expanduser().is_dir():
-        from nanoseek.model.named import named_models
-
-        raise CheckpointError(
-            f"no checkpoint directory at {text} (nor a GGUF file, nor a named model: {', '.join(named_models())})"
-        )
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt"]))
-    except Exception as exc:  # offline mode, no network, unknown repo, gated repo: all mean "not available"
-        raise CheckpointError(
-            f"{text!r} is not a local directory, and as a Hugging Face hub id it could not be fetched "
-            f"(no hub reachable or repository unavailable: {type(exc).__name__}: {exc})"
-        ) from exc
 
 
 def read_config(directory: Path) -> ModelConfig:
@@ -201,26 +171,9 @@ def _is_extra_layer(config: ModelConfig, hf_name: str) -> bool:
     return config.is_mla and match is not None and int(match.group(1)) >= config.num_hidden_layers
 
 
-def load_model(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Transformer:
-    """Load a Llama/Qwen2/DeepSeek-V2/V3 checkpoint (a directory, a GGUF file or a named model); `dtype` None keeps the dtype
-    that config.json declares (float32 for GGUF). A quantized type (q8_0, q4_1) loads fp32 weights and
-    quantizes the projections and the embedding (model/quantized.py)."""
-    from nanoseek.model.gguf_checkpoint import is_gguf_file
-    from nanoseek.model.named import resolve_model
-    from nanoseek.model.quantized import QUANTIZED_DTYPES, QuantizationError, quantize_model
-
-    if dtype in QUANTIZED_DTYPES:
-        model = load_model(path, dtype="float32")
-        try:
-            return quantize_model(model, dtype)
-        except QuantizationError as exc:
-            raise CheckpointError(f"{path}: {exc}") from exc
-    source = resolve_model(path)
-    if is_gguf_file(source):
-        from nanoseek.model.gguf_checkpoint import load_gguf_model, open_gguf
-
-        return load_gguf_model(open_gguf(source), dtype)
-    directory = resolve_checkpoint_dir(source)
+def load_hf_model(directory: Path, dtype: str | torch.dtype | None = None) -> Transformer:
+    """The Transformer of a Llama/Qwen2/DeepSeek-V2/V3 checkpoint folder; `dtype` None keeps the dtype that
+    config.json declares."""
     config = read_config(directory)
     target_dtype = resolve_dtype(dtype, config.dtype)
     location = weight_files(directory)
@@ -358,34 +311,9 @@ def read_generation_config(directory: Path) -> dict[str, Any]:
     return read_json_object(path, error=CheckpointError)
 
 
-def load_checkpoint(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Checkpoint:
-    """Model, tokenizer, generation config and chat template of one checkpoint: a directory, a hub id, a GGUF
-    file, a named model (`nanoseek.model.named`) or a LoRA adapter directory (`nanoseek.model.adapter`)."""
-    from nanoseek.model.gguf_checkpoint import is_gguf_file
-    from nanoseek.model.named import resolve_model
-    from nanoseek.model.quantized import QUANTIZED_DTYPES, QuantizationError, quantize_model
-    from nanoseek.tokenizer.tokenizer import Tokenizer, TokenizerError
-
-    if dtype in QUANTIZED_DTYPES:  # whatever the source: loaded in fp32, its projections quantized
-        checkpoint = load_checkpoint(path, dtype="float32")
-        try:
-            quantize_model(checkpoint.model, dtype)
-        except QuantizationError as exc:
-            raise CheckpointError(f"{path}: {exc}") from exc
-        return checkpoint
-    source = resolve_model(path)
-    if is_gguf_file(source):
-        from nanoseek.model.gguf_checkpoint import load_gguf_checkpoint
-
-        return load_gguf_checkpoint(source, dtype)
-    directory = resolve_checkpoint_dir(source)
-    from nanoseek.model.adapter import is_adapter_dir
-
-    if is_adapter_dir(directory):  # an adapter: its base fetched and loaded, the adapter merged in
-        from nanoseek.model.adapter import load_adapted_checkpoint
-
-        return load_adapted_checkpoint(directory, dtype)
-    model = load_model(directory, dtype=dtype)
+def load_hf_checkpoint(directory: Path, dtype: str | torch.dtype | None = None) -> Checkpoint:
+    """Model, tokenizer, generation config and chat template of one checkpoint folder."""
+    model = load_hf_model(directory, dtype=dtype)
     try:
         tokenizer = Tokenizer.load(directory)
     except TokenizerError as exc:

@@ -21,8 +21,9 @@ FOLDER_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 def convert(source: str, out: Path, tensor_type: str = "f32") -> Path:
     """Write `source` to `out` (a .gguf file or a folder); CheckpointError for anything it cannot do."""
-    from nanoseek.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from nanoseek.model.checkpoint import CheckpointError, save_checkpoint
     from nanoseek.model.gguf_checkpoint import WRITE_TYPES, save_gguf
+    from nanoseek.model.loader import load_checkpoint
 
     checkpoint = load_checkpoint(source, dtype="float32")
     if out.suffix.lower() == ".gguf":

@@ -33,14 +33,13 @@ def default_choice() -> str:
 def default_adapter_path(adapter_dir: Path = DEFAULT_ADAPTER_DIR) -> Path | None:
     """The adapter directory when it is the default and its base is at hand (fetching it now if need be); None
     when the embedded model serves."""
-    from nanoseek.fileio import read_json_object
-    from nanoseek.model.adapter import NANOSEEK_ADAPTER_FILE, is_adapter_dir
+    from nanoseek.model.adapter import adapter_info, is_adapter_dir
     from nanoseek.model.checkpoint import CheckpointError
     from nanoseek.model.named import resolve_model
 
     if default_choice() == "embedded" or not is_adapter_dir(adapter_dir):
         return None
-    base = read_json_object(adapter_dir / NANOSEEK_ADAPTER_FILE, error=CheckpointError)["base"]
+    base = adapter_info(adapter_dir)["base"]
     try:
         resolve_model(base)
     except CheckpointError as exc:

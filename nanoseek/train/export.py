@@ -16,7 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from nanoseek.model.checkpoint import load_checkpoint, save_checkpoint
+from nanoseek.model.checkpoint import save_checkpoint
+from nanoseek.model.loader import load_checkpoint
 from nanoseek.tokenizer.chat_format import CHAT_TEMPLATE
 from nanoseek.tokenizer.special_tokens import SPECIAL_TOKENS
 from nanoseek.tokenizer.tokenizer import Tokenizer

@@ -53,7 +53,7 @@ def merge_models(config_path: Path, out_dir: Path, *, quiet: bool = False) -> Pa
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
-    from nanoseek.model.checkpoint import load_checkpoint
+    from nanoseek.model.loader import load_checkpoint
 
     config = load_merge_config(config_path)
     out_dir = Path(out_dir)

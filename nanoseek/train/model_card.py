@@ -277,7 +277,7 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         f"MLP {config['intermediate_size']}, tied embeddings, vocabulary {config['vocab_size']} (byte-level BPE "
         f"with the DeepSeek special tokens), context {config['max_position_embeddings']} tokens.",
         f"* Files: Hugging Face layout, {size / 2**20:.1f} MiB in total ({config.get('torch_dtype', 'float32')} "
-        "weights); loads in `transformers.AutoModelForCausalLM` and in `nanoseek.model.load_checkpoint`.",
+        "weights); loads in `transformers.AutoModelForCausalLM` and in `nanoseek.model.loader.load_checkpoint`.",
         "* Chat format: DeepSeek-V3.1 hybrid (`<｜User｜>`, `<｜Assistant｜>`, `<think>`/`</think>`, tool-call and FIM "
         "tokens), shipped as the Jinja `chat_template` in tokenizer_config.json.",
         "",

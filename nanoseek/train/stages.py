@@ -36,8 +36,9 @@ import torch.distributed as dist
 from nanoseek.fileio import append_to_json_list, utc_timestamp, write_json_atomic
 from nanoseek.model import adapter
 from nanoseek.model.adapter import LoraSettings, attach_lora, extend_vocabulary, trainable_token_ids
-from nanoseek.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from nanoseek.model.checkpoint import save_checkpoint
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.loader import load_checkpoint, load_model
 from nanoseek.model.transformer import Transformer
 from nanoseek.tasks.stdlib_split import stdlib_files
 from nanoseek.tokenizer.tokenizer import Tokenizer

@@ -8,7 +8,7 @@ import openai
 import torch
 import transformers
 
-from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.model.loader import load_checkpoint
 
 
 def test_served_greedy_completion_matches_transformers(start_server, mla_moe_checkpoint: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nanoseek.engine import Engine
-from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.model.loader import load_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ import transformers
 
 from nanoseek.engine import Engine, Request, SamplingParams
 from nanoseek.engine.latent_cache import LatentKVCache
-from nanoseek.model.checkpoint import load_checkpoint
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.deepseek import Router
+from nanoseek.model.loader import load_checkpoint
 from nanoseek.model.transformer import Transformer
 
 

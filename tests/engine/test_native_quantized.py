@@ -162,7 +162,7 @@ def test_mixed_formats_each_projection_in_its_own(int8_activations):
 
 
 def test_a_q8_0_engine_decodes_natively_batched_as_alone_and_its_fallback_dequantizes(engine_checkpoint):
-    from nanoseek.model.checkpoint import load_checkpoint
+    from nanoseek.model.loader import load_checkpoint
 
     prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2], [1, 4, 1, 4, 2, 1, 3, 5], [9, 9, 8]]
     engine = Engine.from_checkpoint(str(engine_checkpoint), dtype="q8_0", max_batch=8)

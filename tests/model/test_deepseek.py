@@ -11,9 +11,10 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from nanoseek.model.cache import SimpleKVCache
-from nanoseek.model.checkpoint import CheckpointError, load_model, save_model
+from nanoseek.model.checkpoint import CheckpointError, save_model
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.deepseek import Router
+from nanoseek.model.loader import load_model
 from nanoseek.model.transformer import Transformer
 
 TOLERANCE = 1e-4

@@ -15,8 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from nanoseek.model import checkpoint as checkpoint_module
-from nanoseek.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_model
+from nanoseek.model.checkpoint import CheckpointError, save_model
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.loader import load_checkpoint, load_model
 from nanoseek.model.transformer import Transformer
 
 
@@ -162,7 +163,8 @@ def test_hub_id_without_a_reachable_hub_is_a_clear_error(tmp_path: Path) -> None
     # A real subprocess, so that huggingface_hub reads HF_HUB_OFFLINE fresh and nothing touches the network.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
     code = (
-        "from nanoseek.model.checkpoint import load_model, CheckpointError\n"
+        "from nanoseek.model.checkpoint import CheckpointError\n"
+        "from nanoseek.model.loader import load_model\n"
         "try:\n    load_model('nanoseek-test/no-such-model')\n"
         "except CheckpointError as e:\n    print('ERROR:', e)\n"
     )

@@ -15,7 +15,7 @@ import pytest
 import torch
 from gguf.quants import dequantize, quantize
 
-from nanoseek.model.checkpoint import CheckpointError, load_checkpoint, load_model
+from nanoseek.model.checkpoint import CheckpointError
 from nanoseek.model.gguf_checkpoint import (
     WRITE_TYPES,
     gguf_model_config,
@@ -26,6 +26,7 @@ from nanoseek.model.gguf_checkpoint import (
     save_gguf,
     write_gguf,
 )
+from nanoseek.model.loader import load_checkpoint, load_model
 from nanoseek.model.random_init import make_random_checkpoint
 from nanoseek.tokenizer.gguf_vocab import gguf_tokenizer_metadata, tokenizer_from_gguf
 from nanoseek.tokenizer.tokenizer import TokenizerError

@@ -11,8 +11,9 @@ import transformers
 
 from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.model.cache import SimpleKVCache
-from nanoseek.model.checkpoint import load_model, save_model
+from nanoseek.model.checkpoint import save_model
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.loader import load_model
 from nanoseek.model.transformer import Transformer
 
 TOLERANCE = 1e-4
@@ -219,7 +220,7 @@ def test_rotary_frequencies_match_transformers(scaling: dict) -> None:
 
 @pytest.mark.parametrize("which", ["random tiny", "embedded default"])
 def test_checkpoint_with_tokenizer_loads_in_transformers(which: str, request: pytest.FixtureRequest) -> None:
-    from nanoseek.model.checkpoint import load_checkpoint
+    from nanoseek.model.loader import load_checkpoint
 
     path = request.getfixturevalue("tiny_checkpoint") if which == "random tiny" else DEFAULT_MODEL_DIR
     ours = load_checkpoint(path)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from nanoseek.model.checkpoint import CheckpointError, load_model
+from nanoseek.model.checkpoint import CheckpointError
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.loader import load_model
 from nanoseek.model.quantized import (
     GGML_Q4_0,
     GGML_Q4_1,
@@ -121,8 +122,8 @@ def test_load_model_quantizes_at_load_time(tiny_checkpoint):
 
 @pytest.mark.parametrize("tensor_type", ["q8_0", "q4_0", "q4_1"])
 def test_a_gguf_file_keeps_its_blocks_quantized_unless_a_dtype_is_asked_for(tiny_checkpoint, tmp_path, tensor_type):
-    from nanoseek.model.checkpoint import load_checkpoint
     from nanoseek.model.gguf_checkpoint import save_gguf
+    from nanoseek.model.loader import load_checkpoint
     from nanoseek.model.transformer import Linear
 
     source = load_checkpoint(tiny_checkpoint)

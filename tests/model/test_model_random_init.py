@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.model.loader import load_checkpoint
 from nanoseek.model.random_init import make_random_checkpoint
 
 

@@ -12,8 +12,9 @@ import torch
 
 from nanoseek.engine.engine import Engine
 from nanoseek.engine.params import Request, SamplingParams
-from nanoseek.model.checkpoint import Checkpoint, load_checkpoint, load_model
+from nanoseek.model.checkpoint import Checkpoint
 from nanoseek.model.convert import convert
+from nanoseek.model.loader import load_checkpoint, load_model
 
 # a few seconds each on a quiet 2-core machine; the timeout leaves room for a busy one
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

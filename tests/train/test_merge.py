@@ -17,7 +17,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.model.loader import load_checkpoint
 from nanoseek.train.merge import MergeConfigError, merge_models
 
 NORM = "model.norm.weight"  # 64 values, all 1.0 in a fresh model

@@ -188,7 +188,7 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(run_dir: Pa
 
 @pytest.mark.slow
 def test_pretrain_then_sft_then_export_gives_a_servable_checkpoint(run_dir: Path, tmp_path: Path, run_train):
-    from nanoseek.model.checkpoint import load_checkpoint
+    from nanoseek.model.loader import load_checkpoint
 
     for stage in ("pretrain", "sft"):
         done = run_train([stage, "--recipe", "tiny", "--out", str(run_dir)], cwd=REPO)

@@ -21,6 +21,7 @@ import torch
 
 from nanoseek.model.adapter import (
     LoraSettings,
+    adapter_info,
     attach_lora,
     extend_vocabulary,
     load_adapted_checkpoint,
@@ -28,7 +29,7 @@ from nanoseek.model.adapter import (
     save_adapter,
     trainable_token_ids,
 )
-from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.model.loader import load_checkpoint
 from nanoseek.tokenizer import special_tokens as st
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,8 +112,9 @@ def test_adapter_saved_loaded_and_merged_gives_peft_logits(chatml_base: Path, tm
         merged = merge_adapter(fresh, tmp_path / "adapter")
         assert type(merged).__name__ == "Transformer"
         assert torch.allclose(merged(ids), expected, atol=1e-4)
-    # The served path: base read from the adapter's record, vocabulary extended, adapter merged.
-    checkpoint = load_adapted_checkpoint(tmp_path / "adapter")
+    # The served path: the base the adapter's record names, vocabulary extended, adapter merged.
+    assert adapter_info(tmp_path / "adapter")["base"] == str(chatml_base)
+    checkpoint = load_adapted_checkpoint(tmp_path / "adapter", load_checkpoint(chatml_base, dtype="float32"))
     assert checkpoint.tokenizer.uses_nanoseek_chat_format
     with torch.no_grad():
         assert torch.allclose(checkpoint.model(ids), expected, atol=1e-4)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nanoseek.eval.backends import Reply
-from nanoseek.model.checkpoint import load_checkpoint
+from nanoseek.model.loader import load_checkpoint
 from nanoseek.tasks.item import Item
 from nanoseek.train.config import LoopConfig, RLConfig
 from nanoseek.train.optim import make_optimizer
