@@ -13,8 +13,10 @@ Files. `<key>.kvb` holds a safetensors payload (the block's K/V per layer, its t
 logits when a prompt ended there) followed by the payload's SHA-256: a truncated or corrupted file fails the
 check, is deleted and the block is recomputed. Files are written by a background thread (the engine thread
 only queues a copy it already has) through `fileio.atomic_path`, so a crash leaves the old file or the new
-one. The tier never holds more than `max_bytes`: a write first evicts the least recently used files (a hit
-refreshes a file's mtime, and a restart orders the files by it).
+one, and a temporary file that a later start deletes once it is an hour old (several servers may share the
+folder: a younger one may be another server's write in progress). The tier never holds more than `max_bytes`:
+a write first evicts the least recently used files (a hit refreshes a file's mtime, and a restart orders the
+files by it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -36,6 +39,8 @@ from nanoseek.fileio import atomic_path
 log = logging.getLogger(__name__)
 SUFFIX = ".kvb"
 DIGEST_BYTES = 32
+# A temporary file older than this is a write that a crash interrupted, not one in progress in another server.
+STALE_WRITE_SECONDS = 3600
 
 
 def model_identity(model: torch.nn.Module) -> str:
@@ -59,10 +64,15 @@ class DiskBlockCache:
         self._files: OrderedDict[str, int] = OrderedDict()  # key -> size, least recently used first
         # keys queued or being written: a lookup of one is a miss (its file may not exist yet), not a corrupt block
         self._pending: set[str] = set()
-        for path in sorted(self.directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime):
-            self._files[path.stem] = path.stat().st_size
-        for stale in self.directory.glob(f".*{SUFFIX}.*.tmp"):  # a write that a crash interrupted
-            stale.unlink(missing_ok=True)
+        found = []
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            try:
+                found.append((path.stat(), path.stem))
+            except FileNotFoundError:  # another server sharing the folder evicted it just now
+                continue
+        for stat, key in sorted(found, key=lambda item: item[0].st_mtime):
+            self._files[key] = stat.st_size
+        self._remove_abandoned_writes()
         self.hits = self.misses = self.corrupt = self.writes = 0
         with self._lock:
             self._evict_to(self.max_bytes)
@@ -170,6 +180,18 @@ class DiskBlockCache:
             key, size = self._files.popitem(last=False)
             self.path(key).unlink(missing_ok=True)
             total -= size
+
+    def _remove_abandoned_writes(self) -> None:
+        """Delete the temporary files of writes that a crash interrupted. Another server may share the folder and
+        be writing a block right now, so only files untouched for STALE_WRITE_SECONDS go (a write takes
+        milliseconds)."""
+        cutoff = time.time() - STALE_WRITE_SECONDS
+        for tmp in self.directory.glob(f".*{SUFFIX}.*.tmp"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except FileNotFoundError:  # its write finished (renamed) or another server removed it
+                continue
 
     def _forget(self, key: str) -> None:
         with self._lock:

@@ -1,11 +1,14 @@
 """The prefix store's disk tier (engine/disk_cache.py): blocks written by one engine are hits for the next one
 over the same weights (a restart), with the same output as a cold prefill; a truncated or corrupted block file
-is detected, dropped and recomputed; the tier never holds more than its bound; other weights never reuse it."""
+is detected, dropped and recomputed; the tier never holds more than its bound; other weights never reuse it;
+two servers can share the folder."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -146,3 +149,38 @@ def test_a_block_still_being_written_is_a_miss_not_a_corrupt_file(tmp_path, monk
     assert stored is not None and torch.equal(stored[0][0], kv[0]) and disk.corrupt == 0
     assert disk.total_bytes == disk.path("block").stat().st_size
     disk.close()
+
+
+def test_a_second_server_on_the_folder_leaves_the_first_ones_write_alone(tmp_path, monkeypatch):
+    """Two servers sharing --cache-dir: the second one's start deleted every temporary file in the folder, the
+    first one's write in progress included (its rename then failed and the block was lost). Only a write
+    abandoned long ago goes."""
+    first = DiskBlockCache(tmp_path, 1 << 20, "0" * 64)
+    abandoned = first.directory / f".crashed{SUFFIX}.x1y2.tmp"
+    abandoned.write_bytes(b"half a block")
+    hours_ago = time.time() - disk_cache.STALE_WRITE_SECONDS - 60
+    os.utime(abandoned, (hours_ago, hours_ago))
+    written, release = threading.Event(), threading.Event()
+    atomic_path = disk_cache.atomic_path
+
+    @contextmanager
+    def paused_atomic_path(path: Path):
+        with atomic_path(path) as tmp:
+            yield tmp
+            written.set()  # the bytes are in the temporary file, not yet renamed into place
+            assert release.wait(30)
+
+    monkeypatch.setattr(disk_cache, "atomic_path", paused_atomic_path)
+    tokens, kv = (1, 2, 3), [torch.arange(12.0).reshape(2, 2, 3)]
+    first.put("block", tokens, kv, None)
+    assert written.wait(30)
+    in_progress = [p for p in first.directory.glob(".*.tmp") if p != abandoned]
+    second = DiskBlockCache(tmp_path, 1 << 20, "0" * 64)
+    assert not abandoned.exists()
+    assert [p.exists() for p in in_progress] == [True]
+    release.set()
+    first.flush()
+    stored = first.get("block", tokens)
+    assert stored is not None and torch.equal(stored[0][0], kv[0]) and first.writes == 1
+    first.close()
+    second.close()
