@@ -5,6 +5,7 @@
     nanoseek train tokenizer|pretrain|sft|all --recipe NAME   (nanoseek.train.cli)
     nanoseek tokenizer train --corpus ... --vocab-size ...    (nanoseek.tokenizer.cli)
     nanoseek eval  --model PATH|--base-url URL --suite ...    (nanoseek.eval.cli)
+    nanoseek compare base=OUT/base chat=OUT/chat --out DIR    # the V2.5 table (nanoseek.eval.compare)
     nanoseek merge CONFIG.yaml OUT_DIR     # merge fine-tuned models with mergekit (nanoseek.train.merge)
     nanoseek info  [--model PATH]          # model summary and a greedy sample (nanoseek.engine.info)
     nanoseek convert IN OUT [--type T]     # GGUF <-> Hugging Face folder (nanoseek.model.convert)
@@ -82,6 +83,13 @@ COMMANDS: list[tuple[str, str, str, str, str]] = [
         "nanoseek.eval.thinking_chart",
         "accuracy vs thinking length at equal compute (R1-Lite chart)",
         "nanoseek thinking-chart --model PATH --out chart_out --budgets 32,64,128",
+    ),
+    (
+        "measure",
+        "compare",
+        "nanoseek.eval.compare",
+        "base, specialists and merges side by side from saved evals (V2.5 table)",
+        "nanoseek compare base=eval_out/base chat=eval_out/chat --out table_out",
     ),
 ]
 SUBCOMMANDS = {command: (module, what) for _, command, module, what, _ in COMMANDS}
