@@ -10,7 +10,7 @@ nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU, and to bf16 ones
 (`serve --dtype bfloat16`: bf16 weights and KV cache, fp32 everywhere else; on the AMX tile unit where the CPU
 has one and the layer widths are multiples of 32; native_decode.c), and to models whose projections are
 quantized (`serve --dtype q8_0`, nanoseek/model/quantized.py: read in place, AVX512-VNNI where the CPU has it);
-anything else --
+DeepSeek-V2/V3 models (MLA + MoE) have their own step, native_latent.py's LatentNativeDecoder; anything else --
 another dtype, no compiler, a failed build -- returns None, and the engine decodes with the PyTorch model as
 before. The C step reads fp32/bf16 projection weights as a copy packed in its own layout (`packed_projection`;
 quantized ones are stored in the C step's layout already), so the path is only built for models up to
@@ -165,17 +165,11 @@ def _compile_and_load() -> ctypes.CDLL:
     library.nanoseek_supports_bf16.restype = ctypes.c_int
     library.nanoseek_enable_amx.restype = ctypes.c_int
     library.nanoseek_supports_vnni.restype = ctypes.c_int
-    library.nanoseek_decode_step.restype = None
-    library.nanoseek_decode_step.argtypes = [
-        ctypes.POINTER(_DecodeModel),
-        ctypes.POINTER(_Workspace),
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int,
-    ]
+    # Both steps take (model, workspace, rows, tokens, positions, slots, logits, threads); the structs are
+    # passed as addresses (native_latent.py's extend these).
+    for step in (library.nanoseek_decode_step, library.nanoseek_latent_decode_step):
+        step.restype = None
+        step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, *[ctypes.c_void_p] * 4, ctypes.c_int]
     return library
 
 
@@ -258,6 +252,7 @@ class NativeDecoder:
 
         config = model.config
         self._library, self.max_batch = library, max_batch
+        self._function = library.nanoseek_decode_step
         self._threads = torch.get_num_threads()
 
         def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:  # norms and biases: fp32 always
@@ -438,9 +433,9 @@ class NativeDecoder:
         if not 0 < rows <= self.max_batch:
             raise ValueError(f"a native decode step takes 1..{self.max_batch} rows, not {rows}")
         arguments = torch.tensor([tokens, positions, slots], dtype=torch.int64)
-        self._library.nanoseek_decode_step(
-            ctypes.byref(self._model),
-            ctypes.byref(self._workspace),
+        self._function(
+            ctypes.addressof(self._model),
+            ctypes.addressof(self._workspace),
             rows,
             arguments[0].data_ptr(),
             arguments[1].data_ptr(),

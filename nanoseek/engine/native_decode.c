@@ -6,7 +6,9 @@
    region: the threads meet at a barrier between phases instead of being handed a new task per operation
    (what llama.cpp does too). nanoseek/engine/native.py compiles this file with the machine's C compiler,
    prepares the weights and calls `nanoseek_decode_step` through ctypes; the engine falls back to the
-   PyTorch model whenever this path does not apply (see native.py).
+   PyTorch model whenever this path does not apply (see native.py). DeepSeek-V2/V3 models (multi-head latent
+   attention, DeepSeekMoE) have a step of their own at the end of this file, `nanoseek_latent_decode_step`,
+   built from the same projections, norms and barriers (native_latent.py lays out its weights).
 
    Numerics: fp32 throughout, as the PyTorch model in fp32. Each output row is a dot product computed the
    same way whatever the batch size or thread count, so a sequence decodes to the same tokens alone or in
@@ -306,6 +308,8 @@ static void project_fp32(const float *x, int rows, int in_dim, const float *pack
             switch (n) {
                 case 8: project_block(xr, 8, in_dim, block, j0, width, bias, dst, out_stride, epilogue); break;
                 case 4: project_block(xr, 4, in_dim, block, j0, width, bias, dst, out_stride, epilogue); break;
+                case 3: project_block(xr, 3, in_dim, block, j0, width, bias, dst, out_stride, epilogue); break;
+                case 2: project_block(xr, 2, in_dim, block, j0, width, bias, dst, out_stride, epilogue); break;
                 case 1: project_block(xr, 1, in_dim, block, j0, width, bias, dst, out_stride, epilogue); break;
                 default: project_block(xr, n, in_dim, block, j0, width, bias, dst, out_stride, epilogue);
             }
@@ -939,6 +943,21 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
     }
 }
 
+/* The residual stream's first value: each row's token embedding. */
+static void embed_rows(const DecodeModel *m, const Workspace *w, int rows, const int64_t *tokens) {
+    const int hidden = m->hidden;
+#pragma omp for schedule(static) nowait
+    for (int r = 0; r < rows; r++) {
+        if (m->embed_type != WEIGHT_FP32) {
+            quantized_column((const uint8_t *)m->embed, m->embed_type, hidden, tokens[r], w->x + (size_t)r * hidden);
+            continue;
+        }
+        /* An fp32 embedding is read in place, [hidden, vocab]: token t's vector is column t. */
+        const float *embed = (const float *)m->embed;
+        for (int k = 0; k < hidden; k++) w->x[(size_t)r * hidden + k] = embed[(size_t)k * m->vocab + tokens[r]];
+    }
+}
+
 /* Logits [rows, vocab] for one new token per row: tokens[r] at positions[r], cached in slot slots[r]. */
 void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, const int64_t *tokens,
                           const int64_t *positions, const int64_t *slots, float *logits, int threads) {
@@ -950,16 +969,7 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
 #if defined(HAVE_AMX)
         if (m->amx) _tile_loadconfig(&TILE_CONFIG);
 #endif
-#pragma omp for schedule(static) nowait
-        for (int r = 0; r < rows; r++) {
-            if (m->embed_type != WEIGHT_FP32) {
-                quantized_column((const uint8_t *)m->embed, m->embed_type, hidden, tokens[r], w->x + (size_t)r * hidden);
-                continue;
-            }
-            /* An fp32 embedding is read in place, [hidden, vocab]: token t's vector is column t. */
-            const float *embed = (const float *)m->embed;
-            for (int k = 0; k < hidden; k++) w->x[(size_t)r * hidden + k] = embed[(size_t)k * m->vocab + tokens[r]];
-        }
+        embed_rows(m, w, rows, tokens);
         phase_end(&barrier);
         for (int layer = 0; layer < m->num_layers; layer++) {
             const int32_t *types = m->weight_types + 4 * layer;
@@ -989,6 +999,381 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
         project(m, w, w->normed, rows, hidden, m->lm_head, m->weight_types[4 * m->num_layers], NULL, m->vocab, logits, m->vocab, WRITE);
 #if defined(HAVE_AMX)
         if (m->amx) _tile_release();
+#endif
+    }
+}
+
+/* ---- DeepSeek-V2/V3: multi-head latent attention and DeepSeekMoE (`nanoseek_latent_decode_step`) -------------
+
+   The same one-call step for nanoseek/model/deepseek.py's layers, over the engine's LatentKVCache (one tensor
+   per layer, [slot, 1, position, L + R]: each token's RMS-normed kv latent c (L = kv_lora_rank) and its rotated
+   rotary key k_pe (R = qk_rope_head_dim), nanoseek/engine/latent_cache.py). Decoding never expands keys or
+   values: as DeepSeek-V2's paper describes, the key up-projection W_UK is absorbed into the query and the value
+   up-projection W_UV applied after attention, so every head attends over the shared latents (multi-query
+   attention with keys of width L + R whose first L columns are the values):
+
+       q_latent_h = [W_UK_h^T q_nope_h, rope(q_pe_h)]      mixed_h = softmax(q_latent_h . latents * scale) latents[:, :L]
+       out_h = W_UV_h mixed_h                               x += o_proj([out_1 .. out_H])
+
+   Per layer: the "A" projection of the normed input (q_proj, or q_a_proj, then kv_a_proj_with_mqa: one packed
+   weight); with a q LoRA, q_a's RMSNorm and q_b_proj; the latent's RMSNorm, k_pe's rotation and the cache store;
+   per head the absorbed W_UK_h and (after attention) W_UV_h as projections of their own (packed [L, nope] and
+   [v, L]: one pass over each weight serves the whole batch); then o_proj into the residual stream.
+   DeepSeek lays the rotary dimensions out as interleaved pairs: with `interleaved` they are read as the even
+   then the odd ones (deepseek.py `_rotary_layout`), so the cache holds k_pe in the half-split layout that the
+   PyTorch model stores too.
+
+   The feed-forward of the first dense layers is the Llama step's SwiGLU MLP. A DeepSeekMoE layer: the router's
+   logits (an fp32 projection, as the model routes in fp32) and the shared experts' gate/up in one phase; then
+   every thread routes every row itself (a few hundred floats: cheaper than a barrier) by deepseek.py's rule --
+   softmax (V2) or sigmoid (V3) scores, V3's aux-loss-free bias added for the choice only, the best topk_group
+   groups, the top-k experts among them, V3's renormalised weights, routed scaling -- and sorts the (row, expert)
+   pairs by expert; each expert then runs once over all the rows routed to it (gathered into consecutive rows),
+   gate/up and down, and each row adds its experts' outputs, weighted, to the residual stream, in its own fixed
+   order: a row's result does not depend on which other rows share its batch. Projections are fp32, or bf16 on
+   CPUs with AVX512-BF16 (on the tile unit where AMX applies), as `project` dispatches them. */
+
+typedef struct {
+    DecodeModel base; /* hidden, num_heads, vocab, num_layers, slot_capacity, bf16, amx, vnni, embedding, output
+                         head, final norm, rotary tables [position, R], norms; the dense layers' gate_up/down
+                         (NULL in MoE layers); keys: the latent cache per layer; weight_types: the output head's
+                         at [4 * num_layers] */
+    int32_t q_lora_rank, kv_lora_rank, nope_dim, rope_dim, v_dim, interleaved, projection_type;
+    int32_t num_experts, top_k, num_groups, topk_group, sigmoid, normalise, expert_intermediate, shared_intermediate;
+    float latent_eps, scale, routed_scaling;
+    const void *const *a_weight; /* [q (or q_a) rows, kv_a rows] packed */
+    const float *const *a_bias;
+    const float *const *q_a_norm;
+    const void *const *q_b_weight;
+    const float *const *kv_a_norm;
+    const void *const *key_up;   /* H packed [L, nope] weights, one after the other */
+    const void *const *value_up; /* H packed [v, L] weights */
+    const void *const *o_weight;
+    const float *const *o_bias;
+    const float *const *router;      /* fp32 packed [E, hidden]; NULL in dense layers */
+    const float *const *router_bias; /* V3's e_score_correction_bias, or NULL */
+    const void *const *expert_gate_up, *const *expert_down; /* E packed weights each, one after the other */
+    const void *const *shared_gate_up, *const *shared_down; /* NULL without shared experts */
+} LatentModel;
+
+/* Scratch for the latent step, beside the Llama step's (base.x, normed, attention = the heads' outputs, activation
+   = a dense MLP's, scores, input_pairs). */
+typedef struct {
+    Workspace base;
+    float *a_out, *q, *q_a_normed, *q_nope, *q_latent, *mixed, *router_logits, *expert_in, *expert_act, *expert_out,
+        *shared_act;
+} LatentWorkspace;
+
+/* Bytes of a packed [out_dim, in_dim] weight of `type` (fp32 or bf16): whole blocks of 32 outputs. */
+static inline size_t packed_bytes(int out_dim, int in_dim, int type) {
+    return (size_t)(out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK * COLUMN_BLOCK * in_dim * (type == WEIGHT_BF16 ? 2 : 4);
+}
+
+/* A rotary vector of `dim` values rotated at a position (tables as rotate_and_store's) into dst, read as the
+   even then the odd values when `interleaved`. */
+static inline void rotate_rope(const float *src, float *dst, int dim, int interleaved, const float *cos_row,
+                               const float *sin_row) {
+    const int half = dim / 2;
+    float split[dim];
+    for (int k = 0; k < half; k++) {
+        split[k] = interleaved ? src[2 * k] : src[k];
+        split[k + half] = interleaved ? src[2 * k + 1] : src[k + half];
+    }
+    for (int k = 0; k < half; k++) {
+        dst[k] = split[k] * cos_row[k] + split[k + half] * sin_row[k];
+        dst[k + half] = split[k + half] * cos_row[k + half] + split[k] * sin_row[k + half];
+    }
+}
+
+static inline void rms_norm_vector(const float *x, const float *weight, float *out, int dim, float eps) {
+    float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+    for (int k = 0; k < dim; k++) squares += x[k] * x[k];
+    const float scale = 1.0f / sqrtf(squares / dim + eps);
+#pragma omp simd
+    for (int k = 0; k < dim; k++) out[k] = x[k] * scale * weight[k];
+}
+
+/* Per row: the latent's RMSNorm and k_pe's rotation stored at its position in its slot; with a q LoRA, q_a's
+   RMSNorm into q_a_normed. */
+static void store_latents(const LatentModel *m, const LatentWorkspace *w, int layer, int rows,
+                          const int64_t *positions, const int64_t *slots) {
+    const int L = m->kv_lora_rank, R = m->rope_dim, width = L + R;
+    const int q_width = m->q_lora_rank ? m->q_lora_rank : m->base.num_heads * (m->nope_dim + R);
+    const int a_width = q_width + width;
+#pragma omp for schedule(static) nowait
+    for (int r = 0; r < rows; r++) {
+        const float *a = w->a_out + (size_t)r * a_width;
+        float latent[width];
+        rms_norm_vector(a + q_width, m->kv_a_norm[layer], latent, L, m->latent_eps);
+        rotate_rope(a + q_width + L, latent + L, R, m->interleaved, m->base.cos_table + (size_t)positions[r] * R,
+                    m->base.sin_table + (size_t)positions[r] * R);
+        cache_store_row(m->base.keys[layer], ((size_t)slots[r] * m->base.slot_capacity + positions[r]) * width, latent,
+                        width, m->base.bf16);
+        if (m->q_lora_rank)
+            rms_norm_vector(a, m->q_a_norm[layer], w->q_a_normed + (size_t)r * q_width, q_width, m->latent_eps);
+    }
+}
+
+/* Per row and head: q_pe rotated into the head's latent query (its last R values), q_nope copied out head-major
+   ([head][row][nope]) as the absorbed key projection's input rows. */
+static void split_queries(const LatentModel *m, const LatentWorkspace *w, int rows, const int64_t *positions) {
+    const int heads = m->base.num_heads, nope = m->nope_dim, R = m->rope_dim, L = m->kv_lora_rank;
+    const float *q = m->q_lora_rank ? w->q : w->a_out;
+    const size_t q_stride = m->q_lora_rank ? (size_t)heads * (nope + R) : (size_t)heads * (nope + R) + L + R;
+#pragma omp for schedule(static) nowait
+    for (int task = 0; task < rows * heads; task++) {
+        const int r = task / heads, h = task % heads;
+        const float *head = q + (size_t)r * q_stride + (size_t)h * (nope + R);
+        memcpy(w->q_nope + ((size_t)h * rows + r) * nope, head, (size_t)nope * sizeof *head);
+        rotate_rope(head + nope, w->q_latent + ((size_t)r * heads + h) * (L + R) + L, R, m->interleaved,
+                    m->base.cos_table + (size_t)positions[r] * R, m->base.sin_table + (size_t)positions[r] * R);
+    }
+}
+
+/* Softmax attention of one latent query (width L + R) over a slot's `length` latents; the weighted sum of their
+   first L values into dst. */
+static void attend_latent_head(const float *q, const void *latents, size_t base, int length, int width, int value_dim,
+                               int bf16, float scale, float *scores, float *dst) {
+    float best = -INFINITY;
+    for (int t = 0; t < length; t++) {
+        const size_t at = base + (size_t)t * width;
+        float dot = 0.0f;
+        if (width % 16 == 0) {
+            f16 products = (f16){0};
+            for (int k = 0; k < width; k += 16) products += *(const f16 *)(q + k) * cache_load16(latents, at + k, bf16);
+            dot = sum_lanes(products);
+        } else {
+            for (int k = 0; k < width; k++) dot += q[k] * cache_load(latents, at + k, bf16);
+        }
+        scores[t] = dot * scale;
+        best = scores[t] > best ? scores[t] : best;
+    }
+    const float total = softmax_weights(scores, length, best);
+    for (int k = 0; k < value_dim; k++) dst[k] = 0.0f;
+    for (int t = 0; t < length; t++) {
+        const size_t at = base + (size_t)t * width;
+        const float weight = scores[t];
+        if (value_dim % 16 == 0) {
+            for (int k = 0; k < value_dim; k += 16) *(f16 *)(dst + k) += weight * cache_load16(latents, at + k, bf16);
+        } else {
+            for (int k = 0; k < value_dim; k++) dst[k] += weight * cache_load(latents, at + k, bf16);
+        }
+    }
+    const float inverse = 1.0f / total;
+    for (int k = 0; k < value_dim; k++) dst[k] *= inverse;
+}
+
+/* Every row's heads over its slot's latents 0..position; the results head-major ([head][row][L]), the value
+   projection's input rows. */
+static void attend_latents(const LatentModel *m, const LatentWorkspace *w, int layer, int rows,
+                           const int64_t *positions, const int64_t *slots) {
+    const int heads = m->base.num_heads, L = m->kv_lora_rank, width = L + m->rope_dim;
+    float *scores = w->base.scores + (size_t)omp_get_thread_num() * HEADS_PER_PASS * m->base.slot_capacity;
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int task = 0; task < rows * heads; task++) {
+        const int r = task / heads, h = task % heads;
+        attend_latent_head(w->q_latent + ((size_t)r * heads + h) * width, m->base.keys[layer],
+                           (size_t)slots[r] * m->base.slot_capacity * width, (int)positions[r] + 1, width, L,
+                           m->base.bf16, m->scale, scores, w->mixed + ((size_t)h * rows + r) * L);
+    }
+}
+
+/* deepseek.py's Router.route_rows for one row: the top_k experts and their weights from the router's logits. */
+static void route_row(const LatentModel *m, const float *logits, const float *bias, int *chosen, float *weights) {
+    const int experts = m->num_experts, groups = m->num_groups ? m->num_groups : 1, size = experts / groups;
+    float scores[experts], choice[experts];
+    unsigned char allowed[experts];
+    if (m->sigmoid) {
+        for (int e = 0; e < experts; e++) scores[e] = 1.0f / (1.0f + expf(-logits[e]));
+    } else {
+        float best = -INFINITY, total = 0.0f;
+        for (int e = 0; e < experts; e++) best = logits[e] > best ? logits[e] : best;
+        for (int e = 0; e < experts; e++) total += scores[e] = expf(logits[e] - best);
+        for (int e = 0; e < experts; e++) scores[e] /= total;
+    }
+    for (int e = 0; e < experts; e++) {
+        choice[e] = scores[e] + (bias ? bias[e] : 0.0f);
+        allowed[e] = m->num_groups == 0;
+    }
+    if (m->num_groups) {
+        /* A group scores its best expert (V2) or its two best (V3); the topk_group best groups stay allowed. */
+        float group_score[groups];
+        unsigned char kept[groups];
+        for (int g = 0; g < groups; g++) {
+            float first = -INFINITY, second = -INFINITY;
+            for (int e = g * size; e < (g + 1) * size; e++) {
+                if (choice[e] > first) {
+                    second = first;
+                    first = choice[e];
+                } else if (choice[e] > second) {
+                    second = choice[e];
+                }
+            }
+            group_score[g] = m->sigmoid ? first + second : first;
+            kept[g] = 0;
+        }
+        for (int n = 0; n < m->topk_group; n++) {
+            int best = -1;
+            for (int g = 0; g < groups; g++)
+                if (!kept[g] && (best < 0 || group_score[g] > group_score[best])) best = g;
+            kept[best] = 1;
+            for (int e = best * size; e < (best + 1) * size; e++) allowed[e] = 1;
+        }
+    }
+    float total = 0.0f;
+    for (int k = 0; k < m->top_k; k++) {
+        int best = -1;
+        for (int e = 0; e < experts; e++)
+            if (allowed[e] && (best < 0 || choice[e] > choice[best])) best = e;
+        allowed[best] = 0;
+        chosen[k] = best;
+        weights[k] = scores[best];
+        total += scores[best];
+    }
+    for (int k = 0; k < m->top_k; k++)
+        weights[k] = (m->normalise ? weights[k] / (total + 1e-20f) : weights[k]) * m->routed_scaling;
+}
+
+/* A DeepSeekMoE feed-forward of the rows' normed inputs (w->base.normed), added to the residual stream. `chosen`,
+   `weights`, `order` and `place` are the calling thread's own (rows * top_k each), `start` has num_experts + 1
+   entries: every thread routes every row (see above). Ends without a barrier: the rows' sums are added by a
+   static loop over rows, and the next phase (an RMSNorm) is one too, so each thread reads back only the rows it
+   wrote itself. */
+static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, PhaseBarrier *barrier, int layer,
+                               int rows, int *chosen, float *weights, int *order, int *place, int *start) {
+    const int hidden = m->base.hidden, experts = m->num_experts, top_k = m->top_k, type = m->projection_type;
+    const int inner = m->expert_intermediate, shared = m->shared_intermediate, pairs = rows * top_k;
+    const DecodeModel *base = &m->base;
+    project(base, &w->base, w->base.normed, rows, hidden, m->router[layer], WEIGHT_FP32, NULL, experts,
+            w->router_logits, experts, WRITE);
+    if (shared)
+        project(base, &w->base, w->base.normed, rows, hidden, m->shared_gate_up[layer], type, NULL, 2 * shared,
+                w->shared_act, shared, SWIGLU);
+    phase_end(barrier);
+    /* Route every row; then the (row, expert) pairs sorted by expert (a counting sort, rows in order within an
+       expert): order[i] is the pair at sorted place i, place[p] where pair p went. */
+    for (int r = 0; r < rows; r++)
+        route_row(m, w->router_logits + (size_t)r * experts, m->router_bias[layer], chosen + r * top_k,
+                  weights + r * top_k);
+    for (int e = 0; e <= experts; e++) start[e] = 0;
+    for (int p = 0; p < pairs; p++) start[chosen[p] + 1]++;
+    for (int e = 0; e < experts; e++) start[e + 1] += start[e];
+    for (int e = 0; e < experts; e++) {
+        int next = start[e];
+        for (int p = 0; p < pairs; p++)
+            if (chosen[p] == e) {
+                order[next] = p;
+                place[p] = next++;
+            }
+    }
+#pragma omp for schedule(static) nowait
+    for (int i = 0; i < pairs; i++)
+        memcpy(w->expert_in + (size_t)i * hidden, w->base.normed + (size_t)(order[i] / top_k) * hidden,
+               (size_t)hidden * sizeof(float));
+    phase_end(barrier);
+    const size_t gate_up_bytes = packed_bytes(2 * inner, hidden, type), down_bytes = packed_bytes(hidden, inner, type);
+    for (int e = 0; e < experts; e++) {
+        const int count = start[e + 1] - start[e];
+        if (count)
+            project(base, &w->base, w->expert_in + (size_t)start[e] * hidden, count, hidden,
+                    (const char *)m->expert_gate_up[layer] + e * gate_up_bytes, type, NULL, 2 * inner,
+                    w->expert_act + (size_t)start[e] * inner, inner, SWIGLU);
+    }
+    phase_end(barrier);
+    for (int e = 0; e < experts; e++) {
+        const int count = start[e + 1] - start[e];
+        if (count)
+            project(base, &w->base, w->expert_act + (size_t)start[e] * inner, count, inner,
+                    (const char *)m->expert_down[layer] + e * down_bytes, type, NULL, hidden,
+                    w->expert_out + (size_t)start[e] * hidden, hidden, WRITE);
+    }
+    if (shared)
+        project(base, &w->base, w->shared_act, rows, shared, m->shared_down[layer], type, NULL, hidden, w->base.x,
+                hidden, ACCUMULATE);
+    phase_end(barrier);
+#pragma omp for schedule(static) nowait
+    for (int r = 0; r < rows; r++) {
+        float *x = w->base.x + (size_t)r * hidden;
+        for (int k = 0; k < top_k; k++) {
+            const float weight = weights[r * top_k + k];
+            const float *out = w->expert_out + (size_t)place[r * top_k + k] * hidden;
+#pragma omp simd
+            for (int i = 0; i < hidden; i++) x[i] += weight * out[i];
+        }
+    }
+}
+
+/* Logits [rows, vocab] for one new token per row of a DeepSeek-V2/V3 model: tokens[r] at positions[r], its
+   latent cached in slot slots[r]. */
+void nanoseek_latent_decode_step(const LatentModel *m, const LatentWorkspace *w, int rows, const int64_t *tokens,
+                                 const int64_t *positions, const int64_t *slots, float *logits, int threads) {
+    const DecodeModel *base = &m->base;
+    const int hidden = base->hidden, heads = base->num_heads, type = m->projection_type;
+    const int L = m->kv_lora_rank, R = m->rope_dim, nope = m->nope_dim, v = m->v_dim;
+    const int q_width = m->q_lora_rank ? m->q_lora_rank : heads * (nope + R), a_width = q_width + L + R;
+    const size_t key_up_bytes = packed_bytes(L, nope, type), value_up_bytes = packed_bytes(v, L, type);
+    PhaseBarrier barrier = {0, 0};
+#pragma omp parallel num_threads(threads)
+    {
+#if defined(HAVE_AMX)
+        if (base->amx) _tile_loadconfig(&TILE_CONFIG);
+#endif
+        /* Each thread's routing of the step's rows (mixture_of_experts). */
+        int chosen[rows * m->top_k + 1], order[rows * m->top_k + 1], place[rows * m->top_k + 1];
+        int start[m->num_experts + 1];
+        float weights[rows * m->top_k + 1];
+        embed_rows(base, &w->base, rows, tokens);
+        phase_end(&barrier);
+        for (int layer = 0; layer < base->num_layers; layer++) {
+            rms_norm_rows(w->base.x, base->input_norm[layer], w->base.normed, rows, hidden, base->eps);
+            phase_end(&barrier);
+            project(base, &w->base, w->base.normed, rows, hidden, m->a_weight[layer], type, m->a_bias[layer], a_width,
+                    w->a_out, a_width, WRITE);
+            phase_end(&barrier);
+            store_latents(m, w, layer, rows, positions, slots);
+            if (m->q_lora_rank) {
+                phase_end(&barrier);
+                project(base, &w->base, w->q_a_normed, rows, q_width, m->q_b_weight[layer], type, NULL,
+                        heads * (nope + R), w->q, heads * (nope + R), WRITE);
+                phase_end(&barrier);
+            }
+            split_queries(m, w, rows, positions);
+            phase_end(&barrier);
+            for (int h = 0; h < heads; h++)
+                project(base, &w->base, w->q_nope + (size_t)h * rows * nope, rows, nope,
+                        (const char *)m->key_up[layer] + h * key_up_bytes, type, NULL, L,
+                        w->q_latent + (size_t)h * (L + R), heads * (L + R), WRITE);
+            phase_end(&barrier);
+            attend_latents(m, w, layer, rows, positions, slots);
+            phase_end(&barrier);
+            for (int h = 0; h < heads; h++)
+                project(base, &w->base, w->mixed + (size_t)h * rows * L, rows, L,
+                        (const char *)m->value_up[layer] + h * value_up_bytes, type, NULL, v,
+                        w->base.attention + (size_t)h * v, heads * v, WRITE);
+            phase_end(&barrier);
+            project(base, &w->base, w->base.attention, rows, heads * v, m->o_weight[layer], type, m->o_bias[layer],
+                    hidden, w->base.x, hidden, ACCUMULATE);
+            phase_end(&barrier);
+            rms_norm_rows(w->base.x, base->post_norm[layer], w->base.normed, rows, hidden, base->eps);
+            phase_end(&barrier);
+            if (m->router[layer]) {
+                mixture_of_experts(m, w, &barrier, layer, rows, chosen, weights, order, place, start);
+                continue; /* no barrier needed before the next RMSNorm (see mixture_of_experts) */
+            }
+            project(base, &w->base, w->base.normed, rows, hidden, base->gate_up_weight[layer], type, NULL,
+                    2 * base->intermediate, w->base.activation, base->intermediate, SWIGLU);
+            phase_end(&barrier);
+            project(base, &w->base, w->base.activation, rows, base->intermediate, base->down_weight[layer], type, NULL,
+                    hidden, w->base.x, hidden, ACCUMULATE);
+            phase_end(&barrier);
+        }
+        rms_norm_rows(w->base.x, base->final_norm, w->base.normed, rows, hidden, base->eps);
+        phase_end(&barrier);
+        project(base, &w->base, w->base.normed, rows, hidden, base->lm_head, base->weight_types[4 * base->num_layers],
+                NULL, base->vocab, logits, base->vocab, WRITE);
+#if defined(HAVE_AMX)
+        if (base->amx) _tile_release();
 #endif
     }
 }

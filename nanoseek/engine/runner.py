@@ -4,7 +4,7 @@ It owns the model, the slot KV cache (of latents for MLA models, latent_cache.py
 that applies:
 * the native step (native.py, native_decode.c; BENCHMARKS.md "fourth round"): the whole decode step of an
   fp32 nanoseek Transformer on the CPU (or a bf16 one with AVX512-BF16) in one C call, reading the cache in
-  place. It takes precedence over the compiled step; the model (compiled or not) decodes what it does not.
+  place; for MLA + MoE models native_latent.py's step over the latent cache. It takes precedence over the compiled step; the model (compiled or not) decodes what it does not.
   Short prefill chunks (at most `max_batch` tokens) go through it too, their tokens as rows of one sequence
   at consecutive positions (each row's keys and values are stored before any row attends): the PyTorch
   forward of a short chunk is mostly per-op overhead (a 1-token prompt took ~4 ms, the native step ~0.5).
@@ -28,6 +28,7 @@ import torch
 
 from nanoseek.engine.latent_cache import kv_cache_for
 from nanoseek.engine.native import NativeDecoder
+from nanoseek.engine.native_latent import LatentNativeDecoder
 from nanoseek.engine.scheduler import PrefillChunk
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class ModelRunner:
     def setup(self) -> None:
         """Build the native step and pack weights; called in the engine thread (see engine.in_fresh_thread)."""
         if self.native_decode:
-            self.native = NativeDecoder.build(self.model, self.cache, self.max_batch)
+            # DeepSeek-V2/V3 models (MLA + MoE) have a step of their own (native_latent.py).
+            decoder = LatentNativeDecoder if self.model.config.is_mla else NativeDecoder
+            self.native = decoder.build(self.model, self.cache, self.max_batch)
             log.info("decode steps: %s", f"native C step, {self.native.kernel}" if self.native else "PyTorch model")
         # Packed weights speed up decode steps of a few rows, which the native step and a compiled step (it
         # packs its frozen weights itself and cannot trace oneDNN's packed linear) do not run through the model.

@@ -1,4 +1,5 @@
-"""`nanoseek serve` over a DeepSeek-V3-layout checkpoint (MLA + MoE): the served greedy tokens are transformers'."""
+"""`nanoseek serve` over a DeepSeek-V3-layout checkpoint (MLA + MoE): the served greedy tokens, decoded by the native
+C step over the latent cache, are transformers'."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import openai
 import torch
 import transformers
 
+from nanoseek.engine.native_latent import LatentNativeDecoder
 from nanoseek.model.loader import load_checkpoint
 
 
@@ -24,4 +26,5 @@ def test_served_greedy_completion_matches_transformers(start_server, mla_moe_che
     )[0, ids.shape[1] :].tolist()
     assert response.usage.completion_tokens == len(generated) == 32  # no early end of sentence on either side
     assert response.choices[0].text == tokenizer.decode(generated)
-    assert server.engine.native is None and server.engine.stats()["kv_bytes_per_token"] == 3 * 24 * 4
+    assert isinstance(server.engine.native, LatentNativeDecoder)
+    assert server.engine.stats()["kv_bytes_per_token"] == 3 * 24 * 4

@@ -1,5 +1,6 @@
 """The engine over an MLA + MoE model (DeepSeek-V3 layout): latent cache, its accounting, prefix hits on latents,
-batched decode of rows routed to different experts, greedy parity with transformers, the native step's fallback."""
+batched decode of rows routed to different experts, greedy parity with transformers through the native C step and
+the same tokens from the PyTorch model, which takes over once a weight changes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import transformers
 
 from nanoseek.engine import Engine, Request, SamplingParams
 from nanoseek.engine.latent_cache import LatentKVCache
+from nanoseek.engine.native_latent import LatentNativeDecoder
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.deepseek import Router
 from nanoseek.model.loader import load_checkpoint
@@ -38,8 +40,8 @@ def greedy(max_tokens: int) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
 
 
-def test_engine_greedy_matches_transformers_and_native_step_steps_aside(mla, engine, mla_moe_checkpoint) -> None:
-    assert engine.native is None  # the C step covers Llama-family layers only: the model decodes
+def test_engine_greedy_through_the_native_step_matches_transformers(mla, engine, mla_moe_checkpoint) -> None:
+    assert isinstance(engine.native, LatentNativeDecoder)
     assert isinstance(engine.cache, LatentKVCache)
     prompt = prompts(mla.tokenizer, 1)[0]
     [completion] = engine.generate([Request(prompt, greedy(32))])
@@ -73,19 +75,42 @@ def test_kv_bytes_per_token_are_latents_under_a_quarter_of_mha(mla, engine) -> N
 
 
 def test_batched_decode_of_rows_routed_to_different_experts_equals_sequential(mla, engine) -> None:
+    # The PyTorch model's routers show the rows' experts; the native step must give the same tokens.
+    plain = Engine(mla.model, mla.tokenizer, max_batch=4, kv_budget_tokens=1024, native_decode=False)
     chosen: list[torch.Tensor] = []
     handle = torch.nn.modules.module.register_module_forward_hook(
         lambda module, args, out: chosen.append(out[1].clone()) if isinstance(module, Router) else None
     )
+    requests = [Request(ids, greedy(12)) for ids in prompts(mla.tokenizer, 4)]
     try:
-        requests = [Request(ids, greedy(12)) for ids in prompts(mla.tokenizer, 4)]
-        batched = [c.token_ids for c in engine.generate(requests)]
+        batched = [c.token_ids for c in plain.generate(requests)]
     finally:
         handle.remove()
+        plain.shutdown()
     decode_steps = [indices for indices in chosen if indices.shape[0] == 4]  # 4 rows, one token each
     assert decode_steps and any(len({tuple(sorted(row.tolist())) for row in step}) > 1 for step in decode_steps)
-    sequential = [engine.generate([request])[0].token_ids for request in requests]
-    assert batched == sequential
+    assert [c.token_ids for c in engine.generate(requests)] == batched
+    assert [engine.generate([request])[0].token_ids for request in requests] == batched
+
+
+def test_a_weight_change_sends_decoding_back_to_the_model(mla, engine) -> None:
+    request = Request(prompts(mla.tokenizer, 1)[0], greedy(12))
+    before = engine.generate([request])[0].token_ids
+    router = mla.model.layers[1].mlp.gate
+    with torch.no_grad():
+        router.weight.mul_(-1.0)  # every token of layer 1 now routes elsewhere (RL training the served model)
+    try:
+        assert engine.runner.native_rows() == 0
+        after = engine.generate([request])[0].token_ids
+        plain = Engine(mla.model, mla.tokenizer, max_batch=4, kv_budget_tokens=1024, native_decode=False)
+        try:
+            expected = plain.generate([request])[0].token_ids
+        finally:
+            plain.shutdown()
+    finally:
+        with torch.no_grad():
+            router.weight.mul_(-1.0)
+    assert after == expected != before
 
 
 def test_prefix_cache_hits_reuse_latents_and_count_cached_tokens(mla, engine) -> None:

@@ -1,0 +1,371 @@
+"""The native decode step for DeepSeek-V2/V3 models: multi-head latent attention and DeepSeekMoE in one C call.
+
+    decoder = LatentNativeDecoder.build(model, cache, max_batch=32)   # None when the path does not apply
+    logits = decoder.step(tokens, positions, slots)                   # writes each row's latent into the cache
+
+The engine's runner builds one for MLA models where it builds a NativeDecoder for Llama-family ones, decodes
+(and prefills short chunks) through it, and steps aside for the PyTorch model once a weight changes.
+`nanoseek_latent_decode_step` in native_decode.c is the step; this module lays the weights out for it:
+
+* the "A" projection: q_proj (or q_a_proj) and kv_a_proj_with_mqa stacked into one packed weight, both read
+  the same normed input;
+* per head, kv_b_proj's key rows transposed (W_UK_h^T: [kv_lora_rank, nope]) and value rows (W_UV_h:
+  [v, kv_lora_rank]), each packed as a projection of its own: the absorbed projections of deepseek.py's
+  `LatentAttention.absorbed_projections`, one pass over each per step whatever the batch;
+* the router's weight in fp32 (the model routes in fp32), the routed experts' gate/up (in the SwiGLU epilogue's
+  row order) and down weights packed one after the other, and the shared experts as one SwiGLU MLP.
+
+fp32 models, and bf16 ones on CPUs with AVX512-BF16 (AMX tiles where the CPU has them and every projection's
+inputs are multiples of 32), as the Llama step; quantized projections are not built for MLA (quantized.py
+refuses these models), so their step is PyTorch's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from nanoseek.engine.native import (
+    HEADS_PER_PASS,
+    TILE_INPUTS,
+    TILE_ROWS,
+    WEIGHT_TYPES,
+    NativeDecoder,
+    _DecodeModel,
+    _pointers,
+    _Workspace,
+    load_library,
+    packed_projection,
+    padded_inputs,
+    padded_intermediate,
+    swiglu_blocks,
+)
+
+
+class _LatentModel(ctypes.Structure):
+    # Mirrors `LatentModel` in native_decode.c, field for field.
+    _fields_ = (
+        [("base", _DecodeModel)]
+        + [
+            (name, ctypes.c_int32)
+            for name in (
+                "q_lora_rank",
+                "kv_lora_rank",
+                "nope_dim",
+                "rope_dim",
+                "v_dim",
+                "interleaved",
+                "projection_type",
+                "num_experts",
+                "top_k",
+                "num_groups",
+                "topk_group",
+                "sigmoid",
+                "normalise",
+                "expert_intermediate",
+                "shared_intermediate",
+            )
+        ]
+        + [(name, ctypes.c_float) for name in ("latent_eps", "scale", "routed_scaling")]
+        + [
+            (name, ctypes.c_void_p)
+            for name in (
+                "a_weight",
+                "a_bias",
+                "q_a_norm",
+                "q_b_weight",
+                "kv_a_norm",
+                "key_up",
+                "value_up",
+                "o_weight",
+                "o_bias",
+                "router",
+                "router_bias",
+                "expert_gate_up",
+                "expert_down",
+                "shared_gate_up",
+                "shared_down",
+            )
+        ]
+    )
+
+
+class _LatentWorkspace(ctypes.Structure):
+    _fields_ = [("base", _Workspace)] + [
+        (name, ctypes.c_void_p)
+        for name in (
+            "a_out",
+            "q",
+            "q_a_normed",
+            "q_nope",
+            "q_latent",
+            "mixed",
+            "router_logits",
+            "expert_in",
+            "expert_act",
+            "expert_out",
+            "shared_act",
+        )
+    ]
+
+
+def _vector(tensor: torch.Tensor | None) -> torch.Tensor | None:  # norms and biases: fp32 always
+    return None if tensor is None else tensor.detach().float().contiguous()
+
+
+def _swiglu(gate_up: torch.Tensor, padded: int) -> torch.Tensor:
+    """A SwiGLU gate/up weight [2I, in] packed in the epilogue's row order, I zero-padded to `padded`."""
+    return packed_projection(swiglu_blocks(gate_up, padded))
+
+
+def _stacked(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Packed weights one after the other in one buffer (the C step steps through them by their size)."""
+    return torch.cat([weight.reshape(-1) for weight in weights])
+
+
+class LatentNativeDecoder(NativeDecoder):
+    """Decode steps of one DeepSeek-V2/V3 model over one LatentKVCache, through the compiled C step."""
+
+    def __init__(self, library: ctypes.CDLL, model: torch.nn.Module, cache, max_batch: int, amx: bool) -> None:
+        from nanoseek.model.deepseek import MoE
+
+        config = model.config
+        self._library, self.max_batch, self.quantized = library, max_batch, False
+        self._function = library.nanoseek_latent_decode_step
+        self._threads = torch.get_num_threads()
+        dtype = model.dtype
+        self.kernel = "fp32" if dtype == torch.float32 else "bf16 AMX tiles" if amx else "bf16 AVX512-BF16"
+        heads, rank = config.num_attention_heads, config.kv_lora_rank
+        dense_inner = padded_intermediate(config.intermediate_size)
+        expert_inner = padded_intermediate(config.moe_intermediate_size) if config.is_moe else 0
+        shared_inner = (
+            padded_intermediate(config.moe_intermediate_size * config.n_shared_experts) if config.is_moe else 0
+        )
+        layers = list(model.layers)
+        moe_layers = [isinstance(block.mlp, MoE) for block in layers]
+
+        def a_weight(attention) -> torch.Tensor:
+            query = attention.q_proj if config.q_lora_rank is None else attention.q_a_proj
+            return packed_projection(torch.cat((query.weight.detach(), attention.kv_a_proj_with_mqa.weight.detach())))
+
+        def a_bias(attention) -> torch.Tensor | None:
+            if attention.kv_a_proj_with_mqa.bias is None:
+                return None
+            query = attention.q_proj if config.q_lora_rank is None else attention.q_a_proj
+            query_bias = query.bias if query.bias is not None else torch.zeros(query.out_features)
+            return _vector(torch.cat((query_bias.detach().float(), attention.kv_a_proj_with_mqa.bias.detach().float())))
+
+        def absorbed(attention) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad():
+                key_up, value_up = attention.absorbed_projections()  # [H, nope, L], [H, L, v]
+            keys = _stacked([packed_projection(key_up[h].t()) for h in range(heads)])
+            values = _stacked([packed_projection(value_up[h].t()) for h in range(heads)])
+            return keys, values
+
+        def dense(block, name: str) -> torch.Tensor | None:
+            if isinstance(block.mlp, MoE):
+                return None
+            if name == "gate_up":
+                return _swiglu(block.mlp.gate_up_proj.weight, dense_inner)
+            return packed_projection(padded_inputs(block.mlp.down_proj.weight, dense_inner))
+
+        def routed(block, name: str) -> torch.Tensor | None:
+            if not isinstance(block.mlp, MoE):
+                return None
+            experts = block.mlp.experts
+            if name == "gate_up":
+                return _stacked([_swiglu(weight, expert_inner) for weight in experts.gate_up_proj.detach()])
+            return _stacked(
+                [packed_projection(padded_inputs(weight, expert_inner)) for weight in experts.down_proj.detach()]
+            )
+
+        def shared(block, name: str) -> torch.Tensor | None:
+            mlp = block.mlp.shared_experts if isinstance(block.mlp, MoE) else None
+            if mlp is None:
+                return None
+            if name == "gate_up":
+                return _swiglu(mlp.gate_up_proj.weight, shared_inner)
+            return packed_projection(padded_inputs(mlp.down_proj.weight, shared_inner))
+
+        attention_of = [block.self_attn for block in layers]
+        absorbed_weights = [absorbed(attention) for attention in attention_of]
+        tables = {
+            "input_norm": [_vector(b.input_layernorm.weight) for b in layers],
+            "post_norm": [_vector(b.post_attention_layernorm.weight) for b in layers],
+            "gate_up_weight": [dense(b, "gate_up") for b in layers],
+            "down_weight": [dense(b, "down") for b in layers],
+            "a_weight": [a_weight(a) for a in attention_of],
+            "a_bias": [a_bias(a) for a in attention_of],
+            "q_a_norm": [
+                _vector(a.q_a_layernorm.weight) if hasattr(a, "q_a_layernorm") else None for a in attention_of
+            ],
+            "q_b_weight": [
+                packed_projection(a.q_b_proj.weight) if hasattr(a, "q_b_proj") else None for a in attention_of
+            ],
+            "kv_a_norm": [_vector(a.kv_a_layernorm.weight) for a in attention_of],
+            "key_up": [keys for keys, _ in absorbed_weights],
+            "value_up": [values for _, values in absorbed_weights],
+            "o_weight": [packed_projection(a.o_proj.weight) for a in attention_of],
+            "o_bias": [_vector(a.o_proj.bias) for a in attention_of],
+            "router": [packed_projection(b.mlp.gate.weight.float()) if m else None for b, m in zip(layers, moe_layers)],
+            "router_bias": [
+                _vector(getattr(b.mlp.gate, "e_score_correction_bias", None)) if m else None
+                for b, m in zip(layers, moe_layers)
+            ],
+            "expert_gate_up": [routed(b, "gate_up") for b in layers],
+            "expert_down": [routed(b, "down") for b in layers],
+            "shared_gate_up": [shared(b, "gate_up") for b in layers],
+            "shared_down": [shared(b, "down") for b in layers],
+        }
+        arrays = {name: _pointers(tensors) for name, tensors in tables.items()}
+        arrays["keys"] = _pointers(cache.keys)
+        embed = model.embed_tokens.weight.detach().float().t().contiguous()  # [hidden, vocab], as the Llama step's
+        lm_head = packed_projection(model.lm_head.weight)
+        final_norm = _vector(model.norm.weight)
+        cos, sin = (
+            table.contiguous() for table in model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
+        )
+        projection_type = WEIGHT_TYPES[dtype]
+        weight_types = torch.full((4 * len(layers) + 1,), projection_type, dtype=torch.int32)
+        # Every array the C step reads is kept alive here; the structs only hold their addresses.
+        self._keep: list = [embed, lm_head, final_norm, cos, sin, weight_types, cache.keys, tables, arrays]
+        base_arrays = ("input_norm", "post_norm", "gate_up_weight", "down_weight", "keys")
+        scaling = config.routed_scaling_factor if config.is_moe else 1.0
+        router = next((b.mlp.gate for b, m in zip(layers, moe_layers) if m), None)
+        self._model = _LatentModel(
+            base=_DecodeModel(
+                hidden=config.hidden_size,
+                num_heads=heads,
+                num_kv_heads=1,
+                head_dim=config.qk_rope_head_dim,
+                intermediate=dense_inner,
+                vocab=config.vocab_size,
+                num_layers=config.num_hidden_layers,
+                slot_capacity=cache.slot_capacity,
+                bf16=int(cache.dtype == torch.bfloat16),
+                amx=int(amx),
+                vnni=0,
+                embed_type=0,
+                eps=config.rms_norm_eps,
+                embed=embed.data_ptr(),
+                lm_head=lm_head.data_ptr(),
+                final_norm=final_norm.data_ptr(),
+                cos_table=cos.data_ptr(),
+                sin_table=sin.data_ptr(),
+                weight_types=weight_types.data_ptr(),
+                **{name: ctypes.cast(arrays[name], ctypes.c_void_p) for name in base_arrays},
+            ),
+            q_lora_rank=config.q_lora_rank or 0,
+            kv_lora_rank=rank,
+            nope_dim=config.qk_nope_head_dim,
+            rope_dim=config.qk_rope_head_dim,
+            v_dim=config.v_head_dim,
+            interleaved=int(config.rope_interleave),
+            projection_type=projection_type,
+            num_experts=config.n_routed_experts if config.is_moe else 0,
+            top_k=config.num_experts_per_tok if config.is_moe else 0,
+            num_groups=(router.groups or 0) if router is not None else 0,
+            topk_group=config.topk_group or 0,
+            sigmoid=int(router is not None and router.sigmoid),
+            normalise=int(router is not None and router.normalise),
+            expert_intermediate=expert_inner,
+            shared_intermediate=shared_inner,
+            latent_eps=layers[0].self_attn.kv_a_layernorm.eps,
+            scale=layers[0].self_attn.scale,
+            routed_scaling=scaling,
+            **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in arrays.items() if name not in base_arrays},
+        )
+        batch, top_k = max_batch, max(config.num_experts_per_tok if config.is_moe else 0, 1)
+        query_width = heads * config.qk_head_dim
+        a_width = (config.q_lora_rank or query_width) + config.latent_dim
+        widths = {
+            "x": config.hidden_size,
+            "normed": config.hidden_size,
+            "attention": heads * config.v_head_dim,
+            "activation": dense_inner,
+            "a_out": a_width,
+            "q": query_width,
+            "q_a_normed": config.q_lora_rank or 0,
+            "q_nope": heads * config.qk_nope_head_dim,
+            "q_latent": heads * config.latent_dim,
+            "mixed": heads * rank,
+            "router_logits": config.n_routed_experts if config.is_moe else 0,
+            "expert_in": top_k * config.hidden_size,
+            "expert_act": top_k * expert_inner,
+            "expert_out": top_k * config.hidden_size,
+            "shared_act": shared_inner,
+        }
+        self._buffers = {name: torch.empty(max(batch * width, 1)) for name, width in widths.items()}
+        self._buffers["scores"] = torch.empty(self._threads * HEADS_PER_PASS * cache.slot_capacity)
+        # Per thread: the widest projection input's rows as bf16 pairs, rows rounded up to whole AMX tiles.
+        padded_batch = -(-batch // TILE_ROWS) * TILE_ROWS
+        pairs_per_thread = padded_batch * max(input_widths(config)) // 2 + 16
+        self._buffers["input_pairs"] = torch.empty(self._threads * pairs_per_thread, dtype=torch.int32)
+        base_buffers = ("x", "normed", "attention", "activation", "scores", "input_pairs")
+        self._workspace = _LatentWorkspace(
+            base=_Workspace(
+                qkv=self._buffers["a_out"].data_ptr(),  # unused by the latent step
+                input_pairs_per_thread=pairs_per_thread,
+                **{name: self._buffers[name].data_ptr() for name in base_buffers},
+            ),
+            **{name: buffer.data_ptr() for name, buffer in self._buffers.items() if name not in base_buffers},
+        )
+        self._logits = torch.empty(max_batch, config.vocab_size)
+
+    @classmethod
+    def build(
+        cls,
+        model: torch.nn.Module,
+        cache,
+        max_batch: int,
+        max_weight_bytes: int = 1 << 30,
+        allow_amx: bool = True,
+    ) -> LatentNativeDecoder | None:
+        """A decoder for the MLA model `model` over its LatentKVCache, or None when the path does not apply
+        (another dtype, a quantized layer, MLP biases, odd bf16 widths, too many weight bytes, no compiler)."""
+        from nanoseek.engine.latent_cache import LatentKVCache
+        from nanoseek.model.deepseek import LatentAttention, MoE
+        from nanoseek.model.layers import MLP, Linear
+        from nanoseek.model.transformer import Transformer
+
+        if not isinstance(model, Transformer) or model.device.type != "cpu" or not isinstance(cache, LatentKVCache):
+            return None
+        config = model.config
+        if model.dtype not in (torch.float32, torch.bfloat16) or cache.dtype != model.dtype or config.mlp_bias:
+            return None
+        if not all(type(b.self_attn) is LatentAttention and type(b.mlp) in (MLP, MoE) for b in model.layers):
+            return None
+        linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+        if not all(type(module) is Linear and module.weight.dtype == model.dtype for module in linears):
+            return None  # a quantized or LoRA-wrapped projection, or mixed dtypes
+        if sum(p.numel() * p.element_size() for p in model.parameters()) > max_weight_bytes:
+            return None
+        library = load_library()
+        if library is None:
+            return None
+        amx = False
+        if model.dtype == torch.bfloat16:
+            widths = input_widths(config)
+            if not library.nanoseek_supports_bf16() or any(width % 2 for width in widths):
+                return None
+            amx = allow_amx and all(w % TILE_INPUTS == 0 for w in widths) and bool(library.nanoseek_enable_amx())
+        return cls(library, model, cache, max_batch, amx)
+
+
+def input_widths(config) -> list[int]:
+    """The input width of every projection the latent step runs (bf16 pairs need them even, AMX tiles x 32)."""
+    widths = [
+        config.hidden_size,
+        config.qk_nope_head_dim,  # the absorbed key projection's input: q_nope of one head
+        config.kv_lora_rank,  # the value projection's input: one head's attended latents
+        config.num_attention_heads * config.v_head_dim,
+        padded_intermediate(config.intermediate_size),
+    ]
+    if config.q_lora_rank:
+        widths.append(config.q_lora_rank)
+    if config.is_moe:
+        widths.append(padded_intermediate(config.moe_intermediate_size))
+        if config.n_shared_experts:
+            widths.append(padded_intermediate(config.moe_intermediate_size * config.n_shared_experts))
+    return widths

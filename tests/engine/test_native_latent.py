@@ -1,0 +1,223 @@
+"""The native decode step of DeepSeek-V2/V3 models (nanoseek_latent_decode_step in native_decode.c, laid out by
+native_latent.py) computes what the PyTorch model computes over the same latent cache.
+
+Checked one step at a time (logits, and the latents the step stores, against the model's for sequences at
+different positions in scattered slots) on shapes that take every branch: full and low-rank q, attention biases,
+interleaved and half-split rotary with YaRN, latent widths that take the vector and the scalar attention loops,
+V2 softmax routing greedy and group-limited, V3 sigmoid routing with its correction bias, renormalised or not,
+no shared experts or two, one or two dense first layers; in bf16, no further from fp32 than the PyTorch bf16
+model, and each row's logits independent of its batch. The engine over it: tests/engine/test_engine_mla.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nanoseek.engine.latent_cache import LatentKVCache
+from nanoseek.engine.native import load_library
+from nanoseek.engine.native_latent import LatentNativeDecoder
+from nanoseek.model.config import ModelConfig
+from nanoseek.model.transformer import Transformer
+
+SLOTS, LENGTHS = [4, 1, 3], [7, 12, 1]
+YARN = {
+    "rope_type": "yarn",
+    "factor": 4.0,
+    "original_max_position_embeddings": 16,
+    "mscale": 0.7,
+    "mscale_all_dim": 0.7,
+}
+BASE = dict(
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=3,
+    n_routed_experts=8,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    first_k_dense_replace=1,
+)
+SHAPES = {
+    # Latents 32 + 16 and values 32 wide: the vector attention loops; one full q projection. Every projection's
+    # inputs are multiples of 32, so bf16 takes the AMX tiles where the CPU has them.
+    "v3-vector": dict(
+        model_type="deepseek_v3",
+        kv_lora_rank=32,
+        qk_nope_head_dim=32,
+        qk_rope_head_dim=16,
+        v_head_dim=32,
+        n_shared_experts=1,
+        n_group=4,
+        topk_group=2,
+        routed_scaling_factor=2.5,
+    ),
+    # Latents 20 + 6 and heads of 10 / 12: the scalar loops and the projections' leftover columns; a q LoRA,
+    # attention biases, V2 softmax routing limited to the best 2 of 4 groups, two shared experts (width 50).
+    "v2-qlora-biases-scalar": dict(
+        model_type="deepseek_v2",
+        hidden_size=40,
+        intermediate_size=50,
+        q_lora_rank=20,
+        attention_bias=True,
+        kv_lora_rank=20,
+        qk_nope_head_dim=10,
+        qk_rope_head_dim=6,
+        v_head_dim=12,
+        n_shared_experts=2,
+        moe_intermediate_size=25,
+        topk_method="group_limited_greedy",
+        n_group=4,
+        topk_group=2,
+        routed_scaling_factor=2.0,
+    ),
+    # Half-split rotary under YaRN, no shared experts, weights not renormalised, one group (no limit in effect).
+    "v3-halfsplit-yarn-unshared": dict(
+        model_type="deepseek_v3",
+        q_lora_rank=32,
+        kv_lora_rank=16,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        rope_interleave=False,
+        rope_scaling=YARN,
+        n_shared_experts=0,
+        n_group=1,
+        topk_group=1,
+        norm_topk_prob=False,
+    ),
+    # V2 greedy routing over all experts, top-3, two dense first layers.
+    "v2-greedy-two-dense": dict(
+        model_type="deepseek_v2",
+        kv_lora_rank=16,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=16,
+        v_head_dim=16,
+        n_shared_experts=1,
+        num_experts_per_tok=3,
+        first_k_dense_replace=2,
+    ),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def library_built():
+    assert load_library() is not None  # the test machines have a C compiler (test_native_decode.py)
+
+
+def random_model(shape: str, dtype: torch.dtype = torch.float32) -> Transformer:
+    """A model of SHAPES[shape], vocabulary 300, every parameter perturbed and the routers spread (seeded), so
+    that rows of one step route to different experts."""
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=300, max_position_embeddings=64, rms_norm_eps=1e-5, **{**BASE, **SHAPES[shape]})
+    model = Transformer(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.2)
+        for block in model.layers[config.first_k_dense_replace :]:
+            block.mlp.gate.weight.normal_(0.0, 1.0)
+            if block.mlp.gate.sigmoid:
+                block.mlp.gate.e_score_correction_bias.normal_(0.0, 0.1)
+    return model.to(dtype)
+
+
+def new_cache(config: ModelConfig, dtype: torch.dtype) -> LatentKVCache:
+    return LatentKVCache(config.num_hidden_layers, config.latent_dim, 6, 64, dtype)
+
+
+def prefill(model: Transformer, cache: LatentKVCache) -> None:
+    """Random prompts of LENGTHS tokens into SLOTS (the same prompts for every call)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for slot, length in zip(SLOTS, LENGTHS):
+            cache.begin_prefill(slot, 0, length)
+            model(torch.randint(0, 300, (1, length), generator=generator), torch.arange(length)[None], cache=cache)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scattered_slots(shape):
+    model = random_model(shape)
+    config = model.config
+    reference, native_cache = new_cache(config, torch.float32), new_cache(config, torch.float32)
+    decoder = LatentNativeDecoder.build(model, native_cache, max_batch=6)
+    assert decoder is not None and decoder.kernel == "fp32"
+    prefill(model, reference)
+    prefill(model, native_cache)
+    routed: list[torch.Tensor] = []
+    hooks = [b.mlp.gate.register_forward_hook(lambda _, __, out: routed.append(out[1])) for b in model.layers[2:]]
+    tokens, positions = [11, 22, 33], list(LENGTHS)
+    with torch.no_grad():
+        for _ in range(4):
+            reference.begin_decode(SLOTS, positions)
+            expected = model(torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None], cache=reference)[:, 0]
+            got = decoder.step(tokens, positions, SLOTS)
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+            tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
+    for hook in hooks:
+        hook.remove()
+    # The rows of a step went to different experts (else a wrong row-to-expert mapping could pass unseen).
+    assert any(len({tuple(sorted(row.tolist())) for row in step}) == 3 for step in routed)
+    # The step stored the same latents (normed kv latent, rotated k_pe) where the model stores them.
+    for layer in range(config.num_hidden_layers):
+        for slot, end in zip(SLOTS, positions):
+            torch.testing.assert_close(
+                native_cache.keys[layer][slot, :, :end], reference.keys[layer][slot, :, :end], atol=2e-5, rtol=1e-4
+            )
+    with pytest.raises(ValueError, match="rows"):
+        decoder.step([1] * 7, [0] * 7, list(range(7)))
+
+
+@pytest.mark.parametrize("allow_amx", [True, False], ids=["amx-where-available", "avx512-bf16"])
+@pytest.mark.parametrize("shape", ["v3-vector", "v2-qlora-biases-scalar"])
+def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the_batch(shape, allow_amx):
+    if not load_library().nanoseek_supports_bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bf16 models decode with PyTorch")
+    model = random_model(shape, torch.bfloat16)
+    exact = random_model(shape)
+    with torch.no_grad():  # the fp32 reference holds the very same (bf16-rounded) weights and routing biases
+        for ours, theirs in zip(
+            list(exact.parameters()) + list(exact.buffers()), [*model.parameters(), *model.buffers()]
+        ):
+            ours.copy_(theirs.float())
+    config = model.config
+    exact_cache, torch_cache, native_cache = (
+        new_cache(config, dtype) for dtype in (torch.float32, torch.bfloat16, torch.bfloat16)
+    )
+    decoder = LatentNativeDecoder.build(model, native_cache, max_batch=6, allow_amx=allow_amx)
+    # The tile path needs every projection input a multiple of 32 (v2-qlora-biases-scalar's are not).
+    tiles = allow_amx and shape == "v3-vector" and bool(load_library().nanoseek_enable_amx())
+    assert decoder is not None and decoder.kernel == ("bf16 AMX tiles" if tiles else "bf16 AVX512-BF16")
+    prefill(exact, exact_cache)
+    prefill(model, torch_cache)
+    prefill(model, native_cache)
+    tokens, positions = [11, 22, 33], list(LENGTHS)
+    native_error = torch_error = 0.0
+    with torch.no_grad():
+        for _ in range(4):
+            exact_cache.begin_decode(SLOTS, positions)
+            torch_cache.begin_decode(SLOTS, positions)
+            inputs = torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None]
+            expected = exact(*inputs, cache=exact_cache)[:, 0]
+            by_torch = model(*inputs, cache=torch_cache)[:, 0].float()
+            got = decoder.step(tokens, positions, SLOTS)
+            native_error += (got - expected).abs().mean().item()
+            torch_error += (by_torch - expected).abs().mean().item()
+            # Each row alone (its latent rewritten in place) gives the very same logits as within the batch.
+            for row in range(len(tokens)):
+                alone = decoder.step(tokens[row : row + 1], positions[row : row + 1], SLOTS[row : row + 1])
+                assert torch.equal(alone[0], got[row])
+            tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
+    assert native_error <= torch_error
+    assert native_error / 4 < 0.05 * expected.abs().mean().item()
+
+
+def test_it_applies_to_fp32_and_bf16_models_over_a_latent_cache_only():
+    bf16_supported = bool(load_library().nanoseek_supports_bf16())
+    for dtype, applies in ((torch.float16, False), (torch.bfloat16, bf16_supported), (torch.float32, True)):
+        model = random_model("v3-vector", dtype)
+        decoder = LatentNativeDecoder.build(model, new_cache(model.config, dtype), max_batch=2)
+        assert (decoder is not None) == applies, dtype
+    model = random_model("v3-vector")
+    assert LatentNativeDecoder.build(model, new_cache(model.config, torch.bfloat16), max_batch=2) is None  # cache dtype
+    with_mlp_bias = ModelConfig(vocab_size=300, mlp_bias=True, **{**BASE, **SHAPES["v3-vector"]})
+    biased = Transformer(with_mlp_bias)
+    assert LatentNativeDecoder.build(biased, new_cache(with_mlp_bias, torch.float32), max_batch=2) is None
