@@ -10,9 +10,10 @@ different eval runs. Columns, as the V2.5 announcement's: instructions, general 
 arena win rate against the base (position-swapped judge, `arena_judge.py`), HumanEval, generated code, FIM, math,
 tools, JSON, safety (harmful requests refused) and spill-over (harmless ones refused: lower is better).
 
-Each column is read from one split for every row: the first of `--split` (default phrasing: wordings never trained
-on), heldout, handwritten in which some row has items for it (HumanEval and FIM exist in heldout only, general
-knowledge in handwritten only); the header names it. Every cell is a mean over per-item records with its 95%
+Each column is read from one split for every row, so that rows are compared on the same items: the split in which
+the most rows have items for it, and of those the first of `--split` (default phrasing: wordings never trained
+on), heldout, handwritten (HumanEval and FIM exist in heldout only, general knowledge in handwritten only; a base
+evaluated on heldout only puts every column it has on heldout); the header names it. Every cell is a mean over per-item records with its 95%
 Wilson interval (a guide for win rates, which count ties as halves); "n/a" is a suite the model could not be asked
 (`not_applicable.json`, e.g. FIM without FIM tokens), "–" a suite not evaluated. The best value of each column
 is in bold. Written: OUT/comparison.md, OUT/comparison.json, OUT/comparison.png and the judged arena pairs
@@ -110,14 +111,18 @@ def table(
 ) -> tuple[dict[Column, str], dict[Column, dict[str, Metric | None]]]:
     """The split each column is read from, and {column: {label: (value, n) or None}}."""
     order = [preferred_split] + [s for s in EVAL_SPLITS if s != preferred_split]
+
+    def most_rows(has: Any) -> str:  # the split the most rows have items in; the preferred one on a tie
+        return max(order, key=lambda split: (sum(bool(has(r, split)) for r in rows), -order.index(split)))
+
     splits: dict[Column, str] = {}
     cells: dict[Column, dict[str, Metric | None]] = {}
     for column in COLUMNS:
         if column.suite == ARENA:
-            split = next((s for s in order if any(r.records.get(s, {}).get("arena") for r in rows)), order[0])
+            split = most_rows(lambda r, split: r.records.get(split, {}).get("arena") and base.records.get(split, {}))
             splits[column], cells[column] = split, arena_win_rates(base, rows, split, judge, out)
             continue
-        split = next((s for s in order if any(_suite_metric(r, s, column) for r in rows)), order[0])
+        split = most_rows(lambda r, split, column=column: _suite_metric(r, split, column))
         splits[column] = split
         cells[column] = {r.label: _suite_metric(r, split, column) for r in rows}
     return splits, cells
@@ -125,7 +130,7 @@ def table(
 
 def _best(column: Column, values: dict[str, Metric | None]) -> set[str]:
     measured = {label: m[0] for label, m in values.items() if m is not None}
-    if len(measured) < 2:
+    if len(set(measured.values())) < 2:  # one model, or all equal: nobody is best
         return set()
     best = (min if column.lower_is_better else max)(measured.values())
     return {label for label, value in measured.items() if value == best}

@@ -109,3 +109,25 @@ def test_rows_name_their_base_and_bad_rows_are_refused_with_a_hint(results, tmp_
         with pytest.raises(SystemExit):
             compare.main(argv)
         assert message in capsys.readouterr().err, argv
+
+
+def test_a_row_with_fewer_splits_puts_the_columns_on_a_split_every_row_has(results, tmp_path):
+    """A base evaluated before the phrasing split existed (heldout files only): its row is compared on heldout, not
+    left empty beside the others' phrasing figures."""
+    old = tmp_path / "old"
+    old.mkdir()
+    for path in (results / "a" / "base").glob("*.jsonl"):
+        if path.name.count(".") == 1:  # <suite>.jsonl: the heldout split
+            (old / path.name).write_text(path.read_text())
+    rows = [f"old={old}", f"chat={results / 'a' / 'chat'}"]
+    assert compare.main([*rows, "--out", str(tmp_path / "table")]) == 0
+    columns = {c["title"]: c for c in json.loads((tmp_path / "table" / compare.JSON_FILE).read_text())["columns"]}
+    for title in ("instructions", "math", "spill-over", "arena win rate vs base"):
+        assert columns[title]["split"] == "heldout", title
+    assert (
+        columns["instructions"]["cells"]["old"]["value"] == 0.0 and columns["instructions"]["cells"]["chat"]["n"] == 4
+    )
+    assert columns["arena win rate vs base"]["cells"]["chat"]["value"] == 1.0
+    assert (
+        columns["general knowledge"]["split"] == "handwritten" and columns["general knowledge"]["cells"]["old"] is None
+    )
