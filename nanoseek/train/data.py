@@ -26,7 +26,7 @@ import argparse
 import ast
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from nanoseek.train.recipe import load_recipe
 # Suites of the evaluator used for SFT; arena has no fixed answers and code/fim are built here from files.
 SFT_SUITES = ("instructions", "tools", "json", "math", "safety", "code")
 # What else an SFT mixture may count: data only training needs (see `sft_corpus`).
-SFT_EXTRAS = ("identity", "identity_posttrained", "spelling", "multi_turn", "python_qa", "fim")
+SFT_EXTRAS = ("identity", "identity_posttrained", "spelling", "multi_turn", "python_qa", "fim", "self_distill")
 
 
 @dataclass
@@ -502,8 +502,11 @@ def multi_turn_conversations(items: list, n: int, rng: random.Random) -> list[Co
     return conversations
 
 
-def sft_corpus(counts: dict[str, int], seed: int, widened_share: float = 0.0) -> Corpus:
-    """SFT conversations: `counts` maps a suite or extra kind (identity, spelling, multi_turn, fim) to a count.
+def sft_corpus(
+    counts: dict[str, int], seed: int, widened_share: float = 0.0, distilled: Sequence[Conversation] = ()
+) -> Corpus:
+    """SFT conversations: `counts` maps a suite or extra kind (identity, spelling, multi_turn, fim) to a count;
+    `self_distill` counts from `distilled`, a pretrained base's own answers (`nanoseek.train.self_distill`).
 
     `widened_share` of each suite's items are drawn with the word lists widened by `training_vocabulary`. The
     default recipe keeps it at 0: at 0.5 the 4.2M-parameter model learned that a slot holds *some* word
@@ -543,6 +546,7 @@ def sft_corpus(counts: dict[str, int], seed: int, widened_share: float = 0.0) ->
         corpus.conversations += python_qa(stdlib_train_files(), rng)[: counts["python_qa"]]
     if counts.get("fim", 0) > 0:
         corpus.fim = fim_examples(counts["fim"], seed)
+    corpus.conversations += list(distilled)[: counts.get("self_distill", 0)]
     rng.shuffle(corpus.conversations)
     return corpus
 

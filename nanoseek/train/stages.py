@@ -42,7 +42,7 @@ from nanoseek.model.loader import load_checkpoint, load_model
 from nanoseek.model.transformer import Transformer
 from nanoseek.tasks.stdlib_split import stdlib_files
 from nanoseek.tokenizer.tokenizer import Tokenizer
-from nanoseek.train import data
+from nanoseek.train import data, self_distill
 from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
 from nanoseek.train.recipe import (
@@ -99,16 +99,24 @@ def base_stage(recipe: dict[str, Any], out: Path) -> None:
     target = out / "base" / "model"
     if (target / "model.safetensors").exists() and (out / "tokenizer" / "tokenizer.json").exists():
         print(f"base: already in {target}")
-        return
-    started = time.perf_counter()
-    base = load_checkpoint(recipe["base"]["model"], dtype="float32")
-    model, tokenizer = extend_vocabulary(base.model, base.tokenizer)
-    save_checkpoint(model, tokenizer, target, dtype="float32", generation_config={"trained_steps": 0})
-    tokenizer.save(out / "tokenizer")
-    print(
-        f"base: {recipe['base']['model']} with {model.config.vocab_size - base.model.config.vocab_size} special "
-        f"tokens added ({model.config.vocab_size} ids) in {time.perf_counter() - started:.0f}s -> {target}"
-    )
+    else:
+        started = time.perf_counter()
+        base = load_checkpoint(recipe["base"]["model"], dtype="float32")
+        model, tokenizer = extend_vocabulary(base.model, base.tokenizer)
+        save_checkpoint(model, tokenizer, target, dtype="float32", generation_config={"trained_steps": 0})
+        tokenizer.save(out / "tokenizer")
+        print(
+            f"base: {recipe['base']['model']} with {model.config.vocab_size - base.model.config.vocab_size} "
+            f"special tokens added ({model.config.vocab_size} ids) in {time.perf_counter() - started:.0f}s -> {target}"
+        )
+    distill = recipe["base"].get("self_distill")
+    if distill:  # the base's own answers, for SFT to keep its behaviour (nanoseek.train.self_distill says why)
+        started = time.perf_counter()
+        path = out / "base" / self_distill.RECORDS_FILE
+        requests = self_distill.general_requests(distill["requests"], recipe["seed"])
+        self_distill.distill(recipe["base"]["model"], requests, path, max_tokens=distill["max_tokens"])
+        kept = len(self_distill.read_distilled(path))
+        print(f"base: {kept} of {len(requests)} self-distilled answers kept -> {path}")
 
 
 def load_tokenizer(out: Path) -> Tokenizer:
@@ -117,7 +125,7 @@ def load_tokenizer(out: Path) -> Tokenizer:
     return Tokenizer.load(out / "tokenizer")
 
 
-def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Tokenizer) -> tuple[PackedRows, PackedRows]:
+def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Tokenizer, out: Path) -> tuple[PackedRows, PackedRows]:
     """Tokenize and pack a stage's training data and its held-out evaluation data."""
     settings, seed = stage_settings(recipe, stage), stage_seed(recipe, stage)
     seq_len = settings["seq_len"]
@@ -135,7 +143,13 @@ def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Tokenizer) -> tupl
         heldout = data.Corpus(texts=kept)
         eval_documents = data.corpus_documents(heldout, tokenizer, pretraining=True, seed=seed)
         return pack_stream(documents, seq_len), pack_stream(eval_documents, seq_len)
-    corpus = data.sft_corpus(settings["mixture"], seed, settings.get("widened_share", 0.0))
+    distilled = self_distill.read_distilled(out / "base" / self_distill.RECORDS_FILE)
+    if settings["mixture"].get("self_distill", 0) > len(distilled):
+        raise FileNotFoundError(
+            f"{stage}'s mixture asks for {settings['mixture']['self_distill']} self-distilled answers; "
+            f"{out / 'base' / self_distill.RECORDS_FILE} holds {len(distilled)}: run the base stage with [base] self_distill"
+        )
+    corpus = data.sft_corpus(settings["mixture"], seed, settings.get("widened_share", 0.0), distilled)
     documents = data.corpus_documents(corpus, tokenizer, pretraining=False, seed=seed)
     heldout = data.heldout_corpus(settings["mixture"], SFT_EVAL_ITEMS_PER_SUITE, seed)
     eval_documents = data.corpus_documents(heldout, tokenizer, pretraining=False, seed=seed)
@@ -152,7 +166,7 @@ def cached_rows(
     train_path, eval_path = stage_dir / "train_rows.npz", stage_dir / "eval_rows.npz"
     if rank == 0 and not (train_path.exists() and eval_path.exists()):
         started = time.perf_counter()
-        train_rows, eval_rows = build_rows(stage, recipe, tokenizer)
+        train_rows, eval_rows = build_rows(stage, recipe, tokenizer, stage_dir.parent)
         stage_dir.mkdir(parents=True, exist_ok=True)
         eval_rows.save(eval_path)
         train_rows.save(train_path)

@@ -35,10 +35,9 @@ from nanoseek.tokenizer import special_tokens as st
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def chatml_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def chatml_base_checkpoint(path: Path) -> Path:
     """A tiny random Llama whose tokenizer knows none of DeepSeek's special tokens (a ChatML vocabulary, as
-    SmolLM2's), saved as a checkpoint directory."""
+    SmolLM2's), saved as a checkpoint directory at `path`."""
     from tokenizers import Tokenizer as BackendTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -59,9 +58,13 @@ def chatml_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = Tokenizer(backend, {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": "x"})
     config = ModelConfig.from_shape("tiny", vocab_size=tokenizer.vocab_size, tie_word_embeddings=True)
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("chatml_base") / "base"
     save_checkpoint(Transformer(config), tokenizer, path, dtype="float32")
     return path
+
+
+@pytest.fixture(scope="module")
+def chatml_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return chatml_base_checkpoint(tmp_path_factory.mktemp("chatml_base") / "base")
 
 
 def test_extending_the_vocabulary_keeps_every_old_logit_and_adds_the_format(chatml_base: Path):
