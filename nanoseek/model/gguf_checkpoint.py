@@ -1,7 +1,8 @@
 """GGUF checkpoints (the llama.cpp / Ollama file format) in: one file holds the config, the weights (plain or
 in quantized blocks), the tokenizer and the chat template.
 
-Read with the `gguf` package (memory-mapped). Architectures `llama` and `qwen2`; every tensor type that
+Read with the `gguf` package (memory-mapped). Architectures `llama`, `qwen2` and `deepseek2` (DeepSeek-V2/V3: MLA
+and DeepSeekMoE, mapped in gguf_deepseek.py); every tensor type that
 `gguf.quants.dequantize` handles (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K…Q6_K, IQ types).
 llama.cpp's converter permutes the rows of Llama's q/k projections (its rotary pairs adjacent elements, HF's
 pairs the two halves of each head); `model_tensors` undoes it, on the raw blocks, so a quantized row stays
@@ -28,13 +29,14 @@ from gguf import GGMLQuantizationType, GGUFReader
 
 from nanoseek.model.checkpoint import DTYPES, Checkpoint, CheckpointError, model_from_state, resolve_dtype, split_sizes
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.gguf_deepseek import deepseek2_arrays, deepseek2_config, deepseek2_metadata, deepseek2_state
 
 if TYPE_CHECKING:
     from nanoseek.model.transformer import Transformer
     from nanoseek.tokenizer.tokenizer import Tokenizer
 
 GGUF_MAGIC = b"GGUF"
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "deepseek2")
 # GGUF tensor names (per layer, after "blk.N.") -> nanoseek parameter names; q/k/v and gate/up are fused
 # in nanoseek in this order (checkpoint.FUSED_PARTS).
 LAYER_TENSORS = {
@@ -179,6 +181,8 @@ def gguf_model_config(file: GGUFFile) -> ModelConfig:
         raise CheckpointError(
             f"{file.path}: architecture {arch!r} is not supported; nanoseek loads {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
+    if arch == "deepseek2":
+        return deepseek2_config(file)
     required = ("embedding_length", "block_count", "feed_forward_length", "attention.head_count")
     missing = [f"{arch}.{key}" for key in required if file.arch_value(key) is None]
     if missing:
@@ -347,6 +351,9 @@ def load_gguf_model(file: GGUFFile, dtype: str | torch.dtype | None = None) -> T
     config = gguf_model_config(file)
     target = resolve_dtype(dtype, "float32")
     config.dtype = next(name for name, value in DTYPES.items() if value == target)
+    if config.is_mla:  # DeepSeek's layers: every tensor dequantized (the native step has no quantized MLA)
+        state = {name: tensor.to(target) for name, tensor in deepseek2_state(file, config).items()}
+        return model_from_state(config, state)
     tensors = model_tensors(file, config)
     kept = quantized_layers(tensors, config) if dtype is None else {}
     state = {}
@@ -454,7 +461,7 @@ def save_gguf(
     matrix_type = GGMLQuantizationType[type_name]
     metadata = gguf_model_metadata(model.config, name) | gguf_tokenizer_metadata(tokenizer)
     metadata["general.file_type"] = file_type
-    arrays = gguf_tensor_arrays(model)
+    arrays = deepseek2_arrays(model) if model.config.is_mla else gguf_tensor_arrays(model)
     if model.config.rope_scaling and model.config.rope_scaling["rope_type"] == "llama3":
         arrays[ROPE_FREQS_TENSOR] = llama3_rope_factors(model.config)
     block = GGML_QUANT_SIZES[matrix_type][0]
@@ -464,7 +471,7 @@ def save_gguf(
             tensors[tensor_name] = (quantize(array, matrix_type), matrix_type)
         else:
             tensors[tensor_name] = (array, None)
-    return write_gguf(path, model.config.model_type, metadata, tensors)
+    return write_gguf(path, gguf_architecture(model.config), metadata, tensors)
 
 
 def write_gguf(
@@ -493,12 +500,19 @@ def write_gguf(
     return path
 
 
+def gguf_architecture(config: ModelConfig) -> str:
+    """general.architecture of a model of `config`: its model_type, or llama.cpp's `deepseek2` for V2 and V3."""
+    return "deepseek2" if config.is_mla else config.model_type
+
+
 def gguf_model_metadata(config: ModelConfig, name: str = "") -> dict[str, Any]:
     """The general.* and {architecture}.* metadata that describes `config` (what gguf_model_config reads)."""
-    arch = config.model_type
+    arch = gguf_architecture(config)
+    general = {"general.name": name or f"nanoseek-{arch}", "general.quantization_version": 2}
+    if config.is_mla:
+        return general | deepseek2_metadata(config)
     metadata: dict[str, Any] = {
-        "general.name": name or f"nanoseek-{arch}",
-        "general.quantization_version": 2,
+        **general,
         f"{arch}.context_length": config.max_position_embeddings,
         f"{arch}.embedding_length": config.hidden_size,
         f"{arch}.block_count": config.num_hidden_layers,
