@@ -244,7 +244,7 @@ def test_json_output_without_the_word_json_is_400(client):
 
 
 def test_logprobs(client):
-    response = client.chat.completions.create(
+    request = dict(
         model="deepseek-chat",
         messages=USER,
         max_tokens=6,
@@ -253,24 +253,14 @@ def test_logprobs(client):
         temperature=0,
         frequency_penalty=2,
     )
+    response = client.chat.completions.create(**request)
     entries = response.choices[0].logprobs.content
     assert 1 <= len(entries) <= 6
     for entry in entries:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
         assert entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
         assert bytes(entry.bytes).decode("utf-8", "replace") is not None
-    chunks = list(
-        client.chat.completions.create(
-            model="deepseek-chat",
-            messages=USER,
-            max_tokens=6,
-            logprobs=True,
-            top_logprobs=3,
-            temperature=0,
-            frequency_penalty=2,
-            stream=True,
-        )
-    )
+    chunks = list(client.chat.completions.create(**request, stream=True))  # the same request, streamed
     streamed = [e for c in chunks if c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
     with pytest.raises(openai.UnprocessableEntityError):

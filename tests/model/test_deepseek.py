@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from hf_reference import TOLERANCE, logit_gap, nanoseek_greedy, random_hf_model, sample_ids, transformers_greedy
 from safetensors.torch import load_file, save_file
 
 from nanoseek.model.cache import SimpleKVCache
@@ -17,7 +18,6 @@ from nanoseek.model.deepseek import Router
 from nanoseek.model.loader import load_model
 from nanoseek.model.transformer import Transformer
 
-TOLERANCE = 1e-4
 VOCAB = 160
 BASE = dict(
     vocab_size=VOCAB,
@@ -58,24 +58,10 @@ CASES = [
 
 
 def hf_model(version: int, extra: dict, seed: int = 0) -> torch.nn.Module:
-    """A random transformers DeepSeek model with every weight, norm and routing bias far from its init."""
     config_class = transformers.DeepseekV3Config if version == 3 else transformers.DeepseekV2Config
-    config = config_class(**{**BASE, **extra})
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if name.endswith("norm.weight"):
-                tensor.copy_(1.0 + 0.2 * torch.randn(tensor.shape, generator=generator))
-            elif name.endswith("e_score_correction_bias"):
-                tensor.copy_(0.3 * torch.randn(tensor.shape, generator=generator))
-            elif "inv_freq" not in name:
-                tensor.copy_(0.15 * torch.randn(tensor.shape, generator=generator))
-    return model.eval()
-
-
-def sample_ids(batch: int = 2, length: int = 40, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+    # sdpa: transformers' eager attention repeats keys num_attention_heads // num_key_value_heads times, and the V3
+    # config leaves num_key_value_heads at its default (128), so 4 heads repeat them 0 times
+    return random_hf_model(config_class(**{**BASE, **extra}), seed, attn_implementation="sdpa")
 
 
 @pytest.mark.parametrize("name,version,extra", CASES, ids=[c[0] for c in CASES])
@@ -86,7 +72,7 @@ def test_transformers_checkpoint_loads_with_same_logits_with_and_without_latent_
     reference.save_pretrained(tmp_path)
     model = load_model(tmp_path)
     assert model.config.model_type == f"deepseek_v{version}"
-    ids = sample_ids()
+    ids = sample_ids(VOCAB)
     with torch.no_grad():
         expected = reference(ids).logits
         got = model(ids)
@@ -112,19 +98,10 @@ def test_nanoseek_checkpoint_loads_in_transformers_with_same_logits_and_greedy_t
     saved = load_file(tmp_path / "nanoseek" / "model.safetensors")
     assert "model.layers.2.mlp.experts.7.down_proj.weight" in saved  # per expert, as DeepSeek's files
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "nanoseek", dtype=torch.float32).eval()
-    ids = sample_ids(seed=4)
-    with torch.no_grad():
-        assert (reference(ids).logits - model(ids)).abs().max().item() <= TOLERANCE
-        prompt = ids[:1, :12]
-        cache = SimpleKVCache(model.config, batch_size=1)
-        logits, ours = model(prompt, cache=cache, last_only=True), []
-        for _ in range(32):
-            ours.append(int(logits[0, -1].argmax()))
-            logits = model(torch.tensor([[ours[-1]]]), cache=cache, last_only=True)
-    theirs = reference.generate(
-        prompt, max_new_tokens=32, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(prompt)
-    )[0, 12:].tolist()
-    assert ours == theirs
+    ids = sample_ids(VOCAB, seed=4)
+    assert logit_gap(reference, model, ids) <= TOLERANCE
+    ours = nanoseek_greedy(model, ids[:1, :12], 32)
+    assert ours == transformers_greedy(reference, ids[:1, :12], 32)
     assert len(set(ours)) > 3
 
 

@@ -4,30 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from random_models import random_model
 
 from nanoseek.model.cache import SimpleKVCache
-from nanoseek.model.config import ModelConfig
-from nanoseek.model.transformer import Transformer
-
-
-def random_model(**overrides: object) -> Transformer:
-    config = ModelConfig(
-        **{
-            **dict(
-                vocab_size=200,
-                hidden_size=64,
-                intermediate_size=96,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-            ),
-            **overrides,
-        }
-    )
-    torch.manual_seed(0)
-    model = Transformer(config).eval()
-    model.init_weights(std=0.2)
-    return model
 
 
 @pytest.mark.parametrize("chunks", [[1] * 24, [24], [7, 1, 1, 9, 6], [5, 19], [1, 23]])

@@ -11,39 +11,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from random_models import random_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from nanoseek.model import checkpoint as checkpoint_module
 from nanoseek.model.checkpoint import CheckpointError, save_model
-from nanoseek.model.config import ModelConfig
 from nanoseek.model.loader import load_checkpoint, load_model
 from nanoseek.model.transformer import Transformer
 
 
-def random_model(**overrides: object) -> Transformer:
-    config = ModelConfig(
-        **{
-            **dict(
-                vocab_size=128,
-                hidden_size=32,
-                intermediate_size=48,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-            ),
-            **overrides,
-        }
-    )
-    torch.manual_seed(0)
-    model = Transformer(config).eval()
-    model.init_weights(std=0.1)
-    return model
+def small_model(**overrides: object) -> Transformer:
+    """Shapes the error messages below name (hidden 32, intermediate 48, 16 key rows)."""
+    return random_model(std=0.1, vocab_size=128, hidden_size=32, intermediate_size=48, **overrides)
 
 
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
-    save_model(random_model(tie_word_embeddings=False, model_type="qwen2"), tmp_path / "ckpt")
+    save_model(small_model(tie_word_embeddings=False, model_type="qwen2"), tmp_path / "ckpt")
     return tmp_path / "ckpt"
 
 
@@ -54,7 +39,7 @@ def assert_same_weights(a: Transformer, b: Transformer) -> None:
 
 
 def test_round_trip_keeps_hf_names_and_every_weight(saved: Path) -> None:
-    model = random_model(tie_word_embeddings=False, model_type="qwen2")
+    model = small_model(tie_word_embeddings=False, model_type="qwen2")
     with safe_open(saved / "model.safetensors", framework="pt") as f:
         names = set(f.keys())
         assert f.metadata() == {"format": "pt"}
@@ -80,7 +65,7 @@ def test_round_trip_keeps_hf_names_and_every_weight(saved: Path) -> None:
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_round_trip(tmp_path: Path, dtype: str) -> None:
-    model = random_model(tie_word_embeddings=True)
+    model = small_model(tie_word_embeddings=True)
     save_model(model, tmp_path, dtype=dtype)
     stored = load_file(tmp_path / "model.safetensors")
     assert {t.dtype for t in stored.values()} == {getattr(torch, dtype)}
@@ -198,7 +183,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(saved: Path, monkeypa
 
     monkeypatch.setattr(checkpoint_module, "save_file", failing_save_file)
     with pytest.raises(OSError, match="disk full"):
-        save_model(random_model(tie_word_embeddings=False, model_type="qwen2", num_hidden_layers=1), saved)
+        save_model(small_model(tie_word_embeddings=False, model_type="qwen2", num_hidden_layers=1), saved)
     assert (saved / "model.safetensors").read_bytes() == before
     assert not [p for p in saved.iterdir() if p.name.endswith(".tmp")]
     assert load_model(saved).config.num_hidden_layers == 2

@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from hf_reference import TOLERANCE, logit_gap, nanoseek_greedy, random_hf_model, sample_ids, transformers_greedy
 
 from nanoseek import DEFAULT_MODEL_DIR
-from nanoseek.model.cache import SimpleKVCache
 from nanoseek.model.checkpoint import save_model
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.loader import load_model
 from nanoseek.model.transformer import Transformer
 
-TOLERANCE = 1e-4
 VOCAB = 320
 BASE = dict(
     vocab_size=VOCAB,
@@ -71,23 +70,8 @@ CASES = [
 
 
 def hf_model(model_type: str, extra: dict, seed: int = 0) -> torch.nn.Module:
-    """A random transformers model whose weights are all far from their (zero/one) init, biases and norms
-    included, so that a mistake anywhere moves the logits."""
     config_class = transformers.LlamaConfig if model_type == "llama" else transformers.Qwen2Config
-    config = config_class(**BASE, **extra)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.2 * torch.randn(param.shape, generator=generator))
-            else:
-                param.copy_(0.15 * torch.randn(param.shape, generator=generator))
-    return model.eval()
-
-
-def sample_ids(batch: int = 2, length: int = 40, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return random_hf_model(config_class(**BASE, **extra), seed)
 
 
 @pytest.mark.parametrize("name,model_type,extra", CASES, ids=[c[0] for c in CASES])
@@ -97,7 +81,7 @@ def test_transformers_checkpoint_loads_with_same_logits(
     reference = hf_model(model_type, extra)
     reference.save_pretrained(tmp_path)
     model = load_model(tmp_path)
-    ids = sample_ids()
+    ids = sample_ids(VOCAB)
     with torch.no_grad():
         expected = reference(ids).logits
         got = model(ids)
@@ -120,22 +104,7 @@ def test_nanoseek_checkpoint_loads_in_transformers_with_same_logits(
     save_model(model, tmp_path / "nanoseek")
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "nanoseek", dtype=torch.float32).eval()
     assert reference.config.model_type == model_type
-    ids = sample_ids(seed=4)
-    with torch.no_grad():
-        difference = (reference(ids).logits - model(ids)).abs().max().item()
-    assert difference <= TOLERANCE
-
-
-def nanoseek_greedy(model: Transformer, prompt: torch.Tensor, new_tokens: int) -> list[int]:
-    """The plain greedy loop over SimpleKVCache (the engine owns the real generation loop)."""
-    cache = SimpleKVCache(model.config, batch_size=1)
-    logits = model(prompt, cache=cache, last_only=True)
-    generated: list[int] = []
-    for _ in range(new_tokens):
-        next_id = int(logits[0, -1].argmax())
-        generated.append(next_id)
-        logits = model(torch.tensor([[next_id]]), cache=cache, last_only=True)
-    return generated
+    assert logit_gap(reference, model, sample_ids(VOCAB, seed=4)) <= TOLERANCE
 
 
 def test_nanoseek_saved_checkpoint_greedy_generates_identically_in_transformers(tmp_path: Path) -> None:
@@ -152,13 +121,10 @@ def test_nanoseek_saved_checkpoint_greedy_generates_identically_in_transformers(
     model = Transformer(config).eval()
     model.init_weights(std=0.3)  # a peaked distribution: greedy picks are far from ties
     save_model(model, tmp_path)
-    prompt = sample_ids(batch=1, length=12, seed=8)
-    with torch.no_grad():
-        ours = nanoseek_greedy(model, prompt, 32)
+    prompt = sample_ids(VOCAB, batch=1, length=12, seed=8)
+    ours = nanoseek_greedy(model, prompt, 32)
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
-    theirs = reference.generate(
-        prompt, max_new_tokens=32, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(prompt)
-    )[0, prompt.shape[1] :].tolist()
+    theirs = transformers_greedy(reference, prompt, 32)
     assert len(theirs) == 32
     assert ours == theirs
     assert len(set(ours)) > 3  # a real continuation, not one token repeated
@@ -169,10 +135,7 @@ def test_sharded_transformers_checkpoint_loads(tmp_path: Path) -> None:
     reference.save_pretrained(tmp_path, max_shard_size="100KB")
     assert (tmp_path / "model.safetensors.index.json").is_file() and not (tmp_path / "model.safetensors").exists()
     assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
-    ids = sample_ids(seed=6)
-    with torch.no_grad():
-        difference = (reference(ids).logits - load_model(tmp_path)(ids)).abs().max().item()
-    assert difference <= TOLERANCE
+    assert logit_gap(reference, load_model(tmp_path), sample_ids(VOCAB, seed=6)) <= TOLERANCE
 
 
 ROPE_VARIANTS = [
@@ -229,9 +192,7 @@ def test_checkpoint_with_tokenizer_loads_in_transformers(which: str, request: py
     text = "def square(x):\n    return x * x  # 平方"
     ids = ours.tokenizer.encode(text)
     assert hf_tokenizer(text, add_special_tokens=False)["input_ids"] == ids
-    with torch.no_grad():
-        difference = (reference(torch.tensor([ids])).logits - ours.model(torch.tensor([ids]))).abs().max().item()
-    assert difference <= TOLERANCE
+    assert logit_gap(reference, ours.model, torch.tensor([ids])) <= TOLERANCE
 
 
 def test_the_embedded_default_model_ships_in_hugging_face_layout_within_30_mb() -> None:
