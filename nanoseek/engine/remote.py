@@ -93,6 +93,28 @@ def token_id_of(key: str) -> int:
     return int(key.rsplit(":", 1)[1])
 
 
+def write_rollout_weights(model: Any, folder: Path) -> None:
+    """`model`'s weights and config.json in the layout vLLM loads, with the output head always a tensor of its
+    own (`lm_head.weight`, `tie_word_embeddings` false): vLLM's in-place reload cannot refill a head tied to the
+    embeddings (it logs "ParallelLMHead: Failed to load weights" and samples from the old head), so a server
+    that takes new weights is started on, and reloads, this layout."""
+    from safetensors.torch import save_file
+
+    from nanoseek.fileio import atomic_path, write_json_atomic
+    from nanoseek.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, hf_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = hf_state_dict(model, model.dtype)
+    if "lm_head.weight" not in tensors:
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    config = model.config.to_hf()
+    config["tie_word_embeddings"] = False
+    config["dtype"] = config["torch_dtype"] = str(model.dtype).removeprefix("torch.")
+    write_json_atomic(folder / CONFIG_FILE, config)
+
+
 class SampleState:
     """One sample's output as the native engine's Emitter treats it: ids detokenized, stop strings matched
     (never emitted), stop ids ending it without text."""
@@ -247,11 +269,10 @@ class RemoteEngine:
 
     def load_weights(self, model: Any, folder: str | os.PathLike[str]) -> None:
         """Make the server sample from `model`'s current weights (an RL step's policy): write them to `folder`
-        (safetensors, the layout vLLM loads), have every worker reload them in place (vLLM's `reload_weights`,
-        through its development endpoint `collective_rpc`), then drop the prefix cache the old weights filled."""
-        from nanoseek.model.checkpoint import save_model
-
-        save_model(model, Path(folder))
+        (`write_rollout_weights`, the folder the server was started on), have every worker reload them in place
+        (vLLM's `reload_weights`, through its development endpoint `collective_rpc`), then drop the prefix cache
+        the old weights filled."""
+        write_rollout_weights(model, Path(folder))
         base = self.base_url.removesuffix("/v1")
         rpc = {"method": "reload_weights", "kwargs": {"weights_path": str(Path(folder).resolve())}}
         for path, body in (("/collective_rpc", rpc), ("/reset_prefix_cache", None)):

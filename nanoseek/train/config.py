@@ -56,6 +56,13 @@ class RLConfig:
     pool: int = 4000  # distinct train items drawn per suite
     mixture: dict[str, float] = field(default_factory=lambda: {"math": 1.0})
     seed: int = 0
+    # where rollouts are sampled: "engine" (a fresh nanoseek engine each step) or "vllm" (one vLLM server for the
+    # whole stage, given each step's weights; NANOSEEK_VLLM_PYTHON and NANOSEEK_VLLM_ARGS say how to start it)
+    rollout_backend: str = "engine"
+
+    def __post_init__(self) -> None:
+        if self.rollout_backend not in ("engine", "vllm"):
+            raise ValueError(f'rollout_backend must be "engine" or "vllm", not {self.rollout_backend!r}')
 
     def loop_config(self) -> LoopConfig:
         """The schedule and optimiser settings, in the shape the shared training helpers take."""

@@ -19,6 +19,9 @@ rate and few steps keep the policy near the SFT model instead.
 
 Rollouts use a fresh engine every step, built on the current weights: the native decode step packs its own
 copy of them, so an engine kept across updates would fall back to the slower PyTorch path.
+With `rollout_backend = "vllm"` they go through one vLLM server instead (as TRL and verl sample with vLLM),
+started when the stage starts (`NANOSEEK_VLLM_PYTHON`: the interpreter that has vLLM; `NANOSEEK_VLLM_ARGS`: its
+flags, e.g. "-tp 2") and handed each step's weights (`RemoteEngine.load_weights`), parsed and scored the same way.
 The log (log.jsonl) has the reward, accuracy and reply lengths of every step and a greedy held-out accuracy
 every `eval_every` steps; rewards.png plots them.
 """
@@ -26,7 +29,9 @@ every `eval_every` steps; rewards.png plots them.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shlex
 import statistics
 import time
 from collections.abc import Callable
@@ -217,6 +222,22 @@ def plot_rewards(rows: list[dict], path: Path, title: str, window: int = 10) -> 
     )
 
 
+def vllm_rollouts(policy: torch.nn.Module, tokenizer: Tokenizer, out_dir: Path, weights: Path) -> Any:
+    """A vLLM server on `policy` for the stage's rollouts (its log: OUT/rl/vllm.log), able to take new weights."""
+    from nanoseek.engine.remote import RemoteEngine, write_rollout_weights
+
+    tokenizer.save(weights)
+    write_rollout_weights(policy, weights)
+    return RemoteEngine.launch_vllm(
+        weights,
+        python=os.environ.get("NANOSEEK_VLLM_PYTHON"),
+        extra_args=shlex.split(os.environ.get("NANOSEEK_VLLM_ARGS", "")),
+        weight_updates=True,
+        log_path=out_dir / "vllm.log",
+        max_queue=1 << 12,
+    )
+
+
 def train_rl(
     model: torch.nn.Module,
     tokenizer: Tokenizer,
@@ -244,6 +265,7 @@ def train_rl(
             "steps",
             "eval_every",
             "checkpoint_every",
+            "rollout_backend",
         }
         if changed:
             raise ValueError(
@@ -271,8 +293,22 @@ def train_rl(
         **(engine_kwargs or {}),
     }
 
+    weights = out_dir / "vllm-weights"
+    remote = (
+        vllm_rollouts(model if rollout_model is None else rollout_model(), tokenizer, out_dir, weights)
+        if config.rollout_backend == "vllm"
+        else None
+    )
+
     def with_backend(work: Callable[[EngineBackend], Any]) -> Any:
-        engine = Engine(model if rollout_model is None else rollout_model(), tokenizer, **engine_settings)
+        policy = model if rollout_model is None else rollout_model()
+        if remote is not None:
+            remote.load_weights(policy, weights)
+            try:
+                return work(EngineBackend(remote))
+            finally:
+                model.train()
+        engine = Engine(policy, tokenizer, **engine_settings)
         try:
             return work(EngineBackend(engine))
         finally:
@@ -298,59 +334,63 @@ def train_rl(
         if on_checkpoint is not None:
             on_checkpoint(step)
 
-    if step == 0 and config.eval_every:
-        accuracy = with_backend(lambda backend: held_out_accuracy(backend, heldout, config, reward))
-        log({"step": 0, "heldout_accuracy": accuracy})
-        print(f"{title} step 0: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)", flush=True)
-    bar = tqdm(total=config.steps, initial=step, desc=title, unit="step", dynamic_ncols=True)
-    row: dict[str, Any] = {}
-    while step < config.steps:
-        started = time.perf_counter()
-        items = prompts_for_step(pools, config, step)
-        groups = with_backend(lambda backend: collect_rollouts(backend, items, config, step, reward))
-        rollout_seconds = time.perf_counter() - started
-        weighted = [(r, a) for group in groups for r, a in zip(group, advantages(group)) if a != 0.0]
-        lr = learning_rate(loop, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        grad_norm = 0.0
-        if weighted:
-            model.train()
-            total_tokens = sum(len(r.completion) for group in groups for r in group)
-            for start in range(0, len(weighted), config.micro_batch):
-                policy_gradient_loss(
-                    model, weighted[start : start + config.micro_batch], total_tokens, tokenizer.pad_id
-                ).backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        rollouts = [r for group in groups for r in group]
-        step += 1
-        elapsed += time.perf_counter() - started
-        row = {
-            "step": step - 1,
-            "reward": statistics.fmean(r.reward for r in rollouts),
-            "groups_learning": sum(any(advantages(g)) for g in groups),
-            "completion_tokens": statistics.fmean(len(r.completion) for r in rollouts),
-            "reasoning_tokens": statistics.fmean(r.reasoning_tokens for r in rollouts),
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "rollout_s": round(rollout_seconds, 2),
-            "step_s": round(time.perf_counter() - started, 2),
-            "elapsed_s": round(elapsed, 2),
-        }
-        log(row)
-        bar.set_postfix(
-            reward=f"{row['reward']:.3f}",
-            tokens=f"{row['completion_tokens']:.0f}",
-            learning=f"{row['groups_learning']}/{len(groups)}",
-        )
-        bar.update(1)
-        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+    try:
+        if step == 0 and config.eval_every:
             accuracy = with_backend(lambda backend: held_out_accuracy(backend, heldout, config, reward))
-            log({"step": step, "heldout_accuracy": accuracy})
-            bar.write(f"{title} step {step}: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)")
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save()
-    bar.close()
-    return row or next((r for r in reversed(read_log(log_path)) if "reward" in r), {})
+            log({"step": 0, "heldout_accuracy": accuracy})
+            print(f"{title} step 0: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)", flush=True)
+        bar = tqdm(total=config.steps, initial=step, desc=title, unit="step", dynamic_ncols=True)
+        row: dict[str, Any] = {}
+        while step < config.steps:
+            started = time.perf_counter()
+            items = prompts_for_step(pools, config, step)
+            groups = with_backend(lambda backend: collect_rollouts(backend, items, config, step, reward))
+            rollout_seconds = time.perf_counter() - started
+            weighted = [(r, a) for group in groups for r, a in zip(group, advantages(group)) if a != 0.0]
+            lr = learning_rate(loop, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            grad_norm = 0.0
+            if weighted:
+                model.train()
+                total_tokens = sum(len(r.completion) for group in groups for r in group)
+                for start in range(0, len(weighted), config.micro_batch):
+                    policy_gradient_loss(
+                        model, weighted[start : start + config.micro_batch], total_tokens, tokenizer.pad_id
+                    ).backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            rollouts = [r for group in groups for r in group]
+            step += 1
+            elapsed += time.perf_counter() - started
+            row = {
+                "step": step - 1,
+                "reward": statistics.fmean(r.reward for r in rollouts),
+                "groups_learning": sum(any(advantages(g)) for g in groups),
+                "completion_tokens": statistics.fmean(len(r.completion) for r in rollouts),
+                "reasoning_tokens": statistics.fmean(r.reasoning_tokens for r in rollouts),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "rollout_s": round(rollout_seconds, 2),
+                "step_s": round(time.perf_counter() - started, 2),
+                "elapsed_s": round(elapsed, 2),
+            }
+            log(row)
+            bar.set_postfix(
+                reward=f"{row['reward']:.3f}",
+                tokens=f"{row['completion_tokens']:.0f}",
+                learning=f"{row['groups_learning']}/{len(groups)}",
+            )
+            bar.update(1)
+            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                accuracy = with_backend(lambda backend: held_out_accuracy(backend, heldout, config, reward))
+                log({"step": step, "heldout_accuracy": accuracy})
+                bar.write(f"{title} step {step}: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save()
+        bar.close()
+        return row or next((r for r in reversed(read_log(log_path)) if "reward" in r), {})
+    finally:
+        if remote is not None:
+            remote.shutdown()

@@ -284,3 +284,15 @@ def test_the_api_over_the_remote_engine(engine: RemoteEngine, script: Script, ti
         assert thought_call["max_tokens"] == 4 and answer_call["prompt"][-1] == think_end_id(engine.tokenizer)
     finally:
         live.stop()
+
+
+def test_backend_settings_refuse_what_vllm_cannot_carry(tiny_checkpoint: Path):
+    from nanoseek.api.settings import SettingsError, settings_from_env
+
+    assert settings_from_env(environ={}, backend_url="http://127.0.0.1:1/v1").backend == "vllm"
+    with pytest.raises(SettingsError, match="disk tier"):
+        settings_from_env(environ={}, backend="vllm", disk_cache_gb=1.0)
+    with pytest.raises(SettingsError, match="not q8_0"):
+        settings_from_env(environ={}, backend="vllm", dtype="q8_0")
+    with pytest.raises(SettingsError, match="backend must be"):
+        settings_from_env(environ={"NANOSEEK_BACKEND": "sglang"})
