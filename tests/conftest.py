@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests that load "the default model" get the embedded 3.9M one (fast, offline); the tests of the shipped default
+# (tests/model/test_model_default.py, the README's commands) choose the adapter themselves.
+os.environ.setdefault("NANOSEEK_DEFAULT_MODEL", "embedded")
 
 
 @pytest.fixture(scope="session")

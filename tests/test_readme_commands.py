@@ -84,7 +84,8 @@ def fresh(tmp_path_factory) -> tuple[Path, dict[str, str]]:
             (copy / name.decode()).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, copy / name.decode())
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")], check=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # NANOSEEK_DEFAULT_MODEL dropped: a new user's `nanoseek serve` serves the shipped default, fetching its base
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "NANOSEEK_DEFAULT_MODEL")}
     env["PATH"] = f"{root / 'venv' / 'bin'}{os.pathsep}{env['PATH']}"
     env["HOME"] = str(root / "home")  # the user data and cache folders of a new user
     return copy, env

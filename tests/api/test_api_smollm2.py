@@ -105,3 +105,32 @@ def test_fim_is_a_clear_400_without_fim_tokens(server):
     beta = openai.OpenAI(base_url=f"{server}/beta", api_key="unused", timeout=600)
     with pytest.raises(openai.BadRequestError, match="no fill-in-the-middle tokens"):
         beta.completions.create(model="deepseek-chat", prompt="def add(a, b):\n", suffix="\n", max_tokens=8)
+
+
+def test_serve_with_no_model_serves_the_shipped_adapter_on_its_fetched_base(
+    smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    """The README's main command: the default (nanoseek/default_adapter/ merged into SmolLM2, fetched by name) in
+    nanoseek's own chat format, so deep thinking and tool calls come back as DeepSeek's fields."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "NANOSEEK_DEFAULT_MODEL"}
+    env["NANOSEEK_DB_PATH"] = str(tmp_path_factory.mktemp("default") / "web.sqlite3")
+    command = [sys.executable, "-m", "nanoseek.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(process, url, 600)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=600)
+        question = [{"role": "user", "content": "What is 12 + 30?"}]
+        reply = client.chat.completions.create(model="deepseek-reasoner", messages=question, max_tokens=96)
+        message = reply.choices[0].message
+        assert message.reasoning_content, "the adapter thinks in <think> before it answers"
+        tools = [WEATHER]
+        asked = [{"role": "user", "content": "What's the weather like in Lisbon right now?"}]
+        call = client.chat.completions.create(model="deepseek-chat", messages=asked, tools=tools, max_tokens=64)
+        calls = call.choices[0].message.tool_calls or []
+        assert [c.function.name for c in calls] == ["get_weather"]
+        assert json.loads(calls[0].function.arguments) == {"city": "Lisbon"}
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
