@@ -1016,19 +1016,22 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
        out_h = W_UV_h mixed_h                               x += o_proj([out_1 .. out_H])
 
    Per layer: the "A" projection of the normed input (q_proj, or q_a_proj, then kv_a_proj_with_mqa: one packed
-   weight); with a q LoRA, q_a's RMSNorm and q_b_proj; the latent's RMSNorm, k_pe's rotation and the cache store;
-   per head the absorbed W_UK_h and (after attention) W_UV_h as projections of their own (packed [L, nope] and
-   [v, L]: one pass over each weight serves the whole batch); then o_proj into the residual stream.
+   weight); the latent's RMSNorm, k_pe's rotation and the cache store (with a q LoRA, q_a's RMSNorm, then
+   q_b_proj); one task per row and head for the absorbed W_UK_h (packed [L, nope]), the attention and W_UV_h
+   (packed [v, L]); then o_proj into the residual stream. A decode step of a small model is mostly phases and
+   the barriers between them, so each phase does as much as its inputs allow: an MoE layer costs 9 barriers to
+   a Llama layer's 8.
    DeepSeek lays the rotary dimensions out as interleaved pairs: with `interleaved` they are read as the even
    then the odd ones (deepseek.py `_rotary_layout`), so the cache holds k_pe in the half-split layout that the
    PyTorch model stores too.
 
-   The feed-forward of the first dense layers is the Llama step's SwiGLU MLP. A DeepSeekMoE layer: the router's
-   logits (an fp32 projection, as the model routes in fp32) and the shared experts' gate/up in one phase; then
-   every thread routes every row itself (a few hundred floats: cheaper than a barrier) by deepseek.py's rule --
+   The feed-forward of the first dense layers is the Llama step's SwiGLU MLP. A DeepSeekMoE layer: each row's
+   RMSNorm and router logits (fp32, as the model routes in fp32) in one loop; then every thread routes every row
+   itself (a few hundred floats: cheaper than a barrier) by deepseek.py's rule --
    softmax (V2) or sigmoid (V3) scores, V3's aux-loss-free bias added for the choice only, the best topk_group
    groups, the top-k experts among them, V3's renormalised weights, routed scaling -- and sorts the (row, expert)
-   pairs by expert; each expert then runs once over all the rows routed to it (gathered into consecutive rows),
+   pairs by expert, gathering each expert's rows into consecutive rows while the shared experts' gate/up runs;
+   each expert then runs once over all the rows routed to it,
    gate/up and down, and each row adds its experts' outputs, weighted, to the residual stream, in its own fixed
    order: a row's result does not depend on which other rows share its batch. Projections are fp32, or bf16 on
    CPUs with AVX512-BF16 (on the tile unit where AMX applies), as `project` dispatches them. */
@@ -1060,8 +1063,7 @@ typedef struct {
    = a dense MLP's, scores, input_pairs). */
 typedef struct {
     Workspace base;
-    float *a_out, *q, *q_a_normed, *q_nope, *q_latent, *mixed, *router_logits, *expert_in, *expert_act, *expert_out,
-        *shared_act;
+    float *a_out, *q, *q_a_normed, *router_logits, *expert_in, *expert_act, *expert_out, *shared_act;
 } LatentWorkspace;
 
 /* Bytes of a packed [out_dim, in_dim] weight of `type` (fp32 or bf16): whole blocks of 32 outputs. */
@@ -1115,22 +1117,6 @@ static void store_latents(const LatentModel *m, const LatentWorkspace *w, int la
     }
 }
 
-/* Per row and head: q_pe rotated into the head's latent query (its last R values), q_nope copied out head-major
-   ([head][row][nope]) as the absorbed key projection's input rows. */
-static void split_queries(const LatentModel *m, const LatentWorkspace *w, int rows, const int64_t *positions) {
-    const int heads = m->base.num_heads, nope = m->nope_dim, R = m->rope_dim, L = m->kv_lora_rank;
-    const float *q = m->q_lora_rank ? w->q : w->a_out;
-    const size_t q_stride = m->q_lora_rank ? (size_t)heads * (nope + R) : (size_t)heads * (nope + R) + L + R;
-#pragma omp for schedule(static) nowait
-    for (int task = 0; task < rows * heads; task++) {
-        const int r = task / heads, h = task % heads;
-        const float *head = q + (size_t)r * q_stride + (size_t)h * (nope + R);
-        memcpy(w->q_nope + ((size_t)h * rows + r) * nope, head, (size_t)nope * sizeof *head);
-        rotate_rope(head + nope, w->q_latent + ((size_t)r * heads + h) * (L + R) + L, R, m->interleaved,
-                    m->base.cos_table + (size_t)positions[r] * R, m->base.sin_table + (size_t)positions[r] * R);
-    }
-}
-
 /* Softmax attention of one latent query (width L + R) over a slot's `length` latents; the weighted sum of their
    first L values into dst. */
 static void attend_latent_head(const float *q, const void *latents, size_t base, int length, int width, int value_dim,
@@ -1164,18 +1150,57 @@ static void attend_latent_head(const float *q, const void *latents, size_t base,
     for (int k = 0; k < value_dim; k++) dst[k] *= inverse;
 }
 
-/* Every row's heads over its slot's latents 0..position; the results head-major ([head][row][L]), the value
-   projection's input rows. */
+/* dst = W x for one row x of `in_dim` inputs, W a packed [out_dim, in_dim] weight (fp32 or bf16), computed by the
+   calling thread alone: the micro-kernels of `project`, for the per-head projections inside an attention task.
+   `pairs` holds the row rounded to bf16 (in_dim / 2 values). */
+static void project_row(const float *x, int in_dim, const void *packed, int type, int out_dim, float *dst,
+                        uint32_t *pairs) {
+    const int blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+#if defined(__AVX512BF16__)
+    if (type == WEIGHT_BF16) {
+        round_rows_to_bf16(x, 1, in_dim, (uint16_t *)pairs);
+        for (int b = 0; b < blocks; b++) {
+            const int width = out_dim - b * COLUMN_BLOCK < COLUMN_BLOCK ? out_dim - b * COLUMN_BLOCK : COLUMN_BLOCK;
+            project_block_bf16(pairs, 1, in_dim / 2, (const uint16_t *)packed + (size_t)b * in_dim * COLUMN_BLOCK,
+                               b * COLUMN_BLOCK, width, NULL, dst, out_dim, WRITE);
+        }
+        return;
+    }
+#endif
+    (void)type, (void)pairs;
+    for (int b = 0; b < blocks; b++) {
+        const int width = out_dim - b * COLUMN_BLOCK < COLUMN_BLOCK ? out_dim - b * COLUMN_BLOCK : COLUMN_BLOCK;
+        project_block(x, 1, in_dim, (const float *)packed + (size_t)b * in_dim * COLUMN_BLOCK, b * COLUMN_BLOCK,
+                      width, NULL, dst, out_dim, WRITE);
+    }
+}
+
+/* Multi-head latent attention of every row and head, one task each, all in one phase: the absorbed key
+   projection (q_nope -> the head's latent query, q_pe rotated beside it), softmax attention over the slot's
+   latents 0..position, and the head's value projection of the result into its columns of the heads' output.
+   The per-head weights (W_UK_h^T: [L, nope], W_UV_h: [v, L]) are small enough to be read once per row from the
+   cache, and two phases (and their barriers) fewer matter more at decode sizes. */
 static void attend_latents(const LatentModel *m, const LatentWorkspace *w, int layer, int rows,
                            const int64_t *positions, const int64_t *slots) {
-    const int heads = m->base.num_heads, L = m->kv_lora_rank, width = L + m->rope_dim;
+    const int heads = m->base.num_heads, L = m->kv_lora_rank, R = m->rope_dim, nope = m->nope_dim, v = m->v_dim;
+    const int type = m->projection_type, width = L + R;
+    const size_t key_up_bytes = packed_bytes(L, nope, type), value_up_bytes = packed_bytes(v, L, type);
+    const float *q = m->q_lora_rank ? w->q : w->a_out;
+    const size_t q_stride = m->q_lora_rank ? (size_t)heads * (nope + R) : (size_t)heads * (nope + R) + L + R;
     float *scores = w->base.scores + (size_t)omp_get_thread_num() * HEADS_PER_PASS * m->base.slot_capacity;
+    uint32_t *pairs = w->base.input_pairs + (size_t)omp_get_thread_num() * w->base.input_pairs_per_thread;
 #pragma omp for schedule(dynamic, 1) nowait
     for (int task = 0; task < rows * heads; task++) {
         const int r = task / heads, h = task % heads;
-        attend_latent_head(w->q_latent + ((size_t)r * heads + h) * width, m->base.keys[layer],
-                           (size_t)slots[r] * m->base.slot_capacity * width, (int)positions[r] + 1, width, L,
-                           m->base.bf16, m->scale, scores, w->mixed + ((size_t)h * rows + r) * L);
+        const float *head = q + (size_t)r * q_stride + (size_t)h * (nope + R);
+        float query[width], mixed[L];
+        project_row(head, nope, (const char *)m->key_up[layer] + h * key_up_bytes, type, L, query, pairs);
+        rotate_rope(head + nope, query + L, R, m->interleaved, m->base.cos_table + (size_t)positions[r] * R,
+                    m->base.sin_table + (size_t)positions[r] * R);
+        attend_latent_head(query, m->base.keys[layer], (size_t)slots[r] * m->base.slot_capacity * width,
+                           (int)positions[r] + 1, width, L, m->base.bf16, m->scale, scores, mixed);
+        project_row(mixed, L, (const char *)m->value_up[layer] + h * value_up_bytes, type, v,
+                    w->base.attention + ((size_t)r * heads + h) * v, pairs);
     }
 }
 
@@ -1235,21 +1260,23 @@ static void route_row(const LatentModel *m, const float *logits, const float *bi
         weights[k] = (m->normalise ? weights[k] / (total + 1e-20f) : weights[k]) * m->routed_scaling;
 }
 
-/* A DeepSeekMoE feed-forward of the rows' normed inputs (w->base.normed), added to the residual stream. `chosen`,
-   `weights`, `order` and `place` are the calling thread's own (rows * top_k each), `start` has num_experts + 1
-   entries: every thread routes every row (see above). Ends without a barrier: the rows' sums are added by a
-   static loop over rows, and the next phase (an RMSNorm) is one too, so each thread reads back only the rows it
-   wrote itself. */
+/* A DeepSeekMoE feed-forward of the rows' residual stream, added to it. `chosen`, `weights`, `order` and `place`
+   are the calling thread's own (rows * top_k each), `start` has num_experts + 1 entries: every thread routes every
+   row (see above). Starts with the post-attention RMSNorm and the router's logits of each row in one loop (the
+   thread that normed a row scores it), and ends without a barrier: the rows' sums are added by a static loop over
+   rows, and the next phase (an RMSNorm) is one too, so each thread reads back only the rows it wrote itself. */
 static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, PhaseBarrier *barrier, int layer,
                                int rows, int *chosen, float *weights, int *order, int *place, int *start) {
     const int hidden = m->base.hidden, experts = m->num_experts, top_k = m->top_k, type = m->projection_type;
     const int inner = m->expert_intermediate, shared = m->shared_intermediate, pairs = rows * top_k;
     const DecodeModel *base = &m->base;
-    project(base, &w->base, w->base.normed, rows, hidden, m->router[layer], WEIGHT_FP32, NULL, experts,
-            w->router_logits, experts, WRITE);
-    if (shared)
-        project(base, &w->base, w->base.normed, rows, hidden, m->shared_gate_up[layer], type, NULL, 2 * shared,
-                w->shared_act, shared, SWIGLU);
+#pragma omp for schedule(static) nowait
+    for (int r = 0; r < rows; r++) {
+        float *normed = w->base.normed + (size_t)r * hidden;
+        rms_norm_vector(w->base.x + (size_t)r * hidden, base->post_norm[layer], normed, hidden, base->eps);
+        project_row(normed, hidden, m->router[layer], WEIGHT_FP32, experts, w->router_logits + (size_t)r * experts,
+                    NULL);
+    }
     phase_end(barrier);
     /* Route every row; then the (row, expert) pairs sorted by expert (a counting sort, rows in order within an
        expert): order[i] is the pair at sorted place i, place[p] where pair p went. */
@@ -1271,6 +1298,9 @@ static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, P
     for (int i = 0; i < pairs; i++)
         memcpy(w->expert_in + (size_t)i * hidden, w->base.normed + (size_t)(order[i] / top_k) * hidden,
                (size_t)hidden * sizeof(float));
+    if (shared)
+        project(base, &w->base, w->base.normed, rows, hidden, m->shared_gate_up[layer], type, NULL, 2 * shared,
+                w->shared_act, shared, SWIGLU);
     phase_end(barrier);
     const size_t gate_up_bytes = packed_bytes(2 * inner, hidden, type), down_bytes = packed_bytes(hidden, inner, type);
     for (int e = 0; e < experts; e++) {
@@ -1312,7 +1342,6 @@ void nanoseek_latent_decode_step(const LatentModel *m, const LatentWorkspace *w,
     const int hidden = base->hidden, heads = base->num_heads, type = m->projection_type;
     const int L = m->kv_lora_rank, R = m->rope_dim, nope = m->nope_dim, v = m->v_dim;
     const int q_width = m->q_lora_rank ? m->q_lora_rank : heads * (nope + R), a_width = q_width + L + R;
-    const size_t key_up_bytes = packed_bytes(L, nope, type), value_up_bytes = packed_bytes(v, L, type);
     PhaseBarrier barrier = {0, 0};
 #pragma omp parallel num_threads(threads)
     {
@@ -1332,35 +1361,23 @@ void nanoseek_latent_decode_step(const LatentModel *m, const LatentWorkspace *w,
                     w->a_out, a_width, WRITE);
             phase_end(&barrier);
             store_latents(m, w, layer, rows, positions, slots);
+            phase_end(&barrier);
             if (m->q_lora_rank) {
-                phase_end(&barrier);
                 project(base, &w->base, w->q_a_normed, rows, q_width, m->q_b_weight[layer], type, NULL,
                         heads * (nope + R), w->q, heads * (nope + R), WRITE);
                 phase_end(&barrier);
             }
-            split_queries(m, w, rows, positions);
-            phase_end(&barrier);
-            for (int h = 0; h < heads; h++)
-                project(base, &w->base, w->q_nope + (size_t)h * rows * nope, rows, nope,
-                        (const char *)m->key_up[layer] + h * key_up_bytes, type, NULL, L,
-                        w->q_latent + (size_t)h * (L + R), heads * (L + R), WRITE);
-            phase_end(&barrier);
             attend_latents(m, w, layer, rows, positions, slots);
-            phase_end(&barrier);
-            for (int h = 0; h < heads; h++)
-                project(base, &w->base, w->mixed + (size_t)h * rows * L, rows, L,
-                        (const char *)m->value_up[layer] + h * value_up_bytes, type, NULL, v,
-                        w->base.attention + (size_t)h * v, heads * v, WRITE);
             phase_end(&barrier);
             project(base, &w->base, w->base.attention, rows, heads * v, m->o_weight[layer], type, m->o_bias[layer],
                     hidden, w->base.x, hidden, ACCUMULATE);
-            phase_end(&barrier);
-            rms_norm_rows(w->base.x, base->post_norm[layer], w->base.normed, rows, hidden, base->eps);
             phase_end(&barrier);
             if (m->router[layer]) {
                 mixture_of_experts(m, w, &barrier, layer, rows, chosen, weights, order, place, start);
                 continue; /* no barrier needed before the next RMSNorm (see mixture_of_experts) */
             }
+            rms_norm_rows(w->base.x, base->post_norm[layer], w->base.normed, rows, hidden, base->eps);
+            phase_end(&barrier);
             project(base, &w->base, w->base.normed, rows, hidden, base->gate_up_weight[layer], type, NULL,
                     2 * base->intermediate, w->base.activation, base->intermediate, SWIGLU);
             phase_end(&barrier);

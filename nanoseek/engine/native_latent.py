@@ -11,7 +11,7 @@ The engine's runner builds one for MLA models where it builds a NativeDecoder fo
   the same normed input;
 * per head, kv_b_proj's key rows transposed (W_UK_h^T: [kv_lora_rank, nope]) and value rows (W_UV_h:
   [v, kv_lora_rank]), each packed as a projection of its own: the absorbed projections of deepseek.py's
-  `LatentAttention.absorbed_projections`, one pass over each per step whatever the batch;
+  `LatentAttention.absorbed_projections`, applied inside each row and head's attention task;
 * the router's weight in fp32 (the model routes in fp32), the routed experts' gate/up (in the SwiGLU epilogue's
   row order) and down weights packed one after the other, and the shared experts as one SwiGLU MLP.
 
@@ -98,9 +98,6 @@ class _LatentWorkspace(ctypes.Structure):
             "a_out",
             "q",
             "q_a_normed",
-            "q_nope",
-            "q_latent",
-            "mixed",
             "router_logits",
             "expert_in",
             "expert_act",
@@ -287,9 +284,6 @@ class LatentNativeDecoder(NativeDecoder):
             "a_out": a_width,
             "q": query_width,
             "q_a_normed": config.q_lora_rank or 0,
-            "q_nope": heads * config.qk_nope_head_dim,
-            "q_latent": heads * config.latent_dim,
-            "mixed": heads * rank,
             "router_logits": config.n_routed_experts if config.is_moe else 0,
             "expert_in": top_k * config.hidden_size,
             "expert_act": top_k * expert_inner,
