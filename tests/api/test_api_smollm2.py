@@ -125,9 +125,13 @@ def test_serve_with_no_model_serves_the_shipped_adapter_on_its_fetched_base(
         reply = client.chat.completions.create(model="deepseek-reasoner", messages=question, max_tokens=96)
         message = reply.choices[0].message
         assert message.reasoning_content, "the adapter thinks in <think> before it answers"
-        tools = [WEATHER]
+        # strict (DeepSeek's beta): the grammar holds the arguments to the schema; without it a sampled call may
+        # wrap them in quotes, as this adapter did once ('{"city": "Lisbon"}' with the quotes)
+        strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+        strict["function"]["parameters"] = {**WEATHER["function"]["parameters"], "additionalProperties": False}
+        beta = openai.OpenAI(base_url=f"{url}/beta", api_key="unused", timeout=600)
         asked = [{"role": "user", "content": "What's the weather like in Lisbon right now?"}]
-        call = client.chat.completions.create(model="deepseek-chat", messages=asked, tools=tools, max_tokens=64)
+        call = beta.chat.completions.create(model="deepseek-chat", messages=asked, tools=[strict], max_tokens=64)
         calls = call.choices[0].message.tool_calls or []
         assert [c.function.name for c in calls] == ["get_weather"]
         assert json.loads(calls[0].function.arguments) == {"city": "Lisbon"}
