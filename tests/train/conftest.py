@@ -54,7 +54,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_run")
     recipe = load_recipe("tiny")
     tokenizer_stage(recipe, out)
-    train_rows, eval_rows = build_rows("pretrain", recipe, load_tokenizer(out))
+    train_rows, eval_rows = build_rows("pretrain", recipe, load_tokenizer(out), out)
     (out / "pretrain").mkdir()
     train_rows.save(out / "pretrain" / "train_rows.npz")
     eval_rows.save(out / "pretrain" / "eval_rows.npz")
