@@ -2,6 +2,7 @@
 
     nanoseek thinking-chart --model PATH --out docs/runs/DATE-thinking-chart [--split phrasing] [--n 100]
         [--seeds 3] [--budgets 32,64,128,256,512] [--votes 2,4,8] [--temperature 0.7]
+    nanoseek thinking-chart --model runs/smol/rl/adapter --out ...     # a LoRA adapter: merged into its base at load
 
 R1-Lite's claim is that accuracy keeps rising with the length of the thought, and that one long thought beats
 majority voting over several short ones at the same cost. So for each thinking budget B (tokens) and each seed:
@@ -236,6 +237,15 @@ def write_report(out: Path, points: list[dict[str, Any]], meta: dict[str, Any]) 
     write_text_atomic(out / README, "\n".join(lines) + "\n")
 
 
+def model_label(model: str) -> str:
+    """The chart's name for a --model value: a stage export or adapter (`runs/smol/rl/adapter`) by its run and
+    stage (`smol/rl/adapter`: every adapter folder is called `adapter`), anything else by its own name."""
+    path = Path(model)
+    if path.name in ("adapter", "model") and path.parent.name:
+        return "/".join(path.parts[-3:])
+    return path.name
+
+
 def parse_ints(text: str, flag: str, parser: argparse.ArgumentParser) -> list[int]:
     try:
         values = sorted({int(v) for v in text.split(",") if v.strip()})
@@ -249,7 +259,10 @@ def parse_ints(text: str, flag: str, parser: argparse.ArgumentParser) -> list[in
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="nanoseek thinking-chart", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="checkpoint folder, GGUF file or named model")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint folder, LoRA adapter folder, GGUF file or named model"
+    )
+    parser.add_argument("--name", default=None, help="the model's name in the chart (default: from --model)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--split", default="phrasing", help="math split: phrasing (default), heldout, handwritten")
     parser.add_argument("--n", type=int, default=100, help="questions")
@@ -289,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {s.key() for s in settings}
     rows = [r for r in rows if (r["budget"], r["votes"], r["seed"]) in wanted and r["item"] < len(items)]
     meta = {
-        "model": Path(args.model).name,
+        "model": args.name or model_label(args.model),
         "split": args.split,
         "questions": len(items),
         "seeds": args.seeds,

@@ -70,3 +70,26 @@ def test_command_writes_chart_table_and_summary(tiny_checkpoint, tmp_path, capsy
     table = (out / "README.md").read_text()
     assert "| 8 | 2 |" in table and "phrasing" in table
     assert np.isclose(sum(1 for line in capsys.readouterr().out.splitlines() if line.startswith("budget")), 3)
+
+
+def test_command_runs_on_a_lora_adapter_folder_merged_into_its_base(tiny_checkpoint, tmp_path):
+    """`--model runs/smol/rl/adapter`, the folder the default model ships as: the loader merges it into the base
+    it names (tests/train/test_train_lora.py checks the logits), and the chart names the run and stage rather
+    than `adapter`."""
+    import torch
+
+    from nanoseek.model.adapter import LoraSettings, attach_lora, save_adapter, trainable_token_ids
+    from nanoseek.model.loader import load_checkpoint
+
+    base = load_checkpoint(tiny_checkpoint, dtype="float32")
+    torch.manual_seed(0)
+    adapted = attach_lora(base.model, LoraSettings(rank=2, alpha=4), trainable_token_ids(base.tokenizer))
+    adapter = save_adapter(adapted, tmp_path / "smol" / "rl" / "adapter", base=str(tiny_checkpoint))
+    out = tmp_path / "chart"
+    argv = ["--model", str(adapter), "--out", str(out), "--n", "2", "--seeds", "1", "--budgets", "8", "--votes", "2"]
+    assert main([*argv, "--min-voter-budget", "4", "--max-tokens", "4", "--concurrency", "2", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["model"] == "smol/rl/adapter"
+    assert {(p["budget"], p["votes"]) for p in summary["points"]} == {(0, 1), (8, 1), (8, 2)}
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "smol/rl/adapter" in (out / "README.md").read_text()
