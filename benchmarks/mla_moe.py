@@ -8,8 +8,13 @@ ones, each `--new-tokens` long after a 16-token prompt. Each model is timed on i
 (`native_decode=False`). Rounds rotate between the engines after a warm-up; medians are reported.
 KV bytes per token come from each engine's own `stats()`, beside an MHA model of the MLA model's shape.
 
+`--raw-steps` times only the two native C steps, called directly in one process (no engine, no sampling), blocks
+of 40 steps alternating between the models, in CPU seconds of the process with one thread: on a machine other
+processes load, wall time mostly measures them, and this is the figure they disturb least.
+
     python benchmarks/mla_moe.py                      # 128 new tokens, batch 8, 3 rounds
     python benchmarks/mla_moe.py --new-tokens 64 --rounds 2 --threads 1
+    python benchmarks/mla_moe.py --raw-steps --batch 8
 """
 
 from __future__ import annotations
@@ -48,13 +53,50 @@ def decode_tokens_per_second(engine: Engine, batch: int, new_tokens: int) -> flo
     return batch * new_tokens / elapsed
 
 
+def raw_step_seconds(batch: int, blocks: int = 25, steps: int = 40) -> dict[str, list[float]]:
+    """CPU seconds per native step of each recipe's model, `blocks` blocks of `steps` alternating between them, after
+    64 steps of warm-up (positions 64..127, scattered tokens so that the MoE rows route differently)."""
+    from nanoseek.engine.latent_cache import kv_cache_for
+    from nanoseek.engine.native import NativeDecoder
+    from nanoseek.engine.native_latent import LatentNativeDecoder
+
+    decoders = {}
+    for name in ("default", "mla_moe"):
+        model = recipe_model(name)
+        cache = kv_cache_for(model.config, batch, 256, torch.float32)
+        decoders[name] = (LatentNativeDecoder if model.config.is_mla else NativeDecoder).build(model, cache, batch)
+    slots = list(range(batch))
+    for decoder in decoders.values():
+        for position in range(64):
+            decoder.step([20 + row for row in slots], [position] * batch, slots)
+    seconds: dict[str, list[float]] = {name: [] for name in decoders}
+    for block in range(blocks):
+        for name, decoder in decoders.items():
+            started = time.process_time()
+            for i in range(steps):
+                decoder.step([(31 * row + i + block) % VOCAB for row in slots], [64 + i] * batch, slots)
+            seconds[name].append((time.process_time() - started) / steps)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--raw-steps", action="store_true", help="time the two native C steps only (one thread)")
     args = parser.parse_args()
+    if args.raw_steps:
+        torch.set_num_threads(1)
+        seconds = raw_step_seconds(args.batch)
+        best = {name: min(values) for name, values in seconds.items()}
+        middle = {name: statistics.median(values) for name, values in seconds.items()}
+        for name in seconds:
+            print(f"{name}: batch {args.batch}, min {best[name] * 1e6:.0f} us, median {middle[name] * 1e6:.0f} us CPU")
+        ratios = best["mla_moe"] / best["default"], middle["mla_moe"] / middle["default"]
+        print(f"MLA + MoE / dense step time: {ratios[0]:.2f}x (min), {ratios[1]:.2f}x (median)")
+        return
     torch.set_num_threads(args.threads)
     tokenizer = Tokenizer.train(["def add(a, b):\n    return a + b\n"] * 50, 300)  # ids only; text is not read
     dense, mla_moe = recipe_model("default"), recipe_model("mla_moe")
