@@ -104,13 +104,18 @@ def load_remote_engine(settings: Settings, path: Path) -> RemoteEngine:
 
 
 def hf_folder(path: Path, cache: Path) -> Path:
-    """`path` itself when it is a Hugging Face folder (what vLLM loads), else its conversion under `cache`."""
+    """`path` itself when it is a Hugging Face model folder (what vLLM loads), else its conversion under `cache`:
+    a GGUF file or a named model, or a LoRA adapter folder (the default model is one), merged into its base.
+    The conversion is keyed by the source's path and modification times, so a retrained adapter is converted
+    again."""
     from nanoseek.model.named import resolve_model
 
     resolved = resolve_model(str(path))
-    if resolved.is_dir():
+    if (resolved / "config.json").is_file() and not (resolved / "adapter_config.json").is_file():
         return resolved
-    out = cache / f"{resolved.stem}-{hashlib.sha256(str(resolved.resolve()).encode()).hexdigest()[:12]}"
+    sources = sorted(resolved.iterdir()) if resolved.is_dir() else [resolved]
+    stamp = f"{resolved.resolve()}:" + ",".join(str(f.stat().st_mtime_ns) for f in sources if f.is_file())
+    out = cache / f"{resolved.stem}-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
     if not (out / "config.json").is_file():
         from nanoseek.model.convert import convert
 

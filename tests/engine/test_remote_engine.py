@@ -296,3 +296,15 @@ def test_backend_settings_refuse_what_vllm_cannot_carry(tiny_checkpoint: Path):
         settings_from_env(environ={}, backend="vllm", dtype="q8_0")
     with pytest.raises(SettingsError, match="backend must be"):
         settings_from_env(environ={"NANOSEEK_BACKEND": "sglang"})
+
+
+def test_vllm_is_given_a_hugging_face_folder(tiny_checkpoint: Path, tmp_path: Path):
+    from nanoseek.api.app import hf_folder
+    from nanoseek.model.convert import convert
+
+    assert hf_folder(tiny_checkpoint, tmp_path / "cache") == tiny_checkpoint  # already one: used as it is
+    gguf = convert(str(tiny_checkpoint), tmp_path / "tiny.gguf", "f32")
+    folder = hf_folder(gguf, tmp_path / "cache")
+    assert folder.parent == tmp_path / "cache" and (folder / "model.safetensors").is_file()
+    assert Tokenizer.load(folder).encode("def add(a, b):") == Tokenizer.load(tiny_checkpoint).encode("def add(a, b):")
+    assert hf_folder(gguf, tmp_path / "cache") == folder  # converted once
