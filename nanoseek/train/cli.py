@@ -2,6 +2,7 @@
 
     nanoseek train tokenizer|pretrain|sft|rl|STAGE|all --recipe NAME [--out DIR] [--resume | --restart]
     nanoseek train export --out DIR --to nanoseek/default_model     # copy the last stage's model
+    nanoseek train merge-experiment --recipe smol_specialists       # specialists, merges, evals, the V2.5 table
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --out runs/tiny   # data parallel
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --set 'pretrain.sharding="fsdp"'  # sharded
 
@@ -26,7 +27,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "stage",
         help="a stage of the recipe (tokenizer, pretrain, sft, rl, or a later round it "
-        "names in `stages`), `all` to run every stage in order, or `export`",
+        "names in `stages`), `all` to run every stage in order, `export`, or `merge-experiment` (its own --help)",
     )
     parser.add_argument("--recipe", default="default", help=f"one of {', '.join(available_recipes())} or a .toml path")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/RECIPE)")
@@ -88,7 +89,12 @@ def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge-experiment"]:  # its own flags (nanoseek.train.merge_experiment)
+        from nanoseek.train.merge_experiment import main as merge_experiment
+
+        return merge_experiment(argv[1:])
+    args = parse_args(argv)
     try:
         recipe = apply_overrides(load_recipe(args.recipe), args.overrides)
     except ValueError as exc:
@@ -139,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanoseek train: {exc}", file=sys.stderr)
         return 1
     except TrainingStopped as stop:
-        again = shlex.join(["nanoseek", "train", *(sys.argv[1:] if argv is None else argv)])
+        again = shlex.join(["nanoseek", "train", *argv])
         print(
             f"nanoseek train: stopped by Ctrl-C after step {stop.step}; the checkpoint is saved in {stop.checkpoint}. "
             f"Resume with the same command: {again}",
