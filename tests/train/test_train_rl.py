@@ -3,8 +3,11 @@ through real engine rollouts, exact resume, and `nanoseek train rl` on the tiny 
 
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import shutil
+import weakref
 from pathlib import Path
 
 import pytest
@@ -113,6 +116,40 @@ def test_stopping_and_resuming_gives_the_same_weights_as_one_run(tiny_checkpoint
     assert all(torch.equal(whole[k], v) for k, v in resumed.state_dict().items())
     with pytest.raises(ValueError, match="lr"):
         train_rl(resumed, tokenizer, small_config(3, lr=1.0), tmp_path / "split", reward=even_share)
+
+
+def test_each_steps_rollout_model_is_freed_when_its_engine_is_done(tiny_checkpoint: Path, tmp_path: Path):
+    # The smol recipe's rollouts decode from a fresh merged copy of the model every step: each must be gone
+    # once its step's engine is, by reference counting alone (the cyclic collector counts objects, not bytes,
+    # and let a real run keep every step's copy until the kernel killed it).
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    model = checkpoint.model.float()
+    copies: list[weakref.ref] = []
+    live_after_step: list[int] = []
+
+    def rollout_model() -> torch.nn.Module:
+        fresh = copy.deepcopy(model)
+        copies.append(weakref.ref(fresh))
+        return fresh
+
+    def count_live(_step: int) -> None:
+        live_after_step.append(sum(ref() is not None for ref in copies))
+
+    gc.collect()
+    gc.disable()
+    try:
+        train_rl(
+            model,
+            checkpoint.tokenizer,
+            small_config(3),
+            tmp_path,
+            reward=even_share,
+            rollout_model=rollout_model,
+            on_checkpoint=count_live,
+        )
+    finally:
+        gc.enable()
+    assert len(copies) == 3 and live_after_step == [0, 0, 0]
 
 
 @pytest.mark.slow
