@@ -20,6 +20,9 @@ from nanoseek.train.cli import main as train_main
 from nanoseek.train.merge_experiment import MERGE_METHODS, merge_configs
 from tests.train.test_train_lora import chatml_base_checkpoint
 
+# The module's first test pays for the whole experiment (~20 s of CPU): room for a crowded machine, where a run at
+# nice 19 waited past the default 300 s.
+pytestmark = pytest.mark.timeout(900)
 ROWS = ["base", "chat", "coder", "data-mix", *MERGE_METHODS]
 # Small enough that the seven models' evaluations take seconds: one item per chat suite and split, two code and
 # two FIM items, a 4-token thought.
