@@ -439,14 +439,19 @@ static void project_amx(const float *x, int rows, int in_dim, const uint16_t *pa
 
 /* ---- Quantized projections (nanoseek/model/quantized.py has the formats and the packed layout) ----------
 
-   Each input row is quantized per block of 32 inputs as llama.cpp's q8_0/q8_1 activations: d = max|x| / 127,
-   xq = round(x / d) as int8, and the block's sum of xq kept beside it. A column block of the weight holds, per
-   input block, 32 columns' quants as unsigned bytes (q8_0: q + 128; q4_1: q in 0..15), 4 consecutive inputs of
-   a column side by side, so that VPDPBUSD adds 4 products u8 x s8 into each column's int32 lane, and the
-   block's sum per column becomes
-       q8_0: d_w d_x (sum (q + 128) xq - 128 sum xq)      q4_1: d_w d_x sum q xq + m_w d_x sum xq
-   added into fp32 sums. Every int32 sum is exact (|sum| < 2^24), so the VNNI and the portable loops give the
-   same result up to the order of fp32 additions. A 64-byte load covers 16 columns, as in the fp32 kernel. */
+   Each input row is quantized per block of 32 inputs exactly as ggml's x86 quantize_row_q8_0 / q8_1 do it, so
+   that a GGUF file decodes as llama.cpp decodes it (greedy tokens part only where fp32 sums in another order
+   tip a near-tie): d = max|x| / 127, xq = x * (1 / d) rounded half to even, d stored as fp16, and for q8_1
+   s = d * sum xq stored as fp16 (d the fp32 value before its rounding). Checked against llama-cpp-python 0.3.36
+   on this CPU: its layer-0 projections of SmolLM2's Q4_1 file equal these to 1e-6; 127 / max|x| in place of
+   1 / d, or the fp32 d and d sum xq in place of their fp16 roundings, each differ by up to 1e-3. A column block of the weight
+   holds, per input block, 32 columns' quants as unsigned bytes (q8_0: q + 128; q4_1: q in 0..15), 4
+   consecutive inputs of a column side by side, so that VPDPBUSD adds 4 products u8 x s8 into each column's
+   int32 lane, and the block's sum per column becomes
+       q8_0: d_w d_x (sum (q + 128) xq - 128 sum xq)      q4_1: d_w d_x sum q xq + m_w s_x
+   added into fp32 sums (llama.cpp's vec_dot_q8_0_q8_0 and vec_dot_q4_1_q8_1). Every int32 sum is exact
+   (|sum| < 2^24), so the VNNI and the portable loops give the same result up to the order of fp32 additions.
+   A 64-byte load covers 16 columns, as in the fp32 kernel. */
 
 #define Q8_BLOCK_BYTES (COLUMN_BLOCK * COLUMN_BLOCK + 2 * COLUMN_BLOCK)     /* quants, then 32 fp16 d */
 #define Q4_BLOCK_BYTES (COLUMN_BLOCK * COLUMN_BLOCK / 2 + 4 * COLUMN_BLOCK) /* nibbles, 32 fp16 d, 32 fp16 m */
@@ -468,17 +473,37 @@ static inline float float_from_half(uint16_t half) {
     return result;
 }
 
-/* The input rows quantized: xq [rows, in_dim] int8, and per row and block of 32 its scale and sum of quants. */
+/* fp32 -> fp16 bits, rounded to nearest even (as F16C's VCVTPS2PH and ggml's GGML_FP32_TO_FP16). */
+static inline uint16_t half_from_float(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    const uint32_t sign = (bits >> 16) & 0x8000u, magnitude = bits & 0x7fffffffu;
+    if (magnitude > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (magnitude >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* 65520 and above round to infinity */
+    if (magnitude < 0x38800000u) {                                     /* below 2^-14: a subnormal half or 0 */
+        float small;
+        memcpy(&small, &magnitude, sizeof small);
+        return (uint16_t)(sign | (uint32_t)rintf(small * 16777216.0f)); /* units of 2^-24; 1024 is 2^-14 */
+    }
+    uint32_t half = (magnitude >> 13) - ((127u - 15u) << 10); /* rebiased exponent and the top 10 mantissa bits */
+    const uint32_t rest = magnitude & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) half++; /* a carry moves into the exponent: right */
+    return (uint16_t)(sign | half);
+}
+
+/* The input rows quantized: xq [rows, in_dim] int8, and per row and block of 32 its scale d_x (fp16-rounded),
+   its sum of quants (q8_0 weights) and s_x = d sum xq (fp16-rounded; q4_1 weights). */
 typedef struct {
     int8_t *xq;
-    float *scale, *sum;
+    float *scale, *sum, *scaled_sum;
 } QuantizedRows;
 
 static QuantizedRows quantize_rows(const float *x, int rows, int in_dim, void *buffer) {
     const int blocks = in_dim / 32;
-    QuantizedRows q = {(int8_t *)buffer, NULL, NULL};
+    QuantizedRows q = {(int8_t *)buffer, NULL, NULL, NULL};
     q.scale = (float *)((char *)buffer + ((size_t)rows * in_dim + 63) / 64 * 64);
     q.sum = q.scale + (size_t)rows * blocks;
+    q.scaled_sum = q.sum + (size_t)rows * blocks;
     for (int r = 0; r < rows; r++)
         for (int b = 0; b < blocks; b++) {
             const float *src = x + (size_t)r * in_dim + 32 * b;
@@ -490,12 +515,14 @@ static QuantizedRows quantize_rows(const float *x, int rows, int in_dim, void *b
             int total = 0;
 #pragma omp simd reduction(+ : total)
             for (int k = 0; k < 32; k++) {
-                const int value = (int)rintf(src[k] * inverse);
+                const int value = (int)rintf(src[k] * inverse); /* the default rounding: half to even */
                 dst[k] = (int8_t)value;
                 total += value;
             }
-            q.scale[(size_t)r * blocks + b] = d;
-            q.sum[(size_t)r * blocks + b] = (float)total;
+            const size_t at = (size_t)r * blocks + b;
+            q.scale[at] = float_from_half(half_from_float(d));
+            q.sum[at] = (float)total;
+            q.scaled_sum[at] = float_from_half(half_from_float(d * (float)total));
         }
     return q;
 }
@@ -564,11 +591,11 @@ static inline __attribute__((always_inline)) void project_block_quantized_vnni(
             const __m512 m_high = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(packed + quant_bytes + 96)));
             for (int r = 0; r < rows; r++) {
                 const size_t at = (size_t)(r0 + r) * blocks + b;
-                const __m512 scale = _mm512_set1_ps(q.scale[at]), offset = _mm512_set1_ps(q.scale[at] * q.sum[at]);
+                const __m512 scale = _mm512_set1_ps(q.scale[at]), offset = _mm512_set1_ps(q.scaled_sum[at]);
                 low[r] = _mm512_fmadd_ps(m_low, offset,
-                                         _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot_low[r]), scale), d_low, low[r]));
+                                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_low[r]), _mm512_mul_ps(d_low, scale), low[r]));
                 high[r] = _mm512_fmadd_ps(m_high, offset,
-                                          _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot_high[r]), scale), d_high, high[r]));
+                                          _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_high[r]), _mm512_mul_ps(d_high, scale), high[r]));
             }
         } else {
             for (int r = 0; r < rows; r++) {
@@ -576,8 +603,8 @@ static inline __attribute__((always_inline)) void project_block_quantized_vnni(
                 const __m512 scale = _mm512_set1_ps(q.scale[at]), offset = _mm512_set1_ps(128.0f * q.sum[at]);
                 const __m512 sums_low = _mm512_sub_ps(_mm512_cvtepi32_ps(dot_low[r]), offset);
                 const __m512 sums_high = _mm512_sub_ps(_mm512_cvtepi32_ps(dot_high[r]), offset);
-                low[r] = _mm512_fmadd_ps(_mm512_mul_ps(sums_low, scale), d_low, low[r]);
-                high[r] = _mm512_fmadd_ps(_mm512_mul_ps(sums_high, scale), d_high, high[r]);
+                low[r] = _mm512_fmadd_ps(sums_low, _mm512_mul_ps(d_low, scale), low[r]);
+                high[r] = _mm512_fmadd_ps(sums_high, _mm512_mul_ps(d_high, scale), high[r]);
             }
         }
     }
@@ -620,10 +647,10 @@ static void project_block_quantized_portable(QuantizedRows q, int r0, int rows, 
             for (int g = 0; g < 8; g++)
                 for (int c = 0; c < COLUMN_BLOCK; c++)
                     for (int i = 0; i < 4; i++) dot[c] += (int32_t)quants[128 * g + 4 * c + i] * xq[4 * g + i];
-            const float scale = q.scale[at], sum = q.sum[at];
+            const float scale = q.scale[at], sum = q.sum[at], scaled_sum = q.scaled_sum[at];
             for (int c = 0; c < COLUMN_BLOCK; c++)
-                sums[r][c] += q4 ? (float)dot[c] * scale * d[c] + m[c] * (scale * sum)
-                                 : ((float)dot[c] - 128.0f * sum) * scale * d[c];
+                sums[r][c] += q4 ? (float)dot[c] * (d[c] * scale) + m[c] * scaled_sum
+                                 : ((float)dot[c] - 128.0f * sum) * (d[c] * scale);
         }
     }
     store_block(&sums[0][0], COLUMN_BLOCK, rows, j0, width, bias, out + (size_t)r0 * out_stride, out_stride, epilogue);

@@ -59,20 +59,35 @@ def random_model(shape: str, qtype: str) -> Transformer:
     return quantize_model(native_models.random_model(**SHAPES[shape]), qtype)
 
 
-def int8_rows(x: torch.Tensor) -> torch.Tensor:
-    """x rounded as the C step rounds a projection's input: int8 per block of 32, scale max|x| / 127."""
+def ggml_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x rounded as the C step (and ggml's quantize_row_q8_0 / q8_1) rounds a projection's input, per block of 32:
+    (xq * d, s - d sum xq spread over the block's inputs), d = max|x| / 127 and s = d_fp32 sum xq both fp16."""
     blocks = x.reshape(*x.shape[:-1], -1, 32)
-    scale = blocks.abs().amax(-1, keepdim=True) / 127
-    inverse = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
-    return (torch.round(blocks * inverse) * scale).reshape(x.shape)
+    d = blocks.abs().amax(-1, keepdim=True) / 127
+    quants = torch.round(blocks * torch.where(d > 0, 1 / d, torch.zeros_like(d)))  # half to even
+    d16 = d.half().float()
+    total = quants.sum(-1, keepdim=True)
+    spread = ((d * total).half().float() - d16 * total) / 32
+    return (quants * d16).reshape(x.shape), spread.expand_as(blocks).reshape(x.shape)
+
+
+def ggml_linear(layer: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output as llama.cpp computes it: q8_0 weights by the rounded inputs; q4_1 ones (w = d q + m)
+    add each block's m times s rather than times d_x sum xq."""
+    rounded, spread = ggml_rows(x)
+    out = F.linear(rounded, layer.dequantize(), layer.bias)
+    if layer.qtype == "q4_1":
+        offsets = layer.packed.clone()
+        offsets[..., : 32 * 16] = 0  # quants zero: each weight reads as its block's m
+        m = QuantizedLinear("q4_1", offsets, layer.in_features, layer.out_features, None, layer.row_order)
+        out = out + F.linear(spread, m.dequantize())
+    return out
 
 
 @pytest.fixture
 def int8_activations(monkeypatch):
     """The PyTorch model's quantized projections round their inputs as the C step does."""
-    monkeypatch.setattr(
-        QuantizedLinear, "forward", lambda self, x: F.linear(int8_rows(x), self.dequantize(), self.bias)
-    )
+    monkeypatch.setattr(QuantizedLinear, "forward", ggml_linear)
 
 
 def decode_against_the_model(model: Transformer, decoder: NativeDecoder, reference: SlotKVCache, steps: int = 4):
