@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import tomllib
 from pathlib import Path
 
-from nanoseek.train.recipe import available_recipes, check_recipe, load_recipe, stage_kind
+from nanoseek.train.recipe import apply_overrides, available_recipes, load_recipe, stage_kind
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -66,26 +65,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--dtype", default="bfloat16", help="export: weight dtype (bfloat16 or float32)")
     return parser.parse_args(argv)
-
-
-def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects SECTION.KEY=VALUE, got {override!r}")
-        try:
-            parsed = tomllib.loads(f"value = {value}")["value"]
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"--set {override!r}: {value!r} is not a TOML value ({exc})") from exc
-        *sections, leaf = key.split(".")
-        table = recipe
-        for section in sections:
-            if not isinstance(table.get(section), dict):
-                raise ValueError(f"--set {override!r}: the recipe has no [{'.'.join(sections)}] table")
-            table = table[section]
-        table[leaf] = parsed
-    check_recipe(recipe, Path(f"{recipe['name']} with --set overrides"))
-    return recipe
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -305,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("--progress", action="store_true", help="progress bars while evaluating")
     evaluation.add_argument("--unsafe-exec", action="store_true", help="see `nanoseek eval --help`")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    from nanoseek.train.cli import apply_overrides
-    from nanoseek.train.recipe import load_recipe
+    from nanoseek.train.recipe import apply_overrides, load_recipe
 
     try:
         recipe = apply_overrides(load_recipe(args.recipe), args.overrides)

@@ -162,3 +162,24 @@ if __name__ == "__main__":
     config = ModelConfig(vocab_size=loaded["tokenizer"]["vocab_size"], **loaded["model"])
     print(loaded)
     print(f"model: {config.num_parameters() / 1e6:.2f}M parameters")
+
+
+def apply_overrides(recipe: dict, overrides: list[str]) -> dict:
+    """`--set SECTION.KEY=VALUE` overrides (TOML values) applied to a loaded recipe, then checked."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects SECTION.KEY=VALUE, got {override!r}")
+        try:
+            parsed = tomllib.loads(f"value = {value}")["value"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"--set {override!r}: {value!r} is not a TOML value ({exc})") from exc
+        *sections, leaf = key.split(".")
+        table = recipe
+        for section in sections:
+            if not isinstance(table.get(section), dict):
+                raise ValueError(f"--set {override!r}: the recipe has no [{'.'.join(sections)}] table")
+            table = table[section]
+        table[leaf] = parsed
+    check_recipe(recipe, Path(f"{recipe['name']} with --set overrides"))
+    return recipe

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nanoseek.train.cli import apply_overrides
 from nanoseek.train.recipe import (
     RECIPE_DIR,
+    apply_overrides,
     check_recipe,
     init_stage,
     load_recipe,
