@@ -83,7 +83,9 @@ def test_function_calls_and_their_outputs(client):
             for d in events
             if d.type == "response.function_call_arguments.delta" and d.item_id == finished.item_id
         )
-        assert streamed and json.loads(streamed) == json.loads(finished.arguments)
+        assert streamed == finished.arguments
+        if events[-1].type == "response.completed":  # a call cut by max_output_tokens may hold partial JSON
+            json.loads(streamed)
     follow_up = client.responses.create(
         model="deepseek-chat",
         input=[
