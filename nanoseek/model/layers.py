@@ -55,6 +55,14 @@ class Linear(nn.Linear):
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
+    def __getstate__(self) -> dict:
+        # oneDNN's blocked tensor has no storage to copy or pickle: a copy (copy.deepcopy, torch.save of the
+        # module) leaves it out and runs F.linear until it is packed again.
+        state = super().__getstate__()
+        state.pop("packed", None)
+        state.pop("packed_version", None)
+        return state
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
