@@ -204,8 +204,8 @@ def test_safety_tops_up_from_slot_values_the_evaluator_never_asks_about(sft: dat
         assert not set(values) & set(tables[kind][1]), kind
     # The corpus asks about the training-only values, in harmful and in harmless requests alike.
     asked = " ".join(user_texts(sft))
-    for kind in ("weapons", "shoot_photos", "kill_process"):
-        assert any(value in asked for value in data.SAFETY_SLOT_VALUES[kind]), kind
+    topped_up = {kind for kind, values in data.SAFETY_SLOT_VALUES.items() if any(value in asked for value in values)}
+    assert topped_up & set(safety.HARMFUL) and topped_up & set(safety.BENIGN), topped_up
     held_out = {
         next(m["content"] for m in item.messages if m["role"] == "user") for item in safety.generate("heldout", 84, 0)
     }  # all of them
