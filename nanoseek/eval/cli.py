@@ -12,8 +12,8 @@ Every suite is asked in each of its splits (`--split`, default all three): held-
 wordings (`heldout`), held-out values in wordings never trained on (`phrasing`), and hand-written items
 (`handwritten`). Results go to OUT/<name>/<suite>.jsonl for `heldout` and OUT/<name>/<suite>.<split>.jsonl for
 the others (one line per item; rerunning resumes), the report to OUT/report.md.
-Every run that evaluates adds its command line to OUT/commands.json, which the report (and a model card made
-from it) quotes: the figures name the commands that produced them.
+Every run that evaluates adds its command line and the models it evaluates to OUT/commands.json, which the report
+quotes, and `nanoseek compare` and a model card per model: the figures name the commands that produced them.
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
     )
     backends = []
+    names: list[str] | None = []  # the result folders this run writes (None: not known before the server answers)
     if not args.report_only:
         if args.base_url:
             backends.append(
@@ -147,13 +148,18 @@ def main(argv: list[str] | None = None) -> int:
                     args.base_url, api_key=args.api_key, model=args.model_name, name=args.name[0] if args.name else None
                 )
             )
+            given = args.name[0] if args.name else args.model_name
+            names = [given.replace("/", "_")] if given else None
         for index, path in enumerate(args.model):
             name = args.name[index] if args.name else Path(path).resolve().name
             backends.append(lambda path=path, name=name: EngineBackend.from_checkpoint(path, name=name))
+            names.append(name)
     if ((backends and "code" in args.suites) or args.rescore) and not sandbox_ready(args.unsafe_exec):
         return 2
-    if backends or (args.rescore and args.out.is_dir()):
-        record_command(args.out, argv)  # a rescore changes the figures too: the report names it
+    if backends:
+        record_command(args.out, argv, names)
+    elif args.rescore and args.out.is_dir():
+        record_command(args.out, argv)  # a rescore changes every model's figures too: the report names it
     for make_backend in backends:
         try:
             backend = make_backend()

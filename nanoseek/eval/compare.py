@@ -196,7 +196,8 @@ def markdown(
     lines += ["", "Results read, and the `nanoseek eval` commands that wrote them:", ""]
     for row in rows:
         lines.append(f"* {row.label}: `{row.path}`")
-        lines += [f"  * `{c['command']}` ({c['started']})" for c in read_commands(row.path.parent)]
+        folder = row.path.resolve()  # OUT/<model>: only the commands that wrote this model's records
+        lines += [f"  * `{c['command']}` ({c['started']})" for c in read_commands(folder.parent, folder.name)]
     lines += ["", f"![comparison]({CHART})", ""]
     return "\n".join(lines)
 

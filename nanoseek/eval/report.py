@@ -16,6 +16,7 @@ reason, not a score.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
@@ -159,17 +160,44 @@ def thinking_scaling(records: list[dict[str, Any]]) -> dict[str, Any]:
 COMMANDS_FILE = "commands.json"
 
 
-def record_command(out_dir: Path, argv: list[str]) -> None:
-    """Add one `nanoseek eval` invocation (its arguments `argv`) to OUT/commands.json, rewritten atomically."""
-    append_to_json_list(
-        out_dir / COMMANDS_FILE, {"command": shlex.join(["nanoseek", "eval", *argv]), "started": utc_timestamp()}
-    )
+def record_command(out_dir: Path, argv: list[str], models: list[str] | None = None) -> None:
+    """Add one `nanoseek eval` invocation (its arguments `argv`) to OUT/commands.json, rewritten atomically, with
+    the names of the models whose results it writes (`models`; None: any of them, as a rescore does)."""
+    entry: dict[str, Any] = {"command": shlex.join(["nanoseek", "eval", *argv]), "started": utc_timestamp()}
+    if models is not None:
+        entry["models"] = models
+    append_to_json_list(out_dir / COMMANDS_FILE, entry)
 
 
-def read_commands(out_dir: Path) -> list[dict[str, str]]:
-    """The `nanoseek eval` command lines that wrote into `out_dir`, oldest first."""
+def command_models(entry: dict[str, Any]) -> set[str] | None:
+    """The models (OUT/<model> names) whose results a recorded command wrote; None when it may have written any.
+    Entries recorded before the names were (no "models") have them read off the command line, as `nanoseek eval`
+    names its targets: `--name`, else each `--model` folder's name, else the server's `--model-name`."""
+    if "models" in entry:
+        return None if entry["models"] is None else set(entry["models"])
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # no abbreviations: --n is not --name
+    for flag in ("--model", "--name"):
+        parser.add_argument(flag, action="append", default=[])
+    parser.add_argument("--model-name")
+    parser.add_argument("--base-url")
+    args, _ = parser.parse_known_args(shlex.split(entry["command"])[2:])
+    if args.name:
+        return set(args.name)
+    if args.model:
+        return {Path(path).name for path in args.model}  # the command's folder names (its working dir is unknown)
+    if args.base_url and args.model_name:
+        return {args.model_name.replace("/", "_")}
+    return None  # a rescore, or a server's first model: any of them
+
+
+def read_commands(out_dir: Path, model: str | None = None) -> list[dict[str, Any]]:
+    """The `nanoseek eval` command lines that wrote into `out_dir`, oldest first; given `model`, only those that
+    wrote (or may have written) that model's results."""
     path = out_dir / COMMANDS_FILE
-    return json.loads(path.read_text()) if path.exists() else []
+    commands = json.loads(path.read_text()) if path.exists() else []
+    if model is None:
+        return commands
+    return [c for c in commands if (names := command_models(c)) is None or model in names]
 
 
 Runs = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]  # {model: {split: {suite: records}}}

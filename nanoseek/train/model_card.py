@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nanoseek.eval.report import command_models
 from nanoseek.fileio import write_text_atomic
 from nanoseek.model.config import ModelConfig
 from nanoseek.train.recipe import (
@@ -350,7 +351,11 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
         "Commands (as `nanoseek eval` recorded them; rerunning one resumes from its records):",
         "",
         *(
-            [f"* `{c['command']}`" for c in metrics_file.get("commands", [])]
+            [
+                f"* `{c['command']}`"
+                for c in metrics_file.get("commands", [])
+                if (names := command_models(c)) is None or model_name in names  # not another model's runs
+            ]
             or ["* not recorded: this eval directory predates `commands.json`"]
         ),
         "",

@@ -131,3 +131,31 @@ def test_a_row_with_fewer_splits_puts_the_columns_on_a_split_every_row_has(resul
     assert (
         columns["general knowledge"]["split"] == "handwritten" and columns["general knowledge"]["cells"]["old"] is None
     )
+
+
+def test_each_row_quotes_only_the_commands_that_wrote_its_records(tiny_checkpoint, tmp_path):
+    """Two models evaluated into one OUT by separate commands: each row names its own command, not the other's.
+    Entries recorded before the names were (no "models") are matched by the names on their command line; a
+    rescore may have changed any model's records, so every row names it."""
+    out = tmp_path / "eval"
+    for name in ("first", "second"):
+        argv = ["--model", str(tiny_checkpoint), "--name", name, "--suite", "instructions", "--split", "phrasing"]
+        assert eval_cli.main([*argv, "--n", "1", "--max-tokens", "2", "--out", str(out), "--no-progress"]) == 0
+    recorded = json.loads((out / "commands.json").read_text())
+    assert [c["models"] for c in recorded] == [["first"], ["second"]]
+    older = [
+        "nanoseek eval --model runs/old/second --suite code --out runs/eval",  # folder name: second
+        "nanoseek eval --base-url http://127.0.0.1:9/v1 --model-name org/first --out runs/eval",  # org_first
+        "nanoseek eval --rescore --out runs/eval",
+        "nanoseek eval --model runs/third --n 5 --out runs/eval",  # --n is not --name
+    ]
+    (out / "commands.json").write_text(json.dumps(recorded + [{"command": c, "started": "then"} for c in older]))
+    rows = [f"one={out / 'first'}", f"two={out / 'second'}"]
+    assert compare.main([*rows, "--out", str(tmp_path / "table")]) == 0
+    text = (tmp_path / "table" / compare.MARKDOWN).read_text()
+    listed = text.split("commands that wrote them:")[1].split("![comparison]")[0]
+    one, two = (block.strip().splitlines() for block in listed.split("* two: ")[0:2])
+    one = [line for line in one if line.startswith("  * ")]
+    two = [line for line in two if line.startswith("  * ")]
+    assert len(one) == 2 and "--name first" in one[0] and "--rescore" in one[1], one
+    assert len(two) == 3 and "--name second" in two[0] and "runs/old/second" in two[1] and "--rescore" in two[2], two

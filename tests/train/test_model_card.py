@@ -88,10 +88,14 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
         )
     )
     command = "nanoseek eval --model nanoseek/default_model --suite json --n 10 --out runs/eval"
+    other = "nanoseek eval --model runs/other --suite json --n 10 --out runs/eval"  # another model in that OUT
     (eval_dir / "metrics.json").write_text(
         json.dumps(
             {
-                "commands": [{"command": command, "started": "2026-12-02T12:00:00Z"}],
+                "commands": [
+                    {"command": command, "started": "2026-12-02T12:00:00Z"},
+                    {"command": other, "started": "2026-12-02T12:30:00Z", "models": ["other"]},
+                ],
                 "metrics": {"default_model": {"json": {"valid JSON": {"value": 1.0, "n": 10}}}},
             }
         )
@@ -99,7 +103,7 @@ def test_the_card_quotes_the_recorded_eval_commands_and_the_runs_wall_clock(tmp_
     shutil.copy(DEFAULT_MODEL_DIR / "config.json", model_dir / "config.json")
 
     card = write_card(run, eval_dir, model_dir, notes="")
-    assert f"* `{command}`" in card
+    assert f"* `{command}`" in card and other not in card
     assert (
         "Wall clock end to end: 20 min over 6 stage session(s) (tokenizer 2 min, pretrain 15 min, rl 2 min, "
         "sft2 1 min, sft3 1 min;"
