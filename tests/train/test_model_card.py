@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.train.model_card import coherence_row, goal_rows, write_card
 
@@ -136,3 +138,100 @@ def test_the_card_summarises_the_rl_stage_from_its_log(tmp_path: Path):
     assert "25.0% at step 0 → 37.5% at step 20" in card
     assert "Stages with no logs in" in card and ": pretrain, sft, sft2, sft3 (trained elsewhere" in card
     assert "| stage | steps |" not in card
+
+
+def test_an_adapter_card_is_built_from_the_adapter_its_run_and_the_eval_records(tmp_path: Path):
+    """A real tiny LoRA adapter on a ChatML base, both evaluated by `nanoseek eval`: the card reads the LoRA
+    settings and parameter count from the adapter's files, the prose from its card.toml, the training table from
+    the run's log, and every evaluation figure from the per-item records (the base's FIM: n/a, it has no FIM
+    tokens); it quotes the command that regenerates it, and that command writes the same card."""
+    import torch
+
+    from nanoseek.eval import cli as eval_cli
+    from nanoseek.eval.report import wilson
+    from nanoseek.eval.runner import read_records
+    from nanoseek.model.adapter import LoraSettings, attach_lora, extend_vocabulary, save_adapter, trainable_token_ids
+    from nanoseek.model.loader import load_checkpoint
+    from nanoseek.train.model_card import main
+    from tests.train.test_train_lora import chatml_base_checkpoint
+
+    base_dir = chatml_base_checkpoint(tmp_path / "base")
+    base = load_checkpoint(base_dir, dtype="float32")
+    model, tokenizer = extend_vocabulary(base.model, base.tokenizer)
+    torch.manual_seed(0)
+    peft_model = attach_lora(model, LoraSettings(rank=4, alpha=8), trainable_token_ids(tokenizer))
+    lora_parameters = sum(p.numel() for name, p in peft_model.named_parameters() if ".lora_" in name)
+    adapter = save_adapter(
+        peft_model, tmp_path / "adapter", base=str(base_dir), generation_config={"max_new_tokens": 64}
+    )
+    (adapter / "card.toml").write_text(
+        'title = "tiny assistant"\nlicense = """\nMIT,\n    for the test."""\n'
+        'limits = ["It is random."]\n[training]\nrecipe = "smol"\nstage = "sft"\n[evaluation]\nbase = "base"\n'
+    )
+
+    run = tmp_path / "run"
+    (run / "sft").mkdir(parents=True)
+    steps = [
+        {"step": i, "loss": 3.0 - i, "tokens": 512 * (i + 1), "elapsed_s": 60.0 * (i + 1), "bf16": True}
+        for i in range(3)
+    ]
+    (run / "sft" / "log.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in steps + [{"step": 3, "eval_loss": 1.5}])
+    )
+
+    eval_dir = tmp_path / "eval"
+    common = ["--suite", "json,fim", "--split", "phrasing,heldout", "--n", "2", "--max-tokens", "4", "--samples", "1"]
+    for path, name in ((base_dir, "base"), (adapter, "tiny-sft")):
+        argv = ["--model", str(path), "--name", name, *common, "--out", str(eval_dir), "--no-progress"]
+        assert eval_cli.main(argv) == 0
+
+    argv = ["--model", str(adapter), "--run", str(run), "--eval", str(eval_dir)]
+    assert main(argv) == 0
+    card = (adapter / "README.md").read_text()
+
+    assert card.startswith("# tiny assistant\n")
+    assert f"python -m nanoseek.train.model_card --model {adapter} --run {run} --eval {eval_dir}\n" in card
+    layers = base.model.config.num_hidden_layers
+    assert (
+        f"LoRA rank 4, alpha 8 on down_proj, gate_up_proj, o_proj, qkv_proj of {layers} blocks "
+        f"({lora_parameters:,} parameters) plus the rows of 19 tokens added to the vocabulary"
+    ) in card
+    assert "generation config: max_new_tokens 64." in card
+    assert "* License: MIT, for the test.\n" in card and "* It is random.\n" in card
+    assert "Recipe `nanoseek/train/recipes/smol.toml`; this adapter is what its stage `sft` saved." in card
+    assert "| sft (this adapter) | 3 | 1,536 | 3 min | 3.000 | 2.000 | 1.500 (step 3) | bf16 autocast |" in card
+
+    # Every evaluation figure is the mean of the records, with its interval; FIM is n/a for the base only.
+    def cell(records: list[dict], key: str) -> str:
+        value = sum(r["scores"][key] for r in records) / len(records)
+        low, high = wilson(value, len(records))
+        return f"{value:.1%} [{100 * low:.1f}, {100 * high:.1f}] (n={len(records)})"
+
+    valid = [cell(read_records(eval_dir / m / "json.phrasing.jsonl"), "valid") for m in ("base", "tiny-sft")]
+    assert "| base (base) | tiny-sft (this adapter) |" in card
+    assert f"| json | valid JSON | {valid[0]} | {valid[1]} |" in card
+    assert f"| JSON Output valid | phrasing | {valid[0]} | {valid[1]} |" in card
+    fim = cell(read_records(eval_dir / "tiny-sft" / "fim.jsonl"), "exact")
+    assert f"| fim | exact match | n/a | {fim} |" in card
+    assert "* base, fim: " in card
+    assert "| FIM exact line ≥ 20% | " in card and "(heldout, n=2)" in card
+    assert "| general knowledge ≥ 95% of the base's | not measured | — |" in card
+    for command in json.loads((eval_dir / "commands.json").read_text()):
+        assert f"* `{command['command']}`" in card
+
+    # The quoted command, run again, writes the same card.
+    (adapter / "README.md").unlink()
+    assert main(argv) == 0
+    assert (adapter / "README.md").read_text() == card
+
+
+def test_an_adapters_card_toml_is_checked(tmp_path: Path):
+    from nanoseek.train.model_card import read_card_data
+
+    assert read_card_data(tmp_path) == {}
+    (tmp_path / "card.toml").write_text('licence = "MIT"\n')
+    with pytest.raises(ValueError, match="unknown key 'licence'"):
+        read_card_data(tmp_path)
+    (tmp_path / "card.toml").write_text('[training]\nrecipe = "smol"\nsteps = 3\n')
+    with pytest.raises(ValueError, match=r"\[training\] must be a table of recipe, commit, stage, how"):
+        read_card_data(tmp_path)
