@@ -17,6 +17,10 @@ sum over its k thoughts); the y axis is accuracy on math questions of the chosen
 split by default: wordings never used in training), the mean over seeds with a 95% bootstrap interval over
 questions. Every answer goes to OUT/answers.jsonl as it is scored, so a stopped run resumes where it stopped;
 OUT/chart.png, OUT/summary.json and OUT/README.md are rebuilt from that file alone.
+
+`--rl-log RUN/rl/log.jsonl` adds the model's RL stage to the report, as R1's paper shows it beside the chart: the
+sampled reward, the greedy held-out accuracy and the mean reply length against the update (OUT/rl_curves.png, and a
+table by held-out evaluation). The log is copied to OUT/rl_log.jsonl, which later reruns read without the flag.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from nanoseek.tasks import generate, splits
 from nanoseek.tasks.item import Item
 
 ANSWERS, SUMMARY, CHART, README = "answers.jsonl", "summary.json", "chart.png", "README.md"
+RL_LOG, RL_CHART = "rl_log.jsonl", "rl_curves.png"
 
 
 @dataclass(frozen=True)
@@ -210,8 +215,36 @@ def plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def rl_section(out: Path, model: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The report's RL section from OUT/rl_log.jsonl (none without it): Markdown lines and the table's rows;
+    draws OUT/rl_curves.png."""
+    # The RL stage's own plot and table (train/rl.py), imported here only: a chart without RL needs no torch.
+    from nanoseek.train.loop import read_log
+    from nanoseek.train.rl import curve_markdown, curve_table, plot_rewards
+
+    rows = read_log(out / RL_LOG)
+    if not rows:
+        return [], []
+    plot_rewards(rows, out / RL_CHART, f"{model}: RL stage")
+    table = curve_table(rows)
+    lines = [
+        "",
+        "## The RL stage: reward, held-out accuracy and reply length by update",
+        "",
+        f"From `{RL_LOG}` (the stage's log.jsonl). Sampled reward: the mean over a step's sampled replies (its "
+        "prompts are train items); held-out accuracy: greedy replies to held-out items, scored by the same check; "
+        "reply tokens: the mean sampled reply length, thought included. The plot's lines are means of 10 updates.",
+        "",
+        f"![RL curves]({RL_CHART})",
+        "",
+        *curve_markdown(table),
+    ]
+    return lines, table
+
+
 def write_report(out: Path, points: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    write_json_atomic(out / SUMMARY, {"meta": meta, "points": points})
+    rl_lines, rl_table = rl_section(out, meta["model"])
+    write_json_atomic(out / SUMMARY, {"meta": meta, "points": points, **({"rl": rl_table} if rl_table else {})})
     plot(points, out / CHART, f"{meta['model']}: math, {meta['split']} split, {meta['questions']} questions")
     lines = [
         f"# Accuracy vs thinking length at equal compute: {meta['model']}",
@@ -234,7 +267,7 @@ def write_report(out: Path, points: list[dict[str, Any]], meta: dict[str, Any]) 
             f"| {p['budget']} | {p['votes']} | {p['thinking_tokens']:.1f} | {100 * p['accuracy']:.1f}% | "
             f"{100 * p['interval'][0]:.1f}–{100 * p['interval'][1]:.1f}% | {per_seed} |"
         )
-    write_text_atomic(out / README, "\n".join(lines) + "\n")
+    write_text_atomic(out / README, "\n".join(lines + rl_lines) + "\n")
 
 
 def model_label(model: str) -> str:
@@ -274,7 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64, help="answer tokens after the thought")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--rl-log",
+        type=Path,
+        default=None,
+        help="the model's RL stage log (RUN/rl/log.jsonl): its curves in the report",
+    )
     args = parser.parse_args(argv)
+    if args.rl_log is not None and args.rl_log.is_dir():
+        args.rl_log = args.rl_log / "log.jsonl"  # the stage folder given
+    if args.rl_log is not None and not args.rl_log.is_file():
+        parser.error(f"--rl-log {args.rl_log}: no such file (the RL stage writes RUN/rl/log.jsonl)")
     if args.split not in splits("math"):
         parser.error(f"--split must be one of {', '.join(splits('math'))}")
     if args.n < 1 or args.seeds < 1:
@@ -284,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     from nanoseek.eval.backends import EngineBackend
 
     items = generate("math", args.split, args.n, 0, at_most=True)
+    if args.rl_log is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out / RL_LOG, args.rl_log.read_text())  # the report rebuilds from OUT alone
     settings = chart_settings(budgets, votes, args.seeds, args.min_voter_budget)
     backend = EngineBackend.from_checkpoint(args.model)
     try:

@@ -23,7 +23,7 @@ With `rollout_backend = "vllm"` they go through one vLLM server instead (as TRL 
 started when the stage starts (`NANOSEEK_VLLM_PYTHON`: the interpreter that has vLLM; `NANOSEEK_VLLM_ARGS`: its
 flags, e.g. "-tp 2") and handed each step's weights (`RemoteEngine.load_weights`), parsed and scored the same way.
 The log (log.jsonl) has the reward, accuracy and reply lengths of every step and a greedy held-out accuracy
-every `eval_every` steps; rewards.png plots them.
+every `eval_every` steps; rewards.png plots them and rewards.md tabulates them by held-out evaluation.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from tqdm import tqdm
 from nanoseek.engine import Engine
 from nanoseek.eval import scorers
 from nanoseek.eval.backends import EngineBackend, Reply
+from nanoseek.fileio import write_text_atomic
 from nanoseek.tasks import generate
 from nanoseek.tasks.item import Item
 from nanoseek.tokenizer.tokenizer import Tokenizer
@@ -65,7 +66,7 @@ from nanoseek.train.loop import (
 )
 from nanoseek.train.optim import learning_rate, make_optimizer
 
-PLOT_NAME = "rewards.png"
+PLOT_NAME, TABLE_NAME = "rewards.png", "rewards.md"
 # Suites asked with thinking on, as the evaluator asks them.
 THINKING_SUITES = {"math"}
 
@@ -222,6 +223,58 @@ def plot_rewards(rows: list[dict], path: Path, title: str, window: int = 10) -> 
     )
 
 
+def curve_table(rows: list[dict]) -> list[dict[str, Any]]:
+    """The RL curves as a table, one row per greedy held-out evaluation: its accuracy after `step` updates, and the
+    means over the updates since the evaluation before it (sampled reward, reply tokens, of which thinking); the
+    updates after the last evaluation, if any, make a last row without an accuracy."""
+    updates = [r for r in rows if "reward" in r]
+    accuracy = {r["step"]: r["heldout_accuracy"] for r in rows if "heldout_accuracy" in r}
+    ends = sorted(accuracy)
+    if updates and updates[-1]["step"] + 1 > (ends[-1] if ends else 0):  # a "step" row is logged after its update
+        ends.append(updates[-1]["step"] + 1)
+    table, start = [], 0
+    for end in ends:
+        span = [r for r in updates if start <= r["step"] < end]
+        means = {
+            key: statistics.fmean(r.get(key, 0) for r in span) if span else None
+            for key in ("reward", "completion_tokens", "reasoning_tokens")
+        }
+        table.append({"step": end, "heldout_accuracy": accuracy.get(end), "updates": len(span), **means})
+        start = end
+    return table
+
+
+def curve_markdown(table: list[dict[str, Any]]) -> list[str]:
+    """`curve_table` as Markdown lines: a figure, or "–" where there is none."""
+
+    def cell(value: float | None, pattern: str) -> str:
+        return "–" if value is None else pattern.format(value)
+
+    lines = [
+        "| after update | held-out accuracy (greedy) | updates since the row before | sampled reward (mean) "
+        "| reply tokens (mean) | of which thinking |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in table:
+        cells = [
+            str(row["step"]),
+            cell(row["heldout_accuracy"], "{:.3f}"),
+            str(row["updates"]),
+            cell(row["reward"], "{:.3f}"),
+            cell(row["completion_tokens"], "{:.1f}"),
+            cell(row["reasoning_tokens"], "{:.1f}"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_curves(rows: list[dict], png: Path, table: Path, title: str) -> None:
+    """The RL curves of log rows `rows` as a PNG (`plot_rewards`) and a Markdown table (`curve_table`)."""
+    plot_rewards(rows, png, title)
+    heading = [f"# {title}: RL curves by update (the log's `heldout_accuracy` and `reward` rows)", ""]
+    write_text_atomic(table, "\n".join([*heading, *curve_markdown(curve_table(rows)), ""]))
+
+
 def vllm_rollouts(policy: torch.nn.Module, tokenizer: Tokenizer, out_dir: Path, weights: Path) -> Any:
     """A vLLM server on `policy` for the stage's rollouts (its log: OUT/rl/vllm.log), able to take new weights."""
     from nanoseek.engine.remote import RemoteEngine, write_rollout_weights
@@ -330,7 +383,7 @@ def train_rl(
             },
             ckpt_path,
         )
-        plot_rewards(read_log(log_path), plot_path, title)
+        write_curves(read_log(log_path), plot_path, out_dir / TABLE_NAME, title)
         if on_checkpoint is not None:
             on_checkpoint(step)
 

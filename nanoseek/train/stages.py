@@ -10,8 +10,8 @@ Run directory layout:
     pretrain/ sft/                     train_rows.npz, eval_rows.npz (packed data, built once, then reused),
                                        checkpoint.pt (loop state), log.jsonl, loss.png, model/ (HF checkpoint,
                                        rewritten at every loop checkpoint, so there is always one to export)
-    rl/                                checkpoint.pt, log.jsonl, rewards.png, model/ (when the recipe's stages
-                                       include an RL stage: nanoseek.train.rl)
+    rl/                                checkpoint.pt, log.jsonl, rewards.png, rewards.md (its curves), model/ (when
+                                       the recipe's stages include an RL stage: nanoseek.train.rl)
     sft2/ ...                          a later round's folder is named after its recipe section
     base/model/                        (recipes with a [base]) the pretrained base, DeepSeek's special tokens added
     STAGE/adapter/                     (stages with a `lora` table) the adapter, rewritten at every loop

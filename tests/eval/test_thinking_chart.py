@@ -1,5 +1,5 @@
 """The R1-Lite chart at equal compute (`nanoseek thinking-chart`): settings, caps through the real engine, resume,
-and the summary's arithmetic."""
+the summary's arithmetic, and the RL stage's curves beside it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from nanoseek.eval.backends import EngineBackend
-from nanoseek.eval.thinking_chart import ANSWERS, Setting, chart_settings, main, run_chart, summarize
+from nanoseek.eval.thinking_chart import (
+    ANSWERS,
+    RL_CHART,
+    RL_LOG,
+    Setting,
+    chart_settings,
+    main,
+    run_chart,
+    summarize,
+)
 from nanoseek.tasks import generate
 
 
@@ -70,6 +79,37 @@ def test_command_writes_chart_table_and_summary(tiny_checkpoint, tmp_path, capsy
     table = (out / "README.md").read_text()
     assert "| 8 | 2 |" in table and "phrasing" in table
     assert np.isclose(sum(1 for line in capsys.readouterr().out.splitlines() if line.startswith("budget")), 3)
+
+
+def test_the_rl_stages_curves_join_the_report_and_stay_on_a_rerun(tiny_checkpoint, tmp_path):
+    """`--rl-log` with a real (tiny) RL stage's folder: the report shows its curves (reward, held-out accuracy,
+    reply length by update) as a PNG and a table that is the log's; a rerun without the flag keeps them."""
+    from nanoseek.model.loader import load_checkpoint
+    from nanoseek.train.rl import curve_table, train_rl
+    from tests.train.test_train_rl import even_share, small_config
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    config = small_config(4, eval_every=2, eval_items=4)
+    train_rl(checkpoint.model.float(), checkpoint.tokenizer, config, tmp_path / "rl", reward=even_share)
+    log = [json.loads(line) for line in (tmp_path / "rl" / "log.jsonl").read_text().splitlines()]
+    out = tmp_path / "chart"
+    argv = ["--model", str(tiny_checkpoint), "--out", str(out), "--n", "2", "--seeds", "1", "--budgets", "8"]
+    argv += ["--votes", "2", "--min-voter-budget", "4", "--max-tokens", "4", "--no-progress"]
+    assert main([*argv, "--rl-log", str(tmp_path / "rl")]) == 0
+    for rerun in (False, True):  # the second run has every answer already and no --rl-log
+        if rerun:
+            (out / RL_CHART).unlink()
+            assert main(argv) == 0
+        assert (out / RL_LOG).read_text() == (tmp_path / "rl" / "log.jsonl").read_text()
+        assert (out / RL_CHART).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["rl"] == curve_table(log) and [t["step"] for t in summary["rl"]] == [0, 2, 4]
+        report = (out / "README.md").read_text()
+        assert f"![RL curves]({RL_CHART})" in report and "| after update | held-out accuracy (greedy) |" in report
+        last = summary["rl"][-1]
+        assert f"| 4 | {last['heldout_accuracy']:.3f} | 2 | {last['reward']:.3f} |" in report
+    with pytest.raises(SystemExit):
+        main([*argv, "--rl-log", str(tmp_path / "nowhere")])
 
 
 def test_command_runs_on_a_lora_adapter_folder_merged_into_its_base(tiny_checkpoint, tmp_path):

@@ -1,5 +1,6 @@
 """The RL stage (nanoseek.train.rl): group-relative advantages, the policy-gradient update, learning a reward
-through real engine rollouts, exact resume, and `nanoseek train rl` on the tiny recipe."""
+through real engine rollouts and the curves' table from their log, exact resume, and `nanoseek train rl` on the
+tiny recipe."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from nanoseek.model.loader import load_checkpoint
 from nanoseek.tasks.item import Item
 from nanoseek.train.config import LoopConfig, RLConfig
 from nanoseek.train.optim import make_optimizer
-from nanoseek.train.rl import Rollout, advantages, policy_gradient_loss, prompts_for_step, train_rl
+from nanoseek.train.rl import (
+    Rollout,
+    advantages,
+    curve_markdown,
+    curve_table,
+    policy_gradient_loss,
+    prompts_for_step,
+    train_rl,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,12 +100,46 @@ def test_the_update_raises_rewarded_replies_and_lowers_penalised_ones(tiny_check
 def test_a_few_steps_raise_the_reward_through_real_rollouts(tiny_checkpoint: Path, tmp_path: Path):
     checkpoint = load_checkpoint(tiny_checkpoint)
     model = checkpoint.model.float()
-    train_rl(model, checkpoint.tokenizer, small_config(12), tmp_path, reward=even_share)
+    train_rl(model, checkpoint.tokenizer, small_config(12, eval_every=5, eval_items=8), tmp_path, reward=even_share)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    rewards = [r["reward"] for r in rows if "reward" in r]
-    assert len(rewards) == 12 and all(r["groups_learning"] > 0 for r in rows[:3])
+    updates = [r for r in rows if "reward" in r]
+    rewards = [r["reward"] for r in updates]
+    assert len(rewards) == 12 and all(r["groups_learning"] > 0 for r in updates[:3])
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15, rewards
     assert (tmp_path / "rewards.png").stat().st_size > 0 and (tmp_path / "checkpoint.pt").exists()
+    # The curves' table: one row per held-out evaluation (before any update, after 5, 10 and the last, 12), with
+    # the means of the updates since the row before, as the log has them.
+    accuracy = {r["step"]: r["heldout_accuracy"] for r in rows if "heldout_accuracy" in r}
+    assert sorted(accuracy) == [0, 5, 10, 12]
+    table = curve_table(rows)
+    assert [(t["step"], t["heldout_accuracy"], t["updates"]) for t in table] == [
+        (0, accuracy[0], 0),
+        (5, accuracy[5], 5),
+        (10, accuracy[10], 5),
+        (12, accuracy[12], 2),
+    ]
+    assert table[0]["reward"] is None and table[2]["reward"] == pytest.approx(sum(rewards[5:10]) / 5)
+    tokens = [r["completion_tokens"] for r in updates]
+    assert table[3]["completion_tokens"] == pytest.approx(sum(tokens[10:]) / 2)
+    written = (tmp_path / "rewards.md").read_text().splitlines()
+    row_10 = f"| 10 | {accuracy[10]:.3f} | 5 | {sum(rewards[5:10]) / 5:.3f} | {sum(tokens[5:10]) / 5:.1f} | "
+    assert any(line.startswith(row_10) for line in written), written
+    assert f"| 0 | {accuracy[0]:.3f} | 0 | – | – | – |" in written
+
+
+def test_the_curves_table_ends_with_the_updates_after_the_last_evaluation():
+    rows = [{"step": 0, "heldout_accuracy": 0.25}] + [
+        {"step": s, "reward": s / 10, "completion_tokens": 10 + s, "reasoning_tokens": s} for s in range(3)
+    ]
+    assert curve_table(rows)[1] == {
+        "step": 3,
+        "heldout_accuracy": None,  # not evaluated after update 3 (eval_every 0, or a stopped run)
+        "updates": 3,
+        "reward": pytest.approx(0.1),
+        "completion_tokens": pytest.approx(11.0),
+        "reasoning_tokens": pytest.approx(1.0),
+    }
+    assert "| 3 | – | 3 | 0.100 | 11.0 | 1.0 |" in curve_markdown(curve_table(rows))
 
 
 def test_stopping_and_resuming_gives_the_same_weights_as_one_run(tiny_checkpoint: Path, tmp_path: Path):
