@@ -5,6 +5,7 @@
     nanoseek train merge-experiment --recipe smol_specialists       # specialists, merges, evals, the V2.5 table
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --out runs/tiny   # data parallel
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --set 'pretrain.sharding="fsdp"'  # sharded
+    torchrun --nproc_per_node 2 -m nanoseek.train.cli rl --recipe tiny --out runs/tiny        # RL rollouts split
 
 Recipes live in nanoseek/train/recipes/*.toml (`default`: the embedded model, <= 2 h on a 2-core CPU;
 `tiny`: seconds, for tests). A stage resumes from its last checkpoint by default, so rerunning the same
@@ -18,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from nanoseek.train.recipe import apply_overrides, available_recipes, load_recipe, stage_kind
+from nanoseek.train.recipe import apply_overrides, available_recipes, load_recipe
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     # torch and the stages load only now: `nanoseek train --help` and a bad flag answer at once
-    from nanoseek.train.loop import TrainingStopped, distributed_setup
+    from nanoseek.train.loop import TrainingStopped
     from nanoseek.train.stages import all_stages, run_stage
 
     stages = all_stages(recipe)
@@ -110,16 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for stage in stages if args.stage == "all" else [args.stage]:
             run_stage(stage, recipe, out, resume=args.resume)
-            rank, world_size = distributed_setup()
-            if world_size > 1 and stage_kind(recipe, stage) == "rl":
-                # RL was skipped (one engine, one process); what comes after it starts from its model.
-                if rank == 0 and stage != stages[-1]:
-                    print(
-                        f"nanoseek train: stopped after {stage}: run `nanoseek train {stage}` and the stages after "
-                        "it without torchrun",
-                        file=sys.stderr,
-                    )
-                break
     except (FileNotFoundError, ValueError) as exc:
         print(f"nanoseek train: {exc}", file=sys.stderr)
         return 1

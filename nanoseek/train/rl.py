@@ -24,6 +24,18 @@ started when the stage starts (`NANOSEEK_VLLM_PYTHON`: the interpreter that has 
 flags, e.g. "-tp 2") and handed each step's weights (`RemoteEngine.load_weights`), parsed and scored the same way.
 The log (log.jsonl) has the reward, accuracy and reply lengths of every step and a greedy held-out accuracy
 every `eval_every` steps; rewards.png plots them and rewards.md tabulates them by held-out evaluation.
+
+Data parallel under `torchrun` (as the other stages):
+
+    torchrun --nproc_per_node 2 -m nanoseek.train.cli rl --recipe default --out runs/default
+
+every process holds the whole model and samples with its own engine the step's prompts i with i % world_size ==
+rank (each reply seeded by its prompt's place in the step, so the rollouts do not depend on the number of
+processes), backpropagates its share of the loss (normalised by the step's total completion tokens over all
+processes), and the gradients are summed over processes before the one clipped AdamW step every process takes:
+the update is one process's to float tolerance, and a checkpoint (written by rank 0: the weights are the same
+everywhere) resumes on any number of processes. The held-out items are split the same way. vLLM rollouts stay
+in one process: a vLLM server shards itself (`NANOSEEK_VLLM_ARGS="-tp 2"`).
 """
 
 from __future__ import annotations
@@ -36,11 +48,12 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -57,6 +70,7 @@ from nanoseek.train.loop import (
     CHECKPOINT_NAME,
     LOG_NAME,
     atomic_torch_save,
+    distributed_setup,
     load_trainable_state,
     load_training_state,
     plot_lines,
@@ -121,15 +135,42 @@ def ask(
     )
 
 
-def in_parallel(items: list[Item], work: Callable[[int, Item], Any]) -> list[Any]:
-    """`work(index, item)` for every item at once, so that the engine batches all their requests."""
+def in_parallel(items: list[Item], work: Callable[[int, Item], Any], indices: list[int] | None = None) -> list[Any]:
+    """`work(index, item)` for every item at once, so that the engine batches all their requests; `index` is the
+    item's place in `items`, or `indices`' entry for it (its place in the whole step under torchrun)."""
     with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        return list(pool.map(work, range(len(items)), items))
+        return list(pool.map(work, indices or range(len(items)), items))
+
+
+def this_process_share(count: int) -> list[int]:
+    """The indices of `count` items this process works on: all of them, or every world_size-th under torchrun."""
+    rank, world_size = distributed_setup()
+    return list(range(rank, count, world_size))
+
+
+def gathered(values: list[Any]) -> list[Any]:
+    """Every process's `values` (each process's share of items, as `this_process_share` splits them) back in the
+    items' order; `values` itself in one process."""
+    world_size = distributed_setup()[1]
+    if world_size == 1:
+        return values
+    shares: list[list[Any]] = [[] for _ in range(world_size)]
+    dist.all_gather_object(shares, values)
+    count = sum(map(len, shares))
+    return [shares[index % world_size][index // world_size] for index in range(count)]
 
 
 def collect_rollouts(
-    backend: EngineBackend, items: list[Item], config: RLConfig, step: int, reward: Reward
+    backend: EngineBackend,
+    items: list[Item],
+    config: RLConfig,
+    step: int,
+    reward: Reward,
+    indices: list[int] | None = None,
 ) -> list[list[Rollout]]:
+    """`samples_per_prompt` scored replies to each item; the reply seeds come from each item's place in the
+    step (`indices` when `items` is this process's share of it)."""
+
     def work(index: int, item: Item) -> list[Rollout]:
         replies = ask(
             backend,
@@ -144,15 +185,18 @@ def collect_rollouts(
             for reply in replies
         ]
 
-    return in_parallel(items, work)
+    return in_parallel(items, work, indices)
 
 
 def held_out_accuracy(backend: EngineBackend, items: list[Item], config: RLConfig, reward: Reward) -> float:
+    """The mean greedy reward over `items`, each process scoring its share of them."""
+
     def work(_index: int, item: Item) -> float:
         [reply] = ask(backend, item, config, 1, 0.0, None)
         return reward(item, reply)
 
-    return statistics.fmean(in_parallel(items, work))
+    share = this_process_share(len(items))
+    return statistics.fmean(gathered(in_parallel([items[i] for i in share], work)))
 
 
 def advantages(group: list[Rollout]) -> list[float]:
@@ -178,6 +222,24 @@ def policy_gradient_loss(
     logits = model(tokens[:, :-1]).float()
     logprobs = -F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
     return -(logprobs * weights[:, 1:].flatten()).sum() / total_tokens
+
+
+def sum_gradients_over_processes(model: torch.nn.Module) -> None:
+    """Every process's gradients summed into each (a parameter its share of the batch never reached counts
+    zero), so every process takes the same optimizer step."""
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
+
+
+def same_start_everywhere(model: torch.nn.Module) -> None:
+    """Rank 0's trainable weights on every process (as DDP starts), whatever each process loaded or drew."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                dist.broadcast(parameter.data, src=0)
 
 
 def moving_mean(values: list[float], window: int) -> list[float]:
@@ -305,7 +367,15 @@ def train_rl(
 ) -> dict[str, Any]:
     """Run GRPO for `config.steps` steps on `model` (in place); returns the last step's log row.
     `rollout_model()` gives the plain Transformer the engine samples from when `model` is not one (a LoRA
-    model: its adapter merged into a copy, so rollouts decode at the base's speed)."""
+    model: its adapter merged into a copy, so rollouts decode at the base's speed). Under torchrun every process
+    calls it (see the module's docstring); rank 0 logs, checkpoints and calls `on_checkpoint`."""
+    rank, world_size = distributed_setup()
+    is_main = rank == 0
+    if world_size > 1 and config.rollout_backend == "vllm":
+        raise ValueError(
+            'rollout_backend = "vllm" runs in one process: start the RL stage without torchrun and let vLLM shard '
+            'itself (NANOSEEK_VLLM_ARGS="-tp N")'
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path, plot_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME, out_dir / PLOT_NAME
@@ -328,12 +398,15 @@ def train_rl(
         load_trainable_state(model, state["model"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed"]
+    if world_size > 1:
+        same_start_everywhere(model)
     # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept (but a
     # step-0 one is not: the run starts over and evaluates again).
-    rewrite_log(
-        log_path,
-        [r for r in read_log(log_path) if r["step"] < step or ("heldout_accuracy" in r and r["step"] == step > 0)],
-    )
+    if is_main:
+        rewrite_log(
+            log_path,
+            [r for r in read_log(log_path) if r["step"] < step or ("heldout_accuracy" in r and r["step"] == step > 0)],
+        )
 
     pools = item_pools(config)
     suites = sorted(pools)
@@ -369,10 +442,13 @@ def train_rl(
             model.train()
 
     def log(row: dict) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
     def save() -> None:
+        if not is_main:  # every process holds the same weights and optimizer state
+            return
         atomic_torch_save(
             {
                 "model": trainable_state(model),
@@ -391,36 +467,45 @@ def train_rl(
         if step == 0 and config.eval_every:
             accuracy = with_backend(lambda backend: held_out_accuracy(backend, heldout, config, reward))
             log({"step": 0, "heldout_accuracy": accuracy})
-            print(f"{title} step 0: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)", flush=True)
-        bar = tqdm(total=config.steps, initial=step, desc=title, unit="step", dynamic_ncols=True)
+            if is_main:
+                print(f"{title} step 0: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)", flush=True)
+        bar = tqdm(total=config.steps, initial=step, desc=title, unit="step", dynamic_ncols=True, disable=not is_main)
         row: dict[str, Any] = {}
         while step < config.steps:
             started = time.perf_counter()
             items = prompts_for_step(pools, config, step)
-            groups = with_backend(lambda backend: collect_rollouts(backend, items, config, step, reward))
+            share = this_process_share(len(items))
+            groups = with_backend(
+                lambda backend: collect_rollouts(backend, [items[i] for i in share], config, step, reward, share)
+            )
             rollout_seconds = time.perf_counter() - started
             weighted = [(r, a) for group in groups for r, a in zip(group, advantages(group)) if a != 0.0]
+            # Every process's groups (without their items and prompts): the loss's normaliser, whether anything
+            # learns this step, and the log are the whole step's.
+            every_group = gathered([[replace(r, item=None, prompt=[]) for r in group] for group in groups])
             lr = learning_rate(loop, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             grad_norm = 0.0
-            if weighted:
+            if any(any(advantages(group)) for group in every_group):
                 model.train()
-                total_tokens = sum(len(r.completion) for group in groups for r in group)
+                total_tokens = sum(len(r.completion) for group in every_group for r in group)
                 for start in range(0, len(weighted), config.micro_batch):
                     policy_gradient_loss(
                         model, weighted[start : start + config.micro_batch], total_tokens, tokenizer.pad_id
                     ).backward()
+                if world_size > 1:
+                    sum_gradients_over_processes(model)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            rollouts = [r for group in groups for r in group]
+            rollouts = [r for group in every_group for r in group]
             step += 1
             elapsed += time.perf_counter() - started
             row = {
                 "step": step - 1,
                 "reward": statistics.fmean(r.reward for r in rollouts),
-                "groups_learning": sum(any(advantages(g)) for g in groups),
+                "groups_learning": sum(any(advantages(g)) for g in every_group),
                 "completion_tokens": statistics.fmean(len(r.completion) for r in rollouts),
                 "reasoning_tokens": statistics.fmean(r.reasoning_tokens for r in rollouts),
                 "lr": lr,
@@ -433,13 +518,14 @@ def train_rl(
             bar.set_postfix(
                 reward=f"{row['reward']:.3f}",
                 tokens=f"{row['completion_tokens']:.0f}",
-                learning=f"{row['groups_learning']}/{len(groups)}",
+                learning=f"{row['groups_learning']}/{len(every_group)}",
             )
             bar.update(1)
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 accuracy = with_backend(lambda backend: held_out_accuracy(backend, heldout, config, reward))
                 log({"step": step, "heldout_accuracy": accuracy})
-                bar.write(f"{title} step {step}: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)")
+                if is_main:
+                    bar.write(f"{title} step {step}: held-out accuracy {accuracy:.3f} (greedy, {len(heldout)} items)")
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save()
         bar.close()

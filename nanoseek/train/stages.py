@@ -225,13 +225,6 @@ def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> Non
     from nanoseek.train.rl import train_rl
 
     rank, world_size = distributed_setup()
-    if world_size > 1:  # `all` under torchrun: the earlier stages ran data parallel, RL needs one process
-        if rank == 0:
-            print(
-                f"{stage}: skipped under torchrun (its rollouts go through one engine): "
-                f"run `nanoseek train {stage}` alone"
-            )
-        return
     tokenizer, stage_dir = load_tokenizer(out), out / stage
     config = rl_config(recipe, stage)
     lora = stage_settings(recipe, stage).get("lora")
@@ -257,15 +250,18 @@ def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> Non
         on_checkpoint=export,
         rollout_model=rollout_model,
     )
-    if exported_step(stage_dir / "model") != config.steps:
+    if rank == 0 and exported_step(stage_dir / "model") != config.steps:
         if lora is not None:
             save_adapter(trained, stage_dir / "adapter", recipe, config.steps)
             model = trained.merge_and_unload()
         export_step(stage_dir, model, tokenizer, config.steps)
-    print(
-        f"{stage}: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} "
-        f"-> {stage_dir / 'model'}"
-    )
+    if world_size > 1:  # the stage after this one starts from the model rank 0 just exported
+        dist.barrier()
+    if rank == 0:
+        print(
+            f"{stage}: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} "
+            f"-> {stage_dir / 'model'}"
+        )
 
 
 def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> TrainResult:
