@@ -221,6 +221,20 @@ def padded_inputs(weight: torch.Tensor, in_features: int) -> torch.Tensor:
     return widened
 
 
+def fp32_vector(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """A norm's weight or a bias as the C step reads it: fp32 whatever the model's dtype."""
+    return None if tensor is None else tensor.detach().float().contiguous()
+
+
+def bf16_tiles(library: ctypes.CDLL, input_widths: list[int], allow_amx: bool) -> bool | None:
+    """For a bf16 model whose projections take inputs of `input_widths`: whether its step runs on AMX tiles
+    (the CPU has them and every width is a multiple of 32), or None when bf16 cannot run natively at all (no
+    AVX512-BF16, or an odd width: the step pairs inputs)."""
+    if not library.nanoseek_supports_bf16() or any(width % 2 for width in input_widths):
+        return None
+    return allow_amx and all(width % TILE_INPUTS == 0 for width in input_widths) and bool(library.nanoseek_enable_amx())
+
+
 def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
     return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
 
@@ -255,9 +269,6 @@ class NativeDecoder:
         self._function = library.nanoseek_decode_step
         self._threads = torch.get_num_threads()
 
-        def vector(tensor: torch.Tensor | None) -> torch.Tensor | None:  # norms and biases: fp32 always
-            return None if tensor is None else tensor.detach().float().contiguous()
-
         def weight(layer: torch.nn.Module, stored: torch.Tensor | None = None) -> torch.Tensor:
             """What the C step reads for a projection: a quantized layer's own blocks (no copy; they are
             stored in the C step's layout), else a packed copy of `stored` (the weight by default)."""
@@ -285,11 +296,6 @@ class NativeDecoder:
         else:
             # [hidden, vocab] contiguous: a view of transformer.py's column-major embedding (no copy), else a copy.
             embed, embed_type = model.embed_tokens.weight.detach().float().t().contiguous(), 0
-        lm_head = weight(model.lm_head)
-        final_norm = vector(model.norm.weight)
-        cos, sin = (
-            table.contiguous() for table in model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
-        )
         projections = [(b.self_attn.qkv_proj, b.self_attn.o_proj, b.mlp.gate_up_proj, b.mlp.down_proj) for b in layers]
         types = [weight_type(layer) for group in projections for layer in group] + [weight_type(model.lm_head)]
         weight_types = torch.tensor(types, dtype=torch.int32)
@@ -304,31 +310,84 @@ class NativeDecoder:
             kernels.append(name)
         self.kernel = ", ".join(kernels)
         self.quantized = any(code >= WEIGHT_TYPES["q8_0"] for code in types)
-        self._keep: list = [embed, lm_head, final_norm, cos, sin, weight_types]
-        tables = {}
-        for name, get in (
-            ("input_norm", lambda b: vector(b.input_layernorm.weight)),
-            ("post_norm", lambda b: vector(b.post_attention_layernorm.weight)),
-            ("qkv_weight", lambda b: weight(b.self_attn.qkv_proj)),
-            ("qkv_bias", lambda b: vector(b.self_attn.qkv_proj.bias)),
-            ("o_weight", lambda b: weight(b.self_attn.o_proj)),
-            ("o_bias", lambda b: vector(b.self_attn.o_proj.bias)),
-            ("gate_up_weight", lambda b: gate_up(b.mlp)),
-            ("gate_up_bias", lambda b: vector(swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate))),
-            ("down_weight", lambda b: down(b.mlp)),
-            ("down_bias", lambda b: vector(b.mlp.down_proj.bias)),
-        ):
-            tensors = [get(block) for block in layers]
-            self._keep += tensors
-            tables[name] = _pointers(tensors)
-        tables["keys"], tables["values"] = _pointers(cache.keys), _pointers(cache.values)
-        self._keep += [cache.keys, cache.values, tables]
-        self._model = _DecodeModel(
-            hidden=config.hidden_size,
+        tables = {
+            name: [get(block) for block in layers]
+            for name, get in (
+                ("input_norm", lambda b: fp32_vector(b.input_layernorm.weight)),
+                ("post_norm", lambda b: fp32_vector(b.post_attention_layernorm.weight)),
+                ("qkv_weight", lambda b: weight(b.self_attn.qkv_proj)),
+                ("qkv_bias", lambda b: fp32_vector(b.self_attn.qkv_proj.bias)),
+                ("o_weight", lambda b: weight(b.self_attn.o_proj)),
+                ("o_bias", lambda b: fp32_vector(b.self_attn.o_proj.bias)),
+                ("gate_up_weight", lambda b: gate_up(b.mlp)),
+                ("gate_up_bias", lambda b: fp32_vector(swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate))),
+                ("down_weight", lambda b: down(b.mlp)),
+                ("down_bias", lambda b: fp32_vector(b.mlp.down_proj.bias)),
+            )
+        }
+        tables["keys"], tables["values"] = cache.keys, cache.values
+        self._keep: list = []
+        self._model = self._decode_model(
+            model,
+            cache,
+            tables,
+            embed=embed,
+            embed_type=embed_type,
+            lm_head=weight(model.lm_head),
+            weight_types=weight_types,
+            amx=amx,
+            vnni=vnni,
             num_heads=config.num_attention_heads,
             num_kv_heads=config.num_key_value_heads,
             head_dim=config.head_dim,
             intermediate=intermediate,
+        )
+        qkv_width = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim
+        widths = {
+            "x": config.hidden_size,
+            "normed": config.hidden_size,
+            "qkv": qkv_width,
+            "attention": config.num_attention_heads * config.head_dim,
+            "activation": intermediate,
+        }
+        self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
+        pairs_per_thread = self._add_thread_buffers(
+            max_batch, max(widths["attention"], config.hidden_size, intermediate), cache.slot_capacity
+        )
+        self._workspace = _Workspace(
+            **{name: buffer.data_ptr() for name, buffer in self._buffers.items()},
+            input_pairs_per_thread=pairs_per_thread,
+        )
+        self._logits = torch.empty(max_batch, config.vocab_size)
+
+    def _decode_model(
+        self,
+        model: torch.nn.Module,
+        cache,
+        tables: dict[str, list[torch.Tensor | None]],
+        *,
+        embed: torch.Tensor,
+        embed_type: int,
+        lm_head: torch.Tensor,
+        weight_types: torch.Tensor,
+        amx: bool,
+        vnni: bool,
+        **widths: int,
+    ) -> _DecodeModel:
+        """native_decode.c's DecodeModel, the part both steps read: the model's sizes and attention and MLP
+        `widths` (num_heads, num_kv_heads, head_dim, intermediate), the embedding (`embed` [hidden, vocab] fp32,
+        or a quantized table of `embed_type`), output head, final norm and rotary tables, and the per-layer
+        `tables` (a tensor, or None, per layer). Every tensor is kept alive in self._keep: the struct only holds
+        addresses."""
+        config = model.config
+        final_norm = fp32_vector(model.norm.weight)
+        cos, sin = (
+            table.contiguous() for table in model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
+        )
+        arrays = {name: _pointers(tensors) for name, tensors in tables.items()}
+        self._keep += [embed, lm_head, final_norm, cos, sin, weight_types, tables, arrays]
+        return _DecodeModel(
+            hidden=config.hidden_size,
             vocab=config.vocab_size,
             num_layers=config.num_hidden_layers,
             slot_capacity=cache.slot_capacity,
@@ -343,29 +402,20 @@ class NativeDecoder:
             cos_table=cos.data_ptr(),
             sin_table=sin.data_ptr(),
             weight_types=weight_types.data_ptr(),
-            **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in tables.items()},
+            **widths,
+            **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in arrays.items()},
         )
-        qkv_width = (config.num_attention_heads + 2 * config.num_key_value_heads) * config.head_dim
-        widths = {
-            "x": config.hidden_size,
-            "normed": config.hidden_size,
-            "qkv": qkv_width,
-            "attention": config.num_attention_heads * config.head_dim,
-            "activation": intermediate,
-        }
-        self._buffers = {name: torch.empty(max_batch * width) for name, width in widths.items()}
-        self._buffers["scores"] = torch.empty(self._threads * HEADS_PER_PASS * cache.slot_capacity)
-        # Per thread: one projection's input rows as bf16, two per int32, rows rounded up to whole AMX tiles;
-        # or quantized to int8 with a scale and a sum per 32 inputs (native_decode.c `quantize_rows`), which
-        # fits in the same bytes.
+
+    def _add_thread_buffers(self, max_batch: int, widest_input: int, slot_capacity: int) -> int:
+        """Each thread's scratch, into self._buffers: its attention scores (HEADS_PER_PASS rows of
+        `slot_capacity`), and one projection's input rows as bf16, two per int32, rows rounded up to whole AMX
+        tiles; or quantized to int8 with a scale and a sum per 32 inputs (native_decode.c `quantize_rows`),
+        which fits in the same bytes. Returns the int32s per thread of the latter."""
+        self._buffers["scores"] = torch.empty(self._threads * HEADS_PER_PASS * slot_capacity)
         padded_batch = -(-max_batch // TILE_ROWS) * TILE_ROWS
-        pairs_per_thread = padded_batch * max(widths["attention"], config.hidden_size, intermediate) // 2 + 16
+        pairs_per_thread = padded_batch * widest_input // 2 + 16
         self._buffers["input_pairs"] = torch.empty(self._threads * pairs_per_thread, dtype=torch.int32)
-        self._workspace = _Workspace(
-            **{name: buffer.data_ptr() for name, buffer in self._buffers.items()},
-            input_pairs_per_thread=pairs_per_thread,
-        )
-        self._logits = torch.empty(max_batch, config.vocab_size)
+        return pairs_per_thread
 
     @classmethod
     def build(
@@ -412,18 +462,14 @@ class NativeDecoder:
         dtypes = {layer.weight.dtype for layer in projections if not isinstance(layer, QuantizedLinear)}
         amx = False
         if torch.bfloat16 in dtypes:
-            input_widths = (
+            input_widths = [
                 config.hidden_size,
                 config.num_attention_heads * config.head_dim,
                 padded_intermediate(config.intermediate_size),
-            )
-            if not library.nanoseek_supports_bf16() or any(width % 2 for width in input_widths):
+            ]
+            amx = bf16_tiles(library, input_widths, allow_amx)
+            if amx is None:
                 return None
-            amx = (
-                allow_amx
-                and all(width % TILE_INPUTS == 0 for width in input_widths)
-                and bool(library.nanoseek_enable_amx())
-            )
         vnni = allow_vnni and vnni_allowed() and bool(library.nanoseek_supports_vnni())
         return cls(library, model, cache, max_batch, amx, vnni)
 

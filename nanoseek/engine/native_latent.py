@@ -27,14 +27,13 @@ import ctypes
 import torch
 
 from nanoseek.engine.native import (
-    HEADS_PER_PASS,
-    TILE_INPUTS,
-    TILE_ROWS,
     WEIGHT_TYPES,
     NativeDecoder,
     _DecodeModel,
     _pointers,
     _Workspace,
+    bf16_tiles,
+    fp32_vector,
     load_library,
     packed_projection,
     padded_inputs,
@@ -107,10 +106,6 @@ class _LatentWorkspace(ctypes.Structure):
     ]
 
 
-def _vector(tensor: torch.Tensor | None) -> torch.Tensor | None:  # norms and biases: fp32 always
-    return None if tensor is None else tensor.detach().float().contiguous()
-
-
 def _swiglu(gate_up: torch.Tensor, padded: int) -> torch.Tensor:
     """A SwiGLU gate/up weight [2I, in] packed in the epilogue's row order, I zero-padded to `padded`."""
     return packed_projection(swiglu_blocks(gate_up, padded))
@@ -151,7 +146,9 @@ class LatentNativeDecoder(NativeDecoder):
                 return None
             query = attention.q_proj if config.q_lora_rank is None else attention.q_a_proj
             query_bias = query.bias if query.bias is not None else torch.zeros(query.out_features)
-            return _vector(torch.cat((query_bias.detach().float(), attention.kv_a_proj_with_mqa.bias.detach().float())))
+            return fp32_vector(
+                torch.cat((query_bias.detach().float(), attention.kv_a_proj_with_mqa.bias.detach().float()))
+            )
 
         def absorbed(attention) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.no_grad():
@@ -188,26 +185,26 @@ class LatentNativeDecoder(NativeDecoder):
         attention_of = [block.self_attn for block in layers]
         absorbed_weights = [absorbed(attention) for attention in attention_of]
         tables = {
-            "input_norm": [_vector(b.input_layernorm.weight) for b in layers],
-            "post_norm": [_vector(b.post_attention_layernorm.weight) for b in layers],
+            "input_norm": [fp32_vector(b.input_layernorm.weight) for b in layers],
+            "post_norm": [fp32_vector(b.post_attention_layernorm.weight) for b in layers],
             "gate_up_weight": [dense(b, "gate_up") for b in layers],
             "down_weight": [dense(b, "down") for b in layers],
             "a_weight": [a_weight(a) for a in attention_of],
             "a_bias": [a_bias(a) for a in attention_of],
             "q_a_norm": [
-                _vector(a.q_a_layernorm.weight) if hasattr(a, "q_a_layernorm") else None for a in attention_of
+                fp32_vector(a.q_a_layernorm.weight) if hasattr(a, "q_a_layernorm") else None for a in attention_of
             ],
             "q_b_weight": [
                 packed_projection(a.q_b_proj.weight) if hasattr(a, "q_b_proj") else None for a in attention_of
             ],
-            "kv_a_norm": [_vector(a.kv_a_layernorm.weight) for a in attention_of],
+            "kv_a_norm": [fp32_vector(a.kv_a_layernorm.weight) for a in attention_of],
             "key_up": [keys for keys, _ in absorbed_weights],
             "value_up": [values for _, values in absorbed_weights],
             "o_weight": [packed_projection(a.o_proj.weight) for a in attention_of],
-            "o_bias": [_vector(a.o_proj.bias) for a in attention_of],
+            "o_bias": [fp32_vector(a.o_proj.bias) for a in attention_of],
             "router": [packed_projection(b.mlp.gate.weight.float()) if m else None for b, m in zip(layers, moe_layers)],
             "router_bias": [
-                _vector(getattr(b.mlp.gate, "e_score_correction_bias", None)) if m else None
+                fp32_vector(getattr(b.mlp.gate, "e_score_correction_bias", None)) if m else None
                 for b, m in zip(layers, moe_layers)
             ],
             "expert_gate_up": [routed(b, "gate_up") for b in layers],
@@ -215,44 +212,31 @@ class LatentNativeDecoder(NativeDecoder):
             "shared_gate_up": [shared(b, "gate_up") for b in layers],
             "shared_down": [shared(b, "down") for b in layers],
         }
-        arrays = {name: _pointers(tensors) for name, tensors in tables.items()}
-        arrays["keys"] = _pointers(cache.keys)
-        embed = model.embed_tokens.weight.detach().float().t().contiguous()  # [hidden, vocab], as the Llama step's
-        lm_head = packed_projection(model.lm_head.weight)
-        final_norm = _vector(model.norm.weight)
-        cos, sin = (
-            table.contiguous() for table in model.rotary.get(cache.position_limit, torch.float32, torch.device("cpu"))
-        )
         projection_type = WEIGHT_TYPES[dtype]
-        weight_types = torch.full((4 * len(layers) + 1,), projection_type, dtype=torch.int32)
-        # Every array the C step reads is kept alive here; the structs only hold their addresses.
-        self._keep: list = [embed, lm_head, final_norm, cos, sin, weight_types, cache.keys, tables, arrays]
-        base_arrays = ("input_norm", "post_norm", "gate_up_weight", "down_weight", "keys")
+        base_tables = ("input_norm", "post_norm", "gate_up_weight", "down_weight")
+        self._keep: list = []
+        base = self._decode_model(
+            model,
+            cache,
+            {name: tables.pop(name) for name in base_tables} | {"keys": cache.keys},
+            embed=model.embed_tokens.weight.detach().float().t().contiguous(),  # [hidden, vocab], as the Llama step's
+            embed_type=0,
+            lm_head=packed_projection(model.lm_head.weight),
+            weight_types=torch.full((4 * len(layers) + 1,), projection_type, dtype=torch.int32),
+            amx=amx,
+            vnni=False,
+            num_heads=heads,
+            num_kv_heads=1,
+            head_dim=config.qk_rope_head_dim,
+            intermediate=dense_inner,
+        )
+        # The latent step's own arrays, kept alive here like the base's: the struct only holds their addresses.
+        arrays = {name: _pointers(tensors) for name, tensors in tables.items()}
+        self._keep += [tables, arrays]
         scaling = config.routed_scaling_factor if config.is_moe else 1.0
         router = next((b.mlp.gate for b, m in zip(layers, moe_layers) if m), None)
         self._model = _LatentModel(
-            base=_DecodeModel(
-                hidden=config.hidden_size,
-                num_heads=heads,
-                num_kv_heads=1,
-                head_dim=config.qk_rope_head_dim,
-                intermediate=dense_inner,
-                vocab=config.vocab_size,
-                num_layers=config.num_hidden_layers,
-                slot_capacity=cache.slot_capacity,
-                bf16=int(cache.dtype == torch.bfloat16),
-                amx=int(amx),
-                vnni=0,
-                embed_type=0,
-                eps=config.rms_norm_eps,
-                embed=embed.data_ptr(),
-                lm_head=lm_head.data_ptr(),
-                final_norm=final_norm.data_ptr(),
-                cos_table=cos.data_ptr(),
-                sin_table=sin.data_ptr(),
-                weight_types=weight_types.data_ptr(),
-                **{name: ctypes.cast(arrays[name], ctypes.c_void_p) for name in base_arrays},
-            ),
+            base=base,
             q_lora_rank=config.q_lora_rank or 0,
             kv_lora_rank=rank,
             nope_dim=config.qk_nope_head_dim,
@@ -271,7 +255,7 @@ class LatentNativeDecoder(NativeDecoder):
             latent_eps=layers[0].self_attn.kv_a_layernorm.eps,
             scale=layers[0].self_attn.scale,
             routed_scaling=scaling,
-            **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in arrays.items() if name not in base_arrays},
+            **{name: ctypes.cast(array, ctypes.c_void_p) for name, array in arrays.items()},
         )
         batch, top_k = max_batch, max(config.num_experts_per_tok if config.is_moe else 0, 1)
         query_width = heads * config.qk_head_dim
@@ -291,11 +275,7 @@ class LatentNativeDecoder(NativeDecoder):
             "shared_act": shared_inner,
         }
         self._buffers = {name: torch.empty(max(batch * width, 1)) for name, width in widths.items()}
-        self._buffers["scores"] = torch.empty(self._threads * HEADS_PER_PASS * cache.slot_capacity)
-        # Per thread: the widest projection input's rows as bf16 pairs, rows rounded up to whole AMX tiles.
-        padded_batch = -(-batch // TILE_ROWS) * TILE_ROWS
-        pairs_per_thread = padded_batch * max(input_widths(config)) // 2 + 16
-        self._buffers["input_pairs"] = torch.empty(self._threads * pairs_per_thread, dtype=torch.int32)
+        pairs_per_thread = self._add_thread_buffers(batch, max(input_widths(config)), cache.slot_capacity)
         base_buffers = ("x", "normed", "attention", "activation", "scores", "input_pairs")
         self._workspace = _LatentWorkspace(
             base=_Workspace(
@@ -340,10 +320,9 @@ class LatentNativeDecoder(NativeDecoder):
             return None
         amx = False
         if model.dtype == torch.bfloat16:
-            widths = input_widths(config)
-            if not library.nanoseek_supports_bf16() or any(width % 2 for width in widths):
+            amx = bf16_tiles(library, input_widths(config), allow_amx)
+            if amx is None:
                 return None
-            amx = allow_amx and all(w % TILE_INPUTS == 0 for w in widths) and bool(library.nanoseek_enable_amx())
         return cls(library, model, cache, max_batch, amx)
 
 

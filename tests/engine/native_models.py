@@ -1,7 +1,10 @@
-"""What the native decode tests (test_native_decode.py, test_native_quantized.py) decode: random models with
-non-trivial biases and norms, and three sequences prefilled at different positions in scattered cache slots."""
+"""What the native decode tests (test_native_decode.py, test_native_quantized.py, test_native_latent.py) decode
+and how they compare: random models with non-trivial biases and norms, three sequences prefilled at different
+positions in scattered cache slots, and decode steps side by side with the PyTorch model's."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -28,11 +31,21 @@ def random_model(**shape) -> Transformer:
     return model
 
 
+def bf16_with_exact_twin(make: Callable[[], Transformer]) -> tuple[Transformer, Transformer]:
+    """A bf16 model from `make()`, and an fp32 one holding its very same (bf16-rounded) weights and buffers: the
+    reference a bf16 step is measured against."""
+    model, exact = make().to(torch.bfloat16), make()
+    with torch.no_grad():
+        for ours, theirs in zip([*exact.parameters(), *exact.buffers()], [*model.parameters(), *model.buffers()]):
+            ours.copy_(theirs.float())
+    return model, exact
+
+
 def new_cache(config: ModelConfig, dtype: torch.dtype = torch.float32) -> SlotKVCache:
     return SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 6, 64, dtype)
 
 
-def prefill(model: Transformer, cache: SlotKVCache) -> None:
+def prefill(model: Transformer, cache) -> None:
     """Random prompts of LENGTHS tokens into SLOTS (the same prompts for every call)."""
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -43,3 +56,43 @@ def prefill(model: Transformer, cache: SlotKVCache) -> None:
                 torch.arange(length)[None],
                 cache=cache,
             )
+
+
+Step = Callable[[list[int], list[int], list[int]], torch.Tensor]  # (tokens, positions, slots) -> fp32 logits
+
+
+def model_step(model: Transformer, cache) -> Step:
+    """The PyTorch model's decode step over `cache`, called as a native decoder's `step`."""
+
+    def step(tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
+        cache.begin_decode(slots, positions)
+        return model(torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None], cache=cache)[:, 0].float()
+
+    return step
+
+
+def rows_alone_too(step: Step) -> Step:
+    """`step`, also decoding each row alone (its cache entries rewritten in place) and asserting that it gives the
+    very same logits as within the batch."""
+
+    def checked(tokens: list[int], positions: list[int], slots: list[int]) -> torch.Tensor:
+        logits = step(tokens, positions, slots)
+        for row in range(len(tokens)):
+            alone = step(tokens[row : row + 1], positions[row : row + 1], slots[row : row + 1])
+            assert torch.equal(alone[0], logits[row])
+        return logits
+
+    return checked
+
+
+def decode_side_by_side(*steps: Step, count: int = 4) -> list[list[torch.Tensor]]:
+    """Logits of `count` decode steps of the prefilled sequences (SLOTS at LENGTHS) from each of `steps`, all fed
+    the first one's greedy tokens: per step, one [3, vocab] tensor per side. The sequences end at
+    LENGTHS + count."""
+    tokens, positions = [11, 22, 33], list(LENGTHS)
+    results = []
+    with torch.no_grad():
+        for _ in range(count):
+            results.append([step(tokens, positions, SLOTS) for step in steps])
+            tokens, positions = results[-1][0].argmax(-1).tolist(), [p + 1 for p in positions]
+    return results

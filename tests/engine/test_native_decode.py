@@ -15,7 +15,17 @@ import sys
 import native_models
 import pytest
 import torch
-from native_models import LENGTHS, SLOTS, greedy, new_cache, prefill
+from native_models import (
+    LENGTHS,
+    SLOTS,
+    bf16_with_exact_twin,
+    decode_side_by_side,
+    greedy,
+    model_step,
+    new_cache,
+    prefill,
+    rows_alone_too,
+)
 
 from nanoseek.engine import Request
 from nanoseek.engine.kv_cache import SlotKVCache
@@ -66,20 +76,13 @@ def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scat
     reference, native_cache = new_cache(config, torch.float32), new_cache(config, torch.float32)
     decoder = NativeDecoder.build(model, native_cache, max_batch=6)
     assert decoder is not None
-    slots = SLOTS
-    with torch.no_grad():
-        prefill(model, reference)
-        prefill(model, native_cache)
-        tokens, positions = [11, 22, 33], list(LENGTHS)
-        for _ in range(4):
-            reference.begin_decode(slots, positions)
-            expected = model(torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None], cache=reference)[:, 0]
-            got = decoder.step(tokens, positions, slots)
-            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
-            tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
+    prefill(model, reference)
+    prefill(model, native_cache)
+    for expected, got in decode_side_by_side(model_step(model, reference), decoder.step):
+        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
     # The new keys and values landed where the PyTorch path put them.
     for layer in range(config.num_hidden_layers):
-        for slot, end in zip(slots, positions):
+        for slot, end in zip(SLOTS, [length + 4 for length in LENGTHS]):
             torch.testing.assert_close(
                 native_cache.keys[layer][slot, :, :end], reference.keys[layer][slot, :, :end], atol=2e-5, rtol=1e-4
             )
@@ -95,11 +98,7 @@ def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scat
 def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the_batch(shape, allow_amx):
     if not load_library().nanoseek_supports_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bf16 models decode with PyTorch (next test)")
-    exact = random_model(shape)
-    model = random_model(shape).to(torch.bfloat16)
-    with torch.no_grad():  # the fp32 reference holds the very same (bf16-rounded) weights
-        for ours, theirs in zip(exact.parameters(), model.parameters()):
-            ours.copy_(theirs.float())
+    model, exact = bf16_with_exact_twin(lambda: random_model(shape))
     config = model.config
     exact_cache, torch_cache, native_cache = (
         new_cache(config, dtype) for dtype in (torch.float32, torch.bfloat16, torch.bfloat16)
@@ -112,23 +111,12 @@ def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the
     prefill(exact, exact_cache)
     prefill(model, torch_cache)
     prefill(model, native_cache)
-    tokens, positions = [11, 22, 33], list(LENGTHS)
     native_error = torch_error = 0.0
-    with torch.no_grad():
-        for _ in range(4):
-            exact_cache.begin_decode(SLOTS, positions)
-            torch_cache.begin_decode(SLOTS, positions)
-            inputs = torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None]
-            expected = exact(*inputs, cache=exact_cache)[:, 0]
-            by_torch = model(*inputs, cache=torch_cache)[:, 0].float()
-            got = decoder.step(tokens, positions, SLOTS)
-            native_error += (got - expected).abs().mean().item()
-            torch_error += (by_torch - expected).abs().mean().item()
-            # Each row alone (its k/v rewritten in place) gives the very same logits as within the batch.
-            for row in range(len(tokens)):
-                alone = decoder.step(tokens[row : row + 1], positions[row : row + 1], SLOTS[row : row + 1])
-                assert torch.equal(alone[0], got[row])
-            tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
+    for expected, by_torch, got in decode_side_by_side(
+        model_step(exact, exact_cache), model_step(model, torch_cache), rows_alone_too(decoder.step)
+    ):
+        native_error += (got - expected).abs().mean().item()
+        torch_error += (by_torch - expected).abs().mean().item()
     # bf16 weights, inputs and cache with an fp32 residual stream: no further from fp32 than PyTorch's bf16.
     # (Measured: a mean |error| of 0.9-1.4% of the mean |logit|, a third less than PyTorch's bf16 model.)
     assert native_error <= torch_error

@@ -10,8 +10,18 @@ model, and each row's logits independent of its batch. The engine over it: tests
 
 from __future__ import annotations
 
+import native_models
 import pytest
 import torch
+from native_models import (
+    LENGTHS,
+    SLOTS,
+    bf16_with_exact_twin,
+    decode_side_by_side,
+    model_step,
+    prefill,
+    rows_alone_too,
+)
 
 from nanoseek.engine.latent_cache import LatentKVCache
 from nanoseek.engine.native import load_library
@@ -19,7 +29,6 @@ from nanoseek.engine.native_latent import LatentNativeDecoder
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.transformer import Transformer
 
-SLOTS, LENGTHS = [4, 1, 3], [7, 12, 1]
 YARN = {
     "rope_type": "yarn",
     "factor": 4.0,
@@ -105,15 +114,11 @@ def library_built():
 
 
 def random_model(shape: str, dtype: torch.dtype = torch.float32) -> Transformer:
-    """A model of SHAPES[shape], vocabulary 300, every parameter perturbed and the routers spread (seeded), so
-    that rows of one step route to different experts."""
-    torch.manual_seed(0)
-    config = ModelConfig(vocab_size=300, max_position_embeddings=64, rms_norm_eps=1e-5, **{**BASE, **SHAPES[shape]})
-    model = Transformer(config).eval()
+    """A model of SHAPES[shape] (native_models.random_model's perturbed parameters) with its routers spread
+    (seeded), so that rows of one step route to different experts."""
+    model = native_models.random_model(**{**BASE, **SHAPES[shape]})
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.2)
-        for block in model.layers[config.first_k_dense_replace :]:
+        for block in model.layers[model.config.first_k_dense_replace :]:
             block.mlp.gate.weight.normal_(0.0, 1.0)
             if block.mlp.gate.sigmoid:
                 block.mlp.gate.e_score_correction_bias.normal_(0.0, 0.1)
@@ -122,15 +127,6 @@ def random_model(shape: str, dtype: torch.dtype = torch.float32) -> Transformer:
 
 def new_cache(config: ModelConfig, dtype: torch.dtype) -> LatentKVCache:
     return LatentKVCache(config.num_hidden_layers, config.latent_dim, 6, 64, dtype)
-
-
-def prefill(model: Transformer, cache: LatentKVCache) -> None:
-    """Random prompts of LENGTHS tokens into SLOTS (the same prompts for every call)."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for slot, length in zip(SLOTS, LENGTHS):
-            cache.begin_prefill(slot, 0, length)
-            model(torch.randint(0, 300, (1, length), generator=generator), torch.arange(length)[None], cache=cache)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -144,21 +140,15 @@ def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scat
     prefill(model, native_cache)
     routed: list[torch.Tensor] = []
     hooks = [b.mlp.gate.register_forward_hook(lambda _, __, out: routed.append(out[1])) for b in model.layers[2:]]
-    tokens, positions = [11, 22, 33], list(LENGTHS)
-    with torch.no_grad():
-        for _ in range(4):
-            reference.begin_decode(SLOTS, positions)
-            expected = model(torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None], cache=reference)[:, 0]
-            got = decoder.step(tokens, positions, SLOTS)
-            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
-            tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
+    for expected, got in decode_side_by_side(model_step(model, reference), decoder.step):
+        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
     for hook in hooks:
         hook.remove()
     # The rows of a step went to different experts (else a wrong row-to-expert mapping could pass unseen).
     assert any(len({tuple(sorted(row.tolist())) for row in step}) == 3 for step in routed)
     # The step stored the same latents (normed kv latent, rotated k_pe) where the model stores them.
     for layer in range(config.num_hidden_layers):
-        for slot, end in zip(SLOTS, positions):
+        for slot, end in zip(SLOTS, [length + 4 for length in LENGTHS]):
             torch.testing.assert_close(
                 native_cache.keys[layer][slot, :, :end], reference.keys[layer][slot, :, :end], atol=2e-5, rtol=1e-4
             )
@@ -171,13 +161,7 @@ def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scat
 def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the_batch(shape, allow_amx):
     if not load_library().nanoseek_supports_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bf16 models decode with PyTorch")
-    model = random_model(shape, torch.bfloat16)
-    exact = random_model(shape)
-    with torch.no_grad():  # the fp32 reference holds the very same (bf16-rounded) weights and routing biases
-        for ours, theirs in zip(
-            list(exact.parameters()) + list(exact.buffers()), [*model.parameters(), *model.buffers()]
-        ):
-            ours.copy_(theirs.float())
+    model, exact = bf16_with_exact_twin(lambda: random_model(shape))  # routing biases rounded too
     config = model.config
     exact_cache, torch_cache, native_cache = (
         new_cache(config, dtype) for dtype in (torch.float32, torch.bfloat16, torch.bfloat16)
@@ -189,23 +173,12 @@ def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the
     prefill(exact, exact_cache)
     prefill(model, torch_cache)
     prefill(model, native_cache)
-    tokens, positions = [11, 22, 33], list(LENGTHS)
     native_error = torch_error = 0.0
-    with torch.no_grad():
-        for _ in range(4):
-            exact_cache.begin_decode(SLOTS, positions)
-            torch_cache.begin_decode(SLOTS, positions)
-            inputs = torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None]
-            expected = exact(*inputs, cache=exact_cache)[:, 0]
-            by_torch = model(*inputs, cache=torch_cache)[:, 0].float()
-            got = decoder.step(tokens, positions, SLOTS)
-            native_error += (got - expected).abs().mean().item()
-            torch_error += (by_torch - expected).abs().mean().item()
-            # Each row alone (its latent rewritten in place) gives the very same logits as within the batch.
-            for row in range(len(tokens)):
-                alone = decoder.step(tokens[row : row + 1], positions[row : row + 1], SLOTS[row : row + 1])
-                assert torch.equal(alone[0], got[row])
-            tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
+    for expected, by_torch, got in decode_side_by_side(
+        model_step(exact, exact_cache), model_step(model, torch_cache), rows_alone_too(decoder.step)
+    ):
+        native_error += (got - expected).abs().mean().item()
+        torch_error += (by_torch - expected).abs().mean().item()
     assert native_error <= torch_error
     assert native_error / 4 < 0.05 * expected.abs().mean().item()
 

@@ -17,7 +17,7 @@ import native_models
 import pytest
 import torch
 import torch.nn.functional as F
-from native_models import LENGTHS, SLOTS, greedy, new_cache, prefill
+from native_models import decode_side_by_side, greedy, model_step, new_cache, prefill, rows_alone_too
 
 from nanoseek.engine import Engine, Request, SamplingParams
 from nanoseek.engine.kv_cache import SlotKVCache
@@ -91,21 +91,8 @@ def int8_activations(monkeypatch):
 
 
 def decode_against_the_model(model: Transformer, decoder: NativeDecoder, reference: SlotKVCache, steps: int = 4):
-    """(native logits, model logits) of `steps` decode steps of three sequences, each row also decoded alone."""
-    tokens, positions = [11, 22, 33], list(LENGTHS)
-    results = []
-    with torch.no_grad():
-        for _ in range(steps):
-            reference.begin_decode(SLOTS, positions)
-            expected = model(torch.tensor(tokens)[:, None], torch.tensor(positions)[:, None], cache=reference)[:, 0]
-            got = decoder.step(tokens, positions, SLOTS)
-            # Each row alone (its k/v rewritten in place) gives the very same logits as within the batch.
-            for row in range(len(tokens)):
-                alone = decoder.step(tokens[row : row + 1], positions[row : row + 1], SLOTS[row : row + 1])
-                assert torch.equal(alone[0], got[row])
-            results.append((got, expected))
-            tokens, positions = expected.argmax(-1).tolist(), [p + 1 for p in positions]
-    return results
+    """(model logits, native logits) of `steps` decode steps of three sequences, each row also decoded alone."""
+    return decode_side_by_side(model_step(model, reference), rows_alone_too(decoder.step), count=steps)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,7 +113,7 @@ def test_quantized_step_equals_the_model_with_int8_rounded_activations(shape, qt
     assert decoder.kernel == f"{qtype} {'AVX512-VNNI' if KERNELS[kernel] else 'portable'}"
     prefill(model, reference)
     prefill(model, native_cache)
-    for got, expected in decode_against_the_model(model, decoder, reference):
+    for expected, got in decode_against_the_model(model, decoder, reference):
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     for layer in range(model.config.num_hidden_layers):
         torch.testing.assert_close(native_cache.keys[layer], reference.keys[layer], atol=1e-4, rtol=1e-4)
@@ -147,9 +134,9 @@ def test_int8_activations_stay_close_to_fp32_ones_and_both_kernels_agree(qtype):
         # The model's own forward dequantizes the weights and keeps its activations fp32: int8 rounding of
         # the inputs is the only difference (measured over these shapes: a mean |error| of 1.5-4.9% of the mean
         # |logit|; this random model's weights and norms are far larger than a trained model's).
-        for got, expected in results:
+        for expected, got in results:
             assert (got - expected).abs().mean() < 0.06 * expected.abs().mean()
-        logits[kernel] = torch.stack([got for got, _ in results])
+        logits[kernel] = torch.stack([got for _, got in results])
     if len(logits) == 2:  # the same exact int32 sums, added in another order
         torch.testing.assert_close(logits["vnni"], logits["portable"], atol=1e-5, rtol=1e-5)
 
@@ -172,7 +159,7 @@ def test_mixed_formats_each_projection_in_its_own(int8_activations):
     assert decoder.kernel.startswith("q4_1") and "q8_0" in decoder.kernel
     prefill(model, reference)
     prefill(model, native_cache)
-    for got, expected in decode_against_the_model(model, decoder, reference, steps=2):
+    for expected, got in decode_against_the_model(model, decoder, reference, steps=2):
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
