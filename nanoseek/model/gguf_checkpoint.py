@@ -27,7 +27,16 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 
-from nanoseek.model.checkpoint import DTYPES, Checkpoint, CheckpointError, model_from_state, resolve_dtype, split_sizes
+from nanoseek.model.checkpoint import (
+    DTYPES,
+    Checkpoint,
+    CheckpointError,
+    empty_weights,
+    fill_rows,
+    model_from_state,
+    resolve_dtype,
+    split_sizes,
+)
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.gguf_deepseek import deepseek2_arrays, deepseek2_config, deepseek2_metadata, deepseek2_state
 
@@ -356,13 +365,17 @@ def load_gguf_model(file: GGUFFile, dtype: str | torch.dtype | None = None) -> T
         return model_from_state(config, state)
     tensors = model_tensors(file, config)
     kept = quantized_layers(tensors, config) if dtype is None else {}
-    state = {}
+    from nanoseek.model.transformer import Transformer
+
+    with torch.device("meta"):
+        layout = Transformer(config)
+    # Each weight dequantized part by part into its place (checkpoint.empty_weights says why).
+    state = empty_weights(layout, target, [name for name in tensors if name not in kept])
     for name, parts in tensors.items():
         if name in kept:  # a placeholder: install_quantized replaces its layer
             state[name] = torch.empty(sum(p.shape[0] for p in parts), *parts[0].shape[1:], device="meta")
             continue
-        values = [part.dequantize() for part in parts]
-        state[name] = (values[0] if len(values) == 1 else torch.cat(values)).to(target)
+        fill_rows(state[name], (part.dequantize() for part in parts))
     model = model_from_state(config, state)
     if kept:
         from nanoseek.model.quantized import install_quantized
