@@ -91,6 +91,45 @@ def test_budget_tokens_caps_the_thought_then_the_model_answers(client):
         assert capped.usage.completion_tokens > budget + 1 or capped.choices[0].finish_reason == "stop"
 
 
+def test_each_effort_caps_the_thought_at_its_budget_in_every_format(client, api_server, monkeypatch):
+    """`reasoning_effort` low / medium / high / max through the API: each caps the thought at its level's budget
+    (docs/API.md; shrunk here from 256 and 2048 tokens so that the random model's thought runs past them), then
+    `</think>` is forced; max has no cap. Responses' `reasoning.effort` and Anthropic's `output_config.effort` too."""
+    monkeypatch.setitem(EFFORT_BUDGETS, "low", 2)
+    monkeypatch.setitem(EFFORT_BUDGETS, "high", 4)
+    free = ask(client, "deepseek-reasoner", max_tokens=16, seed=11, reasoning_effort="max")
+    assert free.usage.completion_tokens_details.reasoning_tokens > 5, "the reference thought should run past the caps"
+    thoughts = {}
+    for effort, cap in (("low", 2), ("medium", 4), ("high", 4), ("minimal", 2), ("xhigh", 4)):
+        capped = ask(client, "deepseek-reasoner", max_tokens=16, seed=11, reasoning_effort=effort)
+        assert capped.usage.completion_tokens_details.reasoning_tokens == cap + 1, effort  # the thought, </think>
+        thoughts[effort] = reasoning(capped)
+        assert reasoning(free).startswith(thoughts[effort])  # the same draws up to the cap
+    default = ask(client, "deepseek-reasoner", max_tokens=16, seed=11)  # no effort: DeepSeek's default, high
+    assert default.usage.completion_tokens_details.reasoning_tokens == 5
+    responses = client.responses.create(
+        model="deepseek-reasoner",
+        input="hi",
+        max_output_tokens=16,
+        reasoning={"effort": "low"},
+        extra_body={"seed": 11},
+    )
+    assert responses.usage.output_tokens_details.reasoning_tokens == 3
+    claude = httpx.post(
+        f"{api_server.url}/anthropic/v1/messages",
+        headers={"x-api-key": MAIN_KEY},
+        json={
+            "model": "claude-opus-4-1",
+            "max_tokens": 16,
+            "messages": USER,
+            "output_config": {"effort": "low"},
+            "seed": 11,
+        },
+    )
+    thought = claude.json()["content"][0]
+    assert thought["type"] == "thinking" and thought["thinking"] == thoughts["low"]
+
+
 def test_min_tokens_extends_a_thought_that_ends_early_with_wait(client, api_server):
     tokenizer = api_server.engine.tokenizer
     seed, reference = thought_closing_sample(api_server, tokenizer.render_chat(USER, thinking=True))
