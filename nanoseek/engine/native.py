@@ -37,6 +37,11 @@ from pathlib import Path
 import platformdirs
 import torch
 
+from nanoseek.engine.kv_cache import SlotKVCache
+from nanoseek.model.layers import MLP
+from nanoseek.model.quantized import QuantizedEmbedding, QuantizedLinear, swiglu_row_order
+from nanoseek.model.transformer import Attention, Transformer
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("native_decode.c")
@@ -246,8 +251,6 @@ KERNEL_NAMES = {0: "fp32", 1: "bf16", 2: "q8_0", 3: "q4_1"}
 
 def weight_type(layer: torch.nn.Module) -> int:
     """native_decode.c's code for a projection layer's weight storage."""
-    from nanoseek.model.quantized import QuantizedLinear
-
     return WEIGHT_TYPES[layer.qtype if isinstance(layer, QuantizedLinear) else layer.weight.dtype]
 
 
@@ -260,10 +263,8 @@ class NativeDecoder:
     """Decode steps of one model over one SlotKVCache, through the compiled C step."""
 
     def __init__(
-        self, library: ctypes.CDLL, model: torch.nn.Module, cache, max_batch: int, amx: bool, vnni: bool
+        self, library: ctypes.CDLL, model: Transformer, cache: SlotKVCache, max_batch: int, amx: bool, vnni: bool
     ) -> None:
-        from nanoseek.model.quantized import QuantizedEmbedding, QuantizedLinear
-
         config = model.config
         self._library, self.max_batch = library, max_batch
         self._function = library.nanoseek_decode_step
@@ -362,8 +363,8 @@ class NativeDecoder:
 
     def _decode_model(
         self,
-        model: torch.nn.Module,
-        cache,
+        model: Transformer,
+        cache: SlotKVCache,
         tables: dict[str, list[torch.Tensor | None]],
         *,
         embed: torch.Tensor,
@@ -421,7 +422,7 @@ class NativeDecoder:
     def build(
         cls,
         model: torch.nn.Module,
-        cache,
+        cache: SlotKVCache,
         max_batch: int,
         max_weight_bytes: int = 1 << 30,
         allow_amx: bool = True,
@@ -430,9 +431,6 @@ class NativeDecoder:
         """A decoder for `model`, or None when the native path does not apply to it (see the module docstring).
         `allow_amx=False` keeps a bf16 model off the tile unit, `allow_vnni=False` (or NANOSEEK_NATIVE_VNNI=0)
         a quantized one off VPDPBUSD (tests and benchmarks compare them)."""
-        from nanoseek.model.quantized import QuantizedLinear, swiglu_row_order
-        from nanoseek.model.transformer import MLP, Attention, Transformer
-
         if not isinstance(model, Transformer) or model.device.type != "cpu":
             return None
         if model.dtype not in (torch.float32, torch.bfloat16) or cache.dtype != model.dtype:

@@ -26,6 +26,8 @@ import ctypes
 
 import torch
 
+from nanoseek.engine.kv_cache import SlotKVCache
+from nanoseek.engine.latent_cache import LatentKVCache
 from nanoseek.engine.native import (
     WEIGHT_TYPES,
     NativeDecoder,
@@ -40,6 +42,10 @@ from nanoseek.engine.native import (
     padded_intermediate,
     swiglu_blocks,
 )
+from nanoseek.model.config import ModelConfig
+from nanoseek.model.deepseek import LatentAttention, MoE
+from nanoseek.model.layers import MLP, Linear
+from nanoseek.model.transformer import Block, Transformer
 
 
 class _LatentModel(ctypes.Structure):
@@ -119,9 +125,9 @@ def _stacked(weights: list[torch.Tensor]) -> torch.Tensor:
 class LatentNativeDecoder(NativeDecoder):
     """Decode steps of one DeepSeek-V2/V3 model over one LatentKVCache, through the compiled C step."""
 
-    def __init__(self, library: ctypes.CDLL, model: torch.nn.Module, cache, max_batch: int, amx: bool) -> None:
-        from nanoseek.model.deepseek import MoE
-
+    def __init__(
+        self, library: ctypes.CDLL, model: Transformer, cache: LatentKVCache, max_batch: int, amx: bool
+    ) -> None:
         config = model.config
         self._library, self.max_batch, self.quantized = library, max_batch, False
         self._function = library.nanoseek_latent_decode_step
@@ -137,11 +143,11 @@ class LatentNativeDecoder(NativeDecoder):
         layers = list(model.layers)
         moe_layers = [isinstance(block.mlp, MoE) for block in layers]
 
-        def a_weight(attention) -> torch.Tensor:
+        def a_weight(attention: LatentAttention) -> torch.Tensor:
             query = attention.q_proj if config.q_lora_rank is None else attention.q_a_proj
             return packed_projection(torch.cat((query.weight.detach(), attention.kv_a_proj_with_mqa.weight.detach())))
 
-        def a_bias(attention) -> torch.Tensor | None:
+        def a_bias(attention: LatentAttention) -> torch.Tensor | None:
             if attention.kv_a_proj_with_mqa.bias is None:
                 return None
             query = attention.q_proj if config.q_lora_rank is None else attention.q_a_proj
@@ -150,21 +156,21 @@ class LatentNativeDecoder(NativeDecoder):
                 torch.cat((query_bias.detach().float(), attention.kv_a_proj_with_mqa.bias.detach().float()))
             )
 
-        def absorbed(attention) -> tuple[torch.Tensor, torch.Tensor]:
+        def absorbed(attention: LatentAttention) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.no_grad():
                 key_up, value_up = attention.absorbed_projections()  # [H, nope, L], [H, L, v]
             keys = _stacked([packed_projection(key_up[h].t()) for h in range(heads)])
             values = _stacked([packed_projection(value_up[h].t()) for h in range(heads)])
             return keys, values
 
-        def dense(block, name: str) -> torch.Tensor | None:
+        def dense(block: Block, name: str) -> torch.Tensor | None:
             if isinstance(block.mlp, MoE):
                 return None
             if name == "gate_up":
                 return _swiglu(block.mlp.gate_up_proj.weight, dense_inner)
             return packed_projection(padded_inputs(block.mlp.down_proj.weight, dense_inner))
 
-        def routed(block, name: str) -> torch.Tensor | None:
+        def routed(block: Block, name: str) -> torch.Tensor | None:
             if not isinstance(block.mlp, MoE):
                 return None
             experts = block.mlp.experts
@@ -174,7 +180,7 @@ class LatentNativeDecoder(NativeDecoder):
                 [packed_projection(padded_inputs(weight, expert_inner)) for weight in experts.down_proj.detach()]
             )
 
-        def shared(block, name: str) -> torch.Tensor | None:
+        def shared(block: Block, name: str) -> torch.Tensor | None:
             mlp = block.mlp.shared_experts if isinstance(block.mlp, MoE) else None
             if mlp is None:
                 return None
@@ -291,18 +297,13 @@ class LatentNativeDecoder(NativeDecoder):
     def build(
         cls,
         model: torch.nn.Module,
-        cache,
+        cache: SlotKVCache,
         max_batch: int,
         max_weight_bytes: int = 1 << 30,
         allow_amx: bool = True,
     ) -> LatentNativeDecoder | None:
         """A decoder for the MLA model `model` over its LatentKVCache, or None when the path does not apply
         (another dtype, a quantized layer, MLP biases, odd bf16 widths, too many weight bytes, no compiler)."""
-        from nanoseek.engine.latent_cache import LatentKVCache
-        from nanoseek.model.deepseek import LatentAttention, MoE
-        from nanoseek.model.layers import MLP, Linear
-        from nanoseek.model.transformer import Transformer
-
         if not isinstance(model, Transformer) or model.device.type != "cpu" or not isinstance(cache, LatentKVCache):
             return None
         config = model.config
@@ -326,7 +327,7 @@ class LatentNativeDecoder(NativeDecoder):
         return cls(library, model, cache, max_batch, amx)
 
 
-def input_widths(config) -> list[int]:
+def input_widths(config: ModelConfig) -> list[int]:
     """The input width of every projection the latent step runs (bf16 pairs need them even, AMX tiles x 32)."""
     widths = [
         config.hidden_size,
