@@ -1046,21 +1046,21 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
    weight); the latent's RMSNorm, k_pe's rotation and the cache store (with a q LoRA, q_a's RMSNorm, then
    q_b_proj); one task per row and head for the absorbed W_UK_h (packed [L, nope]), the attention and W_UV_h
    (packed [v, L]); then o_proj into the residual stream. A decode step of a small model is mostly phases and
-   the barriers between them, so each phase does as much as its inputs allow: an MoE layer costs 9 barriers to
-   a Llama layer's 8.
+   the barriers between them (each one a wait for the slowest thread, and on a loaded machine for a descheduled
+   one), so each phase does as much as its inputs allow, and every thread RMS-norms all the rows itself where a
+   projection reads them: a layer costs 6 barriers, dense or MoE (7 with a q LoRA; the Llama step's layer 8).
    DeepSeek lays the rotary dimensions out as interleaved pairs: with `interleaved` they are read as the even
    then the odd ones (deepseek.py `_rotary_layout`), so the cache holds k_pe in the half-split layout that the
    PyTorch model stores too.
 
-   The feed-forward of the first dense layers is the Llama step's SwiGLU MLP. A DeepSeekMoE layer: each row's
-   RMSNorm and router logits (fp32, as the model routes in fp32) in one loop; then every thread routes every row
-   itself (a few hundred floats: cheaper than a barrier) by deepseek.py's rule --
-   softmax (V2) or sigmoid (V3) scores, V3's aux-loss-free bias added for the choice only, the best topk_group
-   groups, the top-k experts among them, V3's renormalised weights, routed scaling -- and sorts the (row, expert)
-   pairs by expert, gathering each expert's rows into consecutive rows while the shared experts' gate/up runs;
-   each expert then runs once over all the rows routed to it,
-   gate/up and down, and each row adds its experts' outputs, weighted, to the residual stream, in its own fixed
-   order: a row's result does not depend on which other rows share its batch. Projections are fp32, or bf16 on
+   The feed-forward of the first dense layers is the Llama step's SwiGLU MLP. A DeepSeekMoE layer: every thread
+   norms every row, computes its router logits (fp32, as the model routes in fp32) and routes it by deepseek.py's
+   rule -- softmax (V2) or sigmoid (V3) scores, V3's aux-loss-free bias added for the choice only, the best
+   topk_group groups, the top-k experts among them, V3's renormalised weights, routed scaling -- and sorts the
+   (row, expert) pairs by expert, gathering each expert's rows into consecutive rows; each expert then runs once
+   over all the rows routed to it, gate/up and down, beside the shared experts, and each row adds its experts'
+   outputs, weighted, to the residual stream, in its own fixed order: a row's result does not depend on which
+   other rows share its batch. Projections are fp32, or bf16 on
    CPUs with AVX512-BF16 (on the tile unit where AMX applies), as `project` dispatches them. */
 
 typedef struct {
@@ -1287,29 +1287,47 @@ static void route_row(const LatentModel *m, const float *logits, const float *bi
         weights[k] = (m->normalise ? weights[k] / (total + 1e-20f) : weights[k]) * m->routed_scaling;
 }
 
-/* A DeepSeekMoE feed-forward of the rows' residual stream, added to it. `chosen`, `weights`, `order` and `place`
-   are the calling thread's own (rows * top_k each), `start` has num_experts + 1 entries: every thread routes every
-   row (see above). Starts with the post-attention RMSNorm and the router's logits of each row in one loop (the
-   thread that normed a row scores it), and ends without a barrier: the rows' sums are added by a static loop over
-   rows, and the next phase (an RMSNorm) is one too, so each thread reads back only the rows it wrote itself. */
+/* The step's rows RMS-normed into the calling thread's own rows of base.normed (native_latent.py sizes it for
+   every thread). Every thread norms every row (rows x hidden multiply-adds, nothing next to the projection that
+   reads them) in place of its share of the rows and a barrier: the projection that follows starts at once. */
+static float *norm_rows_for_this_thread(const LatentModel *m, const LatentWorkspace *w, const float *weight,
+                                        int rows) {
+    const int hidden = m->base.hidden;
+    float *normed = w->base.normed + (size_t)omp_get_thread_num() * rows * hidden;
+    for (int r = 0; r < rows; r++)
+        rms_norm_vector(w->base.x + (size_t)r * hidden, weight, normed + (size_t)r * hidden, hidden, m->base.eps);
+    return normed;
+}
+
+/* A DeepSeekMoE feed-forward of the rows' residual stream, added to it, in two phases. `chosen`, `weights`, `order`
+   and `place` are the calling thread's own (rows * top_k each), `start` has num_experts + 1 entries.
+   First phase: every thread norms every row, scores it with the router and routes it itself (see above: a few
+   hundred floats per row, cheaper than a barrier), sorts the (row, expert) pairs by expert and gathers each
+   expert's rows into consecutive rows of its own expert_in; then the threads share the column blocks of the
+   shared experts' gate/up and of each expert's gate/up over its rows. Every thread computes the same routing, so
+   all meet the same sequence of work-shared loops.
+   Second phase: each expert's down projection over its rows, the shared experts' down added to the residual
+   stream, and each row's experts' outputs added, weighted, in its own fixed order (shared experts first, then its
+   top-k in order): a row's result does not depend on which other rows share its batch. The sums need no barrier
+   before them: every down projection has `hidden` outputs, and a static schedule over the same number of column
+   blocks gives each thread the same blocks in every loop (as `project`'s kernels split them), so a thread adds
+   only the columns it wrote itself. */
 static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, PhaseBarrier *barrier, int layer,
                                int rows, int *chosen, float *weights, int *order, int *place, int *start) {
     const int hidden = m->base.hidden, experts = m->num_experts, top_k = m->top_k, type = m->projection_type;
     const int inner = m->expert_intermediate, shared = m->shared_intermediate, pairs = rows * top_k;
+    const int thread = omp_get_thread_num();
     const DecodeModel *base = &m->base;
-#pragma omp for schedule(static) nowait
+    const float *normed = norm_rows_for_this_thread(m, w, base->post_norm[layer], rows);
+    float *logits = w->router_logits + (size_t)thread * rows * experts;
+    float *expert_in = w->expert_in + (size_t)thread * pairs * hidden;
     for (int r = 0; r < rows; r++) {
-        float *normed = w->base.normed + (size_t)r * hidden;
-        rms_norm_vector(w->base.x + (size_t)r * hidden, base->post_norm[layer], normed, hidden, base->eps);
-        project_row(normed, hidden, m->router[layer], WEIGHT_FP32, experts, w->router_logits + (size_t)r * experts,
-                    NULL);
+        project_row(normed + (size_t)r * hidden, hidden, m->router[layer], WEIGHT_FP32, experts,
+                    logits + (size_t)r * experts, NULL);
+        route_row(m, logits + (size_t)r * experts, m->router_bias[layer], chosen + r * top_k, weights + r * top_k);
     }
-    phase_end(barrier);
-    /* Route every row; then the (row, expert) pairs sorted by expert (a counting sort, rows in order within an
-       expert): order[i] is the pair at sorted place i, place[p] where pair p went. */
-    for (int r = 0; r < rows; r++)
-        route_row(m, w->router_logits + (size_t)r * experts, m->router_bias[layer], chosen + r * top_k,
-                  weights + r * top_k);
+    /* The (row, expert) pairs sorted by expert (a counting sort, rows in order within an expert): order[i] is the
+       pair at sorted place i, place[p] where pair p went. */
     for (int e = 0; e <= experts; e++) start[e] = 0;
     for (int p = 0; p < pairs; p++) start[chosen[p] + 1]++;
     for (int e = 0; e < experts; e++) start[e + 1] += start[e];
@@ -1321,19 +1339,17 @@ static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, P
                 place[p] = next++;
             }
     }
-#pragma omp for schedule(static) nowait
     for (int i = 0; i < pairs; i++)
-        memcpy(w->expert_in + (size_t)i * hidden, w->base.normed + (size_t)(order[i] / top_k) * hidden,
+        memcpy(expert_in + (size_t)i * hidden, normed + (size_t)(order[i] / top_k) * hidden,
                (size_t)hidden * sizeof(float));
     if (shared)
-        project(base, &w->base, w->base.normed, rows, hidden, m->shared_gate_up[layer], type, NULL, 2 * shared,
+        project(base, &w->base, normed, rows, hidden, m->shared_gate_up[layer], type, NULL, 2 * shared,
                 w->shared_act, shared, SWIGLU);
-    phase_end(barrier);
     const size_t gate_up_bytes = packed_bytes(2 * inner, hidden, type), down_bytes = packed_bytes(hidden, inner, type);
     for (int e = 0; e < experts; e++) {
         const int count = start[e + 1] - start[e];
         if (count)
-            project(base, &w->base, w->expert_in + (size_t)start[e] * hidden, count, hidden,
+            project(base, &w->base, expert_in + (size_t)start[e] * hidden, count, hidden,
                     (const char *)m->expert_gate_up[layer] + e * gate_up_bytes, type, NULL, 2 * inner,
                     w->expert_act + (size_t)start[e] * inner, inner, SWIGLU);
     }
@@ -1348,15 +1364,18 @@ static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, P
     if (shared)
         project(base, &w->base, w->shared_act, rows, shared, m->shared_down[layer], type, NULL, hidden, w->base.x,
                 hidden, ACCUMULATE);
-    phase_end(barrier);
+    const int blocks = (hidden + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
 #pragma omp for schedule(static) nowait
-    for (int r = 0; r < rows; r++) {
-        float *x = w->base.x + (size_t)r * hidden;
-        for (int k = 0; k < top_k; k++) {
-            const float weight = weights[r * top_k + k];
-            const float *out = w->expert_out + (size_t)place[r * top_k + k] * hidden;
+    for (int b = 0; b < blocks; b++) {
+        const int j0 = b * COLUMN_BLOCK, width = hidden - j0 < COLUMN_BLOCK ? hidden - j0 : COLUMN_BLOCK;
+        for (int r = 0; r < rows; r++) {
+            float *x = w->base.x + (size_t)r * hidden + j0;
+            for (int k = 0; k < top_k; k++) {
+                const float weight = weights[r * top_k + k];
+                const float *out = w->expert_out + (size_t)place[r * top_k + k] * hidden + j0;
 #pragma omp simd
-            for (int i = 0; i < hidden; i++) x[i] += weight * out[i];
+                for (int i = 0; i < width; i++) x[i] += weight * out[i];
+            }
         }
     }
 }
@@ -1382,9 +1401,8 @@ void nanoseek_latent_decode_step(const LatentModel *m, const LatentWorkspace *w,
         embed_rows(base, &w->base, rows, tokens);
         phase_end(&barrier);
         for (int layer = 0; layer < base->num_layers; layer++) {
-            rms_norm_rows(w->base.x, base->input_norm[layer], w->base.normed, rows, hidden, base->eps);
-            phase_end(&barrier);
-            project(base, &w->base, w->base.normed, rows, hidden, m->a_weight[layer], type, m->a_bias[layer], a_width,
+            const float *normed = norm_rows_for_this_thread(m, w, base->input_norm[layer], rows);
+            project(base, &w->base, normed, rows, hidden, m->a_weight[layer], type, m->a_bias[layer], a_width,
                     w->a_out, a_width, WRITE);
             phase_end(&barrier);
             store_latents(m, w, layer, rows, positions, slots);
@@ -1401,21 +1419,19 @@ void nanoseek_latent_decode_step(const LatentModel *m, const LatentWorkspace *w,
             phase_end(&barrier);
             if (m->router[layer]) {
                 mixture_of_experts(m, w, &barrier, layer, rows, chosen, weights, order, place, start);
-                continue; /* no barrier needed before the next RMSNorm (see mixture_of_experts) */
+            } else {
+                normed = norm_rows_for_this_thread(m, w, base->post_norm[layer], rows);
+                project(base, &w->base, normed, rows, hidden, base->gate_up_weight[layer], type, NULL,
+                        2 * base->intermediate, w->base.activation, base->intermediate, SWIGLU);
+                phase_end(&barrier);
+                project(base, &w->base, w->base.activation, rows, base->intermediate, base->down_weight[layer], type,
+                        NULL, hidden, w->base.x, hidden, ACCUMULATE);
             }
-            rms_norm_rows(w->base.x, base->post_norm[layer], w->base.normed, rows, hidden, base->eps);
-            phase_end(&barrier);
-            project(base, &w->base, w->base.normed, rows, hidden, base->gate_up_weight[layer], type, NULL,
-                    2 * base->intermediate, w->base.activation, base->intermediate, SWIGLU);
-            phase_end(&barrier);
-            project(base, &w->base, w->base.activation, rows, base->intermediate, base->down_weight[layer], type, NULL,
-                    hidden, w->base.x, hidden, ACCUMULATE);
             phase_end(&barrier);
         }
-        rms_norm_rows(w->base.x, base->final_norm, w->base.normed, rows, hidden, base->eps);
-        phase_end(&barrier);
-        project(base, &w->base, w->base.normed, rows, hidden, base->lm_head, base->weight_types[4 * base->num_layers],
-                NULL, base->vocab, logits, base->vocab, WRITE);
+        const float *normed = norm_rows_for_this_thread(m, w, base->final_norm, rows);
+        project(base, &w->base, normed, rows, hidden, base->lm_head, base->weight_types[4 * base->num_layers], NULL,
+                base->vocab, logits, base->vocab, WRITE);
 #if defined(HAVE_AMX)
         if (base->amx) _tile_release();
 #endif

@@ -266,16 +266,18 @@ class LatentNativeDecoder(NativeDecoder):
         batch, top_k = max_batch, max(config.num_experts_per_tok if config.is_moe else 0, 1)
         query_width = heads * config.qk_head_dim
         a_width = (config.q_lora_rank or query_width) + config.latent_dim
+        # normed, router_logits and expert_in are per thread: each thread norms and routes every row itself.
+        threads = self._threads
         widths = {
             "x": config.hidden_size,
-            "normed": config.hidden_size,
+            "normed": threads * config.hidden_size,
             "attention": heads * config.v_head_dim,
             "activation": dense_inner,
             "a_out": a_width,
             "q": query_width,
             "q_a_normed": config.q_lora_rank or 0,
-            "router_logits": config.n_routed_experts if config.is_moe else 0,
-            "expert_in": top_k * config.hidden_size,
+            "router_logits": threads * config.n_routed_experts if config.is_moe else 0,
+            "expert_in": threads * top_k * config.hidden_size,
             "expert_act": top_k * expert_inner,
             "expert_out": top_k * config.hidden_size,
             "shared_act": shared_inner,

@@ -6,7 +6,8 @@ different positions in scattered slots) on shapes that take every branch: full a
 interleaved and half-split rotary with YaRN, latent widths that take the vector and the scalar attention loops,
 V2 softmax routing greedy and group-limited, V3 sigmoid routing with its correction bias, renormalised or not,
 no shared experts or two, one or two dense first layers; in bf16, no further from fp32 than the PyTorch bf16
-model, and each row's logits independent of its batch. The engine over it: tests/engine/test_engine_mla.py."""
+model, and each row's logits independent of its batch; bit for bit the same on one, two or three threads. The
+engine over it: tests/engine/test_engine_mla.py."""
 
 from __future__ import annotations
 
@@ -154,6 +155,35 @@ def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scat
             )
     with pytest.raises(ValueError, match="rows"):
         decoder.step([1] * 7, [0] * 7, list(range(7)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_step_computes_the_same_bits_on_one_two_and_three_threads(shape):
+    # Every thread norms and routes every row itself, and adds the experts' outputs into the columns it projected
+    # without a barrier before: a slip in that bookkeeping would make the result depend on the thread count.
+    model = random_model(shape)
+    prefilled = new_cache(model.config, torch.float32)
+    prefill(model, prefilled)
+    results = []
+    threads_before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)  # the decoder's OpenMP team
+            cache = new_cache(model.config, torch.float32)
+            for ours, prefilled_keys in zip(cache.keys, prefilled.keys):
+                ours.copy_(prefilled_keys)
+            decoder = LatentNativeDecoder.build(model, cache, max_batch=6)
+            tokens, positions, steps = [11, 22, 33], list(LENGTHS), []
+            for _ in range(3):
+                steps.append(decoder.step(tokens, positions, SLOTS))
+                tokens, positions = steps[-1].argmax(-1).tolist(), [p + 1 for p in positions]
+            results.append((steps, cache.keys))
+    finally:
+        torch.set_num_threads(threads_before)
+    (one_thread, one_thread_keys), *others = results
+    for steps, keys in others:
+        assert all(torch.equal(a, b) for a, b in zip(steps, one_thread))
+        assert all(torch.equal(a, b) for a, b in zip(keys, one_thread_keys))
 
 
 @pytest.mark.parametrize("allow_amx", [True, False], ids=["amx-where-available", "avx512-bf16"])
