@@ -49,7 +49,10 @@ class RLConfig:
     warmup_steps: int = 5
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    micro_batch: int = 16  # replies per forward/backward pass
+    # Padded tokens (rows x longest row) per forward/backward pass: a pass's logits take tokens x vocabulary x 4
+    # bytes, three times over with the loss and its gradient. 16 replies a pass took recipe smol (49k vocabulary,
+    # 384-token replies) from 4.5 to 15 GB in one step and the OOM killer stopped it twice at step 9.
+    micro_batch_tokens: int = 4096
     eval_every: int = 10
     eval_items: int = 64  # held-out items scored greedily at each evaluation (monitoring only)
     checkpoint_every: int = 5

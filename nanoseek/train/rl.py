@@ -224,6 +224,24 @@ def policy_gradient_loss(
     return -(logprobs * weights[:, 1:].flatten()).sum() / total_tokens
 
 
+def micro_batches(weighted: list[tuple[Rollout, float]], max_tokens: int) -> list[list[tuple[Rollout, float]]]:
+    """The step's weighted replies in order, cut into passes of at most `max_tokens` padded tokens (rows x the
+    longest row); a reply longer than that alone makes a pass."""
+    batches: list[list[tuple[Rollout, float]]] = []
+    batch: list[tuple[Rollout, float]] = []
+    width = 0
+    for pair in weighted:
+        length = len(pair[0].prompt) + len(pair[0].completion)
+        if batch and (len(batch) + 1) * max(width, length) > max_tokens:
+            batches.append(batch)
+            batch, width = [], 0
+        batch.append(pair)
+        width = max(width, length)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
 def sum_gradients_over_processes(model: torch.nn.Module) -> None:
     """Every process's gradients summed into each (a parameter its share of the batch never reached counts
     zero), so every process takes the same optimizer step."""
@@ -490,10 +508,8 @@ def train_rl(
             if any(any(advantages(group)) for group in every_group):
                 model.train()
                 total_tokens = sum(len(r.completion) for group in every_group for r in group)
-                for start in range(0, len(weighted), config.micro_batch):
-                    policy_gradient_loss(
-                        model, weighted[start : start + config.micro_batch], total_tokens, tokenizer.pad_id
-                    ).backward()
+                for batch in micro_batches(weighted, config.micro_batch_tokens):
+                    policy_gradient_loss(model, batch, total_tokens, tokenizer.pad_id).backward()
                 if world_size > 1:
                     sum_gradients_over_processes(model)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()

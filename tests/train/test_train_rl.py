@@ -24,6 +24,7 @@ from nanoseek.train.rl import (
     advantages,
     curve_markdown,
     curve_table,
+    micro_batches,
     policy_gradient_loss,
     prompts_for_step,
     train_rl,
@@ -95,6 +96,29 @@ def test_the_update_raises_rewarded_replies_and_lowers_penalised_ones(tiny_check
     policy_gradient_loss(model, batch, total_tokens=8, pad_id=0).backward()
     optimizer.step()
     assert logprob(good) > before[0] and logprob(bad) < before[1]
+
+
+def test_micro_batches_keep_the_padded_tokens_of_a_pass_in_budget_and_sum_to_the_whole_gradient(tiny_checkpoint: Path):
+    lengths = [2, 9, 3, 3, 14, 1, 5]  # completions after a 3-token prompt
+    rollouts = [rollout(float(i % 2), list(range(10, 10 + n))) for i, n in enumerate(lengths)]
+    weighted = list(zip(rollouts, advantages(rollouts)))
+    batches = micro_batches(weighted, max_tokens=24)
+    assert [pair for batch in batches for pair in batch] == weighted  # every reply once, in order
+    for batch in batches:
+        width = max(len(r.prompt) + len(r.completion) for r, _ in batch)
+        assert len(batch) * width <= 24 or len(batch) == 1, batch
+    assert [len(batch) for batch in batches] == [2, 2, 1, 2]  # 5+12 | 6+6 | 17 alone (34 with another) | 4+8
+
+    model = load_checkpoint(tiny_checkpoint).model.float().train()
+
+    def gradients(passes) -> list[torch.Tensor]:
+        model.zero_grad()
+        for batch in passes:
+            policy_gradient_loss(model, batch, total_tokens=sum(lengths), pad_id=0).backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole, split = gradients([weighted]), gradients(batches)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, split))
 
 
 def test_a_few_steps_raise_the_reward_through_real_rollouts(tiny_checkpoint: Path, tmp_path: Path):
