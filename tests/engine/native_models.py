@@ -96,3 +96,24 @@ def decode_side_by_side(*steps: Step, count: int = 4) -> list[list[torch.Tensor]
             results.append([step(tokens, positions, SLOTS) for step in steps])
             tokens, positions = results[-1][0].argmax(-1).tolist(), [p + 1 for p in positions]
     return results
+
+
+def bf16_step_errors(
+    model: Transformer, exact: Transformer, decoder, native_cache, new_cache: Callable
+) -> tuple[float, float, float]:
+    """How far a bf16 native `decoder` (over `native_cache`) and the bf16 PyTorch `model` are from `exact`, its
+    fp32 twin (bf16_with_exact_twin), over four decode steps of the prefilled sequences, each of the decoder's rows
+    also decoded alone (rows_alone_too): (native mean |logit error|, PyTorch's, the last step's mean |logit|).
+    `new_cache(config, dtype)` makes the model's kind of cache."""
+    exact_cache, torch_cache = new_cache(exact.config, torch.float32), new_cache(model.config, torch.bfloat16)
+    prefill(exact, exact_cache)
+    prefill(model, torch_cache)
+    prefill(model, native_cache)
+    native_error = torch_error = 0.0
+    steps = decode_side_by_side(
+        model_step(exact, exact_cache), model_step(model, torch_cache), rows_alone_too(decoder.step)
+    )
+    for expected, by_torch, got in steps:
+        native_error += (got - expected).abs().mean().item()
+        torch_error += (by_torch - expected).abs().mean().item()
+    return native_error / len(steps), torch_error / len(steps), steps[-1][0].abs().mean().item()
