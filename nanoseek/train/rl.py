@@ -402,11 +402,15 @@ def train_rl(
     step, elapsed = 0, 0.0
     if resume and ckpt_path.exists():
         state = load_training_state(ckpt_path)
+        # How a step's passes are cut does not change its gradient (micro_batch: replies a pass before commit
+        # 226ded0, micro_batch_tokens since), so a checkpoint resumes across it.
         changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)} - {
             "steps",
             "eval_every",
             "checkpoint_every",
             "rollout_backend",
+            "micro_batch",
+            "micro_batch_tokens",
         }
         if changed:
             raise ValueError(

@@ -181,6 +181,8 @@ def test_stopping_and_resuming_gives_the_same_weights_as_one_run(tiny_checkpoint
     whole = model.state_dict()
     assert any(not torch.equal(start[k], whole[k]) for k in whole), "RL never changed the weights"
     assert all(torch.equal(whole[k], v) for k, v in resumed.state_dict().items())
+    # How passes are cut does not change a gradient: a checkpoint resumes across it; the learning rate does.
+    train_rl(resumed, tokenizer, small_config(3, micro_batch_tokens=8), tmp_path / "split", reward=even_share)
     with pytest.raises(ValueError, match="lr"):
         train_rl(resumed, tokenizer, small_config(3, lr=1.0), tmp_path / "split", reward=even_share)
 
