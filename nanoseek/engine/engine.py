@@ -401,9 +401,14 @@ class Engine:
         while budget > 0 and self.scheduler.prefilling:
             native_rows = self.runner.native_rows()
             # A quantized model's PyTorch forward dequantizes every weight per call, so its prompts all go
-            # through the native step, native_rows tokens at a time (BENCHMARKS.md, "quantized weights").
-            quantized = native_rows and self.runner.native.quantized
-            chunk = self.scheduler.next_prefill(min(budget, native_rows) if quantized else budget, native_rows)
+            # through the native step, native_rows tokens at a time (BENCHMARKS.md, "quantized weights"); so do
+            # the prompts that decoder finds too short for the forward (an MLA + MoE model's, native_latent.py).
+            head = self.scheduler.prefilling[0]
+            stepwise = native_rows and (
+                self.runner.native.quantized
+                or len(head.prompt_ids) - head.prefill_position <= self.runner.native.short_prompt_steps * native_rows
+            )
+            chunk = self.scheduler.next_prefill(min(budget, native_rows) if stepwise else budget, native_rows)
             logits = self.runner.prefill(chunk)
             budget -= chunk.tokens
             self.counters["prefill_tokens"] += chunk.tokens

@@ -262,6 +262,10 @@ def vnni_allowed() -> bool:
 class NativeDecoder:
     """Decode steps of one model over one SlotKVCache, through the compiled C step."""
 
+    # Prompts of at most this many steps of max_batch tokens are prefilled through the step rather than the
+    # PyTorch forward (the engine's prefill; a quantized model's prompts always are).
+    short_prompt_steps = 0
+
     def __init__(
         self, library: ctypes.CDLL, model: Transformer, cache: SlotKVCache, max_batch: int, amx: bool, vnni: bool
     ) -> None:

@@ -125,6 +125,12 @@ def _stacked(weights: list[torch.Tensor]) -> torch.Tensor:
 class LatentNativeDecoder(NativeDecoder):
     """Decode steps of one DeepSeek-V2/V3 model over one LatentKVCache, through the compiled C step."""
 
+    # The PyTorch forward of a short prompt is mostly per-op overhead, more of it for MLA + MoE than for a Llama
+    # (routing, a pair of products per expert): on the mla_moe recipe's model (1 thread, CPU time) a 16-token
+    # prompt took 13 ms there and 2.4-2.7 ms as steps of 8 or 32 rows, 64 tokens 19 ms vs 8-12 ms; at 256 tokens
+    # steps of 32 rows were still a little faster (37 vs 41 ms), steps of 8 slower (54 ms).
+    short_prompt_steps = 4
+
     def __init__(
         self, library: ctypes.CDLL, model: Transformer, cache: LatentKVCache, max_batch: int, amx: bool
     ) -> None:

@@ -1,6 +1,7 @@
 """The engine over an MLA + MoE model (DeepSeek-V3 layout): latent cache, its accounting, prefix hits on latents,
 batched decode of rows routed to different experts, greedy parity with transformers through the native C step and
-the same tokens from the PyTorch model, which takes over once a weight changes."""
+the same tokens from the PyTorch model, which takes over once a weight changes; short prompts prefilled
+through the native step."""
 
 from __future__ import annotations
 
@@ -91,6 +92,24 @@ def test_batched_decode_of_rows_routed_to_different_experts_equals_sequential(ml
     assert decode_steps and any(len({tuple(sorted(row.tolist())) for row in step}) > 1 for step in decode_steps)
     assert [c.token_ids for c in engine.generate(requests)] == batched
     assert [engine.generate([request])[0].token_ids for request in requests] == batched
+
+
+def test_prompts_of_up_to_four_steps_are_prefilled_through_the_native_step(mla, engine) -> None:
+    native = engine.runner.native
+    assert native.short_prompt_steps == 4 and engine.runner.max_batch == 4
+    rows_per_step: list[int] = []
+    step = native.step
+    native.step = lambda tokens, positions, slots: rows_per_step.append(len(tokens)) or step(tokens, positions, slots)
+    text = (prompts(mla.tokenizer, 1)[0] * 10)[:17]
+    short, long = Request(text[:14], greedy(1)), Request(text, greedy(1))  # one token: no decode step
+    assert engine.generate([short])[0].token_ids and rows_per_step == [4, 4, 4, 2]
+    assert engine.generate([long])[0].token_ids and rows_per_step == [4, 4, 4, 2]  # 17 tokens: the PyTorch forward
+    plain = Engine(mla.model, mla.tokenizer, max_batch=4, kv_budget_tokens=1024, native_decode=False)
+    try:
+        expected = [plain.generate([Request(request.prompt_ids, greedy(12))])[0].token_ids for request in (short, long)]
+    finally:
+        plain.shutdown()
+    assert [engine.generate([Request(r.prompt_ids, greedy(12))])[0].token_ids for r in (short, long)] == expected
 
 
 def test_a_weight_change_sends_decoding_back_to_the_model(mla, engine) -> None:
