@@ -233,7 +233,8 @@ def rl_section(out: Path, model: str) -> tuple[list[str], list[dict[str, Any]]]:
         "",
         f"From `{RL_LOG}` (the stage's log.jsonl). Sampled reward: the mean over a step's sampled replies (its "
         "prompts are train items); held-out accuracy: greedy replies to held-out items, scored by the same check; "
-        "reply tokens: the mean sampled reply length, thought included. The plot's lines are means of 10 updates.",
+        "reply tokens: the mean sampled reply length, thought included. The plot smooths reward and reply length "
+        "over 10 updates (the raw reward faint behind).",
         "",
         f"![RL curves]({RL_CHART})",
         "",
