@@ -6,10 +6,14 @@ model has the base's shapes and the decode step should cost the same; this measu
 is the 19 rows the adapter adds to the vocabulary (49,171 instead of 49,152 for SmolLM2). Greedy, EOS ignored so
 that both sides decode the same count: one request (batch 1), then `--batch` concurrent requests, the same prompts
 (the same token ids) on both sides; the sides alternate after a warm-up and the median of the repeats is reported.
-Rates are new tokens over the wall time of the whole request, its short prompt's prefill included.
+Rates are new tokens over the wall time of the whole request, its short prompt's prefill included. The process's
+CPU time per new token is printed beside them: on a machine other jobs crowd, preemption inflates wall time but
+not CPU time (with `--threads 1`: two threads spin at their barriers while one is preempted), so that ratio is
+the one to read there.
 
     python benchmarks/adapter_decode.py --adapter runs/smol/sft/adapter            # base named in the adapter
     python benchmarks/adapter_decode.py --adapter nanoseek/default_adapter --new-tokens 128 --repeats 5 --batch 8
+    python benchmarks/adapter_decode.py --adapter nanoseek/default_adapter --new-tokens 32 --repeats 3 --threads 1
 """
 
 from __future__ import annotations
@@ -38,14 +42,16 @@ PROMPTS = [
 ]
 
 
-def decode_rate(engine: Engine, prompts: list[list[int]], new_tokens: int) -> float:
-    """New tokens per second over all `prompts`, decoded together."""
+def decode_rate(engine: Engine, prompts: list[list[int]], new_tokens: int) -> tuple[float, float]:
+    """(new tokens per second of wall time, CPU milliseconds of the process per new token) over all `prompts`,
+    decoded together."""
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     completions = engine.generate([Request(ids, params) for ids in prompts])
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     assert all(len(c.token_ids) == new_tokens for c in completions)
-    return len(prompts) * new_tokens / elapsed
+    tokens = len(prompts) * new_tokens
+    return tokens / elapsed, 1000 * cpu / tokens
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,26 +77,35 @@ def main(argv: list[str] | None = None) -> int:
     }
     batches = sorted({1, args.batch})
     try:
-        rates: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in engines}
+        runs: dict[str, dict[int, list[tuple[float, float]]]] = {name: {b: [] for b in batches} for name in engines}
         for name, engine in engines.items():  # warm-up: native kernels compiled, caches touched
             decode_rate(engine, prompts[name][: args.batch], 8)
         for _ in range(args.repeats):
             for batch in batches:
                 for name, engine in engines.items():
-                    rates[name][batch].append(decode_rate(engine, prompts[name][:batch], args.new_tokens))
+                    runs[name][batch].append(decode_rate(engine, prompts[name][:batch], args.new_tokens))
     finally:
         for engine in engines.values():
             engine.shutdown()
-    medians = {name: {b: statistics.median(v) for b, v in by_batch.items()} for name, by_batch in rates.items()}
+    rate = {
+        name: {b: statistics.median(r for r, _ in v) for b, v in by_batch.items()} for name, by_batch in runs.items()
+    }
+    cpu = {
+        name: {b: statistics.median(c for _, c in v) for b, v in by_batch.items()} for name, by_batch in runs.items()
+    }
     print(f"median of {args.repeats} repeats, {args.new_tokens} new tokens per request, {args.threads} thread(s)")
     for name, engine in engines.items():
-        figures = ", ".join(f"batch {b} {medians[name][b]:7.1f} tok/s" for b in batches)
+        figures = ", ".join(f"batch {b} {rate[name][b]:7.1f} tok/s, {cpu[name][b]:6.1f} CPU ms/token" for b in batches)
         print(
             f"{name:15s} {figures} (vocab {sides[name].model.config.vocab_size}, "
             f"native step: {engine.native is not None})"
         )
+    merged = "adapter merged"
     for batch in batches:
-        print(f"merged / base, batch {batch}: {medians['adapter merged'][batch] / medians['base'][batch]:.3f}")
+        print(
+            f"merged / base, batch {batch}: {rate[merged][batch] / rate['base'][batch]:.3f} tok/s, "
+            f"{cpu[merged][batch] / cpu['base'][batch]:.3f} CPU time per token"
+        )
     return 0
 
 
