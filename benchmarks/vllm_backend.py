@@ -73,6 +73,8 @@ def serve(model: Path, backend: str, args: argparse.Namespace) -> tuple[subproce
         **os.environ,
         "NANOSEEK_DB_PATH": str(Path(tempfile.mkdtemp()) / "web.sqlite3"),
         "OMP_NUM_THREADS": str(args.threads),
+        # GiB of KV cache (16 x ~1k tokens need ~0.4): vLLM's CPU default sizes it from the machine's free memory
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
     }
     process = subprocess.Popen(command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
