@@ -1048,7 +1048,9 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
    (packed [v, L]); then o_proj into the residual stream. A decode step of a small model is mostly phases and
    the barriers between them (each one a wait for the slowest thread, and on a loaded machine for a descheduled
    one), so each phase does as much as its inputs allow, and every thread RMS-norms all the rows itself where a
-   projection reads them: a layer costs 6 barriers, dense or MoE (7 with a q LoRA; the Llama step's layer 8).
+   projection reads them, and in a decode step (every row in a slot of its own) each attention task computes its
+   row's new latent itself: a layer costs 5 barriers, dense or MoE (6 for a prompt's chunk, 7 with a q LoRA; the
+   Llama step's layer 8).
    DeepSeek lays the rotary dimensions out as interleaved pairs: with `interleaved` they are read as the even
    then the odd ones (deepseek.py `_rotary_layout`), so the cache holds k_pe in the half-split layout that the
    PyTorch model stores too.
@@ -1123,41 +1125,51 @@ static inline void rms_norm_vector(const float *x, const float *weight, float *o
     for (int k = 0; k < dim; k++) out[k] = x[k] * scale * weight[k];
 }
 
-/* Per row: the latent's RMSNorm and k_pe's rotation stored at its position in its slot; with a q LoRA, q_a's
-   RMSNorm into q_a_normed. */
+/* Row r's latent as the cache holds it (width L + R): the kv latent's RMSNorm and k_pe's rotation at its position. */
+static void latent_of_row(const LatentModel *m, const LatentWorkspace *w, int layer, int r, int64_t position,
+                          float *latent) {
+    const int L = m->kv_lora_rank, R = m->rope_dim;
+    const int q_width = m->q_lora_rank ? m->q_lora_rank : m->base.num_heads * (m->nope_dim + R);
+    const float *a = w->a_out + (size_t)r * (q_width + L + R);
+    rms_norm_vector(a + q_width, m->kv_a_norm[layer], latent, L, m->latent_eps);
+    rotate_rope(a + q_width + L, latent + L, R, m->interleaved, m->base.cos_table + (size_t)position * R,
+                m->base.sin_table + (size_t)position * R);
+}
+
+/* Per row: its latent stored at its position in its slot; with a q LoRA, q_a's RMSNorm into q_a_normed. */
 static void store_latents(const LatentModel *m, const LatentWorkspace *w, int layer, int rows,
                           const int64_t *positions, const int64_t *slots) {
     const int L = m->kv_lora_rank, R = m->rope_dim, width = L + R;
     const int q_width = m->q_lora_rank ? m->q_lora_rank : m->base.num_heads * (m->nope_dim + R);
-    const int a_width = q_width + width;
 #pragma omp for schedule(static) nowait
     for (int r = 0; r < rows; r++) {
-        const float *a = w->a_out + (size_t)r * a_width;
         float latent[width];
-        rms_norm_vector(a + q_width, m->kv_a_norm[layer], latent, L, m->latent_eps);
-        rotate_rope(a + q_width + L, latent + L, R, m->interleaved, m->base.cos_table + (size_t)positions[r] * R,
-                    m->base.sin_table + (size_t)positions[r] * R);
+        latent_of_row(m, w, layer, r, positions[r], latent);
         cache_store_row(m->base.keys[layer], ((size_t)slots[r] * m->base.slot_capacity + positions[r]) * width, latent,
                         width, m->base.bf16);
         if (m->q_lora_rank)
-            rms_norm_vector(a, m->q_a_norm[layer], w->q_a_normed + (size_t)r * q_width, q_width, m->latent_eps);
+            rms_norm_vector(w->a_out + (size_t)r * (q_width + width), m->q_a_norm[layer],
+                            w->q_a_normed + (size_t)r * q_width, q_width, m->latent_eps);
     }
 }
 
 /* Softmax attention of one latent query (width L + R) over a slot's `length` latents; the weighted sum of their
-   first L values into dst. */
-static void attend_latent_head(const float *q, const void *latents, size_t base, int length, int width, int value_dim,
-                               int bf16, float scale, float *scores, float *dst) {
+   first L values into dst. With `current` (one latent in the cache's format), the last position is read from it
+   instead of the cache. */
+static void attend_latent_head(const float *q, const void *latents, size_t base, const void *current, int length,
+                               int width, int value_dim, int bf16, float scale, float *scores, float *dst) {
+    const int cached = current ? length - 1 : length;
     float best = -INFINITY;
     for (int t = 0; t < length; t++) {
-        const size_t at = base + (size_t)t * width;
+        const void *source = t < cached ? latents : current;
+        const size_t at = t < cached ? base + (size_t)t * width : 0;
         float dot = 0.0f;
         if (width % 16 == 0) {
             f16 products = (f16){0};
-            for (int k = 0; k < width; k += 16) products += *(const f16 *)(q + k) * cache_load16(latents, at + k, bf16);
+            for (int k = 0; k < width; k += 16) products += *(const f16 *)(q + k) * cache_load16(source, at + k, bf16);
             dot = sum_lanes(products);
         } else {
-            for (int k = 0; k < width; k++) dot += q[k] * cache_load(latents, at + k, bf16);
+            for (int k = 0; k < width; k++) dot += q[k] * cache_load(source, at + k, bf16);
         }
         scores[t] = dot * scale;
         best = scores[t] > best ? scores[t] : best;
@@ -1165,12 +1177,13 @@ static void attend_latent_head(const float *q, const void *latents, size_t base,
     const float total = softmax_weights(scores, length, best);
     for (int k = 0; k < value_dim; k++) dst[k] = 0.0f;
     for (int t = 0; t < length; t++) {
-        const size_t at = base + (size_t)t * width;
+        const void *source = t < cached ? latents : current;
+        const size_t at = t < cached ? base + (size_t)t * width : 0;
         const float weight = scores[t];
         if (value_dim % 16 == 0) {
-            for (int k = 0; k < value_dim; k += 16) *(f16 *)(dst + k) += weight * cache_load16(latents, at + k, bf16);
+            for (int k = 0; k < value_dim; k += 16) *(f16 *)(dst + k) += weight * cache_load16(source, at + k, bf16);
         } else {
-            for (int k = 0; k < value_dim; k++) dst[k] += weight * cache_load(latents, at + k, bf16);
+            for (int k = 0; k < value_dim; k++) dst[k] += weight * cache_load(source, at + k, bf16);
         }
     }
     const float inverse = 1.0f / total;
@@ -1206,9 +1219,12 @@ static void project_row(const float *x, int in_dim, const void *packed, int type
    projection (q_nope -> the head's latent query, q_pe rotated beside it), softmax attention over the slot's
    latents 0..position, and the head's value projection of the result into its columns of the heads' output.
    The per-head weights (W_UK_h^T: [L, nope], W_UV_h: [v, L]) are small enough to be read once per row from the
-   cache, and two phases (and their barriers) fewer matter more at decode sizes. */
+   cache, and two phases (and their barriers) fewer matter more at decode sizes. With `own_latents` (every row in
+   a slot of its own: no row attends to another's new latent), each task computes its row's new latent itself and
+   attends to it from its own copy, rounded as the cache stores it, and the row's first head stores it: the
+   step needs no phase of its own (and no barrier) for the stores. */
 static void attend_latents(const LatentModel *m, const LatentWorkspace *w, int layer, int rows,
-                           const int64_t *positions, const int64_t *slots) {
+                           const int64_t *positions, const int64_t *slots, int own_latents) {
     const int heads = m->base.num_heads, L = m->kv_lora_rank, R = m->rope_dim, nope = m->nope_dim, v = m->v_dim;
     const int type = m->projection_type, width = L + R;
     const size_t key_up_bytes = packed_bytes(L, nope, type), value_up_bytes = packed_bytes(v, L, type);
@@ -1220,12 +1236,21 @@ static void attend_latents(const LatentModel *m, const LatentWorkspace *w, int l
     for (int task = 0; task < rows * heads; task++) {
         const int r = task / heads, h = task % heads;
         const float *head = q + (size_t)r * q_stride + (size_t)h * (nope + R);
-        float query[width], mixed[L];
+        float query[width], mixed[L], latent[width];
+        uint32_t current[width]; /* the row's new latent in the cache's format: width fp32 or bf16 values */
+        if (own_latents) {
+            latent_of_row(m, w, layer, r, positions[r], latent);
+            cache_store_row(current, 0, latent, width, m->base.bf16);
+            if (h == 0)
+                cache_store_row(m->base.keys[layer], ((size_t)slots[r] * m->base.slot_capacity + positions[r]) * width,
+                                latent, width, m->base.bf16);
+        }
         project_row(head, nope, (const char *)m->key_up[layer] + h * key_up_bytes, type, L, query, pairs);
         rotate_rope(head + nope, query + L, R, m->interleaved, m->base.cos_table + (size_t)positions[r] * R,
                     m->base.sin_table + (size_t)positions[r] * R);
         attend_latent_head(query, m->base.keys[layer], (size_t)slots[r] * m->base.slot_capacity * width,
-                           (int)positions[r] + 1, width, L, m->base.bf16, m->scale, scores, mixed);
+                           own_latents ? current : NULL, (int)positions[r] + 1, width, L, m->base.bf16, m->scale,
+                           scores, mixed);
         project_row(mixed, L, (const char *)m->value_up[layer] + h * value_up_bytes, type, v,
                     w->base.attention + ((size_t)r * heads + h) * v, pairs);
     }
@@ -1389,6 +1414,10 @@ void nanoseek_latent_decode_step(const LatentModel *m, const LatentWorkspace *w,
     const int L = m->kv_lora_rank, R = m->rope_dim, nope = m->nope_dim, v = m->v_dim;
     const int q_width = m->q_lora_rank ? m->q_lora_rank : heads * (nope + R), a_width = q_width + L + R;
     PhaseBarrier barrier = {0, 0};
+    /* Decode steps have every row in its own slot; a prompt's chunk does not (its rows attend to each other). */
+    int own_latents = !m->q_lora_rank;
+    for (int r = 0; r < rows && own_latents; r++)
+        for (int other = 0; other < r; other++) own_latents &= slots[other] != slots[r];
 #pragma omp parallel num_threads(threads)
     {
 #if defined(HAVE_AMX)
@@ -1405,14 +1434,16 @@ void nanoseek_latent_decode_step(const LatentModel *m, const LatentWorkspace *w,
             project(base, &w->base, normed, rows, hidden, m->a_weight[layer], type, m->a_bias[layer], a_width,
                     w->a_out, a_width, WRITE);
             phase_end(&barrier);
-            store_latents(m, w, layer, rows, positions, slots);
-            phase_end(&barrier);
+            if (!own_latents) {
+                store_latents(m, w, layer, rows, positions, slots);
+                phase_end(&barrier);
+            }
             if (m->q_lora_rank) {
                 project(base, &w->base, w->q_a_normed, rows, q_width, m->q_b_weight[layer], type, NULL,
                         heads * (nope + R), w->q, heads * (nope + R), WRITE);
                 phase_end(&barrier);
             }
-            attend_latents(m, w, layer, rows, positions, slots);
+            attend_latents(m, w, layer, rows, positions, slots, own_latents);
             phase_end(&barrier);
             project(base, &w->base, w->base.attention, rows, heads * v, m->o_weight[layer], type, m->o_bias[layer],
                     hidden, w->base.x, hidden, ACCUMULATE);
