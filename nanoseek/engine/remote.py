@@ -41,7 +41,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -50,6 +50,7 @@ from nanoseek.engine.params import (
     EngineOverloaded,
     Request,
     SampleOutput,
+    SamplingParams,
     StreamEvent,
     TokenLogprob,
     TopLogprob,
@@ -58,6 +59,11 @@ from nanoseek.engine.params import (
 from nanoseek.engine.stop import StopStringMatcher
 from nanoseek.tokenizer.detokenizer import IncrementalDetokenizer
 from nanoseek.tokenizer.output_parser import stop_token_ids
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from nanoseek.engine.constraint import Constraint
 from nanoseek.tokenizer.tokenizer import Tokenizer
 
 
@@ -72,7 +78,7 @@ class RemoteCache:
     slot_capacity: int
 
 
-def structured_output(constraint: Any) -> dict[str, Any]:
+def structured_output(constraint: Constraint) -> dict[str, Any]:
     """A nanoseek Constraint as vLLM's `structured_outputs` request field."""
     kind, spec = constraint.kind, constraint.spec
     if kind == "json_object":
@@ -93,7 +99,7 @@ def token_id_of(key: str) -> int:
     return int(key.rsplit(":", 1)[1])
 
 
-def write_rollout_weights(model: Any, folder: Path) -> None:
+def write_rollout_weights(model: nn.Module, folder: Path) -> None:
     """`model`'s weights and config.json in the layout vLLM loads, with the output head always a tensor of its
     own (`lm_head.weight`, `tie_word_embeddings` false): vLLM's in-place reload cannot refill a head tied to the
     embeddings (it logs "ParallelLMHead: Failed to load weights" and samples from the old head), so a server
@@ -119,7 +125,7 @@ class SampleState:
     """One sample's output as the native engine's Emitter treats it: ids detokenized, stop strings matched
     (never emitted), stop ids ending it without text."""
 
-    def __init__(self, engine: RemoteEngine, params: Any, index: int) -> None:
+    def __init__(self, engine: RemoteEngine, params: SamplingParams, index: int) -> None:
         self.index = index
         self.detokenizer = IncrementalDetokenizer(engine.tokenizer)
         self.matcher = StopStringMatcher(params.stop)
@@ -267,7 +273,7 @@ class RemoteEngine:
             process.kill()
             raise
 
-    def load_weights(self, model: Any, folder: str | os.PathLike[str]) -> None:
+    def load_weights(self, model: nn.Module, folder: str | os.PathLike[str]) -> None:
         """Make the server sample from `model`'s current weights (an RL step's policy): write them to `folder`
         (`write_rollout_weights`, the folder the server was started on), have every worker reload them in place
         (vLLM's `reload_weights`, through its development endpoint `collective_rpc`), then drop the prefix cache
@@ -285,7 +291,7 @@ class RemoteEngine:
 
     # ---- the Engine interface ---------------------------------------------------------------------------
 
-    def prepare_constraint(self, constraint: Any) -> None:
+    def prepare_constraint(self, constraint: Constraint) -> None:
         """Grammars compile on the server (vLLM caches them): nothing to do before submitting."""
 
     def stats(self) -> dict[str, Any]:
@@ -440,7 +446,7 @@ class RemoteEngine:
                 self._open.pop(request_id, None)
                 self._cancelled.discard(request_id)
 
-    def stop_ids(self, params: Any) -> set[int]:
+    def stop_ids(self, params: SamplingParams) -> set[int]:
         return set(params.stop_token_ids) | (set() if params.ignore_eos else self.eos_token_ids)
 
     async def _chunks(self, request_id: str, body: dict[str, Any], totals: dict) -> AsyncIterator[dict]:

@@ -21,12 +21,13 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFReader
 
+from nanoseek.fileio import atomic_path
 from nanoseek.model.checkpoint import (
     DTYPES,
     Checkpoint,
@@ -39,10 +40,10 @@ from nanoseek.model.checkpoint import (
 )
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.gguf_deepseek import deepseek2_arrays, deepseek2_config, deepseek2_metadata, deepseek2_state
-
-if TYPE_CHECKING:
-    from nanoseek.model.transformer import Transformer
-    from nanoseek.tokenizer.tokenizer import Tokenizer
+from nanoseek.model.quantized import BLOCK_BYTES, QuantizedLinear, install_quantized, swiglu_row_order
+from nanoseek.model.transformer import Transformer, rotary_inv_freq
+from nanoseek.tokenizer.gguf_vocab import gguf_tokenizer_metadata, tokenizer_from_gguf
+from nanoseek.tokenizer.tokenizer import Tokenizer, TokenizerError
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "deepseek2")
@@ -279,8 +280,6 @@ def llama3_scaling(file: GGUFFile, config: ModelConfig) -> dict[str, Any]:
 
 def llama3_rope_factors(config: ModelConfig) -> np.ndarray:
     """llama.cpp's rope_freqs tensor: by how much llama3 scaling divides each rotary frequency."""
-    from nanoseek.model.transformer import rotary_inv_freq
-
     scaled, _ = rotary_inv_freq(config)
     plain, _ = rotary_inv_freq(dataclasses.replace(config, rope_scaling=None))
     return (plain / scaled).numpy().astype(np.float32)
@@ -299,8 +298,6 @@ def llama_unpermute_order(rows: int, heads: int) -> np.ndarray:
 
 def gguf_names(config: ModelConfig) -> dict[str, list[str]]:
     """nanoseek parameter name -> the GGUF tensors it is made of, in concatenation order (tied lm_head left out)."""
-    from nanoseek.model.transformer import Transformer
-
     with torch.device("meta"):
         parameters = list(Transformer(config).state_dict())
     names: dict[str, list[str]] = {}
@@ -320,8 +317,6 @@ def gguf_names(config: ModelConfig) -> dict[str, list[str]]:
 def model_tensors(file: GGUFFile, config: ModelConfig) -> dict[str, list[GGUFTensor]]:
     """nanoseek parameter name -> the file's tensors that make it (several for a fused projection, in
     concatenation order), rows in HF order. Raises CheckpointError for a missing, misshapen or unknown tensor."""
-    from nanoseek.model.transformer import Transformer
-
     with torch.device("meta"):
         shapes = {name: tuple(t.shape) for name, t in Transformer(config).state_dict().items()}
     names = gguf_names(config)
@@ -365,8 +360,6 @@ def load_gguf_model(file: GGUFFile, dtype: str | torch.dtype | None = None) -> T
         return model_from_state(config, state)
     tensors = model_tensors(file, config)
     kept = quantized_layers(tensors, config) if dtype is None else {}
-    from nanoseek.model.transformer import Transformer
-
     with torch.device("meta"):
         layout = Transformer(config)
     # Each weight dequantized part by part into its place (checkpoint.empty_weights says why).
@@ -378,8 +371,6 @@ def load_gguf_model(file: GGUFFile, dtype: str | torch.dtype | None = None) -> T
         fill_rows(state[name], (part.dequantize() for part in parts))
     model = model_from_state(config, state)
     if kept:
-        from nanoseek.model.quantized import install_quantized
-
         install_quantized(model, kept)
     return model
 
@@ -387,8 +378,6 @@ def load_gguf_model(file: GGUFFile, dtype: str | torch.dtype | None = None) -> T
 def quantized_layers(tensors: dict[str, list[GGUFTensor]], config: ModelConfig) -> dict[str, Any]:
     """Parameter name -> QuantizedLinear over the file's blocks, for every projection and embedding whose parts
     all share one kernel's format (Q8_0, or Q4_0/Q4_1); the rest is dequantized. Llama-family layers only."""
-    from nanoseek.model.quantized import BLOCK_BYTES, QuantizedLinear, swiglu_row_order
-
     if config.is_mla or config.intermediate_size % 32:
         return {}
     layers = {}
@@ -405,9 +394,6 @@ def quantized_layers(tensors: dict[str, list[GGUFTensor]], config: ModelConfig) 
 
 def load_gguf_checkpoint(path: str | os.PathLike[str], dtype: str | torch.dtype | None = None) -> Checkpoint:
     """Model (dequantized to `dtype`, default float32), tokenizer and chat template of one GGUF file."""
-    from nanoseek.tokenizer.gguf_vocab import tokenizer_from_gguf
-    from nanoseek.tokenizer.tokenizer import TokenizerError
-
     file = open_gguf(path)
     model = load_gguf_model(file, dtype)
     try:
@@ -466,8 +452,6 @@ def save_gguf(
     from gguf import GGML_QUANT_SIZES
     from gguf.quants import quantize
 
-    from nanoseek.tokenizer.gguf_vocab import gguf_tokenizer_metadata
-
     if tensor_type not in WRITE_TYPES:
         raise CheckpointError(f"unknown GGUF tensor type {tensor_type!r}; use one of {', '.join(WRITE_TYPES)}")
     type_name, file_type = WRITE_TYPES[tensor_type]
@@ -496,8 +480,6 @@ def write_gguf(
     """One GGUF file, atomically: metadata values typed as llama.cpp expects them, and each tensor either as
     float values (type None: stored as their numpy dtype) or as the stored blocks of the given type."""
     from gguf import GGUFWriter
-
-    from nanoseek.fileio import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.model.config import QUANTIZED_DTYPES
+from nanoseek.model.transformer import MLP, Attention, Linear
 
 BLOCK = 32  # weights per quantized block, and output columns per packed column block
 # ggml type ids (gguf.GGMLQuantizationType) of the block formats that stay quantized.
@@ -283,8 +284,6 @@ def swiglu_row_order(intermediate: int) -> torch.Tensor:
 def quantizable(model: nn.Module) -> str | None:
     """Why `model` cannot be quantized (None when it can): Llama-family layers only, and every projection's inputs
     and the MLP width must be multiples of 32."""
-    from nanoseek.model.transformer import MLP, Attention
-
     if not all(type(b.self_attn) is Attention and type(b.mlp) is MLP for b in model.layers):
         return "quantized weights are built for Llama-family layers (q/k/v attention and a SwiGLU MLP) only"
     config = model.config
@@ -301,8 +300,6 @@ def quantizable(model: nn.Module) -> str | None:
 def quantize_model(model: nn.Module, qtype: str) -> nn.Module:
     """Replace the projections of a nanoseek Transformer (and its embedding) by quantized ones, in place.
     Norms and biases stay fp32; the model is returned in fp32 (its activations and KV cache)."""
-    from nanoseek.model.transformer import Linear
-
     reason = quantizable(model)
     if reason is not None:
         raise QuantizationError(reason)

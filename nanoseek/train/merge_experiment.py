@@ -42,7 +42,16 @@ from typing import Any
 
 import yaml
 
+from nanoseek.eval.cli import main as eval_main
+from nanoseek.eval.compare import main as compare_main
+from nanoseek.eval.runner import read_not_applicable, read_records, results_path
 from nanoseek.fileio import write_text_atomic
+from nanoseek.model.convert import convert
+from nanoseek.tasks import generate
+from nanoseek.tasks import splits as suite_splits
+from nanoseek.train.merge import merge_models
+from nanoseek.train.recipe import apply_overrides, load_recipe, loop_config, stage_kind, training_stages
+from nanoseek.train.stages import all_stages, exported_step, run_stage
 
 # The recipe's stages, by the role they play in the experiment.
 CHAT, CODER, MIX = "chat", "coder", "sft"
@@ -93,8 +102,6 @@ def say(message: str) -> None:
 
 
 def check_recipe_roles(recipe: dict[str, Any]) -> None:
-    from nanoseek.train.recipe import stage_kind, training_stages
-
     if "base" not in recipe:
         raise ValueError(f"recipe {recipe['name']} has no [base]: the specialists must share a pretrained base")
     for stage in SPECIALISTS.values():
@@ -109,9 +116,6 @@ def check_recipe_roles(recipe: dict[str, Any]) -> None:
 
 def train_all(recipe: dict[str, Any], out: Path) -> None:
     """The base stage, then every SFT stage not already trained to its last step (each resumes where it stopped)."""
-    from nanoseek.train.recipe import loop_config
-    from nanoseek.train.stages import all_stages, exported_step, run_stage
-
     for stage in all_stages(recipe):
         if stage != "base" and exported_step(out / stage / "model") == loop_config(recipe, stage).steps:
             say(f"train: {stage} already trained ({out / stage / 'model'})")
@@ -125,8 +129,6 @@ def train_all(recipe: dict[str, Any], out: Path) -> None:
 
 def original_base(recipe: dict[str, Any], out: Path) -> Path:
     """The recipe's base in its own format and float32, written once (through a staging folder: whole or absent)."""
-    from nanoseek.model.convert import convert
-
     target = out / "original"
     if (target / "model.safetensors").exists():
         say(f"base: already in {target}")
@@ -176,8 +178,6 @@ def merge_configs(out: Path) -> dict[str, dict[str, Any]]:
 
 def merge_all(out: Path) -> dict[str, Path]:
     """Write each method's configuration (once) and merge it (once); {method: merged folder}."""
-    from nanoseek.train.merge import merge_models
-
     merged = {}
     for method, config in merge_configs(out).items():
         path, target = out / "merges" / f"{method}.yaml", out / "merges" / method
@@ -207,10 +207,6 @@ def models_to_evaluate(out: Path, also: dict[str, str]) -> dict[str, str]:
 def evaluated(results: Path, suites: tuple[str, ...], splits: tuple[str, ...], n: int, seed: int) -> bool:
     """Whether `results` (OUT/eval/LABEL) holds a record for every item this run would ask, or says the suite
     cannot be asked of the model (FIM without FIM tokens)."""
-    from nanoseek.eval.runner import read_not_applicable, read_records, results_path
-    from nanoseek.tasks import generate
-    from nanoseek.tasks import splits as suite_splits
-
     not_applicable = read_not_applicable(results) if results.is_dir() else {}
     for suite in suites:
         if suite in not_applicable:
@@ -224,8 +220,6 @@ def evaluated(results: Path, suites: tuple[str, ...], splits: tuple[str, ...], n
 
 
 def evaluate_all(models: dict[str, str], out: Path, plan: EvalPlan) -> None:
-    from nanoseek.eval.cli import main as eval_main
-
     for label, model in models.items():
         for suites, splits, n in plan.runs():
             if evaluated(out / "eval" / label, suites, splits, n, plan.seed):
@@ -243,8 +237,6 @@ def evaluate_all(models: dict[str, str], out: Path, plan: EvalPlan) -> None:
 
 
 def compare_all(models: dict[str, str], out: Path) -> Path:
-    from nanoseek.eval.compare import main as compare_main
-
     rows = [f"{label}={out / 'eval' / label}" for label in models if (out / "eval" / label).is_dir()]
     if compare_main([*rows, "--out", str(out / "comparison")]) != 0:
         raise RuntimeError("nanoseek compare failed")
@@ -305,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("--progress", action="store_true", help="progress bars while evaluating")
     evaluation.add_argument("--unsafe-exec", action="store_true", help="see `nanoseek eval --help`")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    from nanoseek.train.recipe import apply_overrides, load_recipe
 
     try:
         recipe = apply_overrides(load_recipe(args.recipe), args.overrides)
