@@ -55,6 +55,7 @@ from nanoseek.engine.sampling import RowSampler
 from nanoseek.engine.scheduler import Group, Scheduler, Sequence, Sink
 from nanoseek.engine.stop import StopStringMatcher
 from nanoseek.engine.thinking import ThoughtBudget
+from nanoseek.model.loader import load_checkpoint
 from nanoseek.tokenizer.detokenizer import IncrementalDetokenizer
 from nanoseek.tokenizer.output_parser import stop_token_ids
 from nanoseek.tokenizer.tokenizer import Tokenizer
@@ -206,7 +207,6 @@ class Engine:
 
     @classmethod
     def from_checkpoint(cls, path: str, *, dtype: str | None = None, **kwargs: Any) -> Engine:
-        from nanoseek.model.loader import load_checkpoint
 
         checkpoint = in_fresh_thread(load_checkpoint, path, dtype=dtype)
         eos = checkpoint.generation_config.get("eos_token_id")

@@ -32,6 +32,7 @@ from nanoseek.eval import scorers
 from nanoseek.eval.backends import Backend, Reply
 from nanoseek.fileio import write_json_atomic, write_text_atomic
 from nanoseek.tasks import SUITES, generate
+from nanoseek.tasks.code import humaneval_items
 from nanoseek.tasks.item import Item
 
 
@@ -95,7 +96,6 @@ def rescore_humaneval(path: Path, timeout: float = 10.0) -> tuple[int, int]:
     """Score the stored replies of a code results file's HumanEval records again with the current scorer (e.g.
     after the fix that runs prompt + completion) and rewrite the file atomically; no model is needed. Returns
     (records whose scores changed, HumanEval records)."""
-    from nanoseek.tasks.code import humaneval_items
 
     answers = {item.id: item.answer for item in humaneval_items(len(read_problems()), 0)}
     records, changed, seen = read_records(path), 0, 0

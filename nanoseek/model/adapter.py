@@ -39,6 +39,7 @@ from nanoseek.fileio import atomic_path, read_json_object, write_json_atomic
 from nanoseek.model.checkpoint import Checkpoint, CheckpointError
 from nanoseek.model.transformer import Transformer
 from nanoseek.tokenizer import special_tokens as st
+from nanoseek.tokenizer.tokenizer import Tokenizer, nanoseek_config
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -85,8 +86,6 @@ def extend_vocabulary(model: Transformer, tokenizer: Tokenizer) -> tuple[Transfo
     the mean of the old ones."""
     from tokenizers import AddedToken
     from tokenizers import Tokenizer as BackendTokenizer
-
-    from nanoseek.tokenizer.tokenizer import Tokenizer, nanoseek_config
 
     backend = BackendTokenizer.from_str(tokenizer.backend.to_str())
     missing = [token for token in st.SPECIAL_TOKENS if backend.token_to_id(token) is None]

@@ -16,14 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from nanoseek.model.checkpoint import CheckpointError, save_checkpoint
+from nanoseek.model.gguf_checkpoint import WRITE_TYPES, save_gguf
+from nanoseek.model.loader import load_checkpoint
+
 FOLDER_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
 def convert(source: str, out: Path, tensor_type: str = "f32") -> Path:
     """Write `source` to `out` (a .gguf file or a folder); CheckpointError for anything it cannot do."""
-    from nanoseek.model.checkpoint import CheckpointError, save_checkpoint
-    from nanoseek.model.gguf_checkpoint import WRITE_TYPES, save_gguf
-    from nanoseek.model.loader import load_checkpoint
 
     checkpoint = load_checkpoint(source, dtype="float32")
     if out.suffix.lower() == ".gguf":
@@ -49,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="OUT.gguf for a GGUF file, anything else for a Hugging Face folder")
     parser.add_argument("--type", default="f32", choices=["f32", "f16", "bf16", "q8_0"], help="weight format")
     args = parser.parse_args(argv)
-    from nanoseek.model.checkpoint import CheckpointError
 
     try:
         written = convert(args.source, args.out, args.type)

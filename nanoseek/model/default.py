@@ -17,6 +17,10 @@ import os
 import sys
 from pathlib import Path
 
+from nanoseek.model.adapter import adapter_info, is_adapter_dir
+from nanoseek.model.checkpoint import CheckpointError
+from nanoseek.model.named import resolve_model
+
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parents[1] / "default_adapter"
 # What serves by default: the adapter. On held-out wordings it beats its base on tool calls, JSON, refusals, math and
 # HumanEval, though it lost much of the base's general knowledge (nanoseek/default_adapter/README.md).
@@ -34,9 +38,6 @@ def default_choice() -> str:
 def default_adapter_path(adapter_dir: Path = DEFAULT_ADAPTER_DIR) -> Path | None:
     """The adapter directory when it is the default and its base is at hand (fetching it now if need be); None
     when the embedded model serves."""
-    from nanoseek.model.adapter import adapter_info, is_adapter_dir
-    from nanoseek.model.checkpoint import CheckpointError
-    from nanoseek.model.named import resolve_model
 
     if default_choice() == "embedded" or not is_adapter_dir(adapter_dir):
         return None

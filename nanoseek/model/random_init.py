@@ -21,6 +21,7 @@ import torch
 from nanoseek.model.checkpoint import save_checkpoint
 from nanoseek.model.config import SHAPES, SUPPORTED_MODEL_TYPES, ModelConfig
 from nanoseek.model.transformer import Transformer
+from nanoseek.tokenizer.tokenizer import Tokenizer
 
 # Plain, stable modules that every CPython 3.11+ ships: ~250 KB of code, docstrings and comments.
 CORPUS_MODULES = (
@@ -68,7 +69,6 @@ def make_random_checkpoint(
     The model's vocab_size equals the tokenizer's actual size (the trainer may stop short of `vocab_size`
     on a small corpus). `model_type` None keeps the shape's (llama unless the shape names one). `overrides` go to ModelConfig (e.g. num_hidden_layers=4, max_position_embeddings=…).
     The same arguments give the same files, byte for byte."""
-    from nanoseek.tokenizer.tokenizer import Tokenizer
 
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")

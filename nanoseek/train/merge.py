@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from nanoseek.model.loader import load_checkpoint
+
 
 class MergeConfigError(ValueError):
     """A merge configuration nanoseek refuses to run (the message names the problem)."""
@@ -52,8 +54,6 @@ def merge_models(config_path: Path, out_dir: Path, *, quiet: bool = False) -> Pa
     """Run the merge CONFIG describes into OUT_DIR (atomically) and check that nanoseek loads the result."""
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
-
-    from nanoseek.model.loader import load_checkpoint
 
     config = load_merge_config(config_path)
     out_dir = Path(out_dir)

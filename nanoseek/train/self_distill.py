@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nanoseek.eval.backends import EngineBackend
 from nanoseek.fileio import write_text_atomic
 from nanoseek.tasks import generate, handwritten
 from nanoseek.train.data import Conversation
@@ -93,7 +94,6 @@ def distill(model: str, requests: list[str], path: Path, max_tokens: int) -> Non
 
     Resumable: requests already recorded are skipped, and each batch rewrites the file atomically, so a kill
     loses at most the batch in flight."""
-    from nanoseek.eval.backends import EngineBackend
 
     records = read_records(path)
     done = {r["prompt"] for r in records}

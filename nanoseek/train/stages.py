@@ -54,6 +54,7 @@ from nanoseek.train.recipe import (
     stage_settings,
     training_stages,
 )
+from nanoseek.train.rl import train_rl
 
 # Held-out loss during SFT is measured on this many held-out items of each suite (loss only, never trained).
 SFT_EVAL_ITEMS_PER_SUITE = 24
@@ -222,7 +223,6 @@ def export_step(stage_dir: Path, model: torch.nn.Module, tokenizer: Tokenizer, s
 def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> None:
     # Only the RL stage needs the engine, the evaluator and xgrammar: loaded here, the other stages start
     # without them (a third of the start-up of `nanoseek train sft`)
-    from nanoseek.train.rl import train_rl
 
     rank, world_size = distributed_setup()
     tokenizer, stage_dir = load_tokenizer(out), out / stage
