@@ -11,7 +11,7 @@ import functools
 import sys
 from pathlib import Path
 
-from nanoseek.train import rl
+from nanoseek.train import rl, stages
 from nanoseek.train.cli import main
 from tests.train.test_train_rl import even_share
 
@@ -28,11 +28,11 @@ def train_rl_stage(run: Path, steps: int) -> int:
     """`nanoseek train rl --recipe tiny --out RUN` for `steps` steps, rewarded by `even_share`."""
     overrides = [arg for setting in [*SETTINGS, f"rl.steps={steps}"] for arg in ("--set", setting)]
     learnable = functools.partial(rl.train_rl, reward=even_share)
-    plain, rl.train_rl = rl.train_rl, learnable  # the stage imports it from the module when it runs
+    plain, stages.train_rl = stages.train_rl, learnable  # the name the RL stage calls
     try:
         return main(["rl", "--recipe", "tiny", "--out", str(run), *overrides])
     finally:
-        rl.train_rl = plain
+        stages.train_rl = plain
 
 
 if __name__ == "__main__":
