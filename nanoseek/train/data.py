@@ -471,13 +471,15 @@ def safety_vocabulary() -> list[tuple[list[str], list[str]]]:
     return [(tables[kind][1], values) for kind, values in SAFETY_SLOT_VALUES.items()]
 
 
-def item_conversations(item: Item) -> list[Conversation]:
-    """One Item -> its SFT conversation(s): thinking items also yield a no-thinking version (answer only)."""
+def item_conversations(item: Item, direct_copies: bool = True) -> list[Conversation]:
+    """One Item -> its SFT conversation(s): with `direct_copies`, thinking items also yield a no-thinking version
+    (answer only). A pretrained base learns from those copies to put a bare `\\boxed{}` guess on any question
+    with a number for an answer, its general knowledge included (docs/runs/2026-12-07-smol5/)."""
     messages = list(item.messages) + list(item.ideal)
     thinking = any(m.get("reasoning_content") for m in item.ideal)
     source = f"{item.suite}/{item.kind}"
     conversations = [Conversation(messages, item.tools, thinking, source)]
-    if thinking:
+    if thinking and direct_copies:
         direct = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
         conversations.append(Conversation(direct, item.tools, False, source + ":direct"))
     return conversations
@@ -503,10 +505,15 @@ def multi_turn_conversations(items: list, n: int, rng: random.Random) -> list[Co
 
 
 def sft_corpus(
-    counts: dict[str, int], seed: int, widened_share: float = 0.0, distilled: Sequence[Conversation] = ()
+    counts: dict[str, int],
+    seed: int,
+    widened_share: float = 0.0,
+    distilled: Sequence[Conversation] = (),
+    direct_copies: bool = True,
 ) -> Corpus:
     """SFT conversations: `counts` maps a suite or extra kind (identity, spelling, multi_turn, fim) to a count;
-    `self_distill` counts from `distilled`, a pretrained base's own answers (`nanoseek.train.self_distill`).
+    `self_distill` counts from `distilled`, a pretrained base's own answers (`nanoseek.train.self_distill`);
+    `direct_copies`: see `item_conversations`.
 
     `widened_share` of each suite's items are drawn with the word lists widened by `training_vocabulary`. The
     default recipe keeps it at 0: at 0.5 the 4.2M-parameter model learned that a slot holds *some* word
@@ -534,7 +541,7 @@ def sft_corpus(
                     items += train_items(suite, counts[suite], seed + 2)
     items = list({item.id: item for item in items}.values())  # suites without word slots draw the same twice
     for item in items:
-        corpus.conversations += item_conversations(item)
+        corpus.conversations += item_conversations(item, direct_copies)
     corpus.conversations += identity_conversations(counts.get("identity", 0), rng)
     corpus.conversations += identity_conversations(
         counts.get("identity_posttrained", 0), rng, IDENTITY_ANSWERS_POSTTRAINED
@@ -551,7 +558,7 @@ def sft_corpus(
     return corpus
 
 
-def heldout_corpus(mixture: dict[str, int], n_per_suite: int, seed: int) -> Corpus:
+def heldout_corpus(mixture: dict[str, int], n_per_suite: int, seed: int, direct_copies: bool = True) -> Corpus:
     """Held-out items of the mixture's suites: only for measuring held-out loss, never trained on."""
     corpus = Corpus()
     for suite in SFT_SUITES + ("fim",):
@@ -561,7 +568,7 @@ def heldout_corpus(mixture: dict[str, int], n_per_suite: int, seed: int) -> Corp
         if suite == "fim":
             corpus.fim += [FimExample(it.meta["prefix"], it.answer, it.meta["suffix"], "fim") for it in items]
         else:
-            corpus.conversations += [c for item in items for c in item_conversations(item)]
+            corpus.conversations += [c for item in items for c in item_conversations(item, direct_copies)]
     return corpus
 
 

@@ -35,9 +35,9 @@ RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "sft")  # the sections every recipe has
 BASE_STAGES = ("base", "sft")  # the sections of a recipe that post-trains a pretrained base
 STAGE_KINDS = ("pretrain", "sft", "rl")
-# Stage keys that shape the data or the stage order rather than the loop (`widened_share`: see
+# Stage keys that shape the data or the stage order rather than the loop (`widened_share`, `direct_copies`: see
 # `nanoseek.train.data.sft_corpus`).
-DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share", "kind", "lora"}
+DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share", "direct_copies", "kind", "lora"}
 # Settings a later round does not take from the first section of its kind.
 NOT_INHERITED = {"init_from", "kind", "seed"}
 # RL stage keys that are not RLConfig fields.

@@ -150,9 +150,10 @@ def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Tokenizer, out: Pa
             f"{stage}'s mixture asks for {settings['mixture']['self_distill']} self-distilled answers; "
             f"{out / 'base' / self_distill.RECORDS_FILE} holds {len(distilled)}: run the base stage with [base] self_distill"
         )
-    corpus = data.sft_corpus(settings["mixture"], seed, settings.get("widened_share", 0.0), distilled)
+    direct_copies = settings.get("direct_copies", True)
+    corpus = data.sft_corpus(settings["mixture"], seed, settings.get("widened_share", 0.0), distilled, direct_copies)
     documents = data.corpus_documents(corpus, tokenizer, pretraining=False, seed=seed)
-    heldout = data.heldout_corpus(settings["mixture"], SFT_EVAL_ITEMS_PER_SUITE, seed)
+    heldout = data.heldout_corpus(settings["mixture"], SFT_EVAL_ITEMS_PER_SUITE, seed, direct_copies)
     eval_documents = data.corpus_documents(heldout, tokenizer, pretraining=False, seed=seed)
     return (
         pack_documents(documents, seq_len, tokenizer.pad_id),

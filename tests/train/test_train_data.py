@@ -78,6 +78,16 @@ def test_every_requested_kind_is_present(sft: data.Corpus):
     assert any("nanoseek" in m["content"] for c in sft.conversations if c.source == "identity" for m in c.messages)
 
 
+def test_thinking_items_train_a_no_thinking_copy_only_when_asked(sft: data.Corpus):
+    direct = [c for c in sft.conversations if c.source.endswith(":direct")]
+    thinking = [c for c in sft.conversations if c.thinking and c.source.startswith("math/")]
+    assert len(direct) == len(thinking) and not any(c.thinking for c in direct)
+    assert all("reasoning_content" not in m for c in direct for m in c.messages)
+    without = data.sft_corpus(COUNTS, seed=7, direct_copies=False)
+    assert not [c for c in without.conversations if c.source.endswith(":direct")]
+    assert user_texts(without) == user_texts(sft)  # the same items, each once
+
+
 def test_sft_never_contains_held_out_items(sft: data.Corpus):
     trained = user_texts(sft)
     for suite in data.SFT_SUITES:
