@@ -19,7 +19,6 @@ with the load). Fresh random 64-token prompts every run, greedy, EOS ignored. Pr
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -28,9 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import WorkerProcess, greedy, random_prompt  # noqa: E402
+from engine import WorkerProcess, gguf_model_arguments, greedy, random_prompt  # noqa: E402
 
-FORMATS = ("float32", "bfloat16", "q8_0", "gguf")
 STREAMS, PROMPT, KV_TOKENS = 16, 64, 1024
 
 
@@ -83,12 +81,7 @@ def measure(path: str, weight_format: str, repeats: int, new_tokens: int) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="a GGUF file or a named model")
-    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--new-tokens", type=int, default=64, help="greedy tokens per request")
+    parser = gguf_model_arguments(__doc__.split("\n")[0], 64, "greedy tokens per request")
     args = parser.parse_args(argv)
     from nanoseek.model.named import resolve_model
 

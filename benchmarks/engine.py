@@ -78,6 +78,23 @@ def bench_checkpoint() -> Path:
     return save_checkpoint(model.eval(), tokenizer, path)
 
 
+# The weight formats a GGUF model is benchmarked in: dequantized to float32 or bfloat16, requantized to Q8_0, or the
+# file's own quantized blocks (nanoseek.model.quantized).
+GGUF_FORMATS = ("float32", "bfloat16", "q8_0", "gguf")
+
+
+def gguf_model_arguments(description: str, new_tokens: int, new_tokens_help: str) -> argparse.ArgumentParser:
+    """The command line the GGUF-model benchmarks share: the model (a file or a named model), formats, repeats,
+    threads and tokens per request."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="a GGUF file or a named model")
+    parser.add_argument("--formats", nargs="+", default=list(GGUF_FORMATS), choices=GGUF_FORMATS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=new_tokens, help=new_tokens_help)
+    return parser
+
+
 def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):

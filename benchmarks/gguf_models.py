@@ -23,7 +23,6 @@ Measures:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -32,9 +31,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import WorkerProcess, concurrency_rates, greedy, parting_token, random_prompt  # noqa: E402
+from engine import (  # noqa: E402
+    WorkerProcess,
+    concurrency_rates,
+    gguf_model_arguments,
+    greedy,
+    parting_token,
+    random_prompt,
+)
 
-FORMATS = ("float32", "bfloat16", "q8_0", "gguf")
 MAX_BATCH, KV_TOKENS = 16, 1024
 PROMPT, NEW_TOKENS, PREFILL = 64, 256, 512
 CHAT_PROMPT = (
@@ -187,12 +192,7 @@ def alternating(sides: list[Side], repeats: int, method: str, arguments) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="a GGUF file or a named model")
-    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="batch-1 greedy tokens (a quick check: 8)")
+    parser = gguf_model_arguments(__doc__.split("\n")[0], NEW_TOKENS, "batch-1 greedy tokens (a quick check: 8)")
     args = parser.parse_args(argv)
     from nanoseek.model.named import resolve_model
 
