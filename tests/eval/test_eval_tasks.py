@@ -187,3 +187,23 @@ def test_handwritten_items_are_100_or_more_and_their_ideal_replies_score_full_ma
         if row["suite"] == "math":
             assert eval(row["work"]) == float(row["answer"]), row["prompt"]
     assert generate("math", "handwritten", 5, 0) == generate("math", "handwritten", 5, 9)  # no seed: a fixed set
+
+
+def test_knowledge_questions_are_120_or_more_and_the_scorer_tells_right_sentences_from_wrong_ones():
+    from nanoseek.eval import scorers
+
+    items = {item.messages[0]["content"]: item for item in generate("knowledge", "handwritten", 500, 0, at_most=True)}
+    assert len(items) >= 120
+    # A reply that only repeats the question names no accepted answer.
+    assert not [prompt for prompt, item in items.items() if scorers.reward(item, prompt)]
+    for prompt, right, wrong in [
+        ("How many legs does an insect have?", "Insects have 6 legs.", "An insect has eight legs."),
+        ("How many grams are in a kilogram?", "There are 1,000 grams in a kilogram.", "A kilogram has 10,000 grams."),
+        ("What is the largest animal that has ever lived?", "The blue whale.", "A dinosaur, bigger than any whale."),
+        ("Who painted The Starry Night?", "Vincent van Gogh painted it in 1889.", "Claude Monet painted it."),
+        ("How many days does February have in a leap year?", "It has twenty-nine days.", "February has 28 days."),
+        ("What is a baby dog called?", "A baby dog is called a puppy.", "A baby dog is called a kitten."),
+        ("Which planet is closest to the Sun?", "Mercury is the closest planet to the Sun.", "Venus is."),
+    ]:
+        assert scorers.reward(items[prompt], right) == 1.0, right
+        assert scorers.reward(items[prompt], wrong) == 0.0, wrong

@@ -121,6 +121,36 @@ def test_training_data_never_uses_a_held_out_wording(sft: data.Corpus):
     assert not written & set(texts)  # nor any hand-written question
 
 
+def test_no_knowledge_question_is_in_the_smol_recipes_sft_data_or_self_distillation_requests():
+    """General knowledge measures what the base knew before post-training: none of its hand-written questions
+    (case and spacing ignored) may be, or be inside, a user message of the smol recipe's SFT mixture or any
+    request self-distillation can draw (every topic in every shape, whatever the seed)."""
+    from nanoseek.train import self_distill
+    from nanoseek.train.recipe import load_recipe, stage_seed, stage_settings
+
+    def normal(text: str) -> str:
+        return " ".join(text.split()).casefold()
+
+    recipe = load_recipe("smol")
+    sft_settings = stage_settings(recipe, "sft")
+    mixture = {kind: count for kind, count in sft_settings["mixture"].items() if kind != "self_distill"}
+    corpus = data.sft_corpus(
+        mixture,
+        stage_seed(recipe, "sft"),
+        sft_settings.get("widened_share", 0.0),
+        direct_copies=sft_settings.get("direct_copies", True),
+    )
+    requests = [shape.format(topic=topic) for topic in self_distill.topics() for shape in self_distill.REQUEST_SHAPES]
+    assert set(self_distill.general_requests(recipe["base"]["self_distill"]["requests"], recipe["seed"])) <= set(
+        requests
+    )
+    trained = [normal(text) for text in user_texts(corpus) | set(requests)]
+    assert len(trained) > 3000
+    questions = [normal(row["prompt"]) for row in handwritten.rows() if row["suite"] == "knowledge"]
+    assert len(questions) >= 120
+    assert not [question for question in questions if any(question in text for text in trained)]
+
+
 def test_a_mixture_naming_no_suite_is_refused():
     with pytest.raises(ValueError, match="math_problems"):
         data.sft_corpus({"math_problems": 5}, seed=7)
