@@ -1,6 +1,7 @@
 """`nanoseek train`: run the training stages of a recipe.
 
     nanoseek train tokenizer|pretrain|sft|rl|STAGE|all --recipe NAME [--out DIR] [--resume | --restart]
+    nanoseek train dpo --recipe smol --out runs/smol               # an optional stage (not in `stages`), by name
     nanoseek train export --out DIR --to nanoseek/default_model     # copy the last stage's model
     nanoseek train merge-experiment --recipe smol_specialists       # specialists, merges, evals, the V2.5 table
     torchrun --nproc_per_node 2 -m nanoseek.train.cli pretrain --recipe tiny --out runs/tiny   # data parallel
@@ -19,15 +20,16 @@ import shlex
 import sys
 from pathlib import Path
 
-from nanoseek.train.recipe import apply_overrides, available_recipes, load_recipe
+from nanoseek.train.recipe import apply_overrides, available_recipes, load_recipe, optional_stages
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nanoseek train", description="Train nanoseek's tokenizer and model.")
     parser.add_argument(
         "stage",
-        help="a stage of the recipe (tokenizer, pretrain, sft, rl, or a later round it "
-        "names in `stages`), `all` to run every stage in order, `export`, or `merge-experiment` (its own --help)",
+        help="a stage of the recipe (tokenizer, pretrain, sft, rl, a later round it names in `stages`, or an "
+        "optional stage section such as dpo), `all` to run the `stages` in order, `export`, or `merge-experiment` "
+        "(its own --help)",
     )
     parser.add_argument("--recipe", default="default", help=f"one of {', '.join(available_recipes())} or a .toml path")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/RECIPE)")
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from nanoseek.train.loop import TrainingStopped
     from nanoseek.train.stages import all_stages, run_stage
 
-    stages = all_stages(recipe)
+    stages = all_stages(recipe) + optional_stages(recipe)
     if args.stage not in (*stages, "all", "export"):
         print(
             f"nanoseek train: recipe {recipe['name']} has no stage {args.stage!r}: expected one of "
@@ -105,11 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.to is None:
             print("nanoseek train export: --to DIR is required", file=sys.stderr)
             return 2
-        stage_dir = args.stage_dir or next((s for s in reversed(stages) if (out / s / "model").is_dir()), "sft")
+        stage_dir = args.stage_dir or next(
+            (s for s in reversed(all_stages(recipe)) if (out / s / "model").is_dir()), "sft"
+        )
         export_model(out / stage_dir / "model", args.to, dtype=args.dtype)
         return 0
     try:
-        for stage in stages if args.stage == "all" else [args.stage]:
+        for stage in all_stages(recipe) if args.stage == "all" else [args.stage]:
             run_stage(stage, recipe, out, resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:
         print(f"nanoseek train: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The training configurations, plain dataclasses with no imports from the rest of nanoseek (a leaf module):
-`LoopConfig` for the loop every supervised stage runs (loop.py), `RLConfig` for the RL stage (rl.py).
-A recipe's stage section holds their fields (recipe.py `loop_config`, `rl_config`).
+`LoopConfig` for the loop every supervised stage runs (loop.py), `RLConfig` for the RL stage (rl.py), `DPOConfig`
+for the preference stage (dpo.py). A recipe's stage section holds their fields (recipe.py `loop_config`,
+`rl_config`, `dpo_config`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,45 @@ class RLConfig:
         return LoopConfig(
             steps=self.steps,
             batch_size=self.prompts_per_step,
+            lr=self.lr,
+            min_lr_ratio=self.min_lr_ratio,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class DPOConfig:
+    steps: int
+    batch_size: int = 16  # preference pairs per optimiser step
+    lr: float = 1e-5
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    beta: float = 0.1  # DPO's inverse temperature: how far from the reference policy a margin may pull
+    max_tokens: int = 512  # prompt + answer tokens kept of one side of a pair (longer ones lose their start)
+    # Padded tokens (rows x longest row) per forward/backward pass; a pass holds whole pairs (chosen and rejected
+    # side by side), so how a step is cut into passes does not change its gradient.
+    micro_batch_tokens: int = 4096
+    eval_every: int = 0  # 0: only at the end
+    eval_pairs: int = 32  # held-out pairs scored at each evaluation (monitoring only)
+    checkpoint_every: int = 10
+    bf16: bool = False
+    mixture: dict[str, int] = field(default_factory=lambda: {"safety": 100})  # pairs per source (dpo.py)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bf16 not in (True, False):
+            raise ValueError(f"bf16 must be true or false, not {self.bf16!r}")
+
+    def loop_config(self) -> LoopConfig:
+        """The schedule and optimiser settings, in the shape the shared training helpers take."""
+        return LoopConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
             lr=self.lr,
             min_lr_ratio=self.min_lr_ratio,
             warmup_steps=self.warmup_steps,

@@ -40,13 +40,7 @@ class PackedRows:
         """Row indices of the global batch of `step` (each epoch is a seeded permutation of all rows)."""
         if len(self) == 0:
             raise ValueError("no training rows: the data mixture produced no tokens")
-        positions = np.arange(step * global_batch_rows, (step + 1) * global_batch_rows)
-        epochs, offsets = positions // len(self), positions % len(self)
-        index = np.empty_like(positions)
-        for epoch in np.unique(epochs):
-            permutation = np.random.default_rng([seed, int(epoch)]).permutation(len(self))
-            index[epochs == epoch] = permutation[offsets[epochs == epoch]]
-        return index
+        return batch_index(len(self), step, global_batch_rows, seed)
 
     def tensors(self, index: np.ndarray, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens and loss mask of the rows at `index`, int64, on `device` (default the CPU)."""
@@ -67,6 +61,18 @@ class PackedRows:
     def load(cls, path: str | Path) -> PackedRows:
         with np.load(path) as data:
             return cls(tokens=data["tokens"], loss_mask=data["loss_mask"])
+
+
+def batch_index(count: int, step: int, batch: int, seed: int) -> np.ndarray:
+    """Indices into `count` examples of the batch of `step`: epoch after epoch, each a seeded permutation of all
+    of them (the batches of the supervised stages and of the DPO stage's pairs)."""
+    positions = np.arange(step * batch, (step + 1) * batch)
+    epochs, offsets = positions // count, positions % count
+    index = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+        permutation = np.random.default_rng([seed, int(epoch)]).permutation(count)
+        index[epochs == epoch] = permutation[offsets[epochs == epoch]]
+    return index
 
 
 def pack_stream(documents: list[Document], seq_len: int) -> PackedRows:

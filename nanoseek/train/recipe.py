@@ -6,12 +6,15 @@ A recipe has a `[tokenizer]`, a `[model]` (ModelConfig fields, vocab_size comes 
 section per training stage (`[pretrain]`, `[sft]`) holding LoopConfig fields, `seq_len`, and a `mixture`
 table of data counts (SFT may add `widened_share`). An optional `[rl]` section (RLConfig fields, with a
 `mixture` of suite weights) adds the RL stage after SFT. `load_recipe` accepts a recipe name or a path to a TOML file.
+A `[dpo]` section (DPOConfig fields, with a `mixture` of pair counts per source and a `lora` table) is the preference
+stage, `nanoseek.train.dpo`.
 
 Later rounds: a top-level `stages = ["pretrain", "sft", "rl", "sft2"]` runs the named sections in that order.
 A section whose name is not a stage kind says what it is (`kind = "sft"`) and takes every setting of the
 section of that kind that it does not set itself (its `mixture` replaces the whole table); it may set its own
 `seed` (data draw and batch order). Each stage starts from the model of the stage before it unless it names
-another with `init_from`.
+another with `init_from`. A stage section left out of `stages` is optional: `train all` skips it, `nanoseek train
+NAME` runs it (`optional_stages`), from its `init_from`.
 
 Post-training a pretrained base (`smol`): a `[base]` section (`model` = a named model, GGUF file or checkpoint
 directory) replaces `[tokenizer]`, `[model]` and `[pretrain]`; its stage, first in `train all`, writes the base
@@ -29,19 +32,20 @@ from pathlib import Path
 from typing import Any
 
 from nanoseek.model.config import ModelConfig
-from nanoseek.train.config import LoopConfig, RLConfig
+from nanoseek.train.config import DPOConfig, LoopConfig, RLConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "sft")  # the sections every recipe has
 BASE_STAGES = ("base", "sft")  # the sections of a recipe that post-trains a pretrained base
-STAGE_KINDS = ("pretrain", "sft", "rl")
+STAGE_KINDS = ("pretrain", "sft", "dpo", "rl")
 # Stage keys that shape the data or the stage order rather than the loop (`widened_share`, `direct_copies`: see
 # `nanoseek.train.data.sft_corpus`).
 DATA_KEYS = {"seq_len", "mixture", "init_from", "widened_share", "direct_copies", "kind", "lora"}
 # Settings a later round does not take from the first section of its kind.
 NOT_INHERITED = {"init_from", "kind", "seed"}
-# RL stage keys that are not RLConfig fields.
+# RL and DPO stage keys that are not fields of their config.
 RL_STAGE_KEYS = {"init_from", "kind", "lora"}
+DPO_STAGE_KEYS = {"init_from", "kind", "lora"}
 
 
 def available_recipes() -> list[str]:
@@ -69,6 +73,16 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
 def training_stages(recipe: dict[str, Any]) -> list[str]:
     """The recipe's training stages in the order `nanoseek train all` runs them (the tokenizer comes first)."""
     return list(recipe.get("stages") or [s for s in STAGE_KINDS if s in recipe])
+
+
+def optional_stages(recipe: dict[str, Any]) -> list[str]:
+    """Stage sections that `stages` leaves out: `train all` skips them, `nanoseek train NAME` runs one."""
+    order = training_stages(recipe)
+    return [
+        name
+        for name, section in recipe.items()
+        if name not in order and isinstance(section, dict) and (name in STAGE_KINDS or "kind" in section)
+    ]
 
 
 def stage_kind(recipe: dict[str, Any], stage: str) -> str:
@@ -110,13 +124,14 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
     if len(set(order)) != len(order):
         raise ValueError(f"recipe {path}: `stages` names a stage twice: {order}")
     # Stage sections left out of `stages` are checked too: a typo there should not wait for the day they run.
-    unlisted = [
-        name
-        for name, section in recipe.items()
-        if name not in order and isinstance(section, dict) and (name in STAGE_KINDS or "kind" in section)
-    ]
+    unlisted = optional_stages(recipe)
     loop_keys = {f.name for f in fields(LoopConfig)} | DATA_KEYS
-    valid_keys = {"pretrain": loop_keys, "sft": loop_keys, "rl": {f.name for f in fields(RLConfig)} | RL_STAGE_KEYS}
+    valid_keys = {
+        "pretrain": loop_keys,
+        "sft": loop_keys,
+        "rl": {f.name for f in fields(RLConfig)} | RL_STAGE_KEYS,
+        "dpo": {f.name for f in fields(DPOConfig)} | DPO_STAGE_KEYS,
+    }
     for stage in order + unlisted:
         if not isinstance(recipe.get(stage), dict) or stage in ("tokenizer", "model"):
             raise ValueError(f"recipe {path}: `stages` names {stage!r}, which is not a stage section")
@@ -127,7 +142,9 @@ def check_recipe(recipe: dict[str, Any], path: Path) -> None:
         if unknown:
             raise ValueError(f"recipe {path}: unknown keys in [{stage}]: {', '.join(sorted(unknown))}")
         settings = stage_settings(recipe, stage)
-        needed = ("steps",) if kind == "rl" else ("steps", "batch_size", "seq_len", "mixture")
+        needed = {"rl": ("steps",), "dpo": ("steps", "mixture", "lora")}.get(
+            kind, ("steps", "batch_size", "seq_len", "mixture")
+        )
         for key in needed:
             if key not in settings:
                 raise ValueError(f"recipe {path}: [{stage}] needs `{key}`")
@@ -155,6 +172,10 @@ def loop_config(recipe: dict[str, Any], stage: str) -> LoopConfig:
 
 def rl_config(recipe: dict[str, Any], stage: str = "rl") -> RLConfig:
     return RLConfig(**config_arguments(recipe, stage, RL_STAGE_KEYS))
+
+
+def dpo_config(recipe: dict[str, Any], stage: str = "dpo") -> DPOConfig:
+    return DPOConfig(**config_arguments(recipe, stage, DPO_STAGE_KEYS))
 
 
 if __name__ == "__main__":

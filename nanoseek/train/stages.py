@@ -12,6 +12,9 @@ Run directory layout:
                                        rewritten at every loop checkpoint, so there is always one to export)
     rl/                                checkpoint.pt, log.jsonl, rewards.png, rewards.md (its curves), model/ (when
                                        the recipe's stages include an RL stage: nanoseek.train.rl)
+    dpo/                               pairs.json (tokenized pairs with the reference log-probabilities, built
+                                       once), checkpoint.pt, log.jsonl, loss.png, adapter/, model/ (a DPO stage:
+                                       nanoseek.train.dpo)
     sft2/ ...                          a later round's folder is named after its recipe section
     base/model/                        (recipes with a [base]) the pretrained base, DeepSeek's special tokens added
     STAGE/adapter/                     (stages with a `lora` table) the adapter, rewritten at every loop
@@ -42,12 +45,14 @@ from nanoseek.model.loader import load_checkpoint, load_model
 from nanoseek.model.transformer import Transformer
 from nanoseek.tasks.stdlib_split import stdlib_files
 from nanoseek.tokenizer.tokenizer import Tokenizer
-from nanoseek.train import data, self_distill
+from nanoseek.train import data, dpo, self_distill
 from nanoseek.train.loop import TrainResult, distributed_setup, train
 from nanoseek.train.packing import PackedRows, pack_documents, pack_stream
 from nanoseek.train.recipe import (
+    dpo_config,
     init_stage,
     loop_config,
+    optional_stages,
     rl_config,
     stage_kind,
     stage_seed,
@@ -233,7 +238,7 @@ def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> Non
         model = trained = previous_model(stage, recipe, out)
         rollout_model, export = None, lambda step: export_step(stage_dir, model, tokenizer, step)
     else:
-        model, trained = lora_rl_model(stage, recipe, out, tokenizer, lora)
+        model, trained = continued_lora_model(stage, recipe, out, tokenizer, lora)
 
         def rollout_model() -> torch.nn.Module:
             return copy.deepcopy(trained).merge_and_unload()
@@ -263,6 +268,43 @@ def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> Non
             f"{stage}: step {config.steps}, last sampled reward {last.get('reward', float('nan')):.3f} "
             f"-> {stage_dir / 'model'}"
         )
+
+
+def dpo_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> None:
+    """Preference optimisation (nanoseek.train.dpo) of the adapter of the stage it starts from, against that
+    stage's finished model: the reference log-probabilities are computed once, before the first step."""
+    tokenizer, stage_dir = load_tokenizer(out), out / stage
+    config = dpo_config(recipe, stage)
+    start = init_stage(recipe, stage)
+    if start in recipe and exported_step(out / start / "model") is None:
+        raise FileNotFoundError(
+            f"{stage} starts from {start}, which has not finished ({out / start / 'model'} does not exist): "
+            f"run `nanoseek train {start}` first"
+        )
+    _, trained = continued_lora_model(stage, recipe, out, tokenizer, stage_settings(recipe, stage)["lora"])
+    pairs, heldout = dpo.prepared_pairs(stage_dir, trained, tokenizer, config, resume=resume)
+
+    def export(step: int) -> None:
+        save_adapter(trained, stage_dir / "adapter", recipe, step)
+
+    last = dpo.train_dpo(
+        trained,
+        pairs,
+        heldout,
+        config,
+        stage_dir,
+        tokenizer.pad_id,
+        resume=resume,
+        title=f"{recipe['name']}/{stage}",
+        on_checkpoint=export,
+    )
+    if exported_step(stage_dir / "model") != config.steps:
+        export(config.steps)
+        export_step(stage_dir, trained.merge_and_unload(), tokenizer, config.steps)
+    print(
+        f"{stage}: step {config.steps}, loss {last.get('loss', float('nan')):.4f}, reward accuracy "
+        f"{last.get('reward_accuracy', float('nan')):.3f} -> {stage_dir / 'adapter'}"
+    )
 
 
 def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> TrainResult:
@@ -313,9 +355,9 @@ def lora_model(model: torch.nn.Module, tokenizer: Tokenizer, table: dict[str, An
     return attach_lora(model, LoraSettings.from_table(table), trainable_token_ids(tokenizer))
 
 
-def lora_rl_model(stage: str, recipe: dict[str, Any], out: Path, tokenizer: Any, table: dict[str, Any]):
-    """(frozen model, LoRA model) for an RL stage with a `lora` table: the stage before it goes on training its
-    own adapter when it has one (so one adapter ships), else a fresh adapter starts on its model."""
+def continued_lora_model(stage: str, recipe: dict[str, Any], out: Path, tokenizer: Any, table: dict[str, Any]):
+    """(frozen model, LoRA model) for an RL or DPO stage with a `lora` table: the stage before it goes on training
+    its own adapter when it has one (so one adapter ships), else a fresh adapter starts on its model."""
     previous = init_stage(recipe, stage)
     if not (out / previous / "adapter").is_dir():
         model = previous_model(stage, recipe, out)
@@ -363,10 +405,12 @@ def run_stage_untimed(stage: str, recipe: dict[str, Any], out: Path, resume: boo
         if dist.is_initialized():
             dist.barrier()
         return
-    stages = all_stages(recipe)
+    stages = all_stages(recipe) + optional_stages(recipe)
     if stage not in stages:
         raise ValueError(f"recipe {recipe['name']} has no stage {stage!r}: expected one of {', '.join(stages)} or all")
     if stage_kind(recipe, stage) == "rl":
         rl_stage(stage, recipe, out, resume)
+    elif stage_kind(recipe, stage) == "dpo":
+        dpo_stage(stage, recipe, out, resume)
     else:
         train_stage(stage, recipe, out, resume)

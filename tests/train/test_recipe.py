@@ -61,7 +61,11 @@ def test_stage_order_is_the_built_in_one_unless_the_recipe_lists_its_stages():
     [
         ({"stages": ["pretrain", "sft", "missing"]}, "not a stage section"),
         ({"stages": ["pretrain", "sft", "model"]}, "not a stage section"),
-        ({"extra": {"kind": "dpo", "steps": 1}, "stages": ["pretrain", "sft", "extra"]}, "kind 'dpo'"),
+        ({"extra": {"kind": "ppo", "steps": 1}, "stages": ["pretrain", "sft", "extra"]}, "kind 'ppo'"),
+        (  # the DPO stage trains an adapter
+            {"extra": {"kind": "dpo", "steps": 1, "mixture": {"safety": 4}}, "stages": ["pretrain", "sft", "extra"]},
+            "[extra] needs `lora`",
+        ),
         (
             {"extra": {"kind": "sft", "stpes": 1}, "stages": ["pretrain", "sft", "extra"]},
             "unknown keys in [extra]: stpes",

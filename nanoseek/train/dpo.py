@@ -1,0 +1,452 @@
+"""The DPO stage: direct preference optimisation (Rafailov et al. 2023) of a LoRA adapter on pairs of a better and
+a worse answer to the same prompt, against the model the stage starts from.
+
+    nanoseek train dpo --recipe smol --out runs/smol       # after sft; a recipe section run by name
+    from nanoseek.train.dpo import preference_pairs, prepared_pairs, train_dpo
+
+Why: SFT only ever shows the right answer. Trained on refusals of harmful requests, the smol model learned to
+refuse their *words*: 42-67% of harmless look-alikes asked in new wordings were refused ("How do I shoot pictures
+at night?"; docs/runs/2026-12-06-smol3), and more SFT wordings did not help. DPO also shows the wrong answer to
+the same prompt and pushes the two apart, which is what a look-alike needs: the same words, the other decision.
+
+Pairs (`preference_pairs`; train-split items only, never a held-out item or wording: tests check):
+  * `safety`, a harmless look-alike (the evaluated kinds and the training-only ones): chosen = its helpful
+    ideal answer, rejected = a refusal in the SFT data's words (`safety.REFUSAL` with a harmful kind's reason);
+  * `safety`, a harmful request: chosen = that refusal, rejected = a compliant opener that stops before any
+    content ("Sure, here is how to do that: first,": no end-of-sentence, so the pair is about the decision);
+  * `tools`: chosen = the tool call, rejected = the final answer said without calling (a made-up value: what
+    run 3's model did).
+The recipe's `[STAGE.mixture]` counts pairs per source (`PAIR_SOURCES`), as `[sft.mixture]` counts items.
+
+Loss: TRL's `sigmoid` DPO loss, -log σ(β ((log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r)))), each log π
+summed over the answer's tokens only (the assistant-only mask of SFT, `data.conversation_documents`; DeepSeek's
+chat format). The reference log-probabilities come from the starting model, computed once before the first
+step and stored with the tokenized pairs (`pairs.json`, which a resumed stage reuses); the policy is the same
+LoRA adapter trained on (`init_from = "sft"`), so one adapter ships.
+
+Each step takes `batch_size` pairs (a pure function of seed and step, as the supervised stages' rows:
+`packing.batch_index`), in passes of at most `micro_batch_tokens` padded tokens, and one AdamW step. The log
+(log.jsonl) has, per step, the loss, the reward margin (β × the bracket above, mean over pairs) and the reward
+accuracy (share of pairs whose margin is positive: TRL's rewards/accuracies), and the policy's own
+chosen-minus-rejected log-probability margin and its accuracy (chosen more likely than rejected); the same on
+held-out pairs every `eval_every` steps (`eval_` prefixed; monitoring only). Checkpoints hold the adapter and
+the optimiser, written atomically; a run killed with -9 resumes to the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from nanoseek.fileio import write_json_atomic
+from nanoseek.tasks import generate
+from nanoseek.tasks.item import Item
+from nanoseek.tasks.safety import HARMFUL, REFUSAL
+from nanoseek.tasks.words import widened
+from nanoseek.tokenizer.tokenizer import Tokenizer
+from nanoseek.train import data
+from nanoseek.train.config import DPOConfig
+from nanoseek.train.loop import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    PLOT_NAME,
+    StopOnInterrupt,
+    TrainingStopped,
+    atomic_torch_save,
+    distributed_setup,
+    load_trainable_state,
+    load_training_state,
+    plot_lines,
+    read_log,
+    rewrite_log,
+    trainable_state,
+)
+from nanoseek.train.optim import learning_rate, make_optimizer
+from nanoseek.train.packing import Document, batch_index
+
+PAIRS_NAME = "pairs.json"
+PAIR_SOURCES = ("safety", "tools")
+# Compliant openers for the rejected side of a harmful request: generic, and cut before anything actionable.
+COMPLIANT_OPENERS = (
+    "Sure, here is how to do that: first,",
+    "Of course! Here are the steps:",
+    "Sure. Here is exactly what you need to do:",
+    "No problem. Start by",
+)
+# Run settings a checkpoint may be resumed with changed: none of them changes the update of a step.
+ADJUSTABLE_ON_RESUME = {"steps", "eval_every", "checkpoint_every", "micro_batch_tokens"}
+
+
+@dataclass
+class PreferencePair:
+    prompt: list[dict[str, Any]]  # the messages before the answer
+    chosen: dict[str, Any]  # an assistant message
+    rejected: dict[str, Any]  # an assistant message; with `rejected_is_opener` only its first words
+    tools: list[dict[str, Any]] | None = None
+    rejected_is_opener: bool = False
+    source: str = ""
+
+
+# ---------------------------------------------------------------- pairs from the task generators
+
+
+def safety_pair(item: Item, rng: random.Random) -> PreferencePair:
+    ideal = item.ideal[0]
+    if item.meta["harmful"]:
+        opener = {"role": "assistant", "content": rng.choice(COMPLIANT_OPENERS)}
+        return PreferencePair(item.messages, ideal, opener, rejected_is_opener=True, source="safety/harmful")
+    why = HARMFUL[rng.choice(sorted(HARMFUL))][2]
+    refusal = {"role": "assistant", "content": REFUSAL.format(why=why)}
+    return PreferencePair(item.messages, ideal, refusal, source="safety/harmless")
+
+
+def tools_pair(item: Item) -> PreferencePair:
+    call, final = item.ideal[0], item.ideal[-1]
+    answer_without_call = {"role": "assistant", "content": final["content"]}
+    return PreferencePair(item.messages, call, answer_without_call, tools=item.tools, source="tools")
+
+
+def safety_items(n: int, seed: int) -> list[Item]:
+    """n distinct train-split safety items: as SFT draws them, half from the evaluator's slot values and half with
+    the training-only ones (`data.safety_vocabulary`), so the decision rests on the request, not the value."""
+    items = data.train_items("safety", n - n // 2, seed)
+    with widened(data.safety_vocabulary()):
+        items += data.train_items("safety", n, seed + 2)
+    return list({item.id: item for item in items}.values())[:n]
+
+
+def preference_pairs(mixture: dict[str, int], seed: int) -> list[PreferencePair]:
+    """The stage's training pairs: `mixture` maps a source of `PAIR_SOURCES` to a count (train split only)."""
+    unknown = set(mixture) - set(PAIR_SOURCES)
+    if unknown:
+        raise ValueError(f"unknown DPO mixture keys {', '.join(sorted(unknown))}: expected {', '.join(PAIR_SOURCES)}")
+    rng = random.Random(f"dpo:{seed}")
+    pairs = []
+    if mixture.get("safety", 0) > 0:
+        pairs += [safety_pair(item, rng) for item in safety_items(mixture["safety"], seed)]
+    if mixture.get("tools", 0) > 0:
+        pairs += [tools_pair(item) for item in data.train_items("tools", mixture["tools"], seed)]
+    rng.shuffle(pairs)
+    return pairs
+
+
+def heldout_pairs(mixture: dict[str, int], n: int, seed: int) -> list[PreferencePair]:
+    """Pairs from held-out items of the mixture's sources: only scored, never trained on."""
+    rng = random.Random(f"dpo-heldout:{seed}")
+    sources = [source for source in PAIR_SOURCES if mixture.get(source, 0) > 0]
+    pairs = []
+    for source in sources:
+        items = generate(source, "heldout", max(1, n // len(sources)), seed)
+        pairs += [safety_pair(item, rng) if source == "safety" else tools_pair(item) for item in items]
+    rng.shuffle(pairs)
+    return pairs
+
+
+# ---------------------------------------------------------------- tokens, masks and log-probabilities
+
+
+def answer_document(pair: PreferencePair, answer: dict[str, Any], opener: bool, tokenizer: Tokenizer) -> Document:
+    """The prompt and one answer as token ids, the answer's tokens masked in: a whole answer as SFT tokenizes it
+    (with its end-of-sentence), an opener as the bare words after the generation prompt."""
+    if not opener:
+        conversation = data.Conversation([*pair.prompt, answer], pair.tools, source=pair.source)
+        [document] = data.conversation_documents(conversation, tokenizer)
+        return document
+    prompt = tokenizer.render_chat(pair.prompt, tools=pair.tools, add_generation_prompt=True)
+    text = prompt + answer["content"]
+    return data.encode_spans(text, [(len(prompt), len(text))], tokenizer)
+
+
+def tokenize_pair(pair: PreferencePair, tokenizer: Tokenizer, max_tokens: int) -> dict[str, Any]:
+    """A pair's two sides as {"chosen": [ids, mask], "rejected": [ids, mask]}, each cut to its last `max_tokens`
+    tokens (a long prompt loses its start, the answer stays whole)."""
+    sides = {
+        "chosen": answer_document(pair, pair.chosen, False, tokenizer),
+        "rejected": answer_document(pair, pair.rejected, pair.rejected_is_opener, tokenizer),
+    }
+    return {
+        "source": pair.source,
+        **{name: [ids[-max_tokens:], mask[-max_tokens:]] for name, (ids, mask) in sides.items()},
+    }
+
+
+def passes(index: list[int], pairs: list[dict[str, Any]], max_tokens: int) -> list[list[int]]:
+    """`index` cut into runs of pairs whose padded rows (chosen and rejected of each) hold at most `max_tokens`
+    tokens (a pair longer than that makes a pass of its own)."""
+    cut: list[list[int]] = [[]]
+    width = 0
+    for i in index:
+        longest = max(len(pairs[i]["chosen"][0]), len(pairs[i]["rejected"][0]))
+        if cut[-1] and 2 * (len(cut[-1]) + 1) * max(width, longest) > max_tokens:
+            cut.append([])
+            width = 0
+        cut[-1].append(i)
+        width = max(width, longest)
+    return [run for run in cut if run]
+
+
+def sequence_logps(model: torch.nn.Module, documents: list[list[list[int]]], pad_id: int, bf16: bool) -> torch.Tensor:
+    """Sum of each document's log-probabilities over its masked-in target tokens, one row each (right-padded:
+    causal attention never looks at the pads after a row's last token)."""
+    width = max(len(ids) for ids, _ in documents)
+    tokens = torch.full((len(documents), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(documents), width))
+    for row, (ids, row_mask) in enumerate(documents):
+        tokens[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(row_mask)] = torch.tensor(row_mask, dtype=torch.float32)
+    device = next(model.parameters()).device
+    tokens, mask = tokens.to(device), mask.to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(tokens[:, :-1])
+    targets = tokens[:, 1:]
+    logps = -F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    return (logps.view(targets.shape) * mask[:, 1:]).sum(-1)
+
+
+def pair_logps(
+    model: torch.nn.Module, pairs: list[dict[str, Any]], run: list[int], pad_id: int, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) log-probabilities of the pairs at `run`, in one forward pass."""
+    logps = sequence_logps(model, [pairs[i][side] for i in run for side in ("chosen", "rejected")], pad_id, bf16)
+    return logps[0::2], logps[1::2]
+
+
+def references(pairs: list[dict[str, Any]], run: list[int], device: torch.device) -> torch.Tensor:
+    """The stored reference (chosen, rejected) log-probabilities of the pairs at `run`, one row each."""
+    return torch.tensor([pairs[i]["reference"] for i in run], dtype=torch.float32, device=device)
+
+
+@torch.no_grad()
+def reference_logps(model: torch.nn.Module, pairs: list[dict[str, Any]], config: DPOConfig, pad_id: int) -> None:
+    """Store the starting model's (chosen, rejected) log-probabilities in each pair as "reference"."""
+    was_training = model.training
+    model.eval()
+    for run in tqdm(passes(list(range(len(pairs))), pairs, config.micro_batch_tokens), desc="reference", unit="pass"):
+        chosen, rejected = pair_logps(model, pairs, run, pad_id, config.bf16)
+        for i, c, r in zip(run, chosen.tolist(), rejected.tolist()):
+            pairs[i]["reference"] = [c, r]
+    model.train(was_training)
+
+
+def prepared_pairs(
+    stage_dir: Path, model: torch.nn.Module, tokenizer: Tokenizer, config: DPOConfig, resume: bool = True
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training pairs, held-out pairs), tokenized, each with the reference log-probabilities of `model` (the
+    starting model: call this before any step). Built once and kept in STAGE/pairs.json, so a resumed stage
+    trains against the same reference; `resume=False` builds them again."""
+    path = stage_dir / PAIRS_NAME
+    if resume and path.exists():
+        stored = json.loads(path.read_text())
+        return stored["train"], stored["heldout"]
+    started = time.perf_counter()
+    train = [tokenize_pair(p, tokenizer, config.max_tokens) for p in preference_pairs(config.mixture, config.seed)]
+    heldout = [
+        tokenize_pair(p, tokenizer, config.max_tokens)
+        for p in heldout_pairs(config.mixture, config.eval_pairs, config.seed)
+    ]
+    reference_logps(model, train + heldout, config, tokenizer.pad_id)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"train": train, "heldout": heldout})
+    tokens = sum(len(p[side][0]) for p in train for side in ("chosen", "rejected"))
+    print(
+        f"dpo: {len(train)} training pairs ({tokens:,} tokens), {len(heldout)} held-out pairs, reference "
+        f"log-probabilities in {time.perf_counter() - started:.0f}s -> {path}",
+        flush=True,
+    )
+    return train, heldout
+
+
+# ---------------------------------------------------------------- the loss and the loop
+
+
+def dpo_terms(
+    chosen: torch.Tensor, rejected: torch.Tensor, reference: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-pair DPO losses (sigmoid loss) and what the log reports, from the policy's and the reference's
+    (chosen, rejected) log-probabilities."""
+    chosen_reward = beta * (chosen - reference[:, 0])
+    rejected_reward = beta * (rejected - reference[:, 1])
+    margin = chosen_reward - rejected_reward
+    stats = {
+        "reward_margin": margin.detach(),
+        "reward_accuracy": (margin > 0).float(),
+        "chosen_reward": chosen_reward.detach(),
+        "rejected_reward": rejected_reward.detach(),
+        "logp_margin": (chosen - rejected).detach(),
+        "logp_accuracy": (chosen > rejected).float(),
+    }
+    return -F.logsigmoid(margin), stats
+
+
+def summary(losses: list[torch.Tensor], stats: list[dict[str, torch.Tensor]], prefix: str = "") -> dict[str, float]:
+    row = {prefix + "loss": torch.cat(losses).mean().item()}
+    for key in stats[0]:
+        row[prefix + key] = torch.cat([s[key] for s in stats]).mean().item()
+    return row
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, pairs: list[dict[str, Any]], config: DPOConfig, pad_id: int) -> dict[str, float]:
+    """The loss and margins on held-out pairs, prefixed "eval_"."""
+    was_training = model.training
+    model.eval()
+    losses, stats = [], []
+    for run in passes(list(range(len(pairs))), pairs, config.micro_batch_tokens):
+        chosen, rejected = pair_logps(model, pairs, run, pad_id, config.bf16)
+        loss, terms = dpo_terms(chosen, rejected, references(pairs, run, chosen.device), config.beta)
+        losses.append(loss)
+        stats.append(terms)
+    model.train(was_training)
+    return summary(losses, stats, "eval_")
+
+
+def plot_dpo(rows: list[dict], path: Path, title: str) -> None:
+    train_rows = [r for r in rows if "loss" in r]
+    eval_rows = [r for r in rows if "eval_loss" in r]
+    plot_lines(
+        path,
+        title,
+        "step",
+        "DPO loss",
+        [
+            ([r["step"] for r in train_rows], [r["loss"] for r in train_rows], {"lw": 0.8, "label": "train loss"}),
+            (
+                [r["step"] for r in eval_rows],
+                [r["eval_loss"] for r in eval_rows],
+                {"marker": "o", "label": "held-out loss"},
+            ),
+        ],
+        right_axis=(
+            "reward accuracy",
+            [
+                (
+                    [r["step"] for r in train_rows],
+                    [r["reward_accuracy"] for r in train_rows],
+                    {"lw": 0.8, "ls": "--", "label": "train reward accuracy"},
+                ),
+                (
+                    [r["step"] for r in eval_rows],
+                    [r["eval_reward_accuracy"] for r in eval_rows],
+                    {"marker": "s", "ls": "--", "label": "held-out reward accuracy"},
+                ),
+            ],
+        ),
+    )
+
+
+def train_dpo(
+    model: torch.nn.Module,
+    pairs: list[dict[str, Any]],
+    heldout: list[dict[str, Any]],
+    config: DPOConfig,
+    out_dir: str | Path,
+    pad_id: int,
+    resume: bool = True,
+    title: str = "dpo",
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Run DPO for `config.steps` steps on `model` (in place, its trainable parameters only) over `pairs` (from
+    `prepared_pairs`); returns the last step's log row. One process: the pairs of a step are few and short."""
+    if distributed_setup()[1] > 1:
+        raise ValueError("the DPO stage runs in one process: start it without torchrun")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path, plot_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME, out_dir / PLOT_NAME
+    loop = config.loop_config()
+    optimizer = make_optimizer(model, loop)
+    step, elapsed = 0, 0.0
+    if resume and ckpt_path.exists():
+        state = load_training_state(ckpt_path)
+        changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)} - ADJUSTABLE_ON_RESUME
+        if changed:
+            raise ValueError(
+                f"{ckpt_path} was written with different DPO settings ({', '.join(sorted(changed))}); "
+                "resume with the same recipe or pass --restart"
+            )
+        if state["step"] > config.steps:
+            raise ValueError(f"{ckpt_path} is at step {state['step']}, past the requested {config.steps} steps")
+        load_trainable_state(model, state["model"], ckpt_path)
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed"]
+    # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept.
+    rewrite_log(
+        log_path, [r for r in read_log(log_path) if r["step"] < step or ("eval_loss" in r and r["step"] == step)]
+    )
+
+    def log(row: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save() -> None:
+        state = {
+            "model": trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "elapsed": elapsed,
+            "config": asdict(config),
+        }
+        atomic_torch_save(state, ckpt_path)
+        plot_dpo(read_log(log_path), plot_path, title)
+        if on_checkpoint is not None:
+            on_checkpoint(step)
+
+    model.train()
+    row: dict[str, Any] = {}
+    bar = tqdm(total=config.steps, initial=step, desc=title, unit="step", dynamic_ncols=True)
+    with StopOnInterrupt() as interrupt:
+        while step < config.steps:
+            started = time.perf_counter()
+            lr = learning_rate(loop, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            index = batch_index(len(pairs), step, config.batch_size, config.seed).tolist()
+            losses, stats = [], []
+            for run in passes(index, pairs, config.micro_batch_tokens):
+                chosen, rejected = pair_logps(model, pairs, run, pad_id, config.bf16)
+                loss, terms = dpo_terms(chosen, rejected, references(pairs, run, chosen.device), config.beta)
+                (loss.sum() / len(index)).backward()  # the step's mean over pairs, however it is cut into passes
+                losses.append(loss.detach())
+                stats.append(terms)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            elapsed += time.perf_counter() - started
+            row = {
+                "step": step - 1,
+                **summary(losses, stats),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "step_s": round(time.perf_counter() - started, 2),
+                "elapsed_s": round(elapsed, 2),
+            }
+            log(row)
+            bar.set_postfix(
+                loss=f"{row['loss']:.3f}", margin=f"{row['reward_margin']:.3f}", acc=f"{row['reward_accuracy']:.2f}"
+            )
+            bar.update(1)
+            if heldout and (step == config.steps or (config.eval_every and step % config.eval_every == 0)):
+                scores = evaluate(model, heldout, config, pad_id)
+                log({"step": step, **scores})
+                bar.write(
+                    f"{title} step {step}: held-out loss {scores['eval_loss']:.4f}, reward accuracy "
+                    f"{scores['eval_reward_accuracy']:.3f}, margin {scores['eval_reward_margin']:.3f}"
+                )
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save()
+            if interrupt.requested and step < config.steps:
+                if step % config.checkpoint_every:  # else this step's checkpoint is already saved
+                    save()
+                bar.close()
+                raise TrainingStopped(step, ckpt_path)
+    bar.close()
+    return row or next((r for r in reversed(read_log(log_path)) if "loss" in r), {})
