@@ -12,10 +12,13 @@ has one and the layer widths are multiples of 32; native_decode.c), and to model
 quantized (`serve --dtype q8_0`, nanoseek/model/quantized.py: read in place, AVX512-VNNI where the CPU has it);
 DeepSeek-V2/V3 models (MLA + MoE) have their own step, native_latent.py's LatentNativeDecoder; anything else --
 another dtype, no compiler, a failed build -- returns None, and the engine decodes with the PyTorch model as
-before. The C step reads fp32/bf16 projection weights as a copy packed in its own layout (`packed_projection`;
-quantized ones are stored in the C step's layout already), so the path is only built for models up to
-`max_weight_bytes`, and the engine stops using it as soon as any
-parameter changes (RL training the served model).
+before. The C step reads the embedding where the model keeps it, and fp32/bf16 projection weights as a copy
+packed in its own layout (`packed_projection`; quantized ones are stored in the C step's layout already), so
+the path is only built for models up to `max_weight_bytes`. With NANOSEEK_NATIVE_IN_PLACE=1 it reads the
+projections where the model keeps them too (`row_major`: one copy of the weights, not one for PyTorch and one
+for the step), at a decode-speed cost (native_decode.c `project_rows`), except where a projection's widths do not
+suit that kernel or on AMX tiles. The engine stops using the step as soon as any parameter changes (RL
+training the served model).
 
 The shared library links the same libgomp that PyTorch loaded (resolved by its soname), so the C step and
 PyTorch's own operations share one OpenMP thread pool instead of oversubscribing the cores.
@@ -38,6 +41,7 @@ import platformdirs
 import torch
 
 from nanoseek.engine.kv_cache import SlotKVCache
+from nanoseek.model.checkpoint import release_freed_memory
 from nanoseek.model.layers import MLP
 from nanoseek.model.quantized import QuantizedEmbedding, QuantizedLinear, swiglu_row_order
 from nanoseek.model.transformer import Attention, Transformer
@@ -244,19 +248,38 @@ def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
     return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
 
 
-# How each projection weight is stored, as native_decode.c's WEIGHT_* codes.
+# How each projection weight is stored, as native_decode.c's WEIGHT_* codes: a packed copy, quantized blocks, or
+# (IN_PLACE_TYPES) the model's own row-major weight.
 WEIGHT_TYPES = {torch.float32: 0, torch.bfloat16: 1, "q8_0": 2, "q4_1": 3}
-KERNEL_NAMES = {0: "fp32", 1: "bf16", 2: "q8_0", 3: "q4_1"}
-
-
-def weight_type(layer: torch.nn.Module) -> int:
-    """native_decode.c's code for a projection layer's weight storage."""
-    return WEIGHT_TYPES[layer.qtype if isinstance(layer, QuantizedLinear) else layer.weight.dtype]
+IN_PLACE_TYPES = {torch.float32: 4, torch.bfloat16: 5}
+KERNEL_NAMES = {0: "fp32", 1: "bf16", 2: "q8_0", 3: "q4_1", 4: "fp32", 5: "bf16"}
+# Inputs per step of native_decode.c's in-place kernels (`project_rows`): a projection read in place takes a
+# multiple of this many inputs.
+IN_PLACE_INPUT_STEP = {torch.float32: 16, torch.bfloat16: 32}
 
 
 def vnni_allowed() -> bool:
     """NANOSEEK_NATIVE_VNNI=0 keeps quantized projections on the portable loops (tests and benchmarks)."""
     return os.environ.get("NANOSEEK_NATIVE_VNNI", "1") != "0"
+
+
+def in_place_requested() -> bool:
+    """NANOSEEK_NATIVE_IN_PLACE=1: fp32/bf16 projections are read from the model's own weights instead of a packed
+    copy, which halves the memory of an fp32/bf16 model served natively and slows its steps (native_decode.c
+    `project_rows` has the figures)."""
+    return os.environ.get("NANOSEEK_NATIVE_IN_PLACE", "0") == "1"
+
+
+@torch.no_grad()
+def row_major(weight: torch.nn.Parameter) -> torch.Tensor:
+    """The model's own [out, in] weight, row-major, as the C step reads it in place. transformer.py keeps its
+    matrices column-major, which speeds up PyTorch's batch-1 GEMV, a call a model served by the native step no
+    longer makes; each is re-laid out here once (one matrix at a time: no second copy of the model), and the
+    PyTorch forward, training, copies and saves see the same values. The tensor returned shares the weight's
+    storage: kept by the decoder, it stays valid even if the parameter is later given new data."""
+    if not weight.is_contiguous():
+        weight.data = weight.data.contiguous()
+    return weight.detach()
 
 
 class NativeDecoder:
@@ -273,63 +296,90 @@ class NativeDecoder:
         self._library, self.max_batch = library, max_batch
         self._function = library.nanoseek_decode_step
         self._threads = torch.get_num_threads()
-
-        def weight(layer: torch.nn.Module, stored: torch.Tensor | None = None) -> torch.Tensor:
-            """What the C step reads for a projection: a quantized layer's own blocks (no copy; they are
-            stored in the C step's layout), else a packed copy of `stored` (the weight by default)."""
-            if isinstance(layer, QuantizedLinear):
-                return layer.packed
-            return packed_projection(layer.weight if stored is None else stored)
-
-        def gate_up(mlp: torch.nn.Module) -> torch.Tensor:
-            layer = mlp.gate_up_proj
-            if isinstance(layer, QuantizedLinear):  # NativeDecoder.build checked the SwiGLU row order
-                return layer.packed
-            return packed_projection(swiglu_blocks(layer.weight, intermediate))
-
-        def down(mlp: torch.nn.Module) -> torch.Tensor:
-            layer = mlp.down_proj
-            return weight(
-                layer, None if isinstance(layer, QuantizedLinear) else padded_inputs(layer.weight, intermediate)
-            )
-
         layers = list(model.layers)
         intermediate = padded_intermediate(config.intermediate_size)
+        # The MLP's weights are read in place only when the C step's padded width is the model's own.
+        mlp_in_place = intermediate == config.intermediate_size
+        self.copied_weight_bytes = 0  # bytes of packed copies beside the model's weights (tests, benchmarks)
+        in_place = in_place_requested()
+
+        def weight(
+            layer: torch.nn.Module, widths_suit: bool = True, copy=packed_projection
+        ) -> tuple[torch.Tensor, int]:
+            """What the C step reads for a projection, and its WEIGHT_* code: a quantized layer's own blocks
+            (stored in the C step's layout), the model's own weight in place where the layout and widths allow
+            it, else `copy(weight)`, a packed copy."""
+            if isinstance(layer, QuantizedLinear):
+                return layer.packed, WEIGHT_TYPES[layer.qtype]
+            dtype = layer.weight.dtype
+            if (
+                widths_suit
+                and in_place
+                and not (amx and dtype == torch.bfloat16)  # the tiles read the packed layout
+                and layer.in_features % IN_PLACE_INPUT_STEP[dtype] == 0
+            ):
+                return row_major(layer.weight), IN_PLACE_TYPES[dtype]
+            packed = copy(layer.weight)
+            self.copied_weight_bytes += packed.numel() * packed.element_size()
+            return packed, WEIGHT_TYPES[dtype]
+
         # Every array the C step reads is kept alive here; the struct only holds their addresses.
         if isinstance(model.embed_tokens, QuantizedEmbedding):
             embed, embed_type = model.embed_tokens.table.packed, WEIGHT_TYPES[model.embed_tokens.table.qtype]
-        else:
-            # [hidden, vocab] contiguous: a view of transformer.py's column-major embedding (no copy), else a copy.
-            embed, embed_type = model.embed_tokens.weight.detach().float().t().contiguous(), 0
-        projections = [(b.self_attn.qkv_proj, b.self_attn.o_proj, b.mlp.gate_up_proj, b.mlp.down_proj) for b in layers]
-        types = [weight_type(layer) for group in projections for layer in group] + [weight_type(model.lm_head)]
+        else:  # the model's own table: [vocab, hidden] rows, or transformer.py's column-major one as [hidden, vocab]
+            table = row_major(model.embed_tokens.weight) if in_place else model.embed_tokens.weight.detach()
+            if table.dtype not in IN_PLACE_TYPES:
+                table = table.float()
+            if table.is_contiguous():
+                embed, embed_type = table, IN_PLACE_TYPES[table.dtype]
+            else:
+                embed, embed_type = table.t().contiguous(), WEIGHT_TYPES[table.dtype]
+        tables: dict[str, list[torch.Tensor | None]] = {
+            name: [] for name in ("qkv_weight", "o_weight", "gate_up_weight", "down_weight")
+        }
+        types = []
+        for b in layers:
+            for name, stored in (
+                ("qkv_weight", weight(b.self_attn.qkv_proj)),
+                ("o_weight", weight(b.self_attn.o_proj)),
+                (
+                    "gate_up_weight",
+                    weight(
+                        b.mlp.gate_up_proj, mlp_in_place, lambda w: packed_projection(swiglu_blocks(w, intermediate))
+                    ),
+                ),
+                (
+                    "down_weight",
+                    weight(b.mlp.down_proj, mlp_in_place, lambda w: packed_projection(padded_inputs(w, intermediate))),
+                ),
+            ):
+                tables[name].append(stored[0])
+                types.append(stored[1])
+        lm_head, lm_head_type = weight(model.lm_head)
+        types.append(lm_head_type)
+        if in_place:
+            release_freed_memory()  # the column-major matrices row_major replaced
         weight_types = torch.tensor(types, dtype=torch.int32)
         # Which multiplies the projections use, for logs and benchmarks.
         kernels = []
         for code in dict.fromkeys(types):
             name = KERNEL_NAMES[code]
-            if code == 1:
+            if name == "bf16":
                 name += " AMX tiles" if amx else " AVX512-BF16"
-            elif code >= 2:
+            elif code in (WEIGHT_TYPES["q8_0"], WEIGHT_TYPES["q4_1"]):
                 name += " AVX512-VNNI" if vnni else " portable"
             kernels.append(name)
-        self.kernel = ", ".join(kernels)
-        self.quantized = any(code >= WEIGHT_TYPES["q8_0"] for code in types)
-        tables = {
-            name: [get(block) for block in layers]
-            for name, get in (
-                ("input_norm", lambda b: fp32_vector(b.input_layernorm.weight)),
-                ("post_norm", lambda b: fp32_vector(b.post_attention_layernorm.weight)),
-                ("qkv_weight", lambda b: weight(b.self_attn.qkv_proj)),
-                ("qkv_bias", lambda b: fp32_vector(b.self_attn.qkv_proj.bias)),
-                ("o_weight", lambda b: weight(b.self_attn.o_proj)),
-                ("o_bias", lambda b: fp32_vector(b.self_attn.o_proj.bias)),
-                ("gate_up_weight", lambda b: gate_up(b.mlp)),
-                ("gate_up_bias", lambda b: fp32_vector(swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate))),
-                ("down_weight", lambda b: down(b.mlp)),
-                ("down_bias", lambda b: fp32_vector(b.mlp.down_proj.bias)),
-            )
-        }
+        self.kernel = ", ".join(dict.fromkeys(kernels))
+        self.quantized = any(code in (WEIGHT_TYPES["q8_0"], WEIGHT_TYPES["q4_1"]) for code in types)
+        for name, get in (
+            ("input_norm", lambda b: fp32_vector(b.input_layernorm.weight)),
+            ("post_norm", lambda b: fp32_vector(b.post_attention_layernorm.weight)),
+            ("qkv_bias", lambda b: fp32_vector(b.self_attn.qkv_proj.bias)),
+            ("o_bias", lambda b: fp32_vector(b.self_attn.o_proj.bias)),
+            ("gate_up_bias", lambda b: fp32_vector(swiglu_blocks(b.mlp.gate_up_proj.bias, intermediate))),
+            ("down_bias", lambda b: fp32_vector(b.mlp.down_proj.bias)),
+        ):
+            tables[name] = [get(block) for block in layers]
         tables["keys"], tables["values"] = cache.keys, cache.values
         self._keep: list = []
         self._model = self._decode_model(
@@ -338,7 +388,7 @@ class NativeDecoder:
             tables,
             embed=embed,
             embed_type=embed_type,
-            lm_head=weight(model.lm_head),
+            lm_head=lm_head,
             weight_types=weight_types,
             amx=amx,
             vnni=vnni,

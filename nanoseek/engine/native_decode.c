@@ -32,8 +32,8 @@
    (VPDPBUSD where the CPU has AVX512-VNNI, plain loops otherwise) and scaled into fp32 sums; everything else
    stays fp32. A step reads a quarter (q8_0) to an eighth (q4_1) of the fp32 weight bytes.
 
-   Layouts: projection weights packed in column blocks (`project`); the embedding [hidden, vocab] (transformer.py's
-   column-major storage, read in place); the q/k/v projection's output
+   Layouts: projection weights packed in column blocks (`project`), or with NANOSEEK_NATIVE_IN_PLACE=1 the model's
+   own row-major ones (`project_rows`); the embedding is the model's own table, read in place; the q/k/v projection's output
    rows are the q heads, then the k heads, then the v heads; gate/up holds 16 gate rows, then the same 16
    up rows, block after block (SWIGLU), with `intermediate` rounded up to a multiple of 32 by zero rows (and
    the down projection's inputs by zero columns), whose activations are silu(0) * 0 = 0; the KV cache is the engine's SlotKVCache, [slot, kv_head, position, head_dim] per layer. The rotary
@@ -60,15 +60,18 @@
 #include <string.h>
 
 /* How a projection weight is stored (`weight_types`; native.py `WEIGHT_TYPES`): fp32 or bf16 packed in column
-   blocks (`project_fp32`, `project_bf16`), or llama.cpp-style quantized blocks in nanoseek/model/quantized.py's
-   packed layout (`project_quantized`). */
-enum { WEIGHT_FP32 = 0, WEIGHT_BF16 = 1, WEIGHT_Q8_0 = 2, WEIGHT_Q4_1 = 3 };
+   blocks (`project_fp32`, `project_bf16`), llama.cpp-style quantized blocks in nanoseek/model/quantized.py's
+   packed layout (`project_quantized`), or the model's own fp32 or bf16 weight, row-major, read in place
+   (`project_rows`). */
+enum { WEIGHT_FP32 = 0, WEIGHT_BF16 = 1, WEIGHT_Q8_0 = 2, WEIGHT_Q4_1 = 3, WEIGHT_FP32_ROWS = 4, WEIGHT_BF16_ROWS = 5 };
 
 /* Cache entries are fp32, or bf16 (uint16_t) when `bf16` is set; norms, biases and the rotary tables are always
    fp32 (native.py converts them). Each layer's four projections have their own storage type: weight_types[4 *
    layer + i] for i = q/k/v, o, gate/up, down, and weight_types[4 * num_layers] for the output head. The
-   embedding is fp32 [hidden, vocab] (`embed_type` WEIGHT_FP32) or a quantized [vocab, hidden] table in the
-   packed layout (token t is its output column t; the output head's own blocks when they are tied).
+   embedding is the model's own fp32 or bf16 table, [hidden, vocab] (`embed_type` WEIGHT_FP32, WEIGHT_BF16:
+   transformer.py's column-major storage) or [vocab, hidden] (WEIGHT_FP32_ROWS, WEIGHT_BF16_ROWS), or a quantized
+   [vocab, hidden] table in the packed layout (token t is its output column t; the output head's own blocks when
+   they are tied).
    `intermediate` is the padded MLP width. `vnni`: quantized projections multiply with VPDPBUSD (AVX512-VNNI),
    else with the portable loops. */
 typedef struct {
@@ -437,6 +440,211 @@ static void project_amx(const float *x, int rows, int in_dim, const uint16_t *pa
 }
 #endif
 
+/* ---- Projections read in place: the model's own weights (WEIGHT_FP32_ROWS, WEIGHT_BF16_ROWS) -------------
+
+   The weight as nn.Linear keeps it, [out_dim, in_dim] row-major (native.py makes it contiguous once), read where
+   it lies, so the model's weights are resident once, not beside a packed copy (native.py, NANOSEEK_NATIVE_IN_PLACE=1:
+   opt-in: as fast at 1 row, slower at more -- thread CPU time per step of a 4-layer SmolLM2-wide model with its
+   49k-row head, one thread, on a loaded 2-core EPYC, against the packed kernels: fp32 1.0x at 1 row, 1.15-1.5x at
+   2-16 rows; bf16 1.0x at 1-2 rows, 1.1-1.2x at 3-16). Output j is the dot product of
+   an input row with weight row j: one sequential stream per output, as a packed column block is one per 32.
+   Each (input row, output) pair sums into 16 lanes, 16 inputs at a time (fp32 FMAs) or 32 (bf16 pairs,
+   VDPBF16PS), and `sum_tile_lanes` adds the lanes with one fixed tree, whichever tile the pair was computed in: a
+   row's logits do not depend on its batch. A tile is 16 such sums -- 16 outputs of one input row, 8 of 2 or 4
+   of 4 -- so each weight vector is loaded once for the tile's rows and each input vector once for its
+   outputs. The outputs go in blocks of 32 like the packed kernels' (threads split the blocks; SWIGLU's block
+   is 16 gate rows and the same 16 up rows of the [gate; up] weight). */
+
+#if defined(__clang__) || __GNUC__ >= 12
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int32_t lanes16 __attribute__((vector_size(64)));
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (lanes16){__VA_ARGS__})
+#endif
+
+#define TILE_SUMS 16 /* sums per tile: as many as a vector has lanes, so that `sum_tile_lanes` fills one */
+
+/* Keeps a loaded vector in its register: GCC would otherwise load it again for each multiply it feeds (folded into
+   the FMA as a memory operand), and a tile of 4 x 4 sums then made 32 loads per 16 FMAs, load-bound at half the
+   speed of the packed kernels. */
+#if defined(__AVX512F__)
+#define IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define IN_REGISTER(v) ((void)0)
+#endif
+
+/* Lane i of the result: the sum of a[i]'s 16 lanes, p_l = a_l + a_{l+8}, q_l = p_l + p_{l+4}, s_l = q_l +
+   q_{l+2}, s_0 + s_1 for every i (a transposing tree: 15 vector adds for the 16 sums). */
+static inline f16 sum_tile_lanes(const f16 *a) {
+    f16 p[8], q[4], s[2];
+    for (int i = 0; i < 8; i++)
+        p[i] = SHUFFLE(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+               SHUFFLE(a[2 * i], a[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    for (int i = 0; i < 4; i++)
+        q[i] = SHUFFLE(p[2 * i], p[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+               SHUFFLE(p[2 * i], p[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    for (int i = 0; i < 2; i++)
+        s[i] = SHUFFLE(q[2 * i], q[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+               SHUFFLE(q[2 * i], q[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+    return SHUFFLE(s[0], s[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+           SHUFFLE(s[0], s[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+/* The next block's weight rows, fetched into L2 while a block is computed: its tiles read 4 to 16 rows at a time,
+   short interleaved streams that the hardware prefetchers follow poorly, and straight from DRAM 4-row tiles took
+   twice the packed kernels' time. One region of rows, or SWIGLU's two (16 gate rows, 16 up rows). */
+typedef struct {
+    const char *region[2];
+    size_t length[2]; /* bytes */
+    size_t done;      /* bytes of both regions fetched so far */
+} BlockAhead;
+
+static inline BlockAhead block_ahead(const void *weight, size_t row_bytes, int b, int out_dim, int epilogue) {
+    BlockAhead ahead = {{weight, weight}, {0, 0}, 0};
+    const int next = b + 1, half = COLUMN_BLOCK / 2;
+    if (next * COLUMN_BLOCK >= out_dim) return ahead;
+    if (epilogue == SWIGLU) {
+        ahead.region[0] = (const char *)weight + (size_t)half * next * row_bytes;
+        ahead.region[1] = (const char *)weight + (size_t)(out_dim / 2 + half * next) * row_bytes;
+        ahead.length[0] = ahead.length[1] = half * row_bytes;
+    } else {
+        const int rows = out_dim - next * COLUMN_BLOCK < COLUMN_BLOCK ? out_dim - next * COLUMN_BLOCK : COLUMN_BLOCK;
+        ahead.region[0] = (const char *)weight + (size_t)next * COLUMN_BLOCK * row_bytes;
+        ahead.length[0] = rows * row_bytes;
+    }
+    return ahead;
+}
+
+/* Fetch the next `lines` cache lines of the next block (a tile's step fetches as many as it reads weight rows, so
+   the first pass over a block's rows fetches all of the next block's). */
+static inline void fetch_ahead(BlockAhead *ahead, int lines) {
+    for (int i = 0; i < lines && ahead->done < ahead->length[0] + ahead->length[1]; i++, ahead->done += 64) {
+        const size_t at = ahead->done;
+        __builtin_prefetch(at < ahead->length[0] ? ahead->region[0] + at : ahead->region[1] + (at - ahead->length[0]),
+                           0, 2);
+    }
+}
+
+/* The lanes of a tile of `rows` input rows x `columns` outputs (rows * columns = 16): sums[r * columns + c] of
+   x[r, :] . w[c][:] (fp32 weight rows). */
+static inline __attribute__((always_inline)) void tile_fp32(const float *x, int rows, int in_dim,
+                                                            const float *const *w, int columns, f16 *sums,
+                                                            BlockAhead *ahead) {
+    for (int i = 0; i < TILE_SUMS; i++) sums[i] = (f16){0};
+    for (int k = 0; k < in_dim; k += 16) {
+        fetch_ahead(ahead, columns);
+        f16 inputs[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) {
+            inputs[r] = *(const f16 *)(x + (size_t)r * in_dim + k);
+            IN_REGISTER(inputs[r]);
+        }
+#pragma GCC unroll 16
+        for (int c = 0; c < columns; c++) {
+            f16 weights = *(const f16 *)(w[c] + k);
+            IN_REGISTER(weights);
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++) sums[r * columns + c] += inputs[r] * weights;
+        }
+    }
+}
+
+#if defined(__AVX512BF16__)
+/* tile_fp32 for bf16 weight rows and the input rows rounded to bf16 (`halves`): 32 inputs a step, each lane
+   adding the products of one pair. */
+static inline __attribute__((always_inline)) void tile_bf16(const uint16_t *halves, int rows, int in_dim,
+                                                            const uint16_t *const *w, int columns, f16 *sums,
+                                                            BlockAhead *ahead) {
+    for (int i = 0; i < TILE_SUMS; i++) sums[i] = (f16){0};
+    for (int k = 0; k < in_dim; k += 32) {
+        fetch_ahead(ahead, columns);
+        __m512bh inputs[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; r++) {
+            inputs[r] = (__m512bh)_mm512_loadu_si512(halves + (size_t)r * in_dim + k);
+            IN_REGISTER(inputs[r]);
+        }
+#pragma GCC unroll 16
+        for (int c = 0; c < columns; c++) {
+            __m512bh weights = (__m512bh)_mm512_loadu_si512(w[c] + k);
+            IN_REGISTER(weights);
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; r++)
+                sums[r * columns + c] = (f16)_mm512_dpbf16_ps((__m512)sums[r * columns + c], inputs[r], weights);
+        }
+    }
+}
+#endif
+
+/* Weight row of output j (0..31) of block b: rows 32b.., or for SWIGLU gate rows 16b.. then up rows out_dim / 2
+   + 16b..; past the weight's end (the last block's leftover outputs), its last row, whose sums go unused. */
+static inline int weight_row(int b, int j, int out_dim, int epilogue) {
+    const int half = COLUMN_BLOCK / 2;
+    const int row = epilogue == SWIGLU ? (j < half ? half * b + j : out_dim / 2 + half * b + j - half) : 32 * b + j;
+    return row < out_dim ? row : out_dim - 1;
+}
+
+/* The sums [rows][COLUMN_BLOCK] of block b for `rows` <= ROW_BLOCK input rows, in tiles of `tile_rows` x 16 /
+   `tile_rows` outputs (x: fp32 rows, or bf16 halves for bf16 weights). */
+static inline __attribute__((always_inline)) void block_tiles(const void *x, int tile_rows, int in_dim,
+                                                              const void *weight, int bf16, int b, int out_dim,
+                                                              int epilogue, float *sums, BlockAhead *ahead) {
+    const int columns = TILE_SUMS / tile_rows, element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    for (int c0 = 0; c0 < COLUMN_BLOCK; c0 += columns) {
+        const char *w[TILE_SUMS];
+        for (int c = 0; c < columns; c++)
+            w[c] = (const char *)weight + (size_t)weight_row(b, c0 + c, out_dim, epilogue) * in_dim * element;
+        f16 lanes[TILE_SUMS];
+#if defined(__AVX512BF16__)
+        if (bf16)
+            tile_bf16((const uint16_t *)x, tile_rows, in_dim, (const uint16_t *const *)w, columns, lanes, ahead);
+        else
+#endif
+            tile_fp32((const float *)x, tile_rows, in_dim, (const float *const *)w, columns, lanes, ahead);
+        const f16 total = sum_tile_lanes(lanes);
+        for (int r = 0; r < tile_rows; r++)
+            memcpy(sums + (size_t)r * COLUMN_BLOCK + c0, (const float *)&total + r * columns, columns * sizeof(float));
+    }
+}
+
+/* project_fp32 for a weight read in place (`type` WEIGHT_FP32_ROWS or WEIGHT_BF16_ROWS), in_dim a multiple of
+   16 (fp32) or 32 (bf16), and for SWIGLU out_dim / 2 a multiple of 16 (native.py checks). */
+static void project_rows(const float *x, int rows, int in_dim, const void *weight, int type, const float *bias,
+                         int out_dim, float *out, int out_stride, int epilogue, uint16_t *halves) {
+    const int blocks = (out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK, bf16 = type == WEIGHT_BF16_ROWS;
+#if defined(__AVX512BF16__)
+    if (bf16) round_rows_to_bf16(x, rows, in_dim, halves);
+#endif
+    const size_t row_bytes = (size_t)in_dim * (bf16 ? sizeof(uint16_t) : sizeof(float));
+    const char *inputs = bf16 ? (const char *)halves : (const char *)x;
+#pragma omp for schedule(static) nowait
+    for (int b = 0; b < blocks; b++) {
+        const int j0 = b * COLUMN_BLOCK;
+        const int width = out_dim - j0 < COLUMN_BLOCK ? out_dim - j0 : COLUMN_BLOCK;
+        BlockAhead ahead = block_ahead(weight, row_bytes, b, out_dim, epilogue);
+        for (int r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
+            const int n = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
+            float sums[ROW_BLOCK][COLUMN_BLOCK];
+            /* Tiles of 4 rows while 4 are left, then of 2, then 1: constant shapes keep the sums in registers. */
+            for (int r = 0; r < n;) {
+                const char *xr = inputs + (size_t)(r0 + r) * row_bytes;
+                if (n - r >= 4) {
+                    block_tiles(xr, 4, in_dim, weight, bf16, b, out_dim, epilogue, sums[r], &ahead);
+                    r += 4;
+                } else if (n - r >= 2) {
+                    block_tiles(xr, 2, in_dim, weight, bf16, b, out_dim, epilogue, sums[r], &ahead);
+                    r += 2;
+                } else {
+                    block_tiles(xr, 1, in_dim, weight, bf16, b, out_dim, epilogue, sums[r], &ahead);
+                    r += 1;
+                }
+            }
+            store_block(&sums[0][0], COLUMN_BLOCK, n, j0, width, bias, out + (size_t)r0 * out_stride, out_stride,
+                        epilogue);
+        }
+    }
+}
+
 /* ---- Quantized projections (nanoseek/model/quantized.py has the formats and the packed layout) ----------
 
    Each input row is quantized per block of 32 inputs exactly as ggml's x86 quantize_row_q8_0 / q8_1 do it, so
@@ -719,6 +927,10 @@ static void project(const DecodeModel *m, const Workspace *w, const float *x, in
                     const void *packed, int type, const float *bias, int out_dim, float *out, int out_stride,
                     int epilogue) {
     uint32_t *buffer = w->input_pairs + (size_t)omp_get_thread_num() * w->input_pairs_per_thread;
+    if (type == WEIGHT_FP32_ROWS || type == WEIGHT_BF16_ROWS) {
+        project_rows(x, rows, in_dim, packed, type, bias, out_dim, out, out_stride, epilogue, (uint16_t *)buffer);
+        return;
+    }
     if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_1) {
         project_quantized(m, x, rows, in_dim, (const uint8_t *)packed, type, bias, out_dim, out, out_stride,
                           epilogue, buffer);
@@ -975,13 +1187,28 @@ static void embed_rows(const DecodeModel *m, const Workspace *w, int rows, const
     const int hidden = m->hidden;
 #pragma omp for schedule(static) nowait
     for (int r = 0; r < rows; r++) {
-        if (m->embed_type != WEIGHT_FP32) {
-            quantized_column((const uint8_t *)m->embed, m->embed_type, hidden, tokens[r], w->x + (size_t)r * hidden);
+        float *dst = w->x + (size_t)r * hidden;
+        if (m->embed_type == WEIGHT_FP32_ROWS) { /* the model's own [vocab, hidden] table: token t is row t */
+            memcpy(dst, (const float *)m->embed + (size_t)tokens[r] * hidden, (size_t)hidden * sizeof *dst);
             continue;
         }
-        /* An fp32 embedding is read in place, [hidden, vocab]: token t's vector is column t. */
+        if (m->embed_type == WEIGHT_BF16_ROWS) {
+            const uint16_t *row = (const uint16_t *)m->embed + (size_t)tokens[r] * hidden;
+            for (int k = 0; k < hidden; k++) dst[k] = float_from_bf16(row[k]);
+            continue;
+        }
+        /* transformer.py's column-major table, read in place as [hidden, vocab]: token t's vector is column t. */
+        if (m->embed_type == WEIGHT_BF16) {
+            const uint16_t *embed = (const uint16_t *)m->embed;
+            for (int k = 0; k < hidden; k++) dst[k] = float_from_bf16(embed[(size_t)k * m->vocab + tokens[r]]);
+            continue;
+        }
+        if (m->embed_type != WEIGHT_FP32) {
+            quantized_column((const uint8_t *)m->embed, m->embed_type, hidden, tokens[r], dst);
+            continue;
+        }
         const float *embed = (const float *)m->embed;
-        for (int k = 0; k < hidden; k++) w->x[(size_t)r * hidden + k] = embed[(size_t)k * m->vocab + tokens[r]];
+        for (int k = 0; k < hidden; k++) dst[k] = embed[(size_t)k * m->vocab + tokens[r]];
     }
 }
 

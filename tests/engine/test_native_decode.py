@@ -27,10 +27,11 @@ from native_models import (
     prefill,
 )
 
-from nanoseek.engine import Request
+from nanoseek.engine import Engine, Request
 from nanoseek.engine.kv_cache import SlotKVCache
 from nanoseek.engine.native import NativeDecoder, load_library
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.loader import load_checkpoint
 from nanoseek.model.transformer import Transformer
 
 
@@ -69,13 +70,37 @@ def random_model(shape: str) -> Transformer:
     return native_models.random_model(**SHAPES[shape])
 
 
+# Projection weights as a packed copy (the default), or read in place from the model's own (row-major) weights
+# where the widths allow it (NANOSEEK_NATIVE_IN_PLACE=1): qwen2-odd's hidden 40 and MLP width 50 do not.
+LAYOUTS = ["packed", "in-place"]
+
+
+def choose_layout(monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    monkeypatch.setenv("NANOSEEK_NATIVE_IN_PLACE", "1" if layout == "in-place" else "0")
+
+
+def check_copies(decoder: NativeDecoder, model: Transformer, shape: str, layout: str) -> None:
+    """A packed decoder copies every projection; an in-place one none, where the shape's widths suit it. Either
+    reads the embedding where the model keeps it (a bf16 one was copied to fp32)."""
+    assert decoder._model.embed == model.embed_tokens.weight.data_ptr()
+    if layout == "in-place" and shape != "qwen2-odd":
+        assert decoder.copied_weight_bytes == 0
+        for linear in (model.lm_head, model.layers[0].mlp.gate_up_proj, model.layers[1].self_attn.o_proj):
+            assert linear.weight.is_contiguous()  # now row-major: the very tensor the step reads
+    else:
+        assert decoder.copied_weight_bytes >= sum(p.numel() * p.element_size() for p in model.layers.parameters()) // 2
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scattered_slots(shape):
+def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scattered_slots(shape, layout, monkeypatch):
+    choose_layout(monkeypatch, layout)
     model = random_model(shape)
     config = model.config
     reference, native_cache = new_cache(config, torch.float32), new_cache(config, torch.float32)
     decoder = NativeDecoder.build(model, native_cache, max_batch=6)
     assert decoder is not None
+    check_copies(decoder, model, shape, layout)
     prefill(model, reference)
     prefill(model, native_cache)
     for expected, got in decode_side_by_side(model_step(model, reference), decoder.step):
@@ -93,18 +118,25 @@ def test_one_step_matches_the_model_for_sequences_at_different_positions_in_scat
         decoder.step([1] * 7, [0] * 7, list(range(7)))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("allow_amx", [True, False], ids=["amx-where-available", "avx512-bf16"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the_batch(shape, allow_amx):
+def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the_batch(
+    shape, allow_amx, layout, monkeypatch
+):
     if not load_library().nanoseek_supports_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bf16 models decode with PyTorch (next test)")
+    choose_layout(monkeypatch, layout)
     model, exact = bf16_with_exact_twin(lambda: random_model(shape))
     native_cache = new_cache(model.config, torch.bfloat16)
     decoder = NativeDecoder.build(model, native_cache, max_batch=6, allow_amx=allow_amx)
     assert decoder is not None
-    # The tile path needs projection inputs that are multiples of 32 (qwen2-odd's hidden 40 is not).
+    # The tile path needs projection inputs that are multiples of 32 (qwen2-odd's hidden 40 is not); it reads
+    # the packed layout, in place or not.
     tiles = allow_amx and shape != "qwen2-odd" and bool(load_library().nanoseek_enable_amx())
     assert decoder.kernel == ("bf16 AMX tiles" if tiles else "bf16 AVX512-BF16")
+    if not tiles:
+        check_copies(decoder, model, shape, layout)
     native_error, torch_error, mean_logit = bf16_step_errors(model, exact, decoder, native_cache, new_cache)
     # bf16 weights, inputs and cache with an fp32 residual stream: no further from fp32 than PyTorch's bf16.
     # (Measured: a mean |error| of 0.9-1.4% of the mean |logit|, a third less than PyTorch's bf16 model.)
@@ -145,11 +177,24 @@ def test_engine_decodes_natively_with_the_same_greedy_tokens_and_follows_weight_
     assert flipped_native == flipped_plain != expected[1][:12]
 
 
+def test_an_engine_reading_the_weights_in_place_decodes_the_same_greedy_tokens(
+    checkpoint, make_engine, engine_checkpoint, monkeypatch
+):
+    prompts = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2], [1, 4, 1, 4, 2, 1, 3, 5]]
+    expected = [c.token_ids for c in make_engine().generate([Request(p, greedy(24)) for p in prompts])]
+    monkeypatch.setenv("NANOSEEK_NATIVE_IN_PLACE", "1")
+    own = load_checkpoint(engine_checkpoint)  # not the shared model: the engine re-lays out its weights
+    engine = Engine(own.model, own.tokenizer)
+    try:
+        assert engine.native is not None and engine.native.copied_weight_bytes == 0
+        assert [c.token_ids for c in engine.generate([Request(p, greedy(24)) for p in prompts])] == expected
+    finally:
+        engine.shutdown()
+
+
 def test_a_bf16_engine_decodes_natively_and_batched_greedy_equals_one_at_a_time(engine_checkpoint):
     if not load_library().nanoseek_supports_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bf16 models decode with PyTorch")
-    from nanoseek.engine import Engine
-
     engine = Engine.from_checkpoint(str(engine_checkpoint), dtype="bfloat16", max_batch=8)
     try:
         assert engine.model.dtype == torch.bfloat16 and engine.native is not None
