@@ -60,8 +60,8 @@ from nanoseek.train.loop import (
     LOG_NAME,
     PLOT_NAME,
     StopOnInterrupt,
-    TrainingStopped,
     atomic_torch_save,
+    checkpoint_or_stop,
     distributed_setup,
     load_trainable_state,
     load_training_state,
@@ -442,12 +442,6 @@ def train_dpo(
                     f"{title} step {step}: held-out loss {scores['eval_loss']:.4f}, reward accuracy "
                     f"{scores['eval_reward_accuracy']:.3f}, margin {scores['eval_reward_margin']:.3f}"
                 )
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                save()
-            if interrupt.requested and step < config.steps:
-                if step % config.checkpoint_every:  # else this step's checkpoint is already saved
-                    save()
-                bar.close()
-                raise TrainingStopped(step, ckpt_path)
+            checkpoint_or_stop(step, config, interrupt, save, bar, ckpt_path)
     bar.close()
     return row or next((r for r in reversed(read_log(log_path)) if "loss" in r), {})

@@ -304,6 +304,19 @@ class TrainingStopped(KeyboardInterrupt):
         self.step, self.checkpoint = step, checkpoint
 
 
+def checkpoint_or_stop(step: int, config, interrupt: StopOnInterrupt, save, bar, ckpt_path: Path) -> None:
+    """The end of a training step: save on the checkpoint cadence and at the last step; after Ctrl-C or SIGTERM,
+    save unless this step just did, close the progress bar and stop with TrainingStopped (the run resumes there).
+    `config` is any stage config with `steps` and `checkpoint_every`."""
+    if step % config.checkpoint_every == 0 or step == config.steps:
+        save()
+    if interrupt.requested and step < config.steps:
+        if step % config.checkpoint_every:  # else this step's checkpoint is already saved
+            save()
+        bar.close()
+        raise TrainingStopped(step, ckpt_path)
+
+
 class StopOnInterrupt:
     """While active, the first Ctrl-C (SIGINT) only asks the loop to stop after the current step (so the saved
     state is one whole step, not half an optimizer update); a second Ctrl-C interrupts at once."""
@@ -483,13 +496,7 @@ def train(
                 eval_loss = evaluate(module, eval_rows, config.eval_rows, config.batch_size, config.bf16)
                 log({"step": step, "eval_loss": eval_loss})
                 bar.write(f"{title} step {step}: held-out loss {eval_loss:.4f}")
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                save_checkpoint()
-            if interrupt.requested and step < config.steps:
-                if step % config.checkpoint_every:  # else this step's checkpoint is already saved
-                    save_checkpoint()
-                bar.close()
-                raise TrainingStopped(step, ckpt_path)
+            checkpoint_or_stop(step, config, interrupt, save_checkpoint, bar, ckpt_path)
     bar.close()
     if math.isnan(train_loss):  # resumed a finished run: report what its log says
         rows = read_log(log_path)
