@@ -245,7 +245,10 @@ def chat_constraint(
                 param="tool_choice",
             )
         constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, named, "named", tokenizer))
-    elif tool_choice == "auto" and any(t.function.strict for t in tools):
+    elif tool_choice == "auto" and (response_format is None or any(t.function.strict for t in tools)):
+        # lazily, as llama.cpp does: free text until the model opens a call, then a well-formed call (vLLM leaves
+        # non-strict calls free, and a small model's then often fail to parse). A JSON response format keeps
+        # its own grammar unless a function is strict, as before.
         constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "auto", tokenizer))
     elif response_format is not None and response_format.type == "json_object":
         constraint = Constraint.json_object()

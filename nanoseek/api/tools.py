@@ -1,9 +1,12 @@
 """Tool definitions: DeepSeek's strict-mode schema check, and the grammar that forces well-formed calls.
 
 DeepSeek's strict mode (beta) accepts a subset of JSON Schema; anything outside it is a 400 that names the
-keyword and where it sits. `required` and named `tool_choice`, and `strict` functions under `auto`, are
-enforced by an xgrammar structural tag built from the chat format's tool-call text (tokenizer/output_parser.py's ToolCallFormat),
-so the arguments the model writes always parse and match the function's schema.
+keyword and where it sits. Every tool_choice but `none` is enforced by an xgrammar structural tag built from
+the chat format's tool-call text (tokenizer/output_parser.py's ToolCallFormat): `required` and named choices
+from the first token, `auto` lazily, as llama.cpp does: the model writes freely until it opens a call (the
+block opener, or the bare per-call opener a model may skip to), and from there the call is well-formed and its
+arguments follow the function's schema (strictly for `strict` functions, as far as xgrammar compiles it for
+the others), so a reply never holds a broken call.
 
     check_strict_schema(tool.function.parameters, where="tools[0].function.parameters")
     tag = tool_call_structural_tag(DEEPSEEK_TOOLS, tools, mode="required")
@@ -156,7 +159,7 @@ def tool_call_structural_tag(
     tool_format: ToolCallFormat, tools: list[Tool], mode: ToolMode, tokenizer: Tokenizer
 ) -> dict[str, Any]:
     """An xgrammar structural tag: `required`/`named` force calls right away (named: exactly one), `auto`
-    lets the model write text and constrains only what follows the tool-call trigger. Markers that are
+    lets the model write text and constrains only what follows a tool-call trigger. Markers that are
     special tokens of the checkpoint must be that one token (not their spelling in byte tokens), which keeps
     forced calls short and the same as the model was trained on."""
 
@@ -170,7 +173,7 @@ def tool_call_structural_tag(
         item = piece(text)  # tag begin/end take a plain string or a token
         return item if item["type"] == "token" else text
 
-    tags = []
+    tags, bodies = [], []
     for tool in tools:
         before, after = tool_format.call_pieces(tool.function.name)
         inner = (
@@ -178,8 +181,9 @@ def tool_call_structural_tag(
             + [{"type": "grammar", "grammar": arguments_grammar(tool)}]
             + [piece(p) for p in after[:-1]]
         )
-        content = inner[0] if len(inner) == 1 else {"type": "sequence", "elements": inner}
-        tags.append({"type": "tag", "begin": literal(before[0]), "content": content, "end": literal(after[-1])})
+        body = inner[0] if len(inner) == 1 else {"type": "sequence", "elements": inner}
+        bodies.append(body)  # a call after its opening marker: what the bare-opener trigger must be followed by
+        tags.append({"type": "tag", "begin": literal(before[0]), "content": body, "end": literal(after[-1])})
     calls = {
         "type": "tags_with_separator",
         "tags": tags,
@@ -187,33 +191,36 @@ def tool_call_structural_tag(
         "at_least_one": True,
         "stop_after_first": mode == "named",
     }
-    if mode == "auto":
+    if mode != "auto":
         if not tool_format.calls_begin:
-            fmt: dict[str, Any] = {"type": "triggered_tags", "triggers": [tool_format.trigger], "tags": tags}
-        else:
-            block = {
-                "type": "tag",
-                "begin": literal(tool_format.calls_begin),
-                "content": calls,
-                "end": literal(tool_format.calls_end),
-            }
-            opener = piece(tool_format.calls_begin)
-            if opener["type"] == "token":
-                fmt = {
-                    "type": "token_triggered_tags",
-                    "trigger_tokens": [opener["token"]],
-                    "tags": [block],
-                    "stop_after_first": True,
-                }
-            else:
-                fmt = {
-                    "type": "triggered_tags",
-                    "triggers": [tool_format.calls_begin],
-                    "tags": [block],
-                    "stop_after_first": True,
-                }
+            return {"type": "structural_tag", "format": calls}
+        elements = [piece(tool_format.calls_begin), calls, piece(tool_format.calls_end)]
+        return {"type": "structural_tag", "format": {"type": "sequence", "elements": elements}}
+
+    if not tool_format.calls_begin:  # calls stand alone (Hermes): each call is a tag its opener triggers
+        fmt: dict[str, Any] = {"type": "triggered_tags", "triggers": [tool_format.trigger], "tags": tags}
         return {"type": "structural_tag", "format": fmt}
-    if not tool_format.calls_begin:
-        return {"type": "structural_tag", "format": calls}
-    elements = [piece(tool_format.calls_begin), calls, piece(tool_format.calls_end)]
-    return {"type": "structural_tag", "format": {"type": "sequence", "elements": elements}}
+    block = {
+        "type": "tag",
+        "begin": literal(tool_format.calls_begin),
+        "content": calls,
+        "end": literal(tool_format.calls_end),
+    }
+    triggered = [(tool_format.calls_begin, block)]
+    # A model may skip the block opener and start a call (the shipped SmolLM2 adapter did, in 17 of 100 held-out
+    # requests): that marker triggers one well-formed call of any of the functions, which the output parser
+    # reads as a call without its block. xgrammar takes triggers of one kind: all tokens or all strings.
+    if piece(tool_format.call_begin)["type"] == piece(tool_format.calls_begin)["type"]:
+        bare = {
+            "type": "tag",
+            "begin": literal(tool_format.call_begin),
+            "content": bodies[0] if len(bodies) == 1 else {"type": "or", "elements": bodies},
+            "end": literal(tool_format.call_end),
+        }
+        triggered.append((tool_format.call_begin, bare))
+    if piece(tool_format.calls_begin)["type"] == "token":
+        fmt = {"type": "token_triggered_tags", "trigger_tokens": [piece(text)["token"] for text, _ in triggered]}
+    else:
+        fmt = {"type": "triggered_tags", "triggers": [text for text, _ in triggered]}
+    fmt |= {"tags": [tag for _, tag in triggered], "stop_after_first": True}
+    return {"type": "structural_tag", "format": fmt}

@@ -81,6 +81,16 @@ class ToolCallFormat:
         """The text whose appearance means the model has started calling tools."""
         return "<tool_call>" if self.name == "hermes" else TOOL_CALLS_BEGIN
 
+    @property
+    def call_begin(self) -> str:
+        """The marker that opens each call inside the block ("" where calls stand alone); a model may skip the
+        block opener and start with it."""
+        return TOOL_CALL_BEGIN if self.calls_begin else ""
+
+    @property
+    def call_end(self) -> str:
+        return TOOL_CALL_END if self.calls_begin else ""
+
 
 DEEPSEEK_TOOLS = ToolCallFormat("deepseek", TOOL_CALLS_BEGIN, TOOL_CALLS_END, "")  # V3.1, nanoseek's own
 DEEPSEEK_V3_TOOLS = ToolCallFormat("deepseek_v3", TOOL_CALLS_BEGIN, TOOL_CALLS_END, "\n")  # V2.5/V3 fenced JSON
@@ -203,7 +213,7 @@ class ToolCallParser:
         if tool_format.name == "hermes":
             self.open_markers: tuple[str, ...] = ("<tool_call>",)
         else:  # a model may skip the block opener and go straight to a call
-            self.open_markers = (TOOL_CALLS_BEGIN, TOOL_CALL_BEGIN)
+            self.open_markers = (tool_format.calls_begin, tool_format.call_begin)
 
     def feed(self, text: str) -> ParsedDelta:
         self.buffer += text

@@ -1,7 +1,8 @@
 """Tool calls through the openai SDK: required / named / auto / strict, parallel calls, streaming deltas in
 OpenAI's shape, tool results in later turns, strict-schema checks, and the Hermes (<tool_call>) format of a
 checkpoint whose chat template uses it. A random model never chooses to call a tool, so calls are forced
-by the grammar (required or named tool_choice) and the parsed calls are checked against the schemas."""
+by the grammar (required or named tool_choice) and the parsed calls are checked against the schemas; `auto`'s
+lazy grammar is checked on a random model rewired to open calls all the time (`opener_server`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import shutil
 import jsonschema
 import openai
 import pytest
+from safetensors.torch import load_file, save_file
+
+from nanoseek.tokenizer import special_tokens as st
 
 # short names and enums: a random model spells JSON almost a character per token
 WEATHER = {
@@ -249,7 +253,6 @@ def test_prefix_completion_finishes_a_tool_call_it_opened(api_server, beta_clien
     """The prefix opens a call; whatever the model writes next is that call's arguments, up to the call's end
     marker, and the response reports the whole call (parsed as the engine's raw output says)."""
     from nanoseek.engine import Request, SamplingParams
-    from nanoseek.tokenizer import special_tokens as st
 
     opened = st.TOOL_CALLS_BEGIN + st.TOOL_CALL_BEGIN + "ping" + st.TOOL_SEP + '{"loud": '
     messages = ASK + [{"role": "assistant", "content": opened, "prefix": True}]
@@ -276,3 +279,84 @@ def test_prefix_completion_finishes_a_tool_call_it_opened(api_server, beta_clien
     deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].function.name == "ping" and deltas[0].id.startswith("call_")
     assert "".join(d.function.arguments or "" for d in deltas if d.index == 0) == call.function.arguments
+
+
+# the same functions, not strict: `auto` used to leave their calls to the model alone
+LOOSE_TOOLS = [{"type": "function", "function": {**tool["function"], "strict": False}} for tool in TOOLS]
+
+
+def opener_checkpoint(source, target, marker: str):
+    """A copy of the random checkpoint rewired so that `marker` always has the top logit: every embedding gets a
+    constant component, the marker's a larger one (the embeddings are tied to the output layer). Unconstrained, it
+    writes the marker over and over, as a model that opens a call and never finishes it."""
+    from nanoseek.tokenizer.tokenizer import Tokenizer
+
+    shutil.copytree(source, target)
+    weights = load_file(target / "model.safetensors")
+    table = weights["model.embed_tokens.weight"]
+    table[:, 0] = 1.0
+    table[Tokenizer.load(target).backend.token_to_id(marker), 0] = 10.0
+    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+    return target
+
+
+@pytest.fixture(scope="module", params=["block", "bare"])
+def opener_server(request, start_server, tiny_checkpoint, tmp_path_factory):
+    """A server whose model always starts its reply with the tool-call block opener, or with the bare per-call
+    opener (the shipped SmolLM2 adapter's commonest broken call: `<｜tool▁call▁begin｜>` and then prose)."""
+    marker = st.TOOL_CALLS_BEGIN if request.param == "block" else st.TOOL_CALL_BEGIN
+    folder = tmp_path_factory.mktemp(f"opener-{request.param}")
+    return marker, start_server(model=opener_checkpoint(tiny_checkpoint, folder / "ckpt", marker))
+
+
+def test_auto_tool_calls_are_grammar_enforced_once_the_model_opens_one(opener_server):
+    """Non-strict functions under `auto`: the model's own output would be a broken call (the opener over and over);
+    served, it is well-formed calls of the given functions with schema-valid arguments, streamed or not alike."""
+    from nanoseek.engine import Request, SamplingParams
+
+    marker, server = opener_server
+    tokenizer = server.engine.tokenizer
+    prompt = tokenizer.encode(tokenizer.render_chat(ASK, tools=LOOSE_TOOLS))
+    [raw] = server.engine.generate(
+        [Request(prompt, SamplingParams(max_tokens=8, temperature=0, stop_token_ids=[tokenizer.eos_id]))]
+    )
+    assert raw.text == marker * 8  # what the model writes unconstrained
+
+    client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+    kwargs = dict(model="deepseek-chat", messages=ASK, tools=LOOSE_TOOLS, max_tokens=64, temperature=0)
+    choice = client.chat.completions.create(**kwargs).choices[0]
+    assert choice.finish_reason in ("tool_calls", "length")
+    calls = check_calls(choice.message, {"get_weather", "ping"}, cut_by_length=choice.finish_reason == "length")
+    if marker == st.TOOL_CALL_BEGIN:
+        assert len(calls) == 1 and choice.finish_reason == "tool_calls"  # a bare opener starts exactly one call
+    assert choice.message.content == ""
+
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))
+    deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
+    streamed = {}
+    for delta in deltas:
+        streamed.setdefault(delta.index, [delta.function.name, ""])[1] += delta.function.arguments or ""
+    assert streamed == {i: [call.function.name, call.function.arguments] for i, call in enumerate(calls)}
+    assert chunks[-1].choices[0].finish_reason == choice.finish_reason
+
+
+def test_auto_with_a_json_response_format_keeps_the_json_grammar(opener_server):
+    """JSON Output with non-strict tools: the JSON grammar holds as before (the reply is a JSON object, no call)."""
+    _, server = opener_server
+    client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": "The weather in Paris as json, please."}]
+    choice = client.chat.completions.create(
+        model="deepseek-chat",
+        messages=messages,
+        tools=LOOSE_TOOLS,
+        response_format={"type": "json_object"},
+        max_tokens=64,
+        temperature=0,
+    ).choices[0]
+    assert not choice.message.tool_calls
+    if choice.finish_reason == "stop":
+        assert isinstance(json.loads(choice.message.content), dict)
+    none = client.chat.completions.create(
+        model="deepseek-chat", messages=ASK, tools=LOOSE_TOOLS, tool_choice="none", max_tokens=4, temperature=0
+    ).choices[0]
+    assert none.finish_reason == "length" and not none.message.tool_calls  # `none` is unconstrained: the marker
