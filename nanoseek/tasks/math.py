@@ -264,6 +264,11 @@ def worked_solution(steps: list[Step], rng: random.Random) -> str:
     return "\n".join(lines)
 
 
+def direct_answer(steps: list[Step]) -> str:
+    """The answer with thinking off: the equations on one line, none worked place by place, nothing verified."""
+    return f"{', then '.join(step.equation() for step in steps)}. So the answer is {steps[-1].value}."
+
+
 def item_fields(problem: Problem, rng: random.Random) -> dict[str, Any]:
     _params, _question, steps = problem
     answer = str(steps[-1].value)
@@ -276,7 +281,7 @@ def item_fields(problem: Problem, rng: random.Random) -> dict[str, Any]:
                 "content": f"The answer is \\boxed{{{answer}}}.",
             }
         ],
-        "meta": {"thinking": True},
+        "meta": {"thinking": True, "direct": direct_answer(steps)},
     }
 
 

@@ -45,7 +45,21 @@ from nanoseek.train.recipe import load_recipe
 # Suites of the evaluator used for SFT; arena has no fixed answers and code/fim are built here from files.
 SFT_SUITES = ("instructions", "tools", "json", "math", "safety", "code")
 # What else an SFT mixture may count: data only training needs (see `sft_corpus`).
-SFT_EXTRAS = ("identity", "identity_posttrained", "spelling", "multi_turn", "python_qa", "fim", "self_distill")
+SFT_EXTRAS = (
+    "identity",
+    "identity_posttrained",
+    "spelling",
+    "multi_turn",
+    "python_qa",
+    "fim",
+    "self_distill",
+    "self_distill_questions",
+)
+# The mixture keys of the base's own answers (nanoseek.train.self_distill), and the source each conversation carries.
+SELF_DISTILL_SOURCES = {"self_distill": "self_distill", "self_distill_questions": "self_distill:question"}
+# How a thinking item's no-thinking copy answers (`[sft] direct_copies`): not at all, with the bare final answer
+# (the item's content, `\boxed{}` included), or with the short worked line its task writes in `meta["direct"]`.
+DIRECT_COPIES = ("none", "answer", "worked")
 
 
 @dataclass
@@ -471,17 +485,25 @@ def safety_vocabulary() -> list[tuple[list[str], list[str]]]:
     return [(tables[kind][1], values) for kind, values in SAFETY_SLOT_VALUES.items()]
 
 
-def item_conversations(item: Item, direct_copies: bool = True) -> list[Conversation]:
-    """One Item -> its SFT conversation(s): with `direct_copies`, thinking items also yield a no-thinking version
-    (answer only). A pretrained base learns from those copies to put a bare `\\boxed{}` guess on any question
-    with a number for an answer, its general knowledge included (docs/runs/2026-12-07-smol5/)."""
+def item_conversations(item: Item, direct_copies: str = "answer") -> list[Conversation]:
+    """One Item -> its SFT conversation(s): a thinking item also yields a no-thinking copy unless `direct_copies`
+    is "none". "answer" keeps only the final answer: a pretrained base learns from those copies to put a bare
+    `\\boxed{}` guess on any question with a number for an answer, its general knowledge included
+    (docs/runs/2026-12-07-smol5/). "worked" answers with the item's one-line working (`meta["direct"]`, math's
+    equations without the step-by-step thought), so thinking off still answers at once rather than thinking in the
+    reply, without teaching a bare guess."""
+    if direct_copies not in DIRECT_COPIES:
+        raise ValueError(f"direct_copies must be one of {', '.join(DIRECT_COPIES)}, not {direct_copies!r}")
     messages = list(item.messages) + list(item.ideal)
     thinking = any(m.get("reasoning_content") for m in item.ideal)
     source = f"{item.suite}/{item.kind}"
     conversations = [Conversation(messages, item.tools, thinking, source)]
-    if thinking and direct_copies:
-        direct = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
-        conversations.append(Conversation(direct, item.tools, False, source + ":direct"))
+    if not thinking or direct_copies == "none" or (direct_copies == "worked" and "direct" not in item.meta):
+        return conversations
+    direct = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
+    if direct_copies == "worked":
+        direct[-1]["content"] = item.meta["direct"]
+    conversations.append(Conversation(direct, item.tools, False, source + ":direct"))
     return conversations
 
 
@@ -509,11 +531,11 @@ def sft_corpus(
     seed: int,
     widened_share: float = 0.0,
     distilled: Sequence[Conversation] = (),
-    direct_copies: bool = True,
+    direct_copies: str = "answer",
 ) -> Corpus:
     """SFT conversations: `counts` maps a suite or extra kind (identity, spelling, multi_turn, fim) to a count;
-    `self_distill` counts from `distilled`, a pretrained base's own answers (`nanoseek.train.self_distill`);
-    `direct_copies`: see `item_conversations`.
+    `self_distill` and `self_distill_questions` count from `distilled`, a pretrained base's own answers to general
+    requests and to short questions (`nanoseek.train.self_distill`); `direct_copies`: see `item_conversations`.
 
     `widened_share` of each suite's items are drawn with the word lists widened by `training_vocabulary`. The
     default recipe keeps it at 0: at 0.5 the 4.2M-parameter model learned that a slot holds *some* word
@@ -553,12 +575,13 @@ def sft_corpus(
         corpus.conversations += python_qa(stdlib_train_files(), rng)[: counts["python_qa"]]
     if counts.get("fim", 0) > 0:
         corpus.fim = fim_examples(counts["fim"], seed)
-    corpus.conversations += list(distilled)[: counts.get("self_distill", 0)]
+    for key, source in SELF_DISTILL_SOURCES.items():
+        corpus.conversations += [c for c in distilled if c.source == source][: counts.get(key, 0)]
     rng.shuffle(corpus.conversations)
     return corpus
 
 
-def heldout_corpus(mixture: dict[str, int], n_per_suite: int, seed: int, direct_copies: bool = True) -> Corpus:
+def heldout_corpus(mixture: dict[str, int], n_per_suite: int, seed: int, direct_copies: str = "answer") -> Corpus:
     """Held-out items of the mixture's suites: only for measuring held-out loss, never trained on."""
     corpus = Corpus()
     for suite in SFT_SUITES + ("fim",):

@@ -32,11 +32,15 @@ from tqdm import tqdm
 from nanoseek.eval.backends import EngineBackend
 from nanoseek.fileio import write_text_atomic
 from nanoseek.tasks import generate, handwritten
-from nanoseek.train.data import Conversation
+from nanoseek.train.data import SELF_DISTILL_SOURCES, Conversation
 
 # Where the base stage records the answers, in its folder (`<out>/base/`).
 RECORDS_FILE = "self_distill.jsonl"
 TOPICS_FILE = Path(__file__).resolve().parents[1] / "tasks" / "data" / "general_topics.txt"
+# Short factual questions (a name, word or number for an answer), the shape the knowledge evaluation asks in: the
+# long-form requests alone left the adapter answering "What is the capital city of Canada?" with "New York City"
+# (docs/runs/2026-12-07-smol5/).
+QUESTIONS_FILE = TOPICS_FILE.with_name("short_questions.txt")
 # The shapes of request a general assistant gets; {topic} is filled from TOPICS_FILE.
 REQUEST_SHAPES = (
     "Explain {topic} in simple terms.",
@@ -67,20 +71,33 @@ def evaluated_word_runs() -> set[tuple[str, ...]]:
     return set().union(*(word_runs(p) for p in prompts))
 
 
-def topics() -> list[str]:
-    lines = TOPICS_FILE.read_text(encoding="utf-8").splitlines()
+def data_lines(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-def general_requests(n: int, seed: int) -> list[str]:
-    """`n` distinct requests (topic x shape), in a seeded order, none resembling an evaluated question."""
-    candidates = [shape.format(topic=topic) for topic in topics() for shape in REQUEST_SHAPES]
+def topics() -> list[str]:
+    return data_lines(TOPICS_FILE)
+
+
+def seeded_requests(candidates: list[str], n: int, seed: int, what: str) -> list[str]:
+    """`n` of `candidates` in a seeded order, none sharing four words with an evaluated question."""
     evaluated = evaluated_word_runs()
     candidates = [c for c in candidates if not word_runs(c) & evaluated]
     random.Random(f"self-distill:{seed}").shuffle(candidates)
     if n > len(candidates):
-        raise ValueError(f"asked for {n} self-distillation requests; only {len(candidates)} exist")
+        raise ValueError(f"asked for {n} self-distillation {what}; only {len(candidates)} exist")
     return candidates[:n]
+
+
+def general_requests(n: int, seed: int) -> list[str]:
+    """`n` distinct requests (topic x shape), in a seeded order, none resembling an evaluated question."""
+    return seeded_requests([shape.format(topic=t) for t in topics() for shape in REQUEST_SHAPES], n, seed, "requests")
+
+
+def short_questions(n: int, seed: int) -> list[str]:
+    """`n` of the short factual questions, in a seeded order, none resembling an evaluated question."""
+    return seeded_requests(data_lines(QUESTIONS_FILE), n, seed, "questions") if n else []
 
 
 def read_records(path: Path) -> list[dict]:
@@ -89,8 +106,9 @@ def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def distill(model: str, requests: list[str], path: Path, max_tokens: int) -> None:
-    """The base `model`'s greedy answer to each request, one JSON line each in `path` (prompt, reply, finish).
+def distill(model: str, requests: list[str], path: Path, max_tokens: int, kind: str = "request") -> None:
+    """The base `model`'s greedy answer to each request, one JSON line each in `path` (prompt, reply, finish, and
+    the kind of request: "request" or "question"; records from before kinds existed are requests).
 
     Resumable: requests already recorded are skipped, and each batch rewrites the file atomically, so a kill
     loses at most the batch in flight."""
@@ -105,9 +123,9 @@ def distill(model: str, requests: list[str], path: Path, max_tokens: int) -> Non
 
         def answer(request: str) -> dict:
             reply = backend.chat([{"role": "user", "content": request}], max_tokens=max_tokens, temperature=0.0)[0]
-            return {"prompt": request, "reply": reply.content, "finish": reply.finish_reason}
+            return {"prompt": request, "reply": reply.content, "finish": reply.finish_reason, "kind": kind}
 
-        with tqdm(total=len(requests), initial=len(done), desc="self-distill", unit="reply") as bar:
+        with tqdm(total=len(todo), desc=f"self-distill {kind}s", unit="reply") as bar:
             with ThreadPoolExecutor(max_workers=BATCH) as pool:
                 for start in range(0, len(todo), BATCH):
                     records += pool.map(answer, todo[start : start + BATCH])
@@ -134,11 +152,14 @@ def usable_reply(reply: str, finish: str) -> str | None:
 
 
 def read_distilled(path: Path) -> list[Conversation]:
-    """The recorded answers as SFT conversations (see `usable_reply` for what is trimmed and left out)."""
+    """The recorded answers as SFT conversations, sourced "self_distill" (general requests) or
+    "self_distill:question" (short questions); see `usable_reply` for what is trimmed and left out."""
     conversations = []
     for record in read_records(path):
         reply = usable_reply(record["reply"], record["finish"])
         if reply is not None:
             messages = [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": reply}]
-            conversations.append(Conversation(messages, source="self_distill"))
+            key = "self_distill_questions" if record.get("kind") == "question" else "self_distill"
+            source = SELF_DISTILL_SOURCES[key]
+            conversations.append(Conversation(messages, source=source))
     return conversations

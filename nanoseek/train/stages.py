@@ -117,12 +117,19 @@ def base_stage(recipe: dict[str, Any], out: Path) -> None:
         )
     distill = recipe["base"].get("self_distill")
     if distill:  # the base's own answers, for SFT to keep its behaviour (nanoseek.train.self_distill says why)
-        started = time.perf_counter()
         path = out / "base" / self_distill.RECORDS_FILE
         requests = self_distill.general_requests(distill["requests"], recipe["seed"])
+        questions = self_distill.short_questions(distill.get("questions", 0), recipe["seed"])
         self_distill.distill(recipe["base"]["model"], requests, path, max_tokens=distill["max_tokens"])
-        kept = len(self_distill.read_distilled(path))
-        print(f"base: {kept} of {len(requests)} self-distilled answers kept -> {path}")
+        self_distill.distill(
+            recipe["base"]["model"], questions, path, max_tokens=distill["max_tokens"], kind="question"
+        )
+        kept = self_distill.read_distilled(path)
+        print(
+            f"base: self-distilled answers kept: {sum(c.source == 'self_distill' for c in kept)} of {len(requests)} "
+            f"general requests and {sum(c.source != 'self_distill' for c in kept)} of {len(questions)} short "
+            f"questions -> {path}"
+        )
 
 
 def load_tokenizer(out: Path) -> Tokenizer:
@@ -150,12 +157,14 @@ def build_rows(stage: str, recipe: dict[str, Any], tokenizer: Tokenizer, out: Pa
         eval_documents = data.corpus_documents(heldout, tokenizer, pretraining=True, seed=seed)
         return pack_stream(documents, seq_len), pack_stream(eval_documents, seq_len)
     distilled = self_distill.read_distilled(out / "base" / self_distill.RECORDS_FILE)
-    if settings["mixture"].get("self_distill", 0) > len(distilled):
-        raise FileNotFoundError(
-            f"{stage}'s mixture asks for {settings['mixture']['self_distill']} self-distilled answers; "
-            f"{out / 'base' / self_distill.RECORDS_FILE} holds {len(distilled)}: run the base stage with [base] self_distill"
-        )
-    direct_copies = settings.get("direct_copies", True)
+    for key, source in data.SELF_DISTILL_SOURCES.items():
+        held = sum(c.source == source for c in distilled)
+        if settings["mixture"].get(key, 0) > held:
+            raise FileNotFoundError(
+                f"{stage}'s mixture asks for {settings['mixture'][key]} {key} answers; "
+                f"{out / 'base' / self_distill.RECORDS_FILE} holds {held}: run the base stage with [base] self_distill"
+            )
+    direct_copies = settings.get("direct_copies", "answer")
     corpus = data.sft_corpus(settings["mixture"], seed, settings.get("widened_share", 0.0), distilled, direct_copies)
     documents = data.corpus_documents(corpus, tokenizer, pretraining=False, seed=seed)
     heldout = data.heldout_corpus(settings["mixture"], SFT_EVAL_ITEMS_PER_SUITE, seed, direct_copies)

@@ -5,6 +5,7 @@ nice -n 10 python3 -m pytest tests/train/test_train_data.py -x -q
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,10 @@ def tokenizer(tiny_data: Path):
 
 def user_texts(corpus: data.Corpus) -> set[str]:
     return {m["content"] for c in corpus.conversations for m in c.messages if m["role"] == "user"}
+
+
+def first_user(conversation: data.Conversation) -> str:
+    return next(m["content"] for m in conversation.messages if m["role"] == "user")
 
 
 def test_same_seed_same_data_other_seed_other_data(sft: data.Corpus):
@@ -83,9 +88,19 @@ def test_thinking_items_train_a_no_thinking_copy_only_when_asked(sft: data.Corpu
     thinking = [c for c in sft.conversations if c.thinking and c.source.startswith("math/")]
     assert len(direct) == len(thinking) and not any(c.thinking for c in direct)
     assert all("reasoning_content" not in m for c in direct for m in c.messages)
-    without = data.sft_corpus(COUNTS, seed=7, direct_copies=False)
+    without = data.sft_corpus(COUNTS, seed=7, direct_copies="none")
     assert not [c for c in without.conversations if c.source.endswith(":direct")]
     assert user_texts(without) == user_texts(sft)  # the same items, each once
+    worked = data.sft_corpus(COUNTS, seed=7, direct_copies="worked").conversations
+    worked = [c for c in worked if c.source.endswith(":direct")]
+    assert len(worked) == len(direct)
+    boxed = {first_user(c): re.search(r"\\boxed\{(.+?)\}", c.messages[-1]["content"]).group(1) for c in direct}
+    for conversation in worked:  # the equations on one line and the same answer: no box, no step-by-step thought
+        answer = conversation.messages[-1]["content"]
+        assert "\\boxed" not in answer and "\n" not in answer and " = " in answer, answer
+        assert answer.endswith(f"So the answer is {boxed[first_user(conversation)]}."), answer
+    with pytest.raises(ValueError, match="direct_copies"):
+        data.sft_corpus(COUNTS, seed=7, direct_copies=True)
 
 
 def test_sft_never_contains_held_out_items(sft: data.Corpus):
@@ -133,14 +148,15 @@ def test_no_knowledge_question_is_in_the_smol_recipes_sft_data_or_self_distillat
 
     recipe = load_recipe("smol")
     sft_settings = stage_settings(recipe, "sft")
-    mixture = {kind: count for kind, count in sft_settings["mixture"].items() if kind != "self_distill"}
+    mixture = {kind: count for kind, count in sft_settings["mixture"].items() if kind not in data.SELF_DISTILL_SOURCES}
     corpus = data.sft_corpus(
         mixture,
         stage_seed(recipe, "sft"),
         sft_settings.get("widened_share", 0.0),
-        direct_copies=sft_settings.get("direct_copies", True),
+        direct_copies=sft_settings.get("direct_copies", "answer"),
     )
     requests = [shape.format(topic=topic) for topic in self_distill.topics() for shape in self_distill.REQUEST_SHAPES]
+    requests += self_distill.data_lines(self_distill.QUESTIONS_FILE)
     assert set(self_distill.general_requests(recipe["base"]["self_distill"]["requests"], recipe["seed"])) <= set(
         requests
     )
