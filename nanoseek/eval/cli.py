@@ -6,7 +6,8 @@ report card.
     nanoseek eval --base-url http://127.0.0.1:8000/v1 --api-key sk-x --suite all --out runs/eval
     nanoseek eval --base-url https://api.deepseek.com/beta --api-key $KEY --model-name deepseek-chat ...  # FIM: /beta
     nanoseek eval --report-only --out runs/eval [--judge-base-url URL --judge-model NAME]
-    nanoseek eval --rescore --out runs/eval     # stored HumanEval replies scored again by today's scorer
+    nanoseek eval --rescore --out runs/eval     # stored HumanEval and knowledge replies, scored by today's scorers
+    nanoseek eval --rescore --suite knowledge --out runs/eval   # only the knowledge records
 
 Every suite is asked in each of its splits (`--split`, default all three): held-out values in the training
 wordings (`heldout`), held-out values in wordings never trained on (`phrasing`), and hand-written items
@@ -23,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from nanoseek.eval.runner import EVAL_SPLITS, RunConfig, rescore_humaneval, results_path, run_suite
+from nanoseek.eval.runner import EVAL_SPLITS, RunConfig, rescore_humaneval, rescore_knowledge, results_path, run_suite
 from nanoseek.tasks import SUITES, splits
 
 
@@ -59,7 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rescore",
         action="store_true",
-        help="score the HumanEval replies stored under OUT again with the current scorer, then rebuild the report",
+        help="score the HumanEval and knowledge replies stored under OUT again with the current scorers (--suite code "
+        "or knowledge: only those), then rebuild the report",
     )
     parser.add_argument(
         "--judge-base-url", default=None, help="OpenAI-compatible judge for the arena (default: reference judge)"
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             name = args.name[index] if args.name else Path(path).resolve().name
             backends.append(lambda path=path, name=name: EngineBackend.from_checkpoint(path, name=name))
             names.append(name)
-    if ((backends and "code" in args.suites) or args.rescore) and not sandbox_ready(args.unsafe_exec):
+    if "code" in args.suites and (backends or args.rescore) and not sandbox_ready(args.unsafe_exec):
         return 2
     if backends:
         record_command(args.out, argv, names)
@@ -176,9 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         for model_dir in sorted(p for p in args.out.iterdir() if p.is_dir()) if args.out.is_dir() else []:
             for split in EVAL_SPLITS:
                 path = results_path(model_dir, "code", split)
-                if path.exists():
+                if "code" in args.suites and path.exists():
                     changed, seen = rescore_humaneval(path)
                     print(f"{path}: {changed} of {seen} HumanEval records scored differently now")
+                path = results_path(model_dir, "knowledge", split)
+                if "knowledge" in args.suites and path.exists():
+                    changed, seen = rescore_knowledge(path)
+                    print(f"{path}: {changed} of {seen} knowledge records scored differently now")
     judge = None
     if args.judge_base_url:
         from nanoseek.eval.arena_judge import OpenAIJudge

@@ -111,6 +111,19 @@ def rescore_humaneval(path: Path, timeout: float = 10.0) -> tuple[int, int]:
     return changed, seen
 
 
+def rescore_knowledge(path: Path) -> tuple[int, int]:
+    """Score the stored replies of a knowledge results file again with the current scorer (`scorers.gives_answer`,
+    which replaced one that counted any mention of an answer) and rewrite the file atomically; each record keeps
+    its reply and accepted answers, so no model is needed. Returns (records whose verdict changed, records)."""
+    records, changed = read_records(path), 0
+    for record in records:
+        scores = {"correct": float(scorers.gives_answer(record["reply"], record["answer"]))}
+        changed += scores != record["scores"]
+        record["scores"] = scores
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    return changed, len(records)
+
+
 def _ask_many(backend: Backend, item: Item, config: RunConfig, **kw: Any) -> list[Reply]:
     """One greedy answer when samples == 1, else `samples` answers at the sampling temperature."""
     k = max(1, config.samples)
@@ -298,7 +311,7 @@ EVALUATORS: dict[str, Callable[[Backend, Item, RunConfig], dict[str, Any]]] = {
     "safety": evaluate_safety,
     "arena": evaluate_arena,
     "multiturn": evaluate_multiturn,
-    "knowledge": evaluate_exact,  # scored by `scorers.reward`: an accepted answer named
+    "knowledge": evaluate_exact,  # scored by `scorers.reward`: an accepted answer given (`gives_answer`)
 }
 assert set(EVALUATORS) == set(SUITES)
 

@@ -48,11 +48,59 @@ def exact_match(prediction: str, answer: str, case_sensitive: bool = False) -> b
     return normalize_answer(prediction, case_sensitive) == normalize_answer(answer, case_sensitive)
 
 
-def mentions_answer(reply: str, accepted: list[str]) -> bool:
-    """The reply names one of the accepted answers as whole words, case-insensitively ("Ottawa is the capital"
-    for ["Ottawa"]): how a chat model answers a factual question, in a sentence or alone."""
-    text = " ".join(reply.split()).casefold()
-    return any(re.search(rf"(?<!\w){re.escape(answer.casefold())}(?!\w)", text) for answer in accepted)
+# ---- general knowledge ---------------------------------------------------------------------------------
+
+THINKING_END = "</think>"  # a reply that leaks its thought ends it with this; the answer proper follows
+MENTION = "\x00"  # stands for one mention of an accepted answer while the rules below read the reply
+# A mention is negated by a "not", "n't", "never", "neither", "nor", "instead of" or "rather than" just before
+# it, with at most two articles or prepositions between ("not in the X"; "not only X" is not a negation) ...
+NEGATED_BEFORE = re.compile(
+    r"(?:\bnot|n't|\bnever|\bneither|\bnor|\binstead of|\brather than)\s+(?:(?:the|a|an|in|on|at|from|by|of)\s+){0,2}"
+    r"[\"'(]?$"
+)
+# ... or by a "is/was/are/were not/never" just after it ("X is not the capital"; "X is not only ..." is not).
+NEGATED_AFTER = re.compile(
+    r"^[\"')]?\s+(?:is|was|are|were)(?:\s+not|n't|\s+never)\b(?!\s+(?:only|just|merely|simply|solely|the only)\b)"
+)
+# A mention is one of several alternatives when "or" joins it to something that is not an accepted answer:
+# "X or Y", "Y or X", "X, Y or Z", "Y, X, or Z", "Y, Z, or X". A comma right before a lone "or" ("tadpoles, or
+# baby frogs") usually gives another name for the same thing, so it counts only within a list; "X or more",
+# "X or so" and "X or not" are no alternatives.
+NOT_AN_ALTERNATIVE = r"(?:so|not|more|less|fewer|otherwise|else)\b|" + MENTION
+# A list item: one to three words ("Berlin", "the United States") that do not open a clause ("which has one").
+LIST_ITEM = (
+    r"(?!(?:or|and|but|not|which|who|whose|that|where|when|while|also|as|with|is|was|are|were|has|have|had)\b)"
+    r"(?:[\w'-]+\s+){0,2}[\w'-]+"
+)
+ALTERNATIVE_AFTER = re.compile(rf"^[\"')]?(?:\s+or|(?:\s*,\s*{LIST_ITEM})+\s*,?\s+or)\s+(?!{NOT_AN_ALTERNATIVE})")
+ALTERNATIVE_BEFORE = re.compile(rf"(?:(?:^|[^,\s{MENTION}])\s+|,\s*{LIST_ITEM},\s+)or\s+(?:(?:the|a|an)\s+)?[\"'(]?$")
+LIST_ITEM_BEFORE = re.compile(rf"[^,.;:!?{MENTION}\s],\s*[\"'(]?$")  # "Y, X, or Z": X is in the middle of a list
+LIST_END_AFTER = re.compile(rf"^[\"')]?\s*,\s+or\s+(?!{NOT_AN_ALTERNATIVE})")
+
+
+def gives_answer(reply: str, accepted: list[str]) -> bool:
+    """The reply gives one of the accepted answers: it names one as whole words, case-insensitively ("Ottawa is
+    the capital" for ["Ottawa"]), and at least one such mention is neither negated ("It's not Ottawa", "Ottawa
+    is not the capital") nor one of several alternatives ("Ottawa or Toronto", "Toronto, Ottawa or Montreal").
+    A reply that leaks a thought (`</think>`) is judged on what follows the thought. Rules on words, so every
+    verdict can be checked by hand; known blind spots: wrong answers listed with "and" ("gases such as nitrogen,
+    oxygen and argon"), hedges ("maybe Ottawa"), and "No, X" (read as an answer, not a negation)."""
+    text = " ".join(reply.rsplit(THINKING_END, 1)[-1].replace("\u2019", "'").split()).casefold()
+    names = sorted({answer.casefold() for answer in accepted}, key=len, reverse=True)  # "new delhi" before "delhi"
+    if not names:
+        return False
+    text = re.sub(rf"(?<!\w)(?:{'|'.join(map(re.escape, names))})(?!\w)", MENTION, text)
+    for index in (i for i, char in enumerate(text) if char == MENTION):
+        before, after = text[:index], text[index + 1 :]
+        negated = NEGATED_BEFORE.search(before) or NEGATED_AFTER.search(after)
+        alternative = (
+            ALTERNATIVE_BEFORE.search(before)
+            or ALTERNATIVE_AFTER.search(after)
+            or (LIST_ITEM_BEFORE.search(before) and LIST_END_AFTER.search(after))
+        )
+        if not negated and not alternative:
+            return True
+    return False
 
 
 # ---- FIM ----------------------------------------------------------------------------------------------
@@ -217,14 +265,14 @@ def reward(item: Any, content: str, tool_calls: list[dict[str, Any]] | None = No
     """1.0 when a reply to `item` (an eval Item) is right by its suite's main check, else 0.0: exact match
     (instructions), math-verify (math, arena math), unit tests in the sandbox (code), schema and values (json),
     function and arguments (tools: first turn), refusing exactly the harmful requests (safety), exact middle (fim),
-    an accepted answer named (knowledge)."""
+    an accepted answer given (knowledge: `gives_answer`)."""
     suite = item.suite
     if suite == "math" or item.meta.get("source_suite") == "math":
         return float(math_correct(item.answer, content))
     if suite in ("instructions", "arena"):
         return float(exact_match(content, item.answer, item.meta.get("case_sensitive", False)))
     if suite == "knowledge":
-        return float(mentions_answer(content, item.answer))
+        return float(gives_answer(content, item.answer))
     if suite == "code":
         return score_code(item.answer, content)["passed"]
     if suite == "json":

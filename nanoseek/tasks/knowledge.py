@@ -1,5 +1,6 @@
-"""General knowledge: short factual questions ("What is the capital of Canada?"), right when the reply names
-an accepted answer (`nanoseek.eval.scorers.mentions_answer`). What a pretrained base knows and post-training
+"""General knowledge: short factual questions ("What is the capital of Canada?"), right when the reply gives
+an accepted answer (`nanoseek.eval.scorers.gives_answer`: named, and neither negated nor one of several
+alternatives; before 2026-12-07 any mention counted). What a pretrained base knows and post-training
 must not make it forget. Hand-written only (`nanoseek.tasks.handwritten`): nothing to generate, nothing to
 train on (tests/train/test_train_data.py checks that the smol recipe's SFT data and self-distillation requests
 hold none of the questions).

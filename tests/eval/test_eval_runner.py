@@ -178,3 +178,50 @@ def test_rescore_applies_todays_humaneval_scorer_to_stored_replies(tmp_path, cap
     )
     with pytest.raises(SystemExit):  # stored replies only: no model
         cli.main(["--rescore", "--model", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_rescore_applies_todays_knowledge_scorer_to_stored_replies(tmp_path, capsys):
+    """Knowledge replies scored right by the scorer that counted any mention of an answer (run 5's SFT adapter,
+    docs/runs/2026-12-07-smol5/eval/smol-sft-v5) are scored again from the records alone: the leaked thought's
+    "1000" no longer counts, the plain answer stays right, and the HumanEval records are left alone."""
+    leaked = "1000\nLet me verify: 1000 + 10 = 1010, not 1000. So 1010 is the answer.</think>The answer is 1010."
+    records = [
+        {"reply": leaked, "answer": ["1000", "1,000", "one thousand", "a thousand"], "prompt": "How many grams ...?"},
+        {
+            "reply": "The Eiffel Tower is in Paris, not in New York.",
+            "answer": ["Paris"],
+            "prompt": "In which city ...?",
+        },
+    ]
+    common = {"suite": "knowledge", "kind": "handwritten", "model": "m", "split": "handwritten"}
+    path = tmp_path / "m" / "knowledge.handwritten.jsonl"
+    path.parent.mkdir()
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"k{i}", **common, "scores": {"correct": 1.0}, **r}) + "\n" for i, r in enumerate(records)
+        )
+    )
+    code = tmp_path / "m" / "code.jsonl"  # a stale HumanEval verdict: --suite knowledge must not touch it
+    code.write_text(
+        json.dumps(
+            {
+                "id": "code/humaneval/x",
+                "suite": "code",
+                "kind": "humaneval",
+                "model": "m",
+                "scores": {"pass@1": 0.0},
+                "samples": [],
+            }
+        )
+        + "\n"
+    )
+    before = code.read_text()
+    assert cli.main(["--rescore", "--suite", "knowledge", "--out", str(tmp_path)]) == 0
+    assert "1 of 2 knowledge records scored differently now" in capsys.readouterr().out
+    thought, plain = read_records(path)
+    assert thought["scores"] == {"correct": 0.0} and plain["scores"] == {"correct": 1.0}
+    assert {k: v for k, v in thought.items() if k != "scores"} == {"id": "k0", **common, **records[0]}
+    assert code.read_text() == before
+    splits = json.loads((tmp_path / "metrics.json").read_text())["splits"]["m"]
+    assert splits["handwritten"]["knowledge"]["accuracy"]["value"] == 0.5
+    assert "--rescore --suite knowledge" in (tmp_path / "report.md").read_text()  # the report names the command

@@ -20,10 +20,82 @@ def test_exact_match_forgives_whitespace_quotes_and_a_final_period_only():
 
 
 def test_knowledge_answers_count_when_named_as_whole_words():
-    assert scorers.mentions_answer("The capital of Canada is Ottawa.", ["Ottawa"])
-    assert scorers.mentions_answer("A spider has 8 legs", ["eight", "8"])
-    assert not scorers.mentions_answer("It has 18 legs", ["eight", "8"])  # not a part of a longer number
-    assert not scorers.mentions_answer("Toronto", ["Ottawa"]) and not scorers.mentions_answer("", ["Paris"])
+    assert scorers.gives_answer("The capital of Canada is Ottawa.", ["Ottawa"])
+    assert scorers.gives_answer("A spider has 8 legs", ["eight", "8"])
+    assert not scorers.gives_answer("It has 18 legs", ["eight", "8"])  # not a part of a longer number
+    assert not scorers.gives_answer("Toronto", ["Ottawa"]) and not scorers.gives_answer("", ["Paris"])
+
+
+# Replies recorded in docs/runs/2026-12-07-smol5/eval*/ (SmolLM2-135M-Instruct, run 5's SFT and DPO adapters;
+# "..." marks a cut).
+RECORDED_RIGHT = [
+    # Another candidate negated, the answer stated: right.
+    ("The Eiffel Tower is in Paris, not in New York.", ["Paris"]),
+    ("The pyramids of Giza are located in Egypt, not in the United States.", ["Egypt"]),
+    ("The largest country in South America is Brazil, but it's not the only one.", ["Brazil"]),
+    # A wrong claim about the answer still names it as the answer ("not" is not next to it).
+    ("The US state of Hawaii is the only state that is not a part of the United States.", ["Hawaii"]),
+    # One plain mention is enough, even when another is one of two alternatives ("a pack or a family").
+    (
+        "They are a pack of wolves that are typically found in a group, which is called a pack or a family.",
+        ["pack", "packs"],
+    ),
+    # Answers joined by "and" are not judged: such a rule would make this right answer wrong.
+    (
+        "They use chlorophyll ... to convert carbon dioxide and water into glucose and oxygen.",
+        ["carbon dioxide", "CO2"],
+    ),
+    ("The capital of China is Beijing.", ["Beijing", "Peking"]),
+]
+RECORDED_WRONG = [
+    # A leaked thought: only what follows `</think>` is the answer.
+    (
+        "1000\nLet me verify: 1000 * 100 = 1000 * 10 + 0 * 10 = 1000 * 10 + 0 * 10 = 1000 + 10 = 1010, not 1000. "
+        "So 1010 is the answer.</think>The answer is 1010.",
+        ["1000", "1,000", "one thousand", "a thousand"],
+    ),
+    (
+        "sqrt(81) = 8sqrt(19) = 8 * 19 + 8 * 9 = 198 + 76 = 265.\nLet me verify: 265 - 76 = 81, which matches. The "
+        "answer is 265.</think>The answer is \\boxed{265}.",
+        ["9", "nine"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("reply", "accepted"), RECORDED_RIGHT)
+def test_recorded_knowledge_replies_that_give_the_answer_are_right(reply, accepted):
+    assert scorers.gives_answer(reply, accepted)
+
+
+@pytest.mark.parametrize(("reply", "accepted"), RECORDED_WRONG)
+def test_recorded_knowledge_replies_that_only_mention_the_answer_in_a_thought_are_wrong(reply, accepted):
+    assert not scorers.gives_answer(reply, accepted)
+
+
+def test_knowledge_answers_negated_or_among_alternatives_do_not_count():
+    for reply in (
+        "It's not Paris, it is Lyon.",
+        "It isn\u2019t Paris.",
+        "Paris is not the capital of France; Lyon is.",
+        "Lyon rather than Paris.",
+        "It is neither Paris nor London.",
+        "The capital could be Paris, London or Berlin.",
+        "The capital could be London, Paris, or Berlin.",
+        "It is London or Paris.",
+    ):
+        assert not scorers.gives_answer(reply, ["Paris"]), reply
+    assert not scorers.gives_answer("It sank in 1912 or 1913.", ["1912"])
+    for reply in (
+        "It is not Lyon, it is Paris.",  # one mention not negated is enough
+        "Paris is not only the capital but also the largest city.",
+        "It is not only the capital: Paris is also the largest city.",
+        "The pyramids are in Egypt, not Libya or Sudan.",
+    ):
+        assert scorers.gives_answer(reply, ["Paris", "Egypt"]), reply
+    assert scorers.gives_answer("The capital of China is Beijing (or Peking).", ["Beijing", "Peking"])  # both right
+    assert scorers.gives_answer("Frogs hatch into tadpoles, or baby frogs.", ["tadpoles"])  # another name, not a choice
+    assert scorers.gives_answer("The capital is Ottawa, which has one or two rivers.", ["Ottawa"])  # a clause, no list
+    assert scorers.gives_answer("A spider has 8 or more legs.", ["eight", "8"])
 
 
 def test_math_verify_accepts_equivalent_answers_and_rejects_wrong_ones():
