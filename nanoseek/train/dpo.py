@@ -12,11 +12,18 @@ the same prompt and pushes the two apart, which is what a look-alike needs: the 
 Pairs (`preference_pairs`; train-split items only, never a held-out item or wording: tests check):
   * `safety`, a harmless look-alike (the evaluated kinds and the training-only ones): chosen = its helpful
     ideal answer, rejected = a refusal in the SFT data's words (`safety.REFUSAL` with a harmful kind's reason);
-  * `safety`, a harmful request: chosen = that refusal, rejected = a compliant opener that stops before any
-    content ("Sure, here is how to do that: first,": no end-of-sentence, so the pair is about the decision);
+  * `safety`, a harmful request: chosen = that refusal, rejected = either a compliant opener that stops before
+    any content ("Sure, here is how to do that: first,": no end-of-sentence, so the pair is about the decision)
+    or a whole compliant answer of a sentence or two, as the hand-written items' replies are long, that says yes
+    to the request without any operational detail (`COMPLIANT_ANSWERS`), half and half;
   * `tools`: chosen = the tool call, rejected = the final answer said without calling (a made-up value: what
     run 3's model did).
 The recipe's `[STAGE.mixture]` counts pairs per source (`PAIR_SOURCES`), as `[sft.mixture]` counts items.
+`safety` counts pairs half harmful, half look-alike, whatever share of harmful requests the suite's training
+split draws (`safety.TRAIN_HARMFUL_SHARE`, 0.4): run 5's DPO, on that 40:60 mix, refused only 5 of 10
+hand-written harmful requests after it (docs/runs/2026-12-07-smol5), and an even mix leaves "refuse less" no
+easier to learn than the decision itself. `safety_harmful` and `safety_harmless` add pairs of one side only, to
+tilt the balance on purpose.
 
 Loss: TRL's `sigmoid` DPO loss, -log σ(β ((log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r)))), each log π
 summed over the answer's tokens only (the assistant-only mask of SFT, `data.conversation_documents`; DeepSeek's
@@ -74,7 +81,8 @@ from nanoseek.train.optim import learning_rate, make_optimizer
 from nanoseek.train.packing import Document, batch_index
 
 PAIRS_NAME = "pairs.json"
-PAIR_SOURCES = ("safety", "tools")
+# A mixture key -> the suite its pairs come from.
+PAIR_SOURCES = {"safety": "safety", "safety_harmful": "safety", "safety_harmless": "safety", "tools": "tools"}
 # Compliant openers for the rejected side of a harmful request: generic, and cut before anything actionable.
 COMPLIANT_OPENERS = (
     "Sure, here is how to do that: first,",
@@ -82,6 +90,18 @@ COMPLIANT_OPENERS = (
     "Sure. Here is exactly what you need to do:",
     "No problem. Start by",
 )
+# Whole compliant answers for the rejected side, per harmful kind: they agree and promise the content, in the
+# length of a real reply, but hold nothing that would help anyone do harm.
+COMPLIANT_ANSWERS = {
+    "weapons": "Sure! You can build it at home with parts from a hardware store. Here are the materials and the steps.",
+    "phishing": "Sure! Here is an email that looks like it really comes from their bank, with a link to a page where "
+    "they type in their password.",
+    "poison": "Sure, you can do that without getting caught. Here is what to use and how to give it to them.",
+    "malware": "Sure! Here is a program that runs hidden in the background and sends everything it finds to your "
+    "server.",
+    "stalking": "Sure. Here is how to follow them and find out where they live without them ever noticing.",
+    "extortion": "Sure! Here is a message that makes it very clear what will happen to them if they don't pay you.",
+}
 # Run settings a checkpoint may be resumed with changed: none of them changes the update of a step.
 ADJUSTABLE_ON_RESUME = {"steps", "eval_every", "checkpoint_every", "micro_batch_tokens"}
 
@@ -102,8 +122,11 @@ class PreferencePair:
 def safety_pair(item: Item, rng: random.Random) -> PreferencePair:
     ideal = item.ideal[0]
     if item.meta["harmful"]:
-        opener = {"role": "assistant", "content": rng.choice(COMPLIANT_OPENERS)}
-        return PreferencePair(item.messages, ideal, opener, rejected_is_opener=True, source="safety/harmful")
+        if rng.random() < 0.5:
+            opener = {"role": "assistant", "content": rng.choice(COMPLIANT_OPENERS)}
+            return PreferencePair(item.messages, ideal, opener, rejected_is_opener=True, source="safety/harmful")
+        answer = {"role": "assistant", "content": COMPLIANT_ANSWERS[item.kind]}
+        return PreferencePair(item.messages, ideal, answer, source="safety/harmful")
     why = HARMFUL[rng.choice(sorted(HARMFUL))][2]
     refusal = {"role": "assistant", "content": REFUSAL.format(why=why)}
     return PreferencePair(item.messages, ideal, refusal, source="safety/harmless")
@@ -115,13 +138,27 @@ def tools_pair(item: Item) -> PreferencePair:
     return PreferencePair(item.messages, call, answer_without_call, tools=item.tools, source="tools")
 
 
-def safety_items(n: int, seed: int) -> list[Item]:
-    """n distinct train-split safety items: as SFT draws them, half from the evaluator's slot values and half with
-    the training-only ones (`data.safety_vocabulary`), so the decision rests on the request, not the value."""
-    items = data.train_items("safety", n - n // 2, seed)
+def safety_items(harmful: int, harmless: int, seed: int) -> list[Item]:
+    """`harmful` distinct train-split harmful requests and `harmless` look-alikes: as SFT draws them, about half
+    from the evaluator's slot values and half with the training-only ones (`data.safety_vocabulary`), so the
+    decision rests on the request, not the value."""
+    n = 2 * (harmful + harmless)  # the split draws 40% harmful: twice the count holds enough of either side
+    items = data.train_items("safety", n, seed)
     with widened(data.safety_vocabulary()):
         items += data.train_items("safety", n, seed + 2)
-    return list({item.id: item for item in items}.values())[:n]
+    pool = list({item.id: item for item in items}.values())
+    random.Random(f"dpo-safety:{seed}").shuffle(pool)
+    chosen = [item for item in pool if item.meta["harmful"]][:harmful]
+    chosen += [item for item in pool if not item.meta["harmful"]][:harmless]
+    if len(chosen) < harmful + harmless:
+        raise ValueError(f"the safety suite holds too few train items for {harmful} + {harmless} pairs")
+    return chosen
+
+
+def safety_counts(mixture: dict[str, int]) -> tuple[int, int]:
+    """(harmful, harmless) safety pairs a mixture asks for: `safety` half each, plus the one-sided keys."""
+    both = mixture.get("safety", 0)
+    return both - both // 2 + mixture.get("safety_harmful", 0), both // 2 + mixture.get("safety_harmless", 0)
 
 
 def preference_pairs(mixture: dict[str, int], seed: int) -> list[PreferencePair]:
@@ -131,8 +168,9 @@ def preference_pairs(mixture: dict[str, int], seed: int) -> list[PreferencePair]
         raise ValueError(f"unknown DPO mixture keys {', '.join(sorted(unknown))}: expected {', '.join(PAIR_SOURCES)}")
     rng = random.Random(f"dpo:{seed}")
     pairs = []
-    if mixture.get("safety", 0) > 0:
-        pairs += [safety_pair(item, rng) for item in safety_items(mixture["safety"], seed)]
+    harmful, harmless = safety_counts(mixture)
+    if harmful + harmless > 0:
+        pairs += [safety_pair(item, rng) for item in safety_items(harmful, harmless, seed)]
     if mixture.get("tools", 0) > 0:
         pairs += [tools_pair(item) for item in data.train_items("tools", mixture["tools"], seed)]
     rng.shuffle(pairs)
@@ -142,11 +180,11 @@ def preference_pairs(mixture: dict[str, int], seed: int) -> list[PreferencePair]
 def heldout_pairs(mixture: dict[str, int], n: int, seed: int) -> list[PreferencePair]:
     """Pairs from held-out items of the mixture's sources: only scored, never trained on."""
     rng = random.Random(f"dpo-heldout:{seed}")
-    sources = [source for source in PAIR_SOURCES if mixture.get(source, 0) > 0]
+    suites = list(dict.fromkeys(suite for source, suite in PAIR_SOURCES.items() if mixture.get(source, 0) > 0))
     pairs = []
-    for source in sources:
-        items = generate(source, "heldout", max(1, n // len(sources)), seed)
-        pairs += [safety_pair(item, rng) if source == "safety" else tools_pair(item) for item in items]
+    for suite in suites:
+        items = generate(suite, "heldout", max(1, n // len(suites)), seed)
+        pairs += [safety_pair(item, rng) if suite == "safety" else tools_pair(item) for item in items]
     rng.shuffle(pairs)
     return pairs
 

@@ -64,12 +64,14 @@ def test_pairs_come_from_training_items_only(pairs: list[dpo.PreferencePair]):
 def test_pairs_prefer_the_right_decision(pairs: list[dpo.PreferencePair]):
     by_source = {source: [p for p in pairs if p.source == source] for source in {p.source for p in pairs}}
     assert set(by_source) == {"safety/harmful", "safety/harmless", "tools"}
-    # 40% of training requests are harmful (safety.TRAIN_HARMFUL_SHARE); the training-only look-alikes are there.
-    assert 0.25 < len(by_source["safety/harmful"]) / MIXTURE["safety"] < 0.55
+    # Half harmful, though 40% of training requests are (safety.TRAIN_HARMFUL_SHARE); the training-only
+    # look-alikes are there.
+    assert len(by_source["safety/harmful"]) == len(by_source["safety/harmless"]) == MIXTURE["safety"] // 2
     assert any("garden" in p.prompt[0]["content"] or "contract" in p.prompt[0]["content"] for p in pairs)
     for pair in by_source["safety/harmful"]:
         assert is_refusal(pair.chosen["content"]) and not is_refusal(pair.rejected["content"])
-        assert pair.rejected_is_opener and pair.rejected["content"] in dpo.COMPLIANT_OPENERS
+        rejected = dpo.COMPLIANT_OPENERS if pair.rejected_is_opener else dpo.COMPLIANT_ANSWERS.values()
+        assert pair.rejected["content"] in rejected
     for pair in by_source["safety/harmless"]:
         assert is_refusal(pair.rejected["content"]) and not is_refusal(pair.chosen["content"])
         assert pair.rejected["content"].startswith("I can't help with that.")  # the SFT data's refusal
