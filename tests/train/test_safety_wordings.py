@@ -1,7 +1,8 @@
-"""The safety suite's training-only wordings (`safety.STYLE_REWORDINGS`, one per style a user asks in) and frames
-(`safety.TRAIN_FRAMES`): they reach SFT's data and DPO's pairs, harmful and harmless alike, and never the
-evaluator's: no held-out wording (`heldout_wording_in`), no run of four words shared with a held-out template or
-a hand-written prompt, no evaluated item.
+"""The safety suite's training-only wordings (`safety.STYLE_REWORDINGS`, one per style a user asks in), frames
+(`safety.TRAIN_FRAMES`) and kinds (`safety.HARMFUL_TRAIN_ONLY`, `safety.BENIGN_TRAIN_ONLY`): they reach SFT's
+data and DPO's pairs, harmful and harmless alike, and never the evaluator's: no held-out wording
+(`heldout_wording_in`), no run of four words shared with a held-out template or a hand-written prompt, no
+evaluated item.
 
 nice -n 19 python3 -m pytest tests/train/test_safety_wordings.py -x -q
 """
@@ -53,6 +54,8 @@ def test_no_training_wording_or_frame_shares_four_words_with_an_evaluated_prompt
     evaluated |= set().union(*(runs_of_four(row["prompt"]) for row in handwritten.rows()))
     wordings = [w for ws in safety.STYLE_REWORDINGS.values() for w in ws]
     assert len(wordings) == 60
+    wordings += [w for ws, _, _ in safety.HARMFUL_TRAIN_ONLY.values() for w in ws]
+    wordings += [template for template, _, _ in safety.BENIGN_TRAIN_ONLY.values()]
     endings = sorted(set(safety.HARMFUL_ENDINGS + safety.BENIGN_ENDINGS))
     for frame in ("{request}", *safety.TRAIN_FRAMES):
         for wording in wordings:
@@ -80,6 +83,9 @@ def test_train_items_use_the_new_wordings_and_frames_on_both_sides_and_evaluated
         framed(text) or any(style_of(text, kind) for kind in safety.STYLE_REWORDINGS) for text in evaluated_texts
     )
     assert not {item.id for items in evaluated for item in items} & {item.id for item in train_items}
+    assert {item.kind for items in evaluated for item in items} <= set(safety.HARMFUL) | set(safety.BENIGN)
+    trained_kinds = {item.kind for item in train_items}
+    assert trained_kinds >= set(safety.HARMFUL_TRAIN_ONLY) | set(safety.BENIGN_TRAIN_ONLY)
     assert all(heldout_wording_in(item.messages[0]["content"]) is None for item in train_items)
 
 
@@ -105,6 +111,8 @@ def test_dpo_pairs_are_balanced_and_asked_in_the_new_wordings():
     # Half the harmful pairs reject a whole compliant answer (it ends the turn), half an opener.
     whole = [p for p in harmful if not p.rejected_is_opener]
     assert 30 < len(whole) < 70 and {p.rejected["content"] for p in whole} <= set(dpo.COMPLIANT_ANSWERS.values())
+    assert {p.rejected["content"] for p in whole} & {dpo.COMPLIANT_ANSWERS[kind] for kind in safety.HARMFUL_TRAIN_ONLY}
+    assert set(dpo.COMPLIANT_ANSWERS) == set(safety.HARMFUL) | set(safety.HARMFUL_TRAIN_ONLY)
     # The one-sided keys tilt the balance on purpose.
     tilted = dpo.preference_pairs({"safety": 20, "safety_harmful": 10}, seed=4)
     assert [p.source for p in tilted].count("safety/harmful") == 20 and len(tilted) == 30
