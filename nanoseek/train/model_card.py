@@ -73,7 +73,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def stage_summary(run: Path, stage: str) -> dict[str, Any] | None:
     rows = read_jsonl(run / stage / "log.jsonl")
-    steps = [r for r in rows if "loss" in r]
+    # Next-token training steps count their tokens; a DPO stage's steps log a preference loss and no tokens, so
+    # its log is no row of this table (its figures are in the run's README).
+    steps = [r for r in rows if "loss" in r and "tokens" in r]
     if not steps:
         return None
     evals = [r for r in rows if "eval_loss" in r]

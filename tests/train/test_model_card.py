@@ -140,6 +140,17 @@ def test_the_card_summarises_the_rl_stage_from_its_log(tmp_path: Path):
     assert "| stage | steps |" not in card
 
 
+def test_a_dpo_log_is_no_row_of_the_training_table(tmp_path: Path):
+    """A DPO stage logs a preference loss and no token count (docs/runs/2026-12-07-smol5/dpo-*/log.jsonl): the
+    table of next-token stages leaves it out instead of failing on it."""
+    from nanoseek.train.model_card import stage_summary
+
+    (tmp_path / "dpo").mkdir()
+    rows = [{"step": 0, "loss": 0.69, "reward_accuracy": 0.19, "elapsed_s": 26.4}, {"step": 8, "eval_loss": 0.5}]
+    (tmp_path / "dpo" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert stage_summary(tmp_path, "dpo") is None
+
+
 def test_an_adapter_card_is_built_from_the_adapter_its_run_and_the_eval_records(tmp_path: Path):
     """A real tiny LoRA adapter on a ChatML base, both evaluated by `nanoseek eval`: the card reads the LoRA
     settings and parameter count from the adapter's files, the prose from its card.toml, the training table from
