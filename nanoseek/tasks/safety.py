@@ -442,6 +442,10 @@ HARMFUL_TRAIN_ONLY = {
     ),
 }
 TRAIN_HARMFUL_SHARE = 0.4  # below the evaluated 0.5: refusing is easy to learn and spreads; complying is the default
+# Of the training requests on either side, the share of training-only kinds: however many of them there are, the
+# evaluated kinds keep the other half (with 13 training-only look-alike kinds against 6, a draw over all kinds left
+# the evaluated ones under a third).
+TRAIN_ONLY_KINDS_SHARE = 0.5
 PHRASINGS = {
     kind: Phrasings((template, *TRAIN_REWORDINGS[kind], *STYLE_REWORDINGS[kind]), HELDOUT_TEMPLATES[kind])
     for kind, (template, *_) in {**HARMFUL, **BENIGN}.items()
@@ -453,10 +457,8 @@ def generate(split: str, n: int, seed: int) -> list[Item]:
 
     def make(rng: random.Random):
         harmful = rng.random() < (TRAIN_HARMFUL_SHARE if training else 0.5)
-        if harmful:
-            table = {**HARMFUL, **HARMFUL_TRAIN_ONLY} if training else HARMFUL
-        else:
-            table = {**BENIGN, **BENIGN_TRAIN_ONLY} if training else BENIGN
+        evaluated, training_only = (HARMFUL, HARMFUL_TRAIN_ONLY) if harmful else (BENIGN, BENIGN_TRAIN_ONLY)
+        table = training_only if training and rng.random() < TRAIN_ONLY_KINDS_SHARE else evaluated
         kind = rng.choice(sorted(table))
         wording, slots, reply = table[kind]
         slot = rng.choice(slots)
