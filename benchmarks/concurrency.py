@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import WorkerProcess, gguf_model_arguments, greedy, random_prompt  # noqa: E402
+from engine import WorkerProcess, engine_options, gguf_model_arguments, greedy, random_prompt  # noqa: E402
 
 STREAMS, PROMPT, KV_TOKENS = 16, 64, 1024
 
@@ -43,8 +43,9 @@ def format_worker(path: str, weight_format: str, threads: int, repeats: int, new
 def measure(path: str, weight_format: str, repeats: int, new_tokens: int) -> dict:
     from nanoseek.engine import Engine, Request
 
-    dtype = None if weight_format == "gguf" else weight_format
-    engine = Engine.from_checkpoint(path, dtype=dtype, max_batch=STREAMS, kv_budget_tokens=KV_TOKENS)
+    engine = Engine.from_checkpoint(
+        path, **engine_options(weight_format), max_batch=STREAMS, kv_budget_tokens=KV_TOKENS
+    )
     vocab = engine.model.config.vocab_size
     calls = iter(range(10**6))
 

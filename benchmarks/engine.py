@@ -81,6 +81,14 @@ def bench_checkpoint() -> Path:
 # The weight formats a GGUF model is benchmarked in: dequantized to float32 or bfloat16, requantized to Q8_0, or the
 # file's own quantized blocks (nanoseek.model.quantized).
 GGUF_FORMATS = ("float32", "bfloat16", "q8_0", "gguf")
+# Asked for by name only: the file's own blocks over an fp16 KV cache (`--kv-cache-dtype float16`, llama.cpp's).
+OTHER_GGUF_FORMATS = ("gguf-f16kv",)
+
+
+def engine_options(weight_format: str) -> dict[str, str | None]:
+    """Engine.from_checkpoint's `dtype` and `kv_cache_dtype` for a --formats name."""
+    weights, _, cache = weight_format.partition("-")
+    return {"dtype": None if weights == "gguf" else weights, "kv_cache_dtype": "float16" if cache else "auto"}
 
 
 def gguf_model_arguments(description: str, new_tokens: int, new_tokens_help: str) -> argparse.ArgumentParser:
@@ -88,7 +96,7 @@ def gguf_model_arguments(description: str, new_tokens: int, new_tokens_help: str
     threads and tokens per request."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="a GGUF file or a named model")
-    parser.add_argument("--formats", nargs="+", default=list(GGUF_FORMATS), choices=GGUF_FORMATS)
+    parser.add_argument("--formats", nargs="+", default=list(GGUF_FORMATS), choices=GGUF_FORMATS + OTHER_GGUF_FORMATS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=new_tokens, help=new_tokens_help)

@@ -7,7 +7,8 @@ llama.cpp on the same file and with transformers, in one run; prints ratios agai
 Sides, each in a spawned process of its own (no two share an OpenMP pool; one side runs at a time, the order
 alternating between repeats, medians reported):
 * nanoseek, one process per weight format: `float32` and `bfloat16` (the file dequantized), `q8_0` (dequantized
-  and quantized again at load), `gguf` (the file's own blocks kept: SmolLM2's Q4_1 layers and Q8_0 output head).
+  and quantized again at load), `gguf` (the file's own blocks kept: SmolLM2's Q4_1 layers and Q8_0 output head);
+  asked for by name, `gguf-f16kv` (the file's own blocks over an fp16 KV cache, llama.cpp's cache type).
 * llama.cpp (llama-cpp-python) on the same file with the same thread count.
 * transformers on the same file (`gguf_file=`, dequantized to fp32), batch 1 only.
 
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import (  # noqa: E402
     WorkerProcess,
     concurrency_rates,
+    engine_options,
     gguf_model_arguments,
     greedy,
     parting_token,
@@ -61,8 +63,9 @@ class NanoseekSide:
         from nanoseek.engine import Engine
 
         self.baseline = resident_bytes()
-        dtype = None if weight_format == "gguf" else weight_format
-        self.engine = Engine.from_checkpoint(path, dtype=dtype, max_batch=MAX_BATCH, kv_budget_tokens=KV_TOKENS)
+        self.engine = Engine.from_checkpoint(
+            path, **engine_options(weight_format), max_batch=MAX_BATCH, kv_budget_tokens=KV_TOKENS
+        )
         model = self.engine.model
         tensors = {t.data_ptr(): t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]}
         self.weight_bytes = sum(tensors.values())

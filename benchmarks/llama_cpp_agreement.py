@@ -8,12 +8,15 @@ argmax agrees:
 * between llama.cpp (llama-cpp-python) runs with an f16 or f32 KV cache and flash attention on or off: the
   reference's own spread (its default on the CPU: f16 cache, flash attention on);
 * of nanoseek's native step on the file's own blocks (`--model FILE.gguf`, no --dtype: what serve runs) with
-  each of them;
+  each of them, over an fp32 KV cache (the default) and an fp16 one (`--kv-cache-dtype float16`, llama.cpp's);
 * of nanoseek's PyTorch model with the projections computed as ggml computes them (int8 activations,
   tests/engine/test_native_quantized.py `ggml_linear`), its keys and values kept in fp32 or rounded to fp16 first:
   llama.cpp's flash attention casts K and V to f16 whatever the cache type (so f16 and f32 caches give the same
   logits with it on), while its queries stay fp32 on a prompt.
-One thread everywhere; every side evaluates the 256 tokens as one prompt.
+One thread everywhere; every side evaluates the 256 tokens as one prompt. Then, for the same pairs, the mean
+per-position RMS of the logit difference (how far apart two sides are, beyond the argmax), and the largest top-2
+margin of the first llama.cpp setting at a position where a nanoseek side disagrees with it: what separates a
+disagreement on a near-tie from one on a clear choice.
 """
 
 from __future__ import annotations
@@ -51,13 +54,14 @@ def llama_cpp_logits(path: str, ids: list[int], f16_cache: bool, flash: bool) ->
         llm.close()
 
 
-def native_logits(model: torch.nn.Module, ids: list[int]) -> np.ndarray:
-    """The native step's logits, the prompt in steps of 16 rows (as the engine prefills a quantized model)."""
+def native_logits(model: torch.nn.Module, ids: list[int], kv_dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """The native step's logits over a KV cache storing `kv_dtype`, the prompt in steps of 16 rows (as the engine
+    prefills a quantized model)."""
     from nanoseek.engine.kv_cache import SlotKVCache
     from nanoseek.engine.native import NativeDecoder
 
     config = model.config
-    cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 1, 512, torch.float32)
+    cache = SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 1, 512, kv_dtype)
     decoder = NativeDecoder.build(model, cache, max_batch=16)
     rows = [
         decoder.step(ids[s : s + 16], list(range(s, min(s + 16, len(ids)))), [0] * len(ids[s : s + 16]))
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     ours = {
         "nanoseek native step (gguf blocks)": native_logits(checkpoint.model, ids),
+        "nanoseek native step (gguf blocks), fp16 KV cache": native_logits(checkpoint.model, ids, torch.float16),
         "nanoseek PyTorch, ggml projections, fp32 K/V": ggml_model_logits(checkpoint.model, ids, fp16_kv=False),
         "nanoseek PyTorch, ggml projections, K/V rounded to fp16": ggml_model_logits(checkpoint.model, ids, True),
     }
@@ -127,6 +132,18 @@ def main(argv: list[str] | None = None) -> int:
             for other in names
         ]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print("\nmean per-position RMS of the logit difference")
+    for name, logits in {**references, **ours}.items():
+        cells = [f"{np.sqrt(((logits - references[other]) ** 2).mean(-1)).mean():.3f}" for other in names]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    default = references[names[0]]
+    top2 = np.sort(default, -1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    print(f"\n{names[0]}: top-2 margin under 0.4 at {(margin < 0.4).sum()} of {len(ids)} positions")
+    for name, logits in ours.items():
+        disagree = logits.argmax(-1) != default.argmax(-1)
+        worst = margin[disagree].max() if disagree.any() else 0.0
+        print(f"{name}: {disagree.sum()} disagreements, the largest llama.cpp margin among them {worst:.3f}")
     return 0
 
 

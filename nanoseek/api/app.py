@@ -76,6 +76,7 @@ def load_engine(settings: Settings, path: Path) -> Engine:
             native_decode=settings.native_decode,
             cache_dir=settings.cache_dir,
             disk_cache_bytes=int(settings.disk_cache_gb * 2**30),
+            kv_cache_dtype=settings.kv_cache_dtype,
         )
         if settings.compile_decode:  # compile before serving, not inside the first request
             log.info("compiled the decode step of %s in %.0f s", path, engine.warm_up())

@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from nanoseek.api.settings import DTYPE_CHOICES, Settings, SettingsError, parse_model_map, settings_from_env
+from nanoseek.model.config import KV_CACHE_DTYPES
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -79,6 +80,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "decodes float32 models, and bfloat16 ones on CPUs with AVX512-BF16 (on AMX tiles "
         "where there are any: about 2x float32 at batch 1; BENCHMARKS.md); q8_0 / q4_1 quantize the "
         "projections at load time and decode from the quantized blocks (AVX512-VNNI where the CPU has it)",
+    )
+    parser.add_argument(
+        "--kv-cache-dtype",
+        choices=KV_CACHE_DTYPES,
+        help="what the KV cache stores (default auto: the weights' dtype; float32 for a GGUF file's quantized "
+        "blocks); float16 is llama.cpp's default, half the memory of float32; attention computes in the model's "
+        "dtype either way (the native C step widens what it reads)",
     )
     parser.add_argument(
         "--no-native",

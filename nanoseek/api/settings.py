@@ -28,7 +28,7 @@ from typing import Any
 
 import platformdirs
 
-from nanoseek.model.config import QUANTIZED_DTYPES, SUPPORTED_DTYPES
+from nanoseek.model.config import KV_CACHE_DTYPES, QUANTIZED_DTYPES, SUPPORTED_DTYPES
 
 # auto: as the checkpoint stores its weights; q8_0 / q4_1: projections quantized at load (model/quantized.py)
 DTYPE_CHOICES = ("auto", *SUPPORTED_DTYPES, *QUANTIZED_DTYPES)
@@ -95,6 +95,7 @@ class Settings:
     disk_cache_gb: float = 0.0
     prefill_chunk: int = 512
     dtype: str = "auto"  # weights in memory: auto (the checkpoint's) | float32 | bfloat16 | float16 | q8_0 | q4_1
+    kv_cache_dtype: str = "auto"  # what the KV cache stores: auto (the weights' dtype) | float32 | bfloat16 | float16
     native_decode: bool = True  # decode steps of fp32 models in one C call (engine/native.py)
     compile_decode: bool = False  # torch.compile the decode steps the native path does not serve
     # the engine behind the API: "native" (nanoseek's own), or "vllm": vLLM's OpenAI-compatible server, started
@@ -124,12 +125,18 @@ class Settings:
             raise SettingsError(f"reasoning_parser must be auto, deepseek or none, got {self.reasoning_parser!r}")
         if self.dtype not in DTYPE_CHOICES:
             raise SettingsError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise SettingsError(
+                f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {self.kv_cache_dtype!r}"
+            )
         if self.backend_url is not None:
             self.backend = "vllm"  # a server to connect to is a remote backend whatever --backend said
         if self.backend not in ("native", "vllm"):
             raise SettingsError(f"backend must be native or vllm, got {self.backend!r}")
         if self.backend == "vllm" and self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise SettingsError(f"the vllm backend loads float32, bfloat16 or float16 weights, not {self.dtype}")
+        if self.backend == "vllm" and self.kv_cache_dtype != "auto":
+            raise SettingsError("kv_cache_dtype is the native engine's setting (vLLM's own: --vllm-args)")
         if self.backend == "vllm" and self.disk_cache_gb > 0:
             raise SettingsError("the disk tier of the prefix cache (disk_cache_gb) is the native engine's, not vLLM's")
         if not self.disk_cache_gb >= 0:

@@ -43,13 +43,17 @@ DIGEST_BYTES = 32
 STALE_WRITE_SECONDS = 3600
 
 
-def model_identity(model: torch.nn.Module) -> str:
-    """A hash of every parameter's name, dtype, shape and bytes: blocks of other weights are never reused."""
+def model_identity(model: torch.nn.Module, kv_dtype: torch.dtype | None = None) -> str:
+    """A hash of every parameter's name, dtype, shape and bytes: blocks of other weights are never reused. With a
+    KV cache that stores another dtype than the model's (`kv_dtype`, the engine's kv_cache_dtype), that dtype too:
+    its blocks hold differently rounded values."""
     digest = hashlib.sha256()
     for name, param in model.state_dict().items():
         tensor = param.detach().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    if kv_dtype is not None and kv_dtype != model.dtype:
+        digest.update(f"kv cache:{kv_dtype}".encode())
     return digest.hexdigest()
 
 

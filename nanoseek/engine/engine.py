@@ -125,6 +125,7 @@ class Engine:
         native_decode: bool = True,
         cache_dir: Path | None = None,
         disk_cache_bytes: int = 0,
+        kv_cache_dtype: str = "auto",
     ) -> None:
         if min(kv_budget_tokens, max_batch, max_queue, prefill_chunk) < 1:
             raise ValueError("kv_budget_tokens, max_batch, max_queue and prefill_chunk must all be >= 1")
@@ -144,11 +145,12 @@ class Engine:
             kv_budget_tokens=kv_budget_tokens,
             compile_decode=compile_decode,
             native_decode=native_decode,
+            kv_cache_dtype=kv_cache_dtype,
         )
         # the prefix store's disk tier (disk_cache.py): blocks found again after a restart
         disk = None
         if cache_dir is not None and disk_cache_bytes > 0:
-            disk = DiskBlockCache(cache_dir, disk_cache_bytes, model_identity(model))
+            disk = DiskBlockCache(cache_dir, disk_cache_bytes, model_identity(model, self.cache.dtype))
         self.prefix_store = PrefixStore(disk)
         # schedule: queues, slots and the KV budget
         self.scheduler = Scheduler(

@@ -23,6 +23,12 @@ root outlives its leaves and eviction never strands a reachable suffix. With a d
 every new block is also written to disk, and a lookup that runs out of blocks in memory continues on disk,
 loading what it finds back into memory: a prefix seen before a restart is still a hit.
 
+Storage dtype. The cache stores keys and values in the model's dtype, or in one of its own (`dtype`, the engine's
+`kv_cache_dtype`): fp16 halves an fp32 model's cache and rounds each key and value as llama.cpp's default f16
+cache does. Attention always computes in the model's dtype (`attention_dtype`): the native step widens the
+stored values as it reads them, and `attend` below (the PyTorch path) converts the visible ones first, a copy per
+layer and step that the native step does not make.
+
 Both obey the model's cache protocol: before each forward the engine calls `begin_decode` or
 `begin_prefill`, and every attention layer then calls `attend(layer_idx, q, k, v)`.
 """
@@ -57,13 +63,23 @@ def zeroed_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 class SlotKVCache:
     def __init__(
-        self, num_layers: int, num_kv_heads: int, head_dim: int, num_slots: int, slot_capacity: int, dtype: torch.dtype
+        self,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        num_slots: int,
+        slot_capacity: int,
+        dtype: torch.dtype,
+        attention_dtype: torch.dtype | None = None,
     ) -> None:
+        """A cache storing `dtype` keys and values for a model that attends in `attention_dtype` (default: the
+        same dtype)."""
         shape = (num_slots, num_kv_heads, slot_capacity, head_dim)
         self.keys = [zeroed_tensor(shape, dtype) for _ in range(num_layers)]
         self.values = [zeroed_tensor(shape, dtype) for _ in range(num_layers)]
         self.num_slots, self.slot_capacity = num_slots, slot_capacity
         self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, head_dim, dtype
+        self.attention_dtype = attention_dtype or dtype
         self.bytes_per_token = 2 * num_layers * num_kv_heads * head_dim * torch.finfo(dtype).bits // 8
         # Set by begin_decode / begin_prefill for the forward pass that follows.
         self._slots: torch.Tensor | slice = slice(0, 0)
@@ -129,7 +145,7 @@ class SlotKVCache:
     def _additive(self, visible: torch.Tensor) -> torch.Tensor:
         """A boolean visibility mask as the additive float mask SDPA applies anyway (0 / -inf): on the CPU,
         SDPA with a float mask runs ~2x faster than with the same mask given as booleans."""
-        return torch.zeros(visible.shape, dtype=self.dtype).masked_fill_(~visible, float("-inf"))
+        return torch.zeros(visible.shape, dtype=self.attention_dtype).masked_fill_(~visible, float("-inf"))
 
     # ---- the model's cache protocol ----------------------------------------------------------------
 
@@ -140,8 +156,8 @@ class SlotKVCache:
             slots, start, length = self._prefill_slots, self._prefill_start, k.shape[2]
             keys[slots, :, start : start + length] = k
             values[slots, :, start : start + length] = v
-            visible_keys = keys[slots, :, : start + length]
-            visible_values = values[slots, :, : start + length]
+            visible_keys = keys[slots, :, : start + length].to(q.dtype)
+            visible_values = values[slots, :, : start + length].to(q.dtype)
             return F.scaled_dot_product_attention(
                 q, visible_keys, visible_values, attn_mask=self._mask, is_causal=self._causal, enable_gqa=gqa
             )
@@ -151,10 +167,10 @@ class SlotKVCache:
             values[self._slots, :, position : position + 1] = v
         else:
             rows, head_dim = self._write_rows, self.head_dim
-            keys.view(-1, head_dim).index_copy_(0, rows, k.reshape(-1, head_dim))
-            values.view(-1, head_dim).index_copy_(0, rows, v.reshape(-1, head_dim))
-        visible_keys = keys[self._slots, :, : self._key_length]
-        visible_values = values[self._slots, :, : self._key_length]
+            keys.view(-1, head_dim).index_copy_(0, rows, k.reshape(-1, head_dim).to(keys.dtype))
+            values.view(-1, head_dim).index_copy_(0, rows, v.reshape(-1, head_dim).to(values.dtype))
+        visible_keys = keys[self._slots, :, : self._key_length].to(q.dtype)  # no copy when the dtypes are equal
+        visible_values = values[self._slots, :, : self._key_length].to(q.dtype)
         return F.scaled_dot_product_attention(q, visible_keys, visible_values, attn_mask=self._mask, enable_gqa=gqa)
 
     # ---- slot bookkeeping --------------------------------------------------------------------------

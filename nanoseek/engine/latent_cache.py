@@ -24,12 +24,25 @@ from nanoseek.model.config import ModelConfig
 from nanoseek.model.deepseek import latent_attention
 
 
-def kv_cache_for(config: ModelConfig, num_slots: int, slot_capacity: int, dtype: torch.dtype) -> SlotKVCache:
-    """The engine's cache for a model of `config`: latents for MLA, keys and values otherwise."""
+def kv_cache_for(
+    config: ModelConfig,
+    num_slots: int,
+    slot_capacity: int,
+    dtype: torch.dtype,
+    attention_dtype: torch.dtype | None = None,
+) -> SlotKVCache:
+    """The engine's cache for a model of `config`: latents for MLA (always in the model's dtype), keys and values
+    otherwise, stored as `dtype` for a model that attends in `attention_dtype` (default: the same)."""
     if config.is_mla:
         return LatentKVCache(config.num_hidden_layers, config.latent_dim, num_slots, slot_capacity, dtype)
     return SlotKVCache(
-        config.num_hidden_layers, config.num_key_value_heads, config.head_dim, num_slots, slot_capacity, dtype
+        config.num_hidden_layers,
+        config.num_key_value_heads,
+        config.head_dim,
+        num_slots,
+        slot_capacity,
+        dtype,
+        attention_dtype,
     )
 
 

@@ -17,8 +17,9 @@ packed in its own layout (`packed_projection`; quantized ones are stored in the 
 the path is only built for models up to `max_weight_bytes`. With NANOSEEK_NATIVE_IN_PLACE=1 it reads the
 projections where the model keeps them too (`row_major`: one copy of the weights, not one for PyTorch and one
 for the step), at a decode-speed cost (native_decode.c `project_rows`), except where a projection's widths do not
-suit that kernel or on AMX tiles. The engine stops using the step as soon as any parameter changes (RL
-training the served model).
+suit that kernel or on AMX tiles. The KV cache may store fp32, bf16 or fp16 (llama.cpp's cache type; the
+engine's `kv_cache_dtype`) whatever the model's dtype: the step rounds what it stores and widens what it reads
+(`KV_TYPES`). The engine stops using the step as soon as any parameter changes (RL training the served model).
 
 The shared library links the same libgomp that PyTorch loaded (resolved by its soname), so the C step and
 PyTorch's own operations share one OpenMP thread pool instead of oversubscribing the cores.
@@ -75,7 +76,7 @@ class _DecodeModel(ctypes.Structure):
                 "vocab",
                 "num_layers",
                 "slot_capacity",
-                "bf16",
+                "kv_type",
                 "amx",
                 "vnni",
                 "embed_type",
@@ -253,6 +254,9 @@ def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
 WEIGHT_TYPES = {torch.float32: 0, torch.bfloat16: 1, "q8_0": 2, "q4_1": 3}
 IN_PLACE_TYPES = {torch.float32: 4, torch.bfloat16: 5}
 KERNEL_NAMES = {0: "fp32", 1: "bf16", 2: "q8_0", 3: "q4_1", 4: "fp32", 5: "bf16"}
+# How the KV cache stores keys and values, as native_decode.c's KV_* codes: any of these for any model the step
+# serves (attention widens what it reads to fp32).
+KV_TYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 # Inputs per step of native_decode.c's in-place kernels (`project_rows`): a projection read in place takes a
 # multiple of this many inputs.
 IN_PLACE_INPUT_STEP = {torch.float32: 16, torch.bfloat16: 32}
@@ -370,6 +374,8 @@ class NativeDecoder:
                 name += " AVX512-VNNI" if vnni else " portable"
             kernels.append(name)
         self.kernel = ", ".join(dict.fromkeys(kernels))
+        if cache.dtype != model.dtype:
+            self.kernel += f", {str(cache.dtype).removeprefix('torch.')} KV cache"
         self.quantized = any(code in (WEIGHT_TYPES["q8_0"], WEIGHT_TYPES["q4_1"]) for code in types)
         for name, get in (
             ("input_norm", lambda b: fp32_vector(b.input_layernorm.weight)),
@@ -446,7 +452,7 @@ class NativeDecoder:
             vocab=config.vocab_size,
             num_layers=config.num_hidden_layers,
             slot_capacity=cache.slot_capacity,
-            bf16=int(cache.dtype == torch.bfloat16),
+            kv_type=KV_TYPES[cache.dtype],
             amx=int(amx),
             vnni=int(vnni),
             embed_type=embed_type,
@@ -487,7 +493,7 @@ class NativeDecoder:
         a quantized one off VPDPBUSD (tests and benchmarks compare them)."""
         if not isinstance(model, Transformer) or model.device.type != "cpu":
             return None
-        if model.dtype not in (torch.float32, torch.bfloat16) or cache.dtype != model.dtype:
+        if model.dtype not in (torch.float32, torch.bfloat16) or cache.dtype not in KV_TYPES:
             return None
         if not all(type(b.self_attn) is Attention and type(b.mlp) is MLP for b in model.layers):
             return None

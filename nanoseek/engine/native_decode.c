@@ -14,7 +14,7 @@
    same way whatever the batch size or thread count, so a sequence decodes to the same tokens alone or in
    a batch. Results match the PyTorch model to float rounding (tests/engine/test_native_decode.py).
 
-   bf16 models (`m->bf16`, on CPUs with AVX512-BF16 only): the projection weights and the KV cache stay in
+   bf16 models (on CPUs with AVX512-BF16 only): the projection weights and the KV cache (`kv_type` KV_BF16) stay in
    bf16, which halves the bytes every step reads, and each projection multiplies bf16 pairs with VDPBF16PS,
    twice the fp32 FMA rate. Its input rows are rounded to bf16 (as bf16 autocast does) but everything else --
    the residual stream, norms, rotary, softmax, sums -- stays fp32, so the step is at least as exact as the
@@ -32,6 +32,11 @@
    (VPDPBUSD where the CPU has AVX512-VNNI, plain loops otherwise) and scaled into fp32 sums; everything else
    stays fp32. A step reads a quarter (q8_0) to an eighth (q4_1) of the fp32 weight bytes.
 
+   fp16 KV cache (`kv_type` KV_F16, any of these models; `--kv-cache-dtype float16`): each new key and value is
+   rounded to IEEE fp16 where it is stored, as llama.cpp stores its own by default, and attention reads them back
+   widened to fp32; everything else is unchanged. A quantized model then computes attention over the same
+   rounded keys and values as llama.cpp's on the same file (BENCHMARKS.md, agreement with llama.cpp).
+
    Layouts: projection weights packed in column blocks (`project`), or with NANOSEEK_NATIVE_IN_PLACE=1 the model's
    own row-major ones (`project_rows`); the embedding is the model's own table, read in place; the q/k/v projection's output
    rows are the q heads, then the k heads, then the v heads; gate/up holds 16 gate rows, then the same 16
@@ -45,7 +50,7 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-#if defined(__AVX512BF16__) || defined(__AVX512VNNI__)
+#if defined(__AVX512F__) || defined(__AVX512BF16__) || defined(__AVX512VNNI__)
 #include <immintrin.h>
 #endif
 #if defined(__AVX512BF16__) && defined(__AMX_TILE__) && defined(__AMX_BF16__)
@@ -65,9 +70,14 @@
    (`project_rows`). */
 enum { WEIGHT_FP32 = 0, WEIGHT_BF16 = 1, WEIGHT_Q8_0 = 2, WEIGHT_Q4_1 = 3, WEIGHT_FP32_ROWS = 4, WEIGHT_BF16_ROWS = 5 };
 
-/* Cache entries are fp32, or bf16 (uint16_t) when `bf16` is set; norms, biases and the rotary tables are always
-   fp32 (native.py converts them). Each layer's four projections have their own storage type: weight_types[4 *
-   layer + i] for i = q/k/v, o, gate/up, down, and weight_types[4 * num_layers] for the output head. The
+/* How the KV cache stores its entries (`kv_type`; native.py `KV_TYPES`): fp32, bf16, or IEEE fp16 (llama.cpp's
+   default cache type; `--kv-cache-dtype float16`): half the bytes of fp32, and each key and value rounded as
+   llama.cpp rounds its own. Whatever the cache holds, attention computes in fp32. */
+enum { KV_FP32 = 0, KV_BF16 = 1, KV_F16 = 2 };
+
+/* Norms, biases and the rotary tables are always fp32 (native.py converts them). Each layer's four projections
+   have their own storage type: weight_types[4 * layer + i] for i = q/k/v, o, gate/up, down, and
+   weight_types[4 * num_layers] for the output head. The
    embedding is the model's own fp32 or bf16 table, [hidden, vocab] (`embed_type` WEIGHT_FP32, WEIGHT_BF16:
    transformer.py's column-major storage) or [vocab, hidden] (WEIGHT_FP32_ROWS, WEIGHT_BF16_ROWS), or a quantized
    [vocab, hidden] table in the packed layout (token t is its output column t; the output head's own blocks when
@@ -75,7 +85,7 @@ enum { WEIGHT_FP32 = 0, WEIGHT_BF16 = 1, WEIGHT_Q8_0 = 2, WEIGHT_Q4_1 = 3, WEIGH
    `intermediate` is the padded MLP width. `vnni`: quantized projections multiply with VPDPBUSD (AVX512-VNNI),
    else with the portable loops. */
 typedef struct {
-    int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity, bf16, amx;
+    int32_t hidden, num_heads, num_kv_heads, head_dim, intermediate, vocab, num_layers, slot_capacity, kv_type, amx;
     int32_t vnni, embed_type;
     float eps;
     const void *embed;
@@ -147,20 +157,69 @@ static inline float float_from_bf16(uint16_t value) {
     return result;
 }
 
-/* Element i of a cache tensor that holds fp32 or bf16 values. */
-static inline float cache_load(const void *base, size_t i, int bf16) {
-    return bf16 ? float_from_bf16(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+/* IEEE fp16 <-> fp32: the quantized blocks' scales and an fp16 KV cache's entries. */
+static inline float float_from_half(uint16_t half) {
+    const uint32_t sign = (uint32_t)(half & 0x8000u) << 16, exponent = (half >> 10) & 0x1fu, mantissa = half & 0x3ffu;
+    uint32_t bits;
+    if (exponent == 0x1fu) {
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    } else {  /* zero or subnormal: mantissa x 2^-24, exact in fp32 */
+        float value = (float)mantissa * 5.9604644775390625e-8f;
+        memcpy(&bits, &value, sizeof bits);
+        bits |= sign;
+    }
+    float result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
 }
 
-/* Elements i..i+n of a cache tensor from fp32 values (rounded to bf16 for a bf16 cache). */
-static inline void cache_store_row(void *base, size_t i, const float *values, int n, int bf16) {
-    if (!bf16) {
+/* fp32 -> fp16 bits, rounded to nearest even (as F16C's VCVTPS2PH and ggml's GGML_FP32_TO_FP16). */
+static inline uint16_t half_from_float(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    const uint32_t sign = (bits >> 16) & 0x8000u, magnitude = bits & 0x7fffffffu;
+    if (magnitude > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (magnitude >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* 65520 and above round to infinity */
+    if (magnitude < 0x38800000u) {                                     /* below 2^-14: a subnormal half or 0 */
+        float small;
+        memcpy(&small, &magnitude, sizeof small);
+        return (uint16_t)(sign | (uint32_t)rintf(small * 16777216.0f)); /* units of 2^-24; 1024 is 2^-14 */
+    }
+    uint32_t half = (magnitude >> 13) - ((127u - 15u) << 10); /* rebiased exponent and the top 10 mantissa bits */
+    const uint32_t rest = magnitude & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) half++; /* a carry moves into the exponent: right */
+    return (uint16_t)(sign | half);
+}
+
+/* Element i of a cache tensor of `kv_type`. */
+static inline float cache_load(const void *base, size_t i, int kv_type) {
+    if (kv_type == KV_BF16) return float_from_bf16(((const uint16_t *)base)[i]);
+    if (kv_type == KV_F16) return float_from_half(((const uint16_t *)base)[i]);
+    return ((const float *)base)[i];
+}
+
+/* Elements i..i+n of a cache tensor of `kv_type` from fp32 values (rounded for a bf16 or fp16 cache). */
+static inline void cache_store_row(void *base, size_t i, const float *values, int n, int kv_type) {
+    if (kv_type == KV_FP32) {
         memcpy((float *)base + i, values, (size_t)n * sizeof *values);
         return;
     }
     uint16_t *dst = (uint16_t *)base + i;
+    if (kv_type == KV_BF16) {
 #pragma omp simd
-    for (int k = 0; k < n; k++) dst[k] = bf16_from_float(values[k]);
+        for (int k = 0; k < n; k++) dst[k] = bf16_from_float(values[k]);
+        return;
+    }
+    int k = 0;
+#if defined(__AVX512F__)
+    for (; k + 16 <= n; k += 16) {
+        const __m256i halves = _mm512_cvtps_ph(_mm512_loadu_ps(values + k), _MM_FROUND_TO_NEAREST_INT);
+        _mm256_storeu_si256((__m256i *)(dst + k), halves);
+    }
+#endif
+    for (; k < n; k++) dst[k] = half_from_float(values[k]);
 }
 
 /* e^x, written so that GCC vectorizes a loop of it (expf is a libm call it cannot): x = n ln2 + r with
@@ -664,41 +723,6 @@ static void project_rows(const float *x, int rows, int in_dim, const void *weigh
 #define Q8_BLOCK_BYTES (COLUMN_BLOCK * COLUMN_BLOCK + 2 * COLUMN_BLOCK)     /* quants, then 32 fp16 d */
 #define Q4_BLOCK_BYTES (COLUMN_BLOCK * COLUMN_BLOCK / 2 + 4 * COLUMN_BLOCK) /* nibbles, 32 fp16 d, 32 fp16 m */
 
-static inline float float_from_half(uint16_t half) {
-    const uint32_t sign = (uint32_t)(half & 0x8000u) << 16, exponent = (half >> 10) & 0x1fu, mantissa = half & 0x3ffu;
-    uint32_t bits;
-    if (exponent == 0x1fu) {
-        bits = sign | 0x7f800000u | (mantissa << 13);
-    } else if (exponent != 0) {
-        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-    } else {  /* zero or subnormal: mantissa x 2^-24, exact in fp32 */
-        float value = (float)mantissa * 5.9604644775390625e-8f;
-        memcpy(&bits, &value, sizeof bits);
-        bits |= sign;
-    }
-    float result;
-    memcpy(&result, &bits, sizeof result);
-    return result;
-}
-
-/* fp32 -> fp16 bits, rounded to nearest even (as F16C's VCVTPS2PH and ggml's GGML_FP32_TO_FP16). */
-static inline uint16_t half_from_float(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    const uint32_t sign = (bits >> 16) & 0x8000u, magnitude = bits & 0x7fffffffu;
-    if (magnitude > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
-    if (magnitude >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* 65520 and above round to infinity */
-    if (magnitude < 0x38800000u) {                                     /* below 2^-14: a subnormal half or 0 */
-        float small;
-        memcpy(&small, &magnitude, sizeof small);
-        return (uint16_t)(sign | (uint32_t)rintf(small * 16777216.0f)); /* units of 2^-24; 1024 is 2^-14 */
-    }
-    uint32_t half = (magnitude >> 13) - ((127u - 15u) << 10); /* rebiased exponent and the top 10 mantissa bits */
-    const uint32_t rest = magnitude & 0x1fffu;
-    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) half++; /* a carry moves into the exponent: right */
-    return (uint16_t)(sign | half);
-}
-
 /* The input rows quantized: xq [rows, in_dim] int8, and per row and block of 32 its scale d_x (fp16-rounded),
    its sum of quants (q8_0 weights) and s_x = d sum xq (fp16-rounded; q4_1 weights). */
 typedef struct {
@@ -974,8 +998,8 @@ static void rotate_and_store(const DecodeModel *m, int layer, int rows, const in
             const int kv = head - heads;
             const size_t at = (((size_t)slots[r] * kv_heads + kv) * m->slot_capacity + positions[r]) * dim;
             const float *value = qkv + (size_t)r * row_width + (size_t)(rotated + kv) * dim;
-            cache_store_row(m->keys[layer], at, vec, dim, m->bf16);
-            cache_store_row(m->values[layer], at, value, dim, m->bf16);
+            cache_store_row(m->keys[layer], at, vec, dim, m->kv_type);
+            cache_store_row(m->values[layer], at, value, dim, m->kv_type);
         }
     }
 }
@@ -989,16 +1013,19 @@ static inline float sum_lanes(f16 v) {
     return v[0];
 }
 
-/* Cache elements i..i+15 as one vector: fp32 read in place, bf16 widened (a bf16 is the top half of an fp32). */
-static inline f16 cache_load16(const void *base, size_t i, int bf16) {
-#if defined(__AVX512BF16__)
-    if (bf16) {
-        const __m256i halves = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i));
-        return (f16)_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
-    }
+/* Cache elements i..i+15 as one vector: fp32 read in place, bf16 widened (a bf16 is the top half of an fp32),
+   fp16 converted (VCVTPH2PS where the CPU has AVX-512). */
+static inline f16 cache_load16(const void *base, size_t i, int kv_type) {
+    if (kv_type == KV_FP32) return *(const f16 *)((const float *)base + i);
+#if defined(__AVX512F__)
+    const __m256i halves = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i));
+    if (kv_type == KV_BF16) return (f16)_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+    return (f16)_mm512_cvtph_ps(halves);
+#else
+    f16 widened;
+    for (int k = 0; k < 16; k++) widened[k] = cache_load(base, i + k, kv_type);
+    return widened;
 #endif
-    (void)bf16;
-    return *(const f16 *)((const float *)base + i);
 }
 
 /* scores[t] <- e^(scores[t] - best), in one vectorized pass; returns their sum. */
@@ -1017,8 +1044,10 @@ static inline float softmax_weights(float *scores, int length, float best) {
 /* Softmax attention of one query head over `length` cached keys and values, head_dim a multiple of 16:
    the query and the output stay in vector registers, one pass computes the scores, a second exponentiates
    them and sums the values. */
-static void attend_head_vectors(const float *q, const void *keys, const void *values, size_t base, int length,
-                                int dim, int bf16, float scale, float *scores, float *dst) {
+static inline __attribute__((always_inline)) void attend_head_vectors(const float *q, const void *keys,
+                                                                       const void *values, size_t base, int length,
+                                                                       int dim, int kv_type, float scale,
+                                                                       float *scores, float *dst) {
     const int vectors = dim / 16;
     f16 query[MAX_VECTOR_HEAD], out[MAX_VECTOR_HEAD];
     for (int i = 0; i < vectors; i++) {
@@ -1028,17 +1057,27 @@ static void attend_head_vectors(const float *q, const void *keys, const void *va
     float best = -INFINITY;
     for (int t = 0; t < length; t++) {
         const size_t key = base + (size_t)t * dim;
-        f16 products = query[0] * cache_load16(keys, key, bf16);
-        for (int i = 1; i < vectors; i++) products += query[i] * cache_load16(keys, key + 16 * i, bf16);
+        f16 products = query[0] * cache_load16(keys, key, kv_type);
+        for (int i = 1; i < vectors; i++) products += query[i] * cache_load16(keys, key + 16 * i, kv_type);
         scores[t] = sum_lanes(products);
         best = scores[t] > best ? scores[t] : best;
     }
     const float total = softmax_weights(scores, length, best);
     for (int t = 0; t < length; t++) {
         const size_t value = base + (size_t)t * dim;
-        for (int i = 0; i < vectors; i++) out[i] += scores[t] * cache_load16(values, value + 16 * i, bf16);
+        for (int i = 0; i < vectors; i++) out[i] += scores[t] * cache_load16(values, value + 16 * i, kv_type);
     }
     for (int i = 0; i < vectors; i++) *(f16 *)(dst + 16 * i) = out[i] / total;
+}
+
+/* attend_head_vectors with the cache's type as a constant, so that no load branches on it. */
+static void attend_head_typed(const float *q, const void *keys, const void *values, size_t base, int length, int dim,
+                              int kv_type, float scale, float *scores, float *dst) {
+    switch (kv_type) {
+        case KV_F16: attend_head_vectors(q, keys, values, base, length, dim, KV_F16, scale, scores, dst); break;
+        case KV_BF16: attend_head_vectors(q, keys, values, base, length, dim, KV_BF16, scale, scores, dst); break;
+        default: attend_head_vectors(q, keys, values, base, length, dim, KV_FP32, scale, scores, dst);
+    }
 }
 
 #define HEADS_PER_PASS 4 /* q heads of one kv head attended in one pass over its keys and values */
@@ -1129,18 +1168,18 @@ static void attend_group_bf16(const float *q, int heads, const uint16_t *keys, c
 
 /* The same for any even head_dim, one float at a time. */
 static void attend_head_scalar(const float *q, const void *keys, const void *values, size_t base, int length,
-                               int dim, int bf16, float scale, float *scores, float *dst) {
+                               int dim, int kv_type, float scale, float *scores, float *dst) {
     float best = -INFINITY;
     for (int t = 0; t < length; t++) {
         float dot = 0.0f;
-        for (int k = 0; k < dim; k++) dot += q[k] * cache_load(keys, base + (size_t)t * dim + k, bf16);
+        for (int k = 0; k < dim; k++) dot += q[k] * cache_load(keys, base + (size_t)t * dim + k, kv_type);
         scores[t] = dot * scale;
         best = scores[t] > best ? scores[t] : best;
     }
     const float total = softmax_weights(scores, length, best);
     for (int k = 0; k < dim; k++) dst[k] = 0.0f;
     for (int t = 0; t < length; t++)
-        for (int k = 0; k < dim; k++) dst[k] += scores[t] * cache_load(values, base + (size_t)t * dim + k, bf16);
+        for (int k = 0; k < dim; k++) dst[k] += scores[t] * cache_load(values, base + (size_t)t * dim + k, kv_type);
     for (int k = 0; k < dim; k++) dst[k] /= total;
 }
 
@@ -1154,7 +1193,7 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
     /* Per thread: HEADS_PER_PASS rows of slot_capacity scores (native.py sizes the buffer). */
     float *my_scores = scores + (size_t)omp_get_thread_num() * HEADS_PER_PASS * m->slot_capacity;
 #if defined(__AVX512BF16__)
-    if (m->bf16 && vectorized && dim % 32 == 0) {
+    if (m->kv_type == KV_BF16 && vectorized && dim % 32 == 0) {
         /* One task per row, kv head and pass of up to HEADS_PER_PASS of its q heads. */
         const int passes = (group + HEADS_PER_PASS - 1) / HEADS_PER_PASS;
 #pragma omp for schedule(dynamic, 1) nowait
@@ -1177,8 +1216,8 @@ static void attend(const DecodeModel *m, int layer, int rows, const int64_t *pos
         const size_t base = ((size_t)slots[r] * kv_heads + kv) * m->slot_capacity * dim;
         const float *q = qkv + (size_t)r * row_width + (size_t)head * dim;
         float *dst = out + (size_t)r * heads * dim + (size_t)head * dim;
-        (vectorized ? attend_head_vectors : attend_head_scalar)(
-            q, m->keys[layer], m->values[layer], base, (int)positions[r] + 1, dim, m->bf16, scale, my_scores, dst);
+        (vectorized ? attend_head_typed : attend_head_scalar)(
+            q, m->keys[layer], m->values[layer], base, (int)positions[r] + 1, dim, m->kv_type, scale, my_scores, dst);
     }
 }
 
@@ -1293,7 +1332,7 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
    CPUs with AVX512-BF16 (on the tile unit where AMX applies), as `project` dispatches them. */
 
 typedef struct {
-    DecodeModel base; /* hidden, num_heads, vocab, num_layers, slot_capacity, bf16, amx, vnni, embedding, output
+    DecodeModel base; /* hidden, num_heads, vocab, num_layers, slot_capacity, kv_type, amx, vnni, embedding, output
                          head, final norm, rotary tables [position, R], norms; the dense layers' gate_up/down
                          (NULL in MoE layers); keys: the latent cache per layer; weight_types: the output head's
                          at [4 * num_layers] */
@@ -1373,7 +1412,7 @@ static void store_latents(const LatentModel *m, const LatentWorkspace *w, int la
         float latent[width];
         latent_of_row(m, w, layer, r, positions[r], latent);
         cache_store_row(m->base.keys[layer], ((size_t)slots[r] * m->base.slot_capacity + positions[r]) * width, latent,
-                        width, m->base.bf16);
+                        width, m->base.kv_type);
         if (m->q_lora_rank)
             rms_norm_vector(w->a_out + (size_t)r * (q_width + width), m->q_a_norm[layer],
                             w->q_a_normed + (size_t)r * q_width, q_width, m->latent_eps);
@@ -1384,7 +1423,7 @@ static void store_latents(const LatentModel *m, const LatentWorkspace *w, int la
    first L values into dst. With `current` (one latent in the cache's format), the last position is read from it
    instead of the cache. */
 static void attend_latent_head(const float *q, const void *latents, size_t base, const void *current, int length,
-                               int width, int value_dim, int bf16, float scale, float *scores, float *dst) {
+                               int width, int value_dim, int kv_type, float scale, float *scores, float *dst) {
     const int cached = current ? length - 1 : length;
     float best = -INFINITY;
     for (int t = 0; t < length; t++) {
@@ -1393,10 +1432,10 @@ static void attend_latent_head(const float *q, const void *latents, size_t base,
         float dot = 0.0f;
         if (width % 16 == 0) {
             f16 products = (f16){0};
-            for (int k = 0; k < width; k += 16) products += *(const f16 *)(q + k) * cache_load16(source, at + k, bf16);
+            for (int k = 0; k < width; k += 16) products += *(const f16 *)(q + k) * cache_load16(source, at + k, kv_type);
             dot = sum_lanes(products);
         } else {
-            for (int k = 0; k < width; k++) dot += q[k] * cache_load(source, at + k, bf16);
+            for (int k = 0; k < width; k++) dot += q[k] * cache_load(source, at + k, kv_type);
         }
         scores[t] = dot * scale;
         best = scores[t] > best ? scores[t] : best;
@@ -1408,9 +1447,9 @@ static void attend_latent_head(const float *q, const void *latents, size_t base,
         const size_t at = t < cached ? base + (size_t)t * width : 0;
         const float weight = scores[t];
         if (value_dim % 16 == 0) {
-            for (int k = 0; k < value_dim; k += 16) *(f16 *)(dst + k) += weight * cache_load16(source, at + k, bf16);
+            for (int k = 0; k < value_dim; k += 16) *(f16 *)(dst + k) += weight * cache_load16(source, at + k, kv_type);
         } else {
-            for (int k = 0; k < value_dim; k++) dst[k] += weight * cache_load(source, at + k, bf16);
+            for (int k = 0; k < value_dim; k++) dst[k] += weight * cache_load(source, at + k, kv_type);
         }
     }
     const float inverse = 1.0f / total;
@@ -1467,16 +1506,16 @@ static void attend_latents(const LatentModel *m, const LatentWorkspace *w, int l
         uint32_t current[width]; /* the row's new latent in the cache's format: width fp32 or bf16 values */
         if (own_latents) {
             latent_of_row(m, w, layer, r, positions[r], latent);
-            cache_store_row(current, 0, latent, width, m->base.bf16);
+            cache_store_row(current, 0, latent, width, m->base.kv_type);
             if (h == 0)
                 cache_store_row(m->base.keys[layer], ((size_t)slots[r] * m->base.slot_capacity + positions[r]) * width,
-                                latent, width, m->base.bf16);
+                                latent, width, m->base.kv_type);
         }
         project_row(head, nope, (const char *)m->key_up[layer] + h * key_up_bytes, type, L, query, pairs);
         rotate_rope(head + nope, query + L, R, m->interleaved, m->base.cos_table + (size_t)positions[r] * R,
                     m->base.sin_table + (size_t)positions[r] * R);
         attend_latent_head(query, m->base.keys[layer], (size_t)slots[r] * m->base.slot_capacity * width,
-                           own_latents ? current : NULL, (int)positions[r] + 1, width, L, m->base.bf16, m->scale,
+                           own_latents ? current : NULL, (int)positions[r] + 1, width, L, m->base.kv_type, m->scale,
                            scores, mixed);
         project_row(mixed, L, (const char *)m->value_up[layer] + h * value_up_bytes, type, v,
                     w->base.attention + ((size_t)r * heads + h) * v, pairs);

@@ -1,7 +1,8 @@
 """The engine's model runner: the step's forward pass, a prefill chunk or a decode batch in, logits out.
 
-It owns the model, the slot KV cache (of latents for MLA models, latent_cache.py) and the fastest decode path
-that applies:
+It owns the model, the slot KV cache (of latents for MLA models, latent_cache.py; keys and values stored in the
+model's dtype or in `kv_cache_dtype`'s, e.g. fp16 as llama.cpp keeps them: resolve_kv_cache_dtype) and the
+fastest decode path that applies:
 * the native step (native.py, native_decode.c; BENCHMARKS.md "fourth round"): the whole decode step of an
   fp32 nanoseek Transformer on the CPU (or a bf16 one with AVX512-BF16) in one C call, reading the cache in
   place; for MLA + MoE models native_latent.py's step over the latent cache. It takes precedence over the compiled step; the model (compiled or not) decodes what it does not.
@@ -30,8 +31,22 @@ from nanoseek.engine.latent_cache import kv_cache_for
 from nanoseek.engine.native import NativeDecoder
 from nanoseek.engine.native_latent import LatentNativeDecoder
 from nanoseek.engine.scheduler import PrefillChunk
+from nanoseek.model.config import KV_CACHE_DTYPES
 
 log = logging.getLogger(__name__)
+
+
+def resolve_kv_cache_dtype(model: torch.nn.Module, name: str = "auto") -> torch.dtype:
+    """The dtype the engine's KV cache stores for `model`: `name` (KV_CACHE_DTYPES), "auto" being the model's own.
+    float16 is llama.cpp's default cache type: half an fp32 model's cache, each key and value rounded as llama.cpp
+    rounds its own (BENCHMARKS.md: on SmolLM2's GGUF it does not move top-1 agreement with llama.cpp beyond the
+    spread of llama.cpp's own settings). MLA models cache latents, in the model's dtype."""
+    if name not in KV_CACHE_DTYPES:
+        raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {name!r}")
+    stored = getattr(torch, name, None) or model.dtype
+    if model.config.is_mla and stored != model.dtype:
+        raise ValueError(f"an MLA model caches latents in its own dtype ({model.dtype}), not {name}")
+    return stored
 
 
 class ModelRunner:
@@ -43,12 +58,15 @@ class ModelRunner:
         kv_budget_tokens: int,
         compile_decode: bool,
         native_decode: bool,
+        kv_cache_dtype: str = "auto",
     ) -> None:
         self.model = model.eval()
         config = model.config
         self.max_batch = max_batch
         # MLA models (DeepSeek-V2/V3) cache compressed latents instead of keys and values (latent_cache.py).
-        self.cache = kv_cache_for(config, max_batch, min(config.max_position_embeddings, kv_budget_tokens), model.dtype)
+        capacity = min(config.max_position_embeddings, kv_budget_tokens)
+        stored = resolve_kv_cache_dtype(model, kv_cache_dtype)
+        self.cache = kv_cache_for(config, max_batch, capacity, stored, attention_dtype=model.dtype)
         self.compile_decode = compile_decode
         self.decode_model = self.model
         self.weight_versions: list[tuple[torch.Tensor, int]] = []

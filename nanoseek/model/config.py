@@ -24,6 +24,8 @@ DEEPSEEK_MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "yarn", "llama3")
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZED_DTYPES = ("q8_0", "q4_1")  # what a model's projections can be quantized to at load (model/quantized.py)
+# what the engine's KV cache can store (`serve --kv-cache-dtype`; auto: engine/runner.py resolve_kv_cache_dtype)
+KV_CACHE_DTYPES = ("auto", *SUPPORTED_DTYPES)
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",

@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from nanoseek.api import app as app_module
 from nanoseek.api import serve
@@ -62,6 +63,20 @@ def test_key_file_hashes_inside_keys_and_rpm_zero(tmp_path):
         read_api_keys_file(keys)
     with pytest.raises(SettingsError, match="requests_per_minute"):
         settings_from_env(environ={}, requests_per_minute=0)
+
+
+def test_the_kv_cache_dtype_setting_reaches_the_engine(tiny_checkpoint):
+    assert serve.parse_args(["--kv-cache-dtype", "float16"]).kv_cache_dtype == "float16"
+    settings = settings_from_env(environ={"NANOSEEK_KV_CACHE_DTYPE": "float16"})
+    engine = app_module.load_engine(settings, tiny_checkpoint)
+    try:
+        assert engine.cache.dtype == torch.float16 and engine.native is not None  # the native step reads it
+    finally:
+        engine.shutdown()
+    with pytest.raises(SettingsError, match="kv_cache_dtype must be one of auto, float32, bfloat16, float16"):
+        settings_from_env(environ={}, kv_cache_dtype="fp8")
+    with pytest.raises(SettingsError, match="kv_cache_dtype is the native engine's"):
+        settings_from_env(environ={}, kv_cache_dtype="float16", backend="vllm")
 
 
 def test_serve_from_env_and_graceful_shutdown(tiny_checkpoint, tmp_path):

@@ -41,8 +41,13 @@ def bf16_with_exact_twin(make: Callable[[], Transformer]) -> tuple[Transformer, 
     return model, exact
 
 
-def new_cache(config: ModelConfig, dtype: torch.dtype = torch.float32) -> SlotKVCache:
-    return SlotKVCache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 6, 64, dtype)
+def new_cache(
+    config: ModelConfig, dtype: torch.dtype = torch.float32, attention_dtype: torch.dtype | None = None
+) -> SlotKVCache:
+    """Six slots of 64 positions storing `dtype`, for a model attending in `attention_dtype` (default: `dtype`)."""
+    return SlotKVCache(
+        config.num_hidden_layers, config.num_key_value_heads, config.head_dim, 6, 64, dtype, attention_dtype
+    )
 
 
 def prefill(model: Transformer, cache) -> None:

@@ -25,6 +25,7 @@ from native_models import (
     model_step,
     new_cache,
     prefill,
+    rows_alone_too,
 )
 
 from nanoseek.engine import Engine, Request
@@ -144,6 +145,35 @@ def test_a_bf16_step_is_as_exact_as_the_bf16_model_and_rows_do_not_depend_on_the
     assert native_error < 0.03 * mean_logit
 
 
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16], ids=["fp16-cache", "bf16-cache"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_cache_of_another_dtype_rounds_keys_and_values_as_the_pytorch_path_does(shape, stored):
+    """An fp32 model over an fp16 (llama.cpp's default) or bf16 KV cache: the native step stores each key and value
+    rounded as PyTorch rounds them, and attends over them as the PyTorch path over the same cache does (which
+    widens them first): logits equal to float rounding, rows alone as in a batch. Against an fp32 cache the
+    difference stays that of rounding the keys and values."""
+    model = random_model(shape)
+    config = model.config
+    reference, native_cache = new_cache(config, stored, torch.float32), new_cache(config, stored, torch.float32)
+    exact = new_cache(config, torch.float32)
+    decoder = NativeDecoder.build(model, native_cache, max_batch=6)
+    assert decoder is not None and decoder.kernel == f"fp32, {str(stored).removeprefix('torch.')} KV cache"
+    for cache in (reference, native_cache, exact):
+        prefill(model, cache)
+    steps = decode_side_by_side(model_step(model, reference), rows_alone_too(decoder.step), model_step(model, exact))
+    for expected, got, unrounded in steps:
+        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+        assert 0 < (got - unrounded).abs().max() < (0.05 if stored == torch.float16 else 0.4)
+    for layer in range(config.num_hidden_layers):
+        assert native_cache.keys[layer].dtype == stored
+        for slot, end in zip(SLOTS, [length + 4 for length in LENGTHS]):
+            # the same fp32 key rounds to the same value; keys computed a last bit apart may round one step apart
+            for ours, theirs in ((native_cache.keys, reference.keys), (native_cache.values, reference.values)):
+                torch.testing.assert_close(
+                    ours[layer][slot, :, :end].float(), theirs[layer][slot, :, :end].float(), atol=1e-4, rtol=8e-3
+                )
+
+
 def test_it_applies_to_fp32_models_and_to_bf16_ones_where_the_cpu_multiplies_bf16():
     config = ModelConfig(vocab_size=64, **SHAPES["llama-gqa"])
     bf16_supported = bool(load_library().nanoseek_supports_bf16())
@@ -151,9 +181,11 @@ def test_it_applies_to_fp32_models_and_to_bf16_ones_where_the_cpu_multiplies_bf1
         model = Transformer(config).to(dtype)
         decoder = NativeDecoder.build(model, SlotKVCache(2, 2, 16, 2, 32, dtype), max_batch=2)
         assert (decoder is not None) == applies, dtype
-    # The cache must hold the model's dtype.
-    model = Transformer(config).to(torch.bfloat16)
-    assert NativeDecoder.build(model, SlotKVCache(2, 2, 16, 2, 32, torch.float32), max_batch=2) is None
+    # The cache may store any of its dtypes whatever the model's (attention widens what it reads to fp32).
+    model = Transformer(config)
+    for stored in (torch.float16, torch.bfloat16):
+        assert NativeDecoder.build(model, SlotKVCache(2, 2, 16, 2, 32, stored), max_batch=2) is not None
+    assert NativeDecoder.build(model, SlotKVCache(2, 2, 16, 2, 32, torch.float64), max_batch=2) is None
 
 
 def test_engine_decodes_natively_with_the_same_greedy_tokens_and_follows_weight_changes(checkpoint, make_engine):
@@ -175,6 +207,24 @@ def test_engine_decodes_natively_with_the_same_greedy_tokens_and_follows_weight_
         with torch.no_grad():
             checkpoint.model.lm_head.weight.mul_(-1.0)
     assert flipped_native == flipped_plain != expected[1][:12]
+
+
+def test_an_fp16_kv_cache_engine_decodes_natively_as_its_pytorch_fallback_does_in_half_the_cache(make_engine):
+    """`kv_cache_dtype="float16"` (llama.cpp's cache type): the native step and the PyTorch path over the same
+    fp16 cache decode the same greedy tokens, batched, with prefix-cache hits (the second round), in half the
+    bytes per token of the fp32 cache."""
+    prompts = [[3, 1, 4, 1, 5, 9, 2, 6] * 9, [2, 7, 1, 8, 2], [1, 4, 1, 4, 2, 1, 3, 5]]
+    fallback = make_engine(native_decode=False, kv_cache_dtype="float16")
+    assert fallback.native is None and fallback.cache.dtype == torch.float16
+    expected = [c.token_ids for c in fallback.generate([Request(p, greedy(24)) for p in prompts])]
+    native = make_engine(kv_cache_dtype="float16")
+    assert native.native is not None and native.native.kernel.endswith("float16 KV cache")
+    for _ in range(2):
+        assert [c.token_ids for c in native.generate([Request(p, greedy(24)) for p in prompts])] == expected
+    assert native.stats()["cached_tokens"] >= 64  # the long prompt's first block came from the prefix cache
+    assert 2 * native.stats()["kv_bytes_per_token"] == make_engine().stats()["kv_bytes_per_token"]
+    with pytest.raises(ValueError, match="kv_cache_dtype must be one of"):
+        make_engine(kv_cache_dtype="fp8")
 
 
 def test_an_engine_reading_the_weights_in_place_decodes_the_same_greedy_tokens(
