@@ -143,11 +143,15 @@ class GrammarBackend:
         return xgr.GrammarMatcher(self.compile(constraint), override_stop_tokens=stop_token_ids or None)
 
 
-def allowed_token_ids(matcher: xgr.GrammarMatcher, bitmask: torch.Tensor, row: int, vocab_size: int) -> np.ndarray:
+def allowed_token_ids(
+    matcher: xgr.GrammarMatcher, bitmask: torch.Tensor, row: int, vocab_size: int
+) -> np.ndarray | None:
     """The ids (ascending, below `vocab_size`) of the tokens `matcher` accepts next, through row `row` of the
-    shared bitmask.
+    shared bitmask; None when it accepts every token (the free text before a lazy tool-call grammar's trigger),
+    which xgrammar says without the list: unpacking one of 49,171 tokens took 1-3 ms, the fill 6 us.
     Read with NumPy rather than masking the logits with xgrammar's apply_token_bitmask_inplace, which took
     ~70 us per row of 8,192 logits on the CPU (a fifth of a bf16 batch-1 step of the default model)."""
-    matcher.fill_next_token_bitmask(bitmask, row)
+    if not matcher.fill_next_token_bitmask(bitmask, row):
+        return None
     words = bitmask.numpy()[row]
     return np.flatnonzero(np.unpackbits(words.view(np.uint8), count=vocab_size, bitorder="little"))

@@ -81,12 +81,13 @@ class Emitter:
         for row in redraw:
             sequence = sequences[row]
             allowed = allowed_token_ids(sequence.matcher, bitmask, row, self.vocab_size)
-            if len(allowed):
+            if allowed is not None and len(allowed):  # (None: every token allowed, the first draw stands)
                 # Penalties were applied to this row by the first draw.
                 tokens[row] = sequence.sampler.draw_among(logits_rows[row], allowed)
             # No token allowed at all, or (never expected) the grammar refusing a token its own bitmask allowed:
             # _accept ends the sequence rather than letting the matcher fall out of step with the output.
-            sequence.grammar_dead_end = not len(allowed) or not sequence.matcher.accept_token(tokens[row])
+            nothing_allowed = allowed is not None and not len(allowed)
+            sequence.grammar_dead_end = nothing_allowed or not sequence.matcher.accept_token(tokens[row])
 
     def _accept(self, sequence: Sequence, token: int, logprob: TokenLogprob | None) -> None:
         group, params = sequence.group, sequence.group.params

@@ -156,6 +156,28 @@ def test_structural_tag_constrains_the_tagged_segment(shared_engine):
         assert json.loads(body)["ok"] in (True, False)
 
 
+def test_a_lazy_grammar_leaves_the_text_before_its_trigger_as_sampled(shared_engine):
+    """Before the trigger every token is allowed: a top-p draw (which always asks the grammar) stands as drawn, so
+    a seeded request writes what it writes unconstrained, without the cost of listing every allowed token."""
+    never = "<never-written>"  # a trigger the random model does not write in 24 tokens
+    tag = {
+        "type": "structural_tag",
+        "format": {
+            "type": "triggered_tags",
+            "triggers": [never],
+            "tags": [{"type": "tag", "begin": never, "content": {"type": "const_string", "value": "x"}, "end": "."}],
+        },
+    }
+    params = dict(max_tokens=24, temperature=0.9, top_p=0.8, seed=7, ignore_eos=True)
+    free, lazy = shared_engine.generate(
+        [
+            Request(prompt_of(8, 5), SamplingParams(**params)),
+            Request(prompt_of(8, 5), SamplingParams(**params, constraint=Constraint.structural_tag(tag))),
+        ]
+    )
+    assert never not in free.text and lazy.text == free.text and len(lazy.token_ids) == 24
+
+
 @pytest.mark.parametrize(
     "factory, argument, message",
     [
