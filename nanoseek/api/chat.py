@@ -191,7 +191,14 @@ def plan_chat(
         named_choice = tool_choice if isinstance(tool_choice, str) else tool_choice.model_dump()
         formats = response_format.model_dump() if response_format is not None else None
         key = json.dumps([[t.model_dump() for t in tools], named_choice, formats], sort_keys=True)
-        constraint = planner.grammar(key, lambda: chat_constraint(served, tools, tool_choice, response_format))
+
+        def build() -> Constraint | None:
+            return chat_constraint(served, tools, tool_choice, response_format)
+
+        if tool_choice == "auto" and response_format is None and not any(t.function.strict for t in tools):
+            constraint = planner.optional_grammar(build)  # auto's lazy grammar over non-strict functions
+        else:
+            constraint = planner.grammar(key, build)
 
     prompt_ids, start_in_reasoning = encode_chat_prompt(served.tokenizer, body.messages, rendered_tools, thinking)
     max_tokens = choose_max_tokens(body.max_tokens, len(prompt_ids), served, settings)

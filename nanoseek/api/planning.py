@@ -4,6 +4,7 @@ under a time limit, so no single request can stall the server's other clients or
     planner = Planner(seconds=5.0)
     plan = await planner.run(lambda: plan_chat(body, served, thinking, settings, planner))   # inside a handler
     constraint = planner.grammar(key, build)     # inside the plan: refused at once if `key` failed before
+    constraint = planner.optional_grammar(build) # one it can do without: None if not ready in half the limit
 
 A grammar that fails to build, or is still building when the time limit passes, is remembered by its key (the
 request's tool schemas and grammar mode), so sending it again is a 400 at once instead of another thread stuck
@@ -37,6 +38,7 @@ class Planner:
     def __init__(self, seconds: float, workers: int = 4) -> None:
         self.seconds = seconds
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanoseek-plan")
+        self.optional_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nanoseek-grammar")
         self.failed: OrderedDict[str, APIError] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -94,6 +96,17 @@ class Planner:
             if job is not None:
                 job.building = None
 
+    def optional_grammar(self, build: Callable[[], T]) -> T | None:
+        """A grammar the request can do without (auto's lazy tool-call grammar over non-strict functions, which
+        only keeps calls well-formed): `build` in a grammar thread for at most half the time limit; None if it
+        fails or is not ready by then, and the request goes on unconstrained, as such requests were before. A
+        build that overran still finishes, so the engine's compiler has it cached for the next request."""
+        future = self.optional_pool.submit(build)
+        try:
+            return future.result(timeout=self.seconds / 2)
+        except Exception:  # noqa: BLE001 - a timeout, or a grammar that does not compile: serve without it
+            return None
+
     def remember(self, key: str, error: APIError) -> None:
         with self.lock:
             self.failed[key] = error
@@ -102,3 +115,4 @@ class Planner:
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.optional_pool.shutdown(wait=False, cancel_futures=True)
