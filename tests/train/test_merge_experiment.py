@@ -163,6 +163,7 @@ def test_the_recipe_trains_the_data_mix_on_the_union_for_the_specialists_steps_t
     for stage in ("chat", "coder", "sft"):
         assert init_stage(recipe, stage) == "base"
         assert stage_settings(recipe, stage)["lora"] == smol["sft"]["lora"]
+        assert stage_settings(recipe, stage)["direct_copies"] == smol["sft"]["direct_copies"]
         ours, smols = loop_config(recipe, stage), loop_config(smol, "sft")
         assert (ours.lr, ours.batch_size, ours.grad_accum, ours.bf16) == (
             smols.lr,
