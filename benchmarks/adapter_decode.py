@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help=f"concurrent requests besides batch 1 (≤ {len(PROMPTS)})")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # time the native step, not a silent fallback
     if not 1 <= args.batch <= len(PROMPTS):
         parser.error(f"--batch must be 1 to {len(PROMPTS)}")
     torch.set_num_threads(args.threads)

@@ -19,6 +19,7 @@ with the load). Fresh random 64-token prompts every run, greedy, EOS ignored. Pr
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -84,6 +85,7 @@ def measure(path: str, weight_format: str, repeats: int, new_tokens: int) -> dic
 def main(argv: list[str] | None = None) -> int:
     parser = gguf_model_arguments(__doc__.split("\n")[0], 64, "greedy tokens per request")
     args = parser.parse_args(argv)
+    os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # time the native step, not a silent fallback
     from nanoseek.model.named import resolve_model
 
     path = str(resolve_model(args.model))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import statistics
 import sys
 import sysconfig
@@ -525,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         "compiled (Engine compile_decode, as `nanoseek serve --no-native --compile`)",
     )
     args = parser.parse_args(argv)
+    if args.native:
+        os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # time the native step or stop: never a silent fallback
     torch.set_num_threads(args.threads)
     path = args.model or in_fresh_thread(bench_checkpoint)
     engine = Engine.from_checkpoint(

@@ -24,6 +24,7 @@ Measures:
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -197,6 +198,7 @@ def alternating(sides: list[Side], repeats: int, method: str, arguments) -> dict
 def main(argv: list[str] | None = None) -> int:
     parser = gguf_model_arguments(__doc__.split("\n")[0], NEW_TOKENS, "batch-1 greedy tokens (a quick check: 8)")
     args = parser.parse_args(argv)
+    os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # time the native step, not a silent fallback
     from nanoseek.model.named import resolve_model
 
     path = str(resolve_model(args.model))

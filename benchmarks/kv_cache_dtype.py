@@ -12,6 +12,7 @@ and converts them as it reads (VCVTPH2PS).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # time the native step, not a silent fallback
     torch.set_num_threads(args.threads)
     from nanoseek.engine.kv_cache import SlotKVCache
     from nanoseek.engine.native import NativeDecoder

@@ -22,6 +22,7 @@ disagreement on a near-tie from one on a clear choice.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="a GGUF file or a named model")
     args = parser.parse_args(argv)
+    os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # measure the native step or stop
     torch.set_num_threads(1)
     import test_model_smollm2 as smol
 

@@ -22,6 +22,7 @@ processes load, wall time mostly measures them, and this is the figure they dist
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--raw-steps", action="store_true", help="time the two native C steps only (one thread)")
     args = parser.parse_args()
+    os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # native_decode=False engines are unaffected
     if args.raw_steps:
         torch.set_num_threads(1)
         seconds = raw_step_seconds(args.batch)

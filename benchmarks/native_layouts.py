@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=8)
     args = parser.parse_args(argv)
+    os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # time the native step, not a silent fallback
     from nanoseek.engine.kv_cache import SlotKVCache
     from nanoseek.engine.native import NativeDecoder
     from nanoseek.model.config import ModelConfig

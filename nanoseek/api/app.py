@@ -33,6 +33,7 @@ from nanoseek.api.planning import Planner
 from nanoseek.api.serving import ModelRegistry, checkpoint_names, serve_model
 from nanoseek.api.settings import Settings, SettingsError
 from nanoseek.engine import Engine
+from nanoseek.engine.native import NativeUnavailable
 from nanoseek.model.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ def load_engine(settings: Settings, path: Path) -> Engine:
         return engine
     except CheckpointError as exc:
         raise SettingsError(f"cannot load the model at {path}: {exc}") from None
+    except NativeUnavailable as exc:  # NANOSEEK_REQUIRE_NATIVE=1 and the native step does not apply
+        raise SettingsError(f"cannot serve {path}: {exc}") from None
 
 
 def load_remote_engine(settings: Settings, path: Path) -> RemoteEngine:

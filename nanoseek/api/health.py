@@ -98,11 +98,12 @@ class MetricsMiddleware:
 
 @router.get("/health", response_model=Health, summary="Liveness and queue depth")
 async def health(request: Request) -> Health:
-    registry = request.app.state.registry
-    stats = registry.default.engine.stats()
+    engine = request.app.state.registry.default.engine
+    stats = engine.stats()
     # the checkpoint's folder name only: /health needs no key, and the server's file layout is nobody's business
+    # (nor the reason a native step is unavailable, which may quote compiler output naming paths)
     model = Path(request.app.state.model_label).name
-    return Health(model=model, queue=stats["waiting"], running=stats["running"])
+    return Health(model=model, queue=stats["waiting"], running=stats["running"], decode=engine.decode_path)
 
 
 @router.get(

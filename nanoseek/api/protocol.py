@@ -303,6 +303,7 @@ class Health(BaseModel):
     model: str
     queue: int
     running: int
+    decode: str  # the default model's decode step (Engine.decode_path): "native C step, fp32", "PyTorch model", ...
 
 
 # ---------------------------------------------------------------- Anthropic messages

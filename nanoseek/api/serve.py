@@ -152,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanoseek serve: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = app.state.registry.default.engine
+    unavailable = f" (native step unavailable: {engine.native_unavailable})" if engine.native_unavailable else ""
     print(
         f"nanoseek serve: {app.state.model_label} on http://{settings.host}:{settings.port} "
-        f"({'API keys required' if settings.api_keys else 'no API keys'})",
+        f"({'API keys required' if settings.api_keys else 'no API keys'}); decode: {engine.decode_path}{unavailable}",
         file=sys.stderr,
     )
     config = uvicorn.Config(

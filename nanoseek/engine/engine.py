@@ -207,6 +207,16 @@ class Engine:
     def packed_weights(self) -> bool:
         return self.runner.packed_weights
 
+    @property
+    def decode_path(self) -> str:
+        """Which step decodes: "native C step, <its kernels>", "PyTorch model" or "compiled PyTorch model"."""
+        return self.runner.decode_path
+
+    @property
+    def native_unavailable(self) -> str | None:
+        """Why the native step does not decode, when it was asked for and does not."""
+        return self.runner.native_unavailable
+
     @classmethod
     def from_checkpoint(cls, path: str, *, dtype: str | None = None, **kwargs: Any) -> Engine:
 

@@ -1,4 +1,5 @@
-"""`nanoseek info`: print a checkpoint's summary (type, parameters, shapes, dtype, vocabulary) and a greedy sample.
+"""`nanoseek info`: print a checkpoint's summary (type, parameters, shapes, dtype, vocabulary) and a greedy sample,
+with the step the engine decoded it with (the native C step and its kernels, or the PyTorch model and why).
 
     nanoseek info                                   # the embedded default model (nanoseek/default_model)
     nanoseek info --model path/to/checkpoint --prompt "Write a haiku about CPUs." --max-tokens 48
@@ -79,8 +80,9 @@ def summary_lines(checkpoint: Checkpoint) -> list[str]:
     ]
 
 
-def greedy_sample(checkpoint: Checkpoint, prompt: str, max_tokens: int) -> tuple[str, int, float]:
-    """(text, completion tokens, seconds) of a temperature-0 answer to `prompt`, through the engine."""
+def greedy_sample(checkpoint: Checkpoint, prompt: str, max_tokens: int) -> tuple[str, int, float, str]:
+    """(text, completion tokens, seconds, the engine's decode path) of a temperature-0 answer to `prompt`, through
+    the engine."""
     tokenizer = checkpoint.tokenizer
     if tokenizer.chat_template:
         prompt_ids = tokenizer.encode_chat([{"role": "user", "content": prompt}])
@@ -93,7 +95,10 @@ def greedy_sample(checkpoint: Checkpoint, prompt: str, max_tokens: int) -> tuple
         elapsed = time.perf_counter() - started
     finally:
         engine.shutdown()
-    return completion.text, len(completion.outputs[0].token_ids), elapsed
+    decode = engine.decode_path
+    if engine.native_unavailable:
+        decode += f" (native step unavailable: {engine.native_unavailable})"
+    return completion.text, len(completion.outputs[0].token_ids), elapsed, decode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n".join(summary_lines(checkpoint)))
     if not args.no_sample:
-        text, tokens, seconds = greedy_sample(checkpoint, args.prompt, args.max_tokens)
+        text, tokens, seconds, decode = greedy_sample(checkpoint, args.prompt, args.max_tokens)
+        print(f"decode step     {decode}")
         print(f"\nprompt          {args.prompt}")
         print(f"greedy sample   ({tokens} tokens, {tokens / max(seconds, 1e-9):.1f} tokens/s incl. prefill)")
         print(text)

@@ -5,21 +5,26 @@
 
 `build` compiles native_decode.c once per machine with the C compiler it finds (`cc`, or $CC) into the user's
 cache directory (~/.cache/nanoseek/native on Linux, or $NANOSEEK_CACHE_DIR/native), named by a hash of the
-source, the flags and the CPU's feature flags, and loads it with ctypes. It applies to fp32 models of
-nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU, and to bf16 ones where the CPU has AVX512-BF16
-(`serve --dtype bfloat16`: bf16 weights and KV cache, fp32 everywhere else; on the AMX tile unit where the CPU
-has one and the layer widths are multiples of 32; native_decode.c), and to models whose projections are
-quantized (`serve --dtype q8_0`, nanoseek/model/quantized.py: read in place, AVX512-VNNI where the CPU has it);
-DeepSeek-V2/V3 models (MLA + MoE) have their own step, native_latent.py's LatentNativeDecoder; anything else --
-another dtype, no compiler, a failed build -- returns None, and the engine decodes with the PyTorch model as
-before. The C step reads the embedding where the model keeps it, and fp32/bf16 projection weights as a copy
-packed in its own layout (`packed_projection`; quantized ones are stored in the C step's layout already), so
-the path is only built for models up to `max_weight_bytes`. With NANOSEEK_NATIVE_IN_PLACE=1 it reads the
-projections where the model keeps them too (`row_major`: one copy of the weights, not one for PyTorch and one
-for the step), at a decode-speed cost (native_decode.c `project_rows`), except where a projection's widths do not
-suit that kernel or on AMX tiles. The KV cache may store fp32, bf16 or fp16 (llama.cpp's cache type; the
-engine's `kv_cache_dtype`) whatever the model's dtype: the step rounds what it stores and widens what it reads
-(`KV_TYPES`). The engine stops using the step as soon as any parameter changes (RL training the served model).
+source, the flags and the CPU's feature flags, and loads it with ctypes. A build can take minutes (364 s on a
+2-core machine busy training), so it says so on stderr, may take NANOSEEK_NATIVE_COMPILE_TIMEOUT seconds (default
+1800; 0: no limit), and processes starting at once build it once between them (a lock file beside it). It
+applies to fp32 models of nanoseek's own Transformer (Llama and Qwen2 layers) on the CPU, and to bf16 ones where
+the CPU has AVX512-BF16 (`serve --dtype bfloat16`: bf16 weights and KV cache, fp32 everywhere else; on the AMX
+tile unit where the CPU has one and the layer widths are multiples of 32; native_decode.c), and to models whose
+projections are quantized (`serve --dtype q8_0`, nanoseek/model/quantized.py: read in place, AVX512-VNNI where
+the CPU has it); DeepSeek-V2/V3 models (MLA + MoE) have their own step, native_latent.py's LatentNativeDecoder.
+Anything else -- another dtype, no compiler, a failed or timed-out build, a CPU without a feature the dtype needs
+-- returns None (`build_or_raise` raises NativeUnavailable saying why), and the engine decodes with the PyTorch
+model, warning why (runner.py); NANOSEEK_REQUIRE_NATIVE=1 makes that an error instead, so that a benchmark cannot
+time the PyTorch path as if it were the native step. The C step reads the embedding where the model keeps it,
+and fp32/bf16 projection weights as a copy packed in its own layout (`packed_projection`; quantized ones are
+stored in the C step's layout already), so the path is only built for models up to `max_weight_bytes`. With
+NANOSEEK_NATIVE_IN_PLACE=1 it reads the projections where the model keeps them too (`row_major`: one copy of the
+weights, not one for PyTorch and one for the step), at a decode-speed cost (native_decode.c `project_rows`),
+except where a projection's widths do not suit that kernel or on AMX tiles. The KV cache may store fp32, bf16
+or fp16 (llama.cpp's cache type; the engine's `kv_cache_dtype`) whatever the model's dtype: the step rounds what
+it stores and widens what it reads (`KV_TYPES`). The engine stops using the step as soon as any parameter
+changes (RL training the served model).
 
 The shared library links the same libgomp that PyTorch loaded (resolved by its soname), so the C step and
 PyTorch's own operations share one OpenMP thread pool instead of oversubscribing the cores.
@@ -27,16 +32,22 @@ PyTorch's own operations share one OpenMP thread pool instead of oversubscribing
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import hashlib
 import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
+from typing import Any, Self
 
 import platformdirs
 import torch
@@ -130,18 +141,50 @@ def cpu_identity() -> str:
         return platform.machine() + platform.processor()
 
 
-def load_library() -> ctypes.CDLL | None:
-    """The compiled native_decode.c, built on first use; None (with the reason logged once) when it cannot be."""
+class NativeUnavailable(RuntimeError):
+    """Why the native step does not serve a model. `failure` tells a broken or missing toolchain, a build that
+    failed or timed out, or a CPU without a feature the model's dtype needs (worth a warning: the path should
+    apply) from a model the step is not made for (another dtype or architecture, too many weights)."""
+
+    def __init__(self, reason: str, failure: bool = False) -> None:
+        super().__init__(reason)
+        self.failure = failure
+
+
+def native_required() -> bool:
+    """NANOSEEK_REQUIRE_NATIVE=1: an engine (or `NativeDecoder.build`) that would decode with the PyTorch model
+    because the native step does not apply raises NativeUnavailable instead (benchmarks of the native path)."""
+    return os.environ.get("NANOSEEK_REQUIRE_NATIVE", "0") == "1"
+
+
+def compile_timeout() -> float | None:
+    """Seconds a build of native_decode.c may take (NANOSEEK_NATIVE_COMPILE_TIMEOUT, default 1800; 0: no limit):
+    one took 364 s on a 2-core machine busy training a model, over the 300 s allowed then (issue 19)."""
+    seconds = float(os.environ.get("NANOSEEK_NATIVE_COMPILE_TIMEOUT", "1800"))
+    return seconds if seconds > 0 else None
+
+
+def compiled_library() -> ctypes.CDLL:
+    """The compiled native_decode.c, built on first use; raises NativeUnavailable when it cannot be (built or
+    loaded), with the same reason every later time in the process, without trying again."""
     global _library, _library_error
     with _library_lock:
-        if _library is not None or _library_error is not None:
-            return _library
-        try:
-            _library = _compile_and_load()
-        except (OSError, subprocess.SubprocessError) as error:
-            _library_error = str(error)
-            log.warning("native decode path unavailable, decoding with PyTorch: %s", error)
+        if _library is None and _library_error is None:
+            try:
+                _library = _compile_and_load()
+            except (OSError, subprocess.SubprocessError) as error:
+                _library_error = str(error)
+        if _library is None:
+            raise NativeUnavailable(f"the native library cannot be built: {_library_error}", failure=True)
         return _library
+
+
+def load_library() -> ctypes.CDLL | None:
+    """compiled_library(), or None when it cannot be built."""
+    try:
+        return compiled_library()
+    except NativeUnavailable:
+        return None
 
 
 def _sha256(path: Path) -> str:
@@ -149,28 +192,35 @@ def _sha256(path: Path) -> str:
 
 
 def _compile_and_load() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    named = os.environ.get("CC")  # the cache key has the compiler as named, as it always had
+    compiler = shutil.which(named) if named else shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        raise OSError("no C compiler (cc, gcc or $CC) found")
+        raise OSError(
+            f"the C compiler {named!r} ($CC) is not on this machine" if named else "no C compiler (cc or gcc)"
+        )
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([compiler, *CFLAGS, cpu_identity()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([named or compiler, *CFLAGS, cpu_identity()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"native_decode-{key}.so"
     digest = target.with_suffix(".sha256")
-    # A library is loaded only if it hashes to what its build recorded: a cached file truncated or damaged
-    # since (disk full, a bad copy) would otherwise crash every start with SIGBUS when mapped; it is rebuilt.
-    if not (target.exists() and digest.exists() and digest.read_text() == _sha256(target)):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Built under a temporary name and renamed: a concurrent or killed build never leaves a torn library.
-        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            built = Path(scratch) / target.name
-            result = subprocess.run(
-                [compiler, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True, timeout=300
-            )
-            if result.returncode != 0:
-                raise OSError(f"{compiler} failed to build {SOURCE.name}: {result.stderr.strip()[-2000:]}")
-            (Path(scratch) / digest.name).write_text(_sha256(built))
-            os.replace(built, target)
-            os.replace(Path(scratch) / digest.name, digest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Processes starting together (a server and its tests, several benchmark runs) check and build under one lock:
+    # the first builds, the others wait and load its library instead of each spending minutes on the same build.
+    with open(target.with_suffix(".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"nanoseek: waiting for another process building {target}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        # A library is loaded only if it hashes to what its build recorded: a cached file truncated or damaged
+        # since (disk full, a bad copy) would otherwise crash every start with SIGBUS when mapped; it is rebuilt.
+        if not (target.exists() and digest.exists() and digest.read_text() == _sha256(target)):
+            # Built under a temporary name and renamed: a killed build never leaves a torn library.
+            with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+                built = Path(scratch) / target.name
+                _compile(compiler, built)
+                (Path(scratch) / digest.name).write_text(_sha256(built))
+                os.replace(built, target)
+                os.replace(Path(scratch) / digest.name, digest)
     library = ctypes.CDLL(str(target))
     library.nanoseek_supports_bf16.restype = ctypes.c_int
     library.nanoseek_enable_amx.restype = ctypes.c_int
@@ -181,6 +231,46 @@ def _compile_and_load() -> ctypes.CDLL:
         step.restype = None
         step.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, *[ctypes.c_void_p] * 4, ctypes.c_int]
     return library
+
+
+def _compile(compiler: str, built: Path) -> None:
+    """Build native_decode.c into `built`, saying so on stderr (and again each minute it lasts), within
+    compile_timeout(). The compiler runs in a process group of its own, killed whole (the driver and the cc1 and as
+    it started) when the build times out or is interrupted."""
+    limit = compile_timeout()
+    print(
+        f"nanoseek: compiling the native decode step ({SOURCE.name}, once per machine and source) with {compiler}; "
+        "this can take minutes",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.monotonic()
+    command = [compiler, *CFLAGS, str(SOURCE), "-o", str(built), "-lm"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        while True:
+            elapsed = time.monotonic() - started
+            if limit is not None and elapsed >= limit:
+                raise OSError(
+                    f"compiling {SOURCE.name} took over {limit:g} s and was stopped (NANOSEEK_NATIVE_COMPILE_TIMEOUT "
+                    "allows more: a busy machine compiles slowly)"
+                )
+            try:
+                output, _ = process.communicate(timeout=60 if limit is None else min(60, limit - elapsed))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - started >= 60:
+                    print(f"nanoseek: still compiling ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    if process.returncode != 0:
+        raise OSError(f"{compiler} failed to build {SOURCE.name}: {output.strip()[-2000:]}")
+    print(f"nanoseek: compiled {SOURCE.name} in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
 
 COLUMN_BLOCK = 32  # as in native_decode.c
@@ -236,13 +326,31 @@ def fp32_vector(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach().float().contiguous()
 
 
-def bf16_tiles(library: ctypes.CDLL, input_widths: list[int], allow_amx: bool) -> bool | None:
+def bf16_tiles(library: ctypes.CDLL, input_widths: list[int], allow_amx: bool) -> bool:
     """For a bf16 model whose projections take inputs of `input_widths`: whether its step runs on AMX tiles
-    (the CPU has them and every width is a multiple of 32), or None when bf16 cannot run natively at all (no
-    AVX512-BF16, or an odd width: the step pairs inputs)."""
-    if not library.nanoseek_supports_bf16() or any(width % 2 for width in input_widths):
-        return None
+    (the CPU has them and every width is a multiple of 32). Raises NativeUnavailable when bf16 cannot run natively
+    at all (no AVX512-BF16, or an odd width: the step pairs inputs)."""
+    if not library.nanoseek_supports_bf16():
+        raise NativeUnavailable("bfloat16 weights need AVX512-BF16, which this CPU lacks", failure=True)
+    if any(width % 2 for width in input_widths):
+        raise NativeUnavailable(f"bfloat16 weights with an odd input width ({input_widths})")
     return allow_amx and all(width % TILE_INPUTS == 0 for width in input_widths) and bool(library.nanoseek_enable_amx())
+
+
+def check_cpu_transformer(model: torch.nn.Module) -> None:
+    """Raises NativeUnavailable unless `model` is nanoseek's own Transformer on the CPU."""
+    if not isinstance(model, Transformer):
+        raise NativeUnavailable(f"a {type(model).__name__}, not nanoseek's Transformer")
+    if model.device.type != "cpu":
+        raise NativeUnavailable(f"a model on {model.device}, not the CPU")
+
+
+def check_weight_bytes(weight_bytes: int, max_weight_bytes: int) -> None:
+    """Raises NativeUnavailable when the step would read more than `max_weight_bytes` of weights."""
+    if weight_bytes > max_weight_bytes:
+        raise NativeUnavailable(
+            f"{weight_bytes / 2**20:.0f} MiB of weights, over its {max_weight_bytes / 2**20:.0f} MiB"
+        )
 
 
 def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
@@ -479,7 +587,18 @@ class NativeDecoder:
         return pairs_per_thread
 
     @classmethod
-    def build(
+    def build(cls, model: torch.nn.Module, cache: SlotKVCache, max_batch: int, **options: Any) -> Self | None:
+        """build_or_raise(...), or None when the native path does not apply (see the module docstring); under
+        NANOSEEK_REQUIRE_NATIVE=1 it raises NativeUnavailable instead."""
+        try:
+            return cls.build_or_raise(model, cache, max_batch, **options)
+        except NativeUnavailable:
+            if native_required():
+                raise
+            return None
+
+    @classmethod
+    def build_or_raise(
         cls,
         model: torch.nn.Module,
         cache: SlotKVCache,
@@ -487,16 +606,15 @@ class NativeDecoder:
         max_weight_bytes: int = 1 << 30,
         allow_amx: bool = True,
         allow_vnni: bool = True,
-    ) -> NativeDecoder | None:
-        """A decoder for `model`, or None when the native path does not apply to it (see the module docstring).
+    ) -> NativeDecoder:
+        """A decoder for `model`; raises NativeUnavailable saying why when the native path does not apply to it.
         `allow_amx=False` keeps a bf16 model off the tile unit, `allow_vnni=False` (or NANOSEEK_NATIVE_VNNI=0)
         a quantized one off VPDPBUSD (tests and benchmarks compare them)."""
-        if not isinstance(model, Transformer) or model.device.type != "cpu":
-            return None
+        check_cpu_transformer(model)
         if model.dtype not in (torch.float32, torch.bfloat16) or cache.dtype not in KV_TYPES:
-            return None
+            raise NativeUnavailable(f"{model.dtype} weights or a {cache.dtype} KV cache (it takes float32 or bfloat16)")
         if not all(type(b.self_attn) is Attention and type(b.mlp) is MLP for b in model.layers):
-            return None
+            raise NativeUnavailable("layers other than nanoseek's Llama/Qwen2 attention and MLP")
         projections = [model.lm_head] + [
             layer
             for b in model.layers
@@ -504,8 +622,7 @@ class NativeDecoder:
         ]
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         weight_bytes += sum(layer.weight_bytes for layer in projections if isinstance(layer, QuantizedLinear))
-        if weight_bytes > max_weight_bytes:
-            return None
+        check_weight_bytes(weight_bytes, max_weight_bytes)
         config = model.config
         for b in model.layers:  # quantized gate/up blocks must be interleaved for the SwiGLU epilogue
             gate_up = b.mlp.gate_up_proj
@@ -513,10 +630,8 @@ class NativeDecoder:
                 gate_up.row_order is None
                 or not torch.equal(gate_up.row_order, swiglu_row_order(config.intermediate_size))
             ):
-                return None
-        library = load_library()
-        if library is None:
-            return None
+                raise NativeUnavailable("a quantized gate/up projection whose rows are not in SwiGLU block order")
+        library = compiled_library()
         dtypes = {layer.weight.dtype for layer in projections if not isinstance(layer, QuantizedLinear)}
         amx = False
         if torch.bfloat16 in dtypes:
@@ -526,8 +641,6 @@ class NativeDecoder:
                 padded_intermediate(config.intermediate_size),
             ]
             amx = bf16_tiles(library, input_widths, allow_amx)
-            if amx is None:
-                return None
         vnni = allow_vnni and vnni_allowed() and bool(library.nanoseek_supports_vnni())
         return cls(library, model, cache, max_batch, amx, vnni)
 

@@ -31,12 +31,15 @@ from nanoseek.engine.latent_cache import LatentKVCache
 from nanoseek.engine.native import (
     WEIGHT_TYPES,
     NativeDecoder,
+    NativeUnavailable,
     _DecodeModel,
     _pointers,
     _Workspace,
     bf16_tiles,
+    check_cpu_transformer,
+    check_weight_bytes,
+    compiled_library,
     fp32_vector,
-    load_library,
     packed_projection,
     padded_inputs,
     padded_intermediate,
@@ -302,36 +305,35 @@ class LatentNativeDecoder(NativeDecoder):
         self._logits = torch.empty(max_batch, config.vocab_size)
 
     @classmethod
-    def build(
+    def build_or_raise(
         cls,
         model: torch.nn.Module,
         cache: SlotKVCache,
         max_batch: int,
         max_weight_bytes: int = 1 << 30,
         allow_amx: bool = True,
-    ) -> LatentNativeDecoder | None:
-        """A decoder for the MLA model `model` over its LatentKVCache, or None when the path does not apply
-        (another dtype, a quantized layer, MLP biases, odd bf16 widths, too many weight bytes, no compiler)."""
-        if not isinstance(model, Transformer) or model.device.type != "cpu" or not isinstance(cache, LatentKVCache):
-            return None
+    ) -> LatentNativeDecoder:
+        """A decoder for the MLA model `model` over its LatentKVCache; raises NativeUnavailable saying why when the
+        path does not apply (another dtype, a quantized layer, MLP biases, odd bf16 widths, too many weight bytes,
+        no compiler). `build` returns None instead (NativeDecoder.build)."""
+        check_cpu_transformer(model)
+        if not isinstance(cache, LatentKVCache):
+            raise NativeUnavailable(f"a {type(cache).__name__}, not a latent cache")
         config = model.config
-        if model.dtype not in (torch.float32, torch.bfloat16) or cache.dtype != model.dtype or config.mlp_bias:
-            return None
+        if model.dtype not in (torch.float32, torch.bfloat16) or cache.dtype != model.dtype:
+            raise NativeUnavailable(f"{model.dtype} weights or a {cache.dtype} cache (it takes float32 or bfloat16)")
+        if config.mlp_bias:
+            raise NativeUnavailable("MLP biases")
         if not all(type(b.self_attn) is LatentAttention and type(b.mlp) in (MLP, MoE) for b in model.layers):
-            return None
+            raise NativeUnavailable("layers other than DeepSeek's latent attention and MLP or MoE")
         linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
         if not all(type(module) is Linear and module.weight.dtype == model.dtype for module in linears):
-            return None  # a quantized or LoRA-wrapped projection, or mixed dtypes
-        if sum(p.numel() * p.element_size() for p in model.parameters()) > max_weight_bytes:
-            return None
-        library = load_library()
-        if library is None:
-            return None
+            raise NativeUnavailable("a quantized or LoRA-wrapped projection, or mixed dtypes")
+        check_weight_bytes(sum(p.numel() * p.element_size() for p in model.parameters()), max_weight_bytes)
+        library = compiled_library()
         amx = False
         if model.dtype == torch.bfloat16:
             amx = bf16_tiles(library, input_widths(config), allow_amx)
-            if amx is None:
-                return None
         return cls(library, model, cache, max_batch, amx)
 
 

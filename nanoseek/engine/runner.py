@@ -28,7 +28,7 @@ import logging
 import torch
 
 from nanoseek.engine.latent_cache import kv_cache_for
-from nanoseek.engine.native import NativeDecoder
+from nanoseek.engine.native import NativeDecoder, NativeUnavailable, native_required
 from nanoseek.engine.native_latent import LatentNativeDecoder
 from nanoseek.engine.scheduler import PrefillChunk
 from nanoseek.model.config import KV_CACHE_DTYPES
@@ -75,14 +75,29 @@ class ModelRunner:
         self.native_decode = native_decode
         self.native: NativeDecoder | None = None
         self.packed_weights = False
+        # Which step decodes, and why not the native one (logs, `nanoseek info`, the server's start line, /health).
+        self.decode_path = "not set up yet"
+        self.native_unavailable: str | None = None
 
     def setup(self) -> None:
-        """Build the native step and pack weights; called in the engine thread (see engine.in_fresh_thread)."""
+        """Build the native step and pack weights; called in the engine thread (see engine.in_fresh_thread).
+        Without the native step it warns why (a broken toolchain or a missing CPU feature; a model the step is not
+        made for only at info level), or raises NativeUnavailable under NANOSEEK_REQUIRE_NATIVE=1."""
+        self.decode_path = "compiled PyTorch model" if self.compile_decode else "PyTorch model"
         if self.native_decode:
             # DeepSeek-V2/V3 models (MLA + MoE) have a step of their own (native_latent.py).
             decoder = LatentNativeDecoder if self.model.config.is_mla else NativeDecoder
-            self.native = decoder.build(self.model, self.cache, self.max_batch)
-            log.info("decode steps: %s", f"native C step, {self.native.kernel}" if self.native else "PyTorch model")
+            try:
+                self.native = decoder.build_or_raise(self.model, self.cache, self.max_batch)
+                self.decode_path = f"native C step, {self.native.kernel}"
+            except NativeUnavailable as why:
+                if native_required():
+                    message = f"the native decode step is required (NANOSEEK_REQUIRE_NATIVE=1) but unavailable: {why}"
+                    raise NativeUnavailable(message, why.failure) from None
+                self.native_unavailable = str(why)
+                level = logging.WARNING if why.failure else logging.INFO
+                log.log(level, "native decode path unavailable, decoding with the %s: %s", self.decode_path, why)
+            log.info("decode steps: %s", self.decode_path)
         # Packed weights speed up decode steps of a few rows, which the native step and a compiled step (it
         # packs its frozen weights itself and cannot trace oneDNN's packed linear) do not run through the model.
         if hasattr(self.model, "pack_for_inference") and not self.compile_decode and self.native is None:

@@ -139,6 +139,7 @@ def test_health_metrics_and_openapi(api_server):
     url = api_server.url
     health = httpx.get(f"{url}/health").json()
     assert health["status"] == "ok" and health["queue"] == 0
+    assert health["decode"] == "native C step, fp32"  # which step decodes, without why not (paths in it)
     still_serving(url)
     metrics = httpx.get(f"{url}/metrics").text
     assert 'nanoseek_http_requests_total{method="POST",route="/chat/completions",status="200"}' in metrics
