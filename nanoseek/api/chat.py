@@ -60,11 +60,12 @@ from nanoseek.api.serving import (
 )
 from nanoseek.api.settings import KeyPolicy, Settings
 from nanoseek.api.thinking import ThinkingChoice, budget_params, choose_thinking
-from nanoseek.api.tools import check_strict_schema, check_tools, tool_call_structural_tag
+from nanoseek.api.tools import check_strict_schema, check_tools
 from nanoseek.engine.constraint import Constraint
 from nanoseek.engine.params import Request as EngineRequest
 from nanoseek.engine.params import StreamEvent
 from nanoseek.engine.params import TokenLogprob as EngineTokenLogprob
+from nanoseek.engine.tool_grammar import ToolSchemaError, lazy_grammar_applies, tool_call_constraint
 from nanoseek.tokenizer.output_parser import OutputParser, ParsedDelta, ToolCallPiece
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -241,26 +242,30 @@ def chat_constraint(
     planning: a schema's `pattern` can take xgrammar minutes, which is why the Planner times it)."""
     constraint = None
     tool_format, tokenizer = served.tool_format, served.tokenizer
-    if tool_choice == "required":
-        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "required", tokenizer))
-    elif not isinstance(tool_choice, str):
-        named = [t for t in tools if t.function.name == tool_choice.function.name]
-        if not named:
-            raise APIError(
-                400,
-                f"tool_choice names function {tool_choice.function.name!r}, which is not in `tools`.",
-                param="tool_choice",
-            )
-        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, named, "named", tokenizer))
-    elif tool_choice == "auto" and (response_format is None or any(t.function.strict for t in tools)):
-        # lazily, as llama.cpp does: free text until the model opens a call, then a well-formed call (vLLM leaves
-        # non-strict calls free, and a small model's then often fail to parse). A JSON response format keeps
-        # its own grammar unless a function is strict, as before.
-        constraint = Constraint.structural_tag(tool_call_structural_tag(tool_format, tools, "auto", tokenizer))
-    elif response_format is not None and response_format.type == "json_object":
-        constraint = Constraint.json_object()
-    elif response_format is not None and response_format.type == "json_schema":
-        constraint = json_schema_constraint(response_format)
+    functions = [tool.model_dump() for tool in tools]
+    try:
+        if tool_choice == "required":
+            constraint = tool_call_constraint(tool_format, functions, "required", tokenizer)
+        elif not isinstance(tool_choice, str):
+            named = [f for f in functions if f["function"]["name"] == tool_choice.function.name]
+            if not named:
+                raise APIError(
+                    400,
+                    f"tool_choice names function {tool_choice.function.name!r}, which is not in `tools`.",
+                    param="tool_choice",
+                )
+            constraint = tool_call_constraint(tool_format, named, "named", tokenizer)
+        elif tool_choice == "auto" and lazy_grammar_applies(functions, response_format is not None):
+            # lazily, as llama.cpp does: free text until the model opens a call, then a well-formed call (vLLM
+            # leaves non-strict calls free, and a small model's then often fail to parse). A JSON response format
+            # keeps its own grammar unless a function is strict, as before.
+            constraint = tool_call_constraint(tool_format, functions, "auto", tokenizer)
+        elif response_format is not None and response_format.type == "json_object":
+            constraint = Constraint.json_object()
+        elif response_format is not None and response_format.type == "json_schema":
+            constraint = json_schema_constraint(response_format)
+    except ToolSchemaError as error:
+        raise APIError(400, str(error), param="tools", code="invalid_tool_schema") from None
     if constraint is not None:
         try:
             served.engine.prepare_constraint(constraint)

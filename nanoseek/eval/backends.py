@@ -9,6 +9,13 @@ Both give `Reply(content, reasoning, tool_calls, finish_reason, completion_token
 `backend.not_applicable(suite)` says why a suite cannot be asked of the model at all (FIM for a model whose
 tokenizer has no FIM tokens), so that the runner reports it "n/a" with the reason instead of scoring it 0.
 
+Tool calls: a request with tools is the API's `tool_choice: "auto"`, and in process it gets the grammar the server
+applies to it (`tool_grammar="lazy"`, the default: free text until the model opens a call, then a call
+well-formed to the functions' schemas; engine/tool_grammar.py builds it for both), so the report's tool figures are
+what the server delivers; `tool_grammar="none"` measures the model's own free-text calls. The in-process build
+has no time limit (the server skips an optional grammar not built within half its planning limit). Over HTTP
+`tool_grammar` is "server": whatever the server applies (nanoseek's: the lazy grammar).
+
 Thinking budgets (the R1-Lite scaling chart): think for at most `thinking_budget` tokens, then close the
 thought and let the model answer in at most `max_tokens` more. Both backends use the budget that the server
 honours, in one request: in process the engine's `max_thinking_tokens` (engine/thinking.py forces `</think>`
@@ -21,13 +28,16 @@ thought, and the reported thinking tokens show it). The request's `max_tokens` i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nanoseek.tokenizer.output_parser import OutputParser, think_end_id, tool_format_for_template
 
 if TYPE_CHECKING:  # the engine (and torch) load only when a model runs in process, not for a server URL
-    from nanoseek.engine import Engine, SamplingParams
+    from nanoseek.engine import Constraint, Engine, SamplingParams
+
+TOOL_GRAMMARS = ("lazy", "none")  # in process: the server's lazy tool-call grammar for `auto`, or free text
 
 
 class NotApplicable(Exception):
@@ -47,9 +57,11 @@ class Reply:
 
 
 class Backend(Protocol):
-    """What the runner needs from a model: a name (the results directory), chat, FIM, close."""
+    """What the runner needs from a model: a name (the results directory), the tool-call grammar its replies were
+    generated under (the records say it), chat, FIM, close."""
 
     name: str
+    tool_grammar: str
 
     def chat(
         self,
@@ -78,18 +90,24 @@ class EngineBackend:
     """Generate in this process with the engine; parse replies with the chat format's output parser (the
     API's too)."""
 
-    def __init__(self, engine: Engine, name: str = "model") -> None:
-        self.engine, self.tokenizer, self.name = engine, engine.tokenizer, name
+    def __init__(self, engine: Engine, name: str = "model", tool_grammar: str = "lazy") -> None:
+        if tool_grammar not in TOOL_GRAMMARS:
+            raise ValueError(f"tool_grammar must be one of {TOOL_GRAMMARS}, got {tool_grammar!r}")
+        self.engine, self.tokenizer, self.name, self.tool_grammar = engine, engine.tokenizer, name, tool_grammar
         self.tool_format = tool_format_for_template(self.tokenizer.chat_template)
         self.think_end_id = think_end_id(self.tokenizer)
+        self._tool_constraints: dict[str, Constraint] = {}  # by the tools' JSON: an item's tools serve two turns
 
     @classmethod
-    def from_checkpoint(cls, path: str, name: str | None = None, **engine_kwargs: Any) -> EngineBackend:
+    def from_checkpoint(
+        cls, path: str, name: str | None = None, tool_grammar: str = "lazy", **engine_kwargs: Any
+    ) -> EngineBackend:
         from pathlib import Path
 
         from nanoseek.engine import Engine
 
-        return cls(Engine.from_checkpoint(str(path), **engine_kwargs), name=name or Path(path).name)
+        engine = Engine.from_checkpoint(str(path), **engine_kwargs)
+        return cls(engine, name=name or Path(path).name, tool_grammar=tool_grammar)
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -106,6 +124,19 @@ class EngineBackend:
         from nanoseek.engine import SamplingParams
 
         return SamplingParams(max_tokens=max_tokens, temperature=temperature, n=n, seed=seed, **kw)
+
+    def _constraint(self, tools: list[dict[str, Any]] | None, json_mode: bool) -> Constraint | None:
+        """The grammar the server would apply to this request with `tool_choice` auto (none when tool_grammar is
+        "none": then JSON Output's alone, as the server's for `tool_choice` none)."""
+        from nanoseek.engine import Constraint
+        from nanoseek.engine.tool_grammar import lazy_grammar_applies, tool_call_constraint
+
+        if tools and self.tool_grammar == "lazy" and lazy_grammar_applies(tools, json_mode):
+            key = json.dumps(tools, sort_keys=True)
+            if key not in self._tool_constraints:
+                self._tool_constraints[key] = tool_call_constraint(self.tool_format, tools, "auto", self.tokenizer)
+            return self._tool_constraints[key]
+        return Constraint.json_object() if json_mode else None
 
     def _parse(self, text: str, token_ids: list[int], finish: str, thinking: bool, tools: bool) -> Reply:
         parser = OutputParser(self.tool_format, thinking=thinking, tools_enabled=tools, start_in_reasoning=thinking)
@@ -140,13 +171,14 @@ class EngineBackend:
         seed: int | None = None,
         thinking_budget: int | None = None,
     ) -> list[Reply]:
-        from nanoseek.engine import Constraint, Request
+        from nanoseek.engine import Request
 
         prompt = self.tokenizer.encode_chat(messages, tools=tools, thinking=thinking)
         extra: dict[str, Any] = {}
-        if json_mode:
-            extra["constraint"] = Constraint.json_object()
-            if thinking:
+        constraint = self._constraint(tools, json_mode)
+        if constraint is not None:
+            extra["constraint"] = constraint
+            if thinking:  # the grammar starts after the thought, as the server's
                 extra["constraint_after_token"] = self.think_end_id
         if thinking and thinking_budget is not None and self.think_end_id is not None:
             # the engine forces </think> after `thinking_budget` thought tokens; the answer gets max_tokens more
@@ -189,6 +221,7 @@ class OpenAIBackend:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=2)
         self.model = model or self.client.models.list().data[0].id
         self.name = (name or self.model).replace("/", "_")  # it names the results directory
+        self.tool_grammar = "server"  # whatever grammar the server applies (nanoseek's: the lazy one)
         self._fim_refused: str | None = None  # why the server refuses FIM ("" when it does not), once asked
 
     def close(self) -> None:

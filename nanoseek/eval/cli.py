@@ -3,6 +3,7 @@ report card.
 
     nanoseek eval --model path/to/checkpoint --suite all --n 20 --out runs/eval
     nanoseek eval --model ckpt_a --model ckpt_b --suite math,code --out runs/eval      # side by side
+    nanoseek eval --model ckpt --suite tools --tool-grammar none --name ckpt-free --out runs/eval  # free-text calls
     nanoseek eval --base-url http://127.0.0.1:8000/v1 --api-key sk-x --suite all --out runs/eval
     nanoseek eval --base-url https://api.deepseek.com/beta --api-key $KEY --model-name deepseek-chat ...  # FIM: /beta
     nanoseek eval --report-only --out runs/eval [--judge-base-url URL --judge-model NAME]
@@ -24,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from nanoseek.eval.backends import TOOL_GRAMMARS
 from nanoseek.eval.runner import EVAL_SPLITS, RunConfig, rescore_humaneval, rescore_knowledge, results_path, run_suite
 from nanoseek.tasks import SUITES, splits
 
@@ -55,6 +57,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=128, help="answer tokens per reply")
     parser.add_argument("--code-max-tokens", type=int, default=384, help="tokens per code reply")
     parser.add_argument("--concurrency", type=int, default=4, help="items in flight at once")
+    parser.add_argument(
+        "--tool-grammar",
+        choices=TOOL_GRAMMARS,
+        default=None,
+        help="in process (--model): lazy (default) applies the server's tool-call grammar for tool_choice auto, so "
+        "the figures are what the server delivers; none measures the model's own free-text calls. A server "
+        "(--base-url) applies its own",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from OUT")
     parser.add_argument(
@@ -101,6 +111,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--rescore reads stored replies: give it without --model or --base-url")
     if args.model and args.base_url:
         parser.error("give either --model or --base-url, not both (run twice into the same --out to compare)")
+    if args.tool_grammar is not None and not args.model:
+        parser.error("--tool-grammar applies to a model in process (--model); a server applies its own grammar")
     from nanoseek.model.named import named_models
 
     for path in args.model:
@@ -154,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             names = [given.replace("/", "_")] if given else None
         for index, path in enumerate(args.model):
             name = args.name[index] if args.name else Path(path).resolve().name
-            backends.append(lambda path=path, name=name: EngineBackend.from_checkpoint(path, name=name))
+            backends.append(
+                lambda path=path, name=name: EngineBackend.from_checkpoint(
+                    path, name=name, tool_grammar=args.tool_grammar or "lazy"
+                )
+            )
             names.append(name)
     if "code" in args.suites and (backends or args.rescore) and not sandbox_ready(args.unsafe_exec):
         return 2

@@ -21,6 +21,7 @@ import json
 import shlex
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,16 @@ KIND_SCORE = {
 def kind_metrics(suite: str, records: list[dict[str, Any]]) -> dict[str, Metric]:
     kinds = sorted({r["kind"] for r in records})
     return {kind: _mean([r["scores"][KIND_SCORE[suite]] for r in records if r["kind"] == kind]) for kind in kinds}
+
+
+def tool_grammar(records: list[dict[str, Any]]) -> str:
+    """The tool-call grammar a split's tool records were generated under: "lazy" (the server's, applied in
+    process), "none" (free-text calls), "server" (over HTTP: the server's own) or "unrecorded" (records from
+    before the evaluator said it, when in process meant none); a mix names each with its count."""
+    counts = Counter(r.get("tool_grammar", "unrecorded") for r in records)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{grammar} ({count})" for grammar, count in sorted(counts.items()))
 
 
 def thinking_scaling(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -398,6 +409,19 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
             "budget (each (largest budget) // K tokens), against `pass@1`'s one greedy answer at that budget: equal",
             "compute (see Thinking budget scaling).",
         ]
+    grammars = {
+        (m, split): tool_grammar(runs[m][split]["tools"]) for m, split in columns if runs[m][split].get("tools")
+    }
+    if grammars:
+        lines += [
+            "",
+            "tools: the calls were generated under the tool-call grammar named here: `lazy` = the server's grammar for",
+            "`tool_choice` auto applied in process (free text until a call opens, then a well-formed call), `none` =",
+            "the model's own free-text calls, `server` = whatever the server applied, `unrecorded` = records from",
+            "before the evaluator said it (in process that was none).",
+            "",
+        ]
+        lines += _table(["model", "split", "tool-call grammar"], [[m, split, g] for (m, split), g in grammars.items()])
     inapplicable = [(m, suite, reason) for m in models for suite, reason in sorted(not_applicable[m].items())]
     if inapplicable:
         lines += ["", "Not applicable (n/a): suites a model could not be asked at all, so they are not scored:", ""]
@@ -509,6 +533,10 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
         "metrics": {m: metric_entries(by_split[m].get("heldout", {})) for m in models},  # the value split, as always
         "splits": {m: {split: metric_entries(suites) for split, suites in by_split[m].items()} for m in models},
         "not_applicable": {m: reasons for m, reasons in not_applicable.items() if reasons},
+        "tool_grammar": {
+            m: {split: g for (model, split), g in grammars.items() if model == m}
+            for m in sorted({model for model, _ in grammars})
+        },
         "thinking_scaling": scaling,
         "arena": [{"a": a, "b": b, "win_rate": v, "n": n} for (a, b), (v, n) in sorted(rates.items())],
     }

@@ -224,7 +224,15 @@ def evaluate_tools(backend: Backend, item: Item, config: RunConfig) -> dict[str,
         "answer": float(answered),
         "all": float(call_scores["arguments"] and answered),
     }
-    return _record(item, backend, scores, tool_calls=call.tool_calls, call_reply=call.content, reply=final.content)
+    return _record(
+        item,
+        backend,
+        scores,
+        tool_grammar=backend.tool_grammar,  # "lazy": the server's grammar applied in process; "none": free text
+        tool_calls=call.tool_calls,
+        call_reply=call.content,
+        reply=final.content,
+    )
 
 
 def evaluate_json(backend: Backend, item: Item, config: RunConfig) -> dict[str, Any]:

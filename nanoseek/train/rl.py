@@ -448,17 +448,19 @@ def train_rl(
         else None
     )
 
+    # Rollouts are the policy's own samples: no tool-call grammar (a mask would make the sampled tokens come from
+    # another distribution than the one the policy gradient is taken over). No recipe's RL mixture has tools.
     def with_backend(work: Callable[[EngineBackend], Any]) -> Any:
         policy = model if rollout_model is None else rollout_model()
         if remote is not None:
             remote.load_weights(policy, weights)
             try:
-                return work(EngineBackend(remote))
+                return work(EngineBackend(remote, tool_grammar="none"))
             finally:
                 model.train()
         engine = Engine(policy, tokenizer, **engine_settings)
         try:
-            return work(EngineBackend(engine))
+            return work(EngineBackend(engine, tool_grammar="none"))
         finally:
             engine.shutdown()
             model.train()

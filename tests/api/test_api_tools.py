@@ -12,7 +12,6 @@ import shutil
 import jsonschema
 import openai
 import pytest
-from safetensors.torch import load_file, save_file
 
 from nanoseek.tokenizer import special_tokens as st
 
@@ -285,28 +284,12 @@ def test_prefix_completion_finishes_a_tool_call_it_opened(api_server, beta_clien
 LOOSE_TOOLS = [{"type": "function", "function": {**tool["function"], "strict": False}} for tool in TOOLS]
 
 
-def opener_checkpoint(source, target, marker: str):
-    """A copy of the random checkpoint rewired so that `marker` always has the top logit: every embedding gets a
-    constant component, the marker's a larger one (the embeddings are tied to the output layer). Unconstrained, it
-    writes the marker over and over, as a model that opens a call and never finishes it."""
-    from nanoseek.tokenizer.tokenizer import Tokenizer
-
-    shutil.copytree(source, target)
-    weights = load_file(target / "model.safetensors")
-    table = weights["model.embed_tokens.weight"]
-    table[:, 0] = 1.0
-    table[Tokenizer.load(target).backend.token_to_id(marker), 0] = 10.0
-    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
-    return target
-
-
 @pytest.fixture(scope="module", params=["block", "bare"])
-def opener_server(request, start_server, tiny_checkpoint, tmp_path_factory):
+def opener_server(request, start_server, opener_checkpoint):
     """A server whose model always starts its reply with the tool-call block opener, or with the bare per-call
     opener (the shipped SmolLM2 adapter's commonest broken call: `<｜tool▁call▁begin｜>` and then prose)."""
     marker = st.TOOL_CALLS_BEGIN if request.param == "block" else st.TOOL_CALL_BEGIN
-    folder = tmp_path_factory.mktemp(f"opener-{request.param}")
-    return marker, start_server(model=opener_checkpoint(tiny_checkpoint, folder / "ckpt", marker))
+    return marker, start_server(model=opener_checkpoint(marker))
 
 
 def test_auto_tool_calls_are_grammar_enforced_once_the_model_opens_one(opener_server):

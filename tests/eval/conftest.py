@@ -22,6 +22,8 @@ def _key(messages: list[dict[str, Any]]) -> str:
 class ScriptedBackend:
     """Replies from the items' ideal turns (perfect=True) or with an unhelpful refusal (perfect=False)."""
 
+    tool_grammar = "none"  # its calls are the items' own
+
     def __init__(self, n: int, seed: int, perfect: bool = True, name: str = "oracle") -> None:
         self.name, self.perfect, self.calls = name, perfect, 0
         self.by_prompt: dict[str, Any] = {}

@@ -135,6 +135,7 @@ def test_cli_rejects_bad_arguments_with_clear_messages(tmp_path, capsys):
         (["--suite", "math", "--out", str(tmp_path)], "give --model PATH"),
         (["--model", str(tmp_path), "--budgets", "a,b", "--out", str(tmp_path)], "--budgets must be"),
         (["--model", str(tmp_path), "--n", "0", "--out", str(tmp_path)], "--n must be >= 1"),
+        (["--base-url", "http://x/v1", "--tool-grammar", "none", "--out", str(tmp_path)], "a server applies its own"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
