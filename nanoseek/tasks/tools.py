@@ -61,46 +61,100 @@ TOOLS = {
 CURRENCIES = ["USD", "EUR", "JPY", "GBP", "INR", "BRL"]
 TICKERS = ["ACME", "GLOBX", "INITech", "UMBR", "WAYNE", "STARK", "TYRL", "OSCP"]
 
-# The user's request per kind: train wordings, then the phrasing split's held-out ones.
+# The user's request per kind: train wordings, then the phrasing split's held-out ones. Six train wordings a kind:
+# with one, runs 5-7 chose a function by its one template's surface, and which held-out wordings came out right
+# flipped from run to run on the same tool data (run 6 -> 7: 44% -> 30% of the phrasing split, all of it three
+# wordings flipping; docs/runs/2026-12-07-smol7/README.md). The train wordings avoid the held-out ones' own verbs
+# and frames ("schedule", "diary", "let ... know", "change ... into", "worth", "clock", "trading", "residents"), so
+# the phrasing split still asks in words never trained on.
 PHRASINGS: dict[str, Phrasings] = {
     "weather": Phrasings(
-        ("What's the weather in {city} right now, in {unit}?",),
+        (
+            "What's the weather in {city} right now, in {unit}?",
+            "How's the weather looking in {city}? Give me degrees {unit}.",
+            "Weather check for {city}, please, in {unit}.",
+            "I want the current temperature for {city}, shown in {unit}.",
+            "What's it like outside in {city} now? Answer in {unit}.",
+            "Forecast for right now in {city}, {unit} please.",
+        ),
         (
             "Is it warm or cold in {city} at the moment? Tell me the temperature in {unit}.",
             "I'm heading out in {city}. Check the current conditions there for me, with degrees in {unit}.",
         ),
     ),
     "currency": Phrasings(
-        ("How much is {amount} {source} in {target}?",),
+        (
+            "How much is {amount} {source} in {target}?",
+            "Convert {amount} {source} to {target}.",
+            "What do {amount} {source} come to in {target}?",
+            "How many {target} do I get for {amount} {source}?",
+            "Exchange {amount} {source} for {target}: what's the amount?",
+            "{amount} {source} to {target}, please.",
+        ),
         (
             "I have {amount} {source}. What would that be worth in {target}?",
             "Please change {amount} {source} into {target} and tell me the result.",
         ),
     ),
     "time": Phrasings(
-        ("What time is it in {city}?",),
+        (
+            "What time is it in {city}?",
+            "Tell me the local time in {city}.",
+            "What's the time right now in {city}?",
+            "Current time in {city}, please.",
+            "It's late here; what time do they have in {city}?",
+            "In {city}, what time is it at the moment?",
+        ),
         (
             "Could you look up the current clock time over in {city}?",
             "I need to call someone in {city}. What's the hour there right now?",
         ),
     ),
     "stock": Phrasings(
-        ("What is the latest price of {ticker} stock?",),
+        (
+            "What is the latest price of {ticker} stock?",
+            "Get me a quote for {ticker}.",
+            "What's {ticker} going for today?",
+            "{ticker}: current stock price, please.",
+            "I'm watching {ticker}. What is it priced at now?",
+            "How is {ticker} stock priced at the moment?",
+        ),
         (
             "How much does one share of {ticker} cost right now?",
             "Check the {ticker} ticker for me: where is it trading?",
         ),
     ),
     "population": Phrasings(
-        ("How many people live in {city}?",),
+        (
+            "How many people live in {city}?",
+            "How many inhabitants does {city} have?",
+            "Tell me how many people {city} is home to.",
+            "Look up the number of people living in {city}.",
+            "{city} has how many people these days?",
+            "I'd like the head count for {city}, the whole city.",
+        ),
         ("What's the population of {city}?", "Roughly how big is {city} in terms of residents?"),
     ),
     "event": Phrasings(
-        ("Add '{title}' to my calendar on {date}.",),
+        (
+            "Add '{title}' to my calendar on {date}.",
+            "Create a calendar event '{title}' on {date}.",
+            "Book the {title} on {date} in my calendar.",
+            "New event: '{title}', {date}.",
+            "Mark '{title}' on my calendar for {date}.",
+            "I have '{title}' on {date}. Please make a calendar entry for it.",
+        ),
         ("Please schedule a '{title}' for {date}.", "Can you put the {title} in my diary for the date {date}?"),
     ),
     "message": Phrasings(
-        ("Text {name}: '{text}'.",),
+        (
+            "Text {name}: '{text}'.",
+            "Message {name} the words '{text}'.",
+            "Shoot {name} a text that says '{text}'.",
+            "Write to {name}: '{text}'.",
+            "Could you tell {name} '{text}' in a text message?",
+            "SMS to {name}: '{text}'.",
+        ),
         ("Send a message to {name} saying '{text}'.", "Please let {name} know by text: {text}"),
     ),
 }

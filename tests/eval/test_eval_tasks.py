@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_fil
 
 FAST_SUITES = [s for s in SUITES if s != "fim" and "train" in splits(s)]  # fim reads files: checked below
 PHRASED_SUITES = [s for s in SUITES if "phrasing" in splits(s)]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_suite_generates_deterministic_well_formed_items():
@@ -207,3 +209,28 @@ def test_knowledge_questions_are_120_or_more_and_the_scorer_tells_right_sentence
     ]:
         assert scorers.reward(items[prompt], right) == 1.0, right
         assert scorers.reward(items[prompt], wrong) == 0.0, wrong
+
+
+def test_tool_requests_are_trained_in_six_wordings_of_each_function():
+    """With one train wording a function, runs 5-7 chose functions by that template's surface and which held-out
+    wordings came out right flipped from run to run; training items now use every one of six wordings a kind,
+    none of them a held-out one (the phrasing test above)."""
+    from nanoseek.tasks.tools import PHRASINGS
+
+    def pattern(template: str) -> re.Pattern:
+        return re.compile(re.sub(r"\\\{\w+\\\}", ".+?", re.escape(template)))
+
+    assert all(len(phrasings.train) == 6 for phrasings in PHRASINGS.values())
+    seen: dict[str, list[str]] = {kind: [] for kind in PHRASINGS}
+    for item in generate("tools", "train", 500, 0):  # as many as recipe smol trains on
+        prompt = item.messages[-1]["content"]
+        [wording] = [t for t in PHRASINGS[item.kind].train if pattern(t).fullmatch(prompt)]
+        seen[item.kind].append(wording)
+    # Every kind drawn 30 times or more is trained in all six; the rarest ones in most (stock has 7 train items in
+    # all, from 8 tickers; population 17).
+    assert all(set(seen[kind]) == set(PHRASINGS[kind].train) for kind in seen if len(seen[kind]) >= 30)
+    assert len(seen) == len(PHRASINGS) and all(len(set(wordings)) >= 4 for wordings in seen.values())
+    # The phrasing split the runs were compared on is unchanged: the ids run 7 was asked, all of them.
+    asked = REPO / "docs/runs/2026-12-07-smol7/eval/smol-sft-v7/tools.phrasing.jsonl"
+    stored = {json.loads(line)["id"] for line in asked.read_text().splitlines()}
+    assert {item.id for item in generate("tools", "phrasing", 100, 0)} == stored
