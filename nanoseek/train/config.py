@@ -1,7 +1,7 @@
 """The training configurations, plain dataclasses with no imports from the rest of nanoseek (a leaf module):
 `LoopConfig` for the loop every supervised stage runs (loop.py), `RLConfig` for the RL stage (rl.py), `DPOConfig`
-for the preference stage (dpo.py). A recipe's stage section holds their fields (recipe.py `loop_config`,
-`rl_config`, `dpo_config`).
+for the preference stage (dpo.py), the last two on LoopConfig's optimiser and schedule (`OnLoopSchedule`). A
+recipe's stage section holds their fields (recipe.py `loop_config`, `rl_config`, `dpo_config`).
 """
 
 from __future__ import annotations
@@ -38,8 +38,36 @@ class LoopConfig:
             raise ValueError(f'sharding must be "ddp" or "fsdp", not {self.sharding!r}')
 
 
+class OnLoopSchedule:
+    """What the RL and DPO stages' configs share with LoopConfig: an AdamW run on the loop's learning-rate schedule
+    (optim.py), each with its own defaults. `loop_config()` hands those settings to the shared training helpers in
+    the shape they take; `batch_field` names the config's batch of a step."""
+
+    batch_field = "batch_size"
+    steps: int
+    lr: float
+    min_lr_ratio: float
+    warmup_steps: int
+    weight_decay: float
+    grad_clip: float
+    seed: int
+
+    def loop_config(self) -> LoopConfig:
+        return LoopConfig(
+            steps=self.steps,
+            batch_size=getattr(self, self.batch_field),
+            lr=self.lr,
+            min_lr_ratio=self.min_lr_ratio,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            seed=self.seed,
+        )
+
+
 @dataclass
-class RLConfig:
+class RLConfig(OnLoopSchedule):
+    batch_field = "prompts_per_step"
     steps: int
     prompts_per_step: int = 16
     samples_per_prompt: int = 8
@@ -68,22 +96,9 @@ class RLConfig:
         if self.rollout_backend not in ("engine", "vllm"):
             raise ValueError(f'rollout_backend must be "engine" or "vllm", not {self.rollout_backend!r}')
 
-    def loop_config(self) -> LoopConfig:
-        """The schedule and optimiser settings, in the shape the shared training helpers take."""
-        return LoopConfig(
-            steps=self.steps,
-            batch_size=self.prompts_per_step,
-            lr=self.lr,
-            min_lr_ratio=self.min_lr_ratio,
-            warmup_steps=self.warmup_steps,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            seed=self.seed,
-        )
-
 
 @dataclass
-class DPOConfig:
+class DPOConfig(OnLoopSchedule):
     steps: int
     batch_size: int = 16  # preference pairs per optimiser step
     lr: float = 1e-5
@@ -106,16 +121,3 @@ class DPOConfig:
     def __post_init__(self) -> None:
         if self.bf16 not in (True, False):
             raise ValueError(f"bf16 must be true or false, not {self.bf16!r}")
-
-    def loop_config(self) -> LoopConfig:
-        """The schedule and optimiser settings, in the shape the shared training helpers take."""
-        return LoopConfig(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            min_lr_ratio=self.min_lr_ratio,
-            warmup_steps=self.warmup_steps,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            seed=self.seed,
-        )

@@ -46,7 +46,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +67,14 @@ from nanoseek.train.loop import (
     LOG_NAME,
     PLOT_NAME,
     StopOnInterrupt,
-    atomic_torch_save,
+    append_log,
     checkpoint_or_stop,
     distributed_setup,
-    load_trainable_state,
-    load_training_state,
-    plot_lines,
+    plot_losses,
     read_log,
+    resume_stage_checkpoint,
     rewrite_log,
-    trainable_state,
+    save_stage_checkpoint,
 )
 from nanoseek.train.optim import learning_rate, make_optimizer
 from nanoseek.train.packing import Document, batch_index
@@ -354,40 +353,6 @@ def evaluate(model: torch.nn.Module, pairs: list[dict[str, Any]], config: DPOCon
     return summary(losses, stats, "eval_")
 
 
-def plot_dpo(rows: list[dict], path: Path, title: str) -> None:
-    train_rows = [r for r in rows if "loss" in r]
-    eval_rows = [r for r in rows if "eval_loss" in r]
-    plot_lines(
-        path,
-        title,
-        "step",
-        "DPO loss",
-        [
-            ([r["step"] for r in train_rows], [r["loss"] for r in train_rows], {"lw": 0.8, "label": "train loss"}),
-            (
-                [r["step"] for r in eval_rows],
-                [r["eval_loss"] for r in eval_rows],
-                {"marker": "o", "label": "held-out loss"},
-            ),
-        ],
-        right_axis=(
-            "reward accuracy",
-            [
-                (
-                    [r["step"] for r in train_rows],
-                    [r["reward_accuracy"] for r in train_rows],
-                    {"lw": 0.8, "ls": "--", "label": "train reward accuracy"},
-                ),
-                (
-                    [r["step"] for r in eval_rows],
-                    [r["eval_reward_accuracy"] for r in eval_rows],
-                    {"marker": "s", "ls": "--", "label": "held-out reward accuracy"},
-                ),
-            ],
-        ),
-    )
-
-
 def train_dpo(
     model: torch.nn.Module,
     pairs: list[dict[str, Any]],
@@ -410,37 +375,22 @@ def train_dpo(
     optimizer = make_optimizer(model, loop)
     step, elapsed = 0, 0.0
     if resume and ckpt_path.exists():
-        state = load_training_state(ckpt_path)
-        changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)} - ADJUSTABLE_ON_RESUME
-        if changed:
-            raise ValueError(
-                f"{ckpt_path} was written with different DPO settings ({', '.join(sorted(changed))}); "
-                "resume with the same recipe or pass --restart"
-            )
-        if state["step"] > config.steps:
-            raise ValueError(f"{ckpt_path} is at step {state['step']}, past the requested {config.steps} steps")
-        load_trainable_state(model, state["model"], ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
+        step, elapsed = resume_stage_checkpoint(
+            ckpt_path, model, optimizer, config, ADJUSTABLE_ON_RESUME, "DPO", "pass --restart"
+        )
+        if step > config.steps:
+            raise ValueError(f"{ckpt_path} is at step {step}, past the requested {config.steps} steps")
     # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept.
     rewrite_log(
         log_path, [r for r in read_log(log_path) if r["step"] < step or ("eval_loss" in r and r["step"] == step)]
     )
 
     def log(row: dict) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_log(log_path, row)
 
     def save() -> None:
-        state = {
-            "model": trainable_state(model),
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "elapsed": elapsed,
-            "config": asdict(config),
-        }
-        atomic_torch_save(state, ckpt_path)
-        plot_dpo(read_log(log_path), plot_path, title)
+        save_stage_checkpoint(ckpt_path, model, optimizer, step, elapsed, config)
+        plot_losses(read_log(log_path), plot_path, title, "DPO loss", ("reward_accuracy", "reward accuracy"))
         if on_checkpoint is not None:
             on_checkpoint(step)
 

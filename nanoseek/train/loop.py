@@ -44,6 +44,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -165,6 +166,58 @@ def rewrite_log(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def append_log(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def refuse_other_settings(
+    state: dict, config: Any, adjustable: set[str], path: Path, what: str, advice: str
+) -> set[str]:
+    """The settings in which `config` (a stage's dataclass) differs from those the checkpoint `state` at `path` was
+    written with; raises ValueError when one is not `adjustable`: the resumed run would silently be another run."""
+    changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)}
+    if changed - adjustable:
+        raise ValueError(
+            f"{path} was written with different {what} settings ({', '.join(sorted(changed - adjustable))}); "
+            f"resume with the same recipe or {advice}"
+        )
+    return changed
+
+
+def save_stage_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, elapsed: float, config: Any
+) -> None:
+    """The RL and DPO stages' checkpoint, written atomically: the trained parameters (`trainable_state`), the
+    optimiser, the step, the seconds trained and the stage's settings."""
+    state = {
+        "model": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "elapsed": elapsed,
+        "config": asdict(config),
+    }
+    atomic_torch_save(state, path)
+
+
+def resume_stage_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Any,
+    adjustable: set[str],
+    what: str,
+    advice: str,
+) -> tuple[int, float]:
+    """A `save_stage_checkpoint` checkpoint loaded into `model` and `optimizer`, once its settings are found to be
+    `config`'s but for `adjustable` ones (`refuse_other_settings`): (step, seconds trained) to go on from."""
+    state = load_training_state(path)
+    refuse_other_settings(state, config, adjustable, path, what, advice)
+    load_trainable_state(model, state["model"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    return state["step"], state["elapsed"]
+
+
 def plot_lines(
     path: Path,
     title: str,
@@ -211,18 +264,39 @@ def plot_lines(
     plt.close(fig)
 
 
-def plot_losses(rows: list[dict], path: Path, title: str) -> None:
+def plot_losses(
+    rows: list[dict], path: Path, title: str, ylabel: str = "loss (nats/token)", accuracy: tuple[str, str] | None = None
+) -> None:
+    """The train and held-out (`eval_` prefixed) losses of log rows `rows`; with `accuracy` = (log key, label)
+    that key's train and held-out values too, on an axis of their own (DPO's reward accuracy)."""
     train_rows = [r for r in rows if "loss" in r]
     eval_rows = [r for r in rows if "eval_loss" in r]
+    train_steps, eval_steps = [r["step"] for r in train_rows], [r["step"] for r in eval_rows]
+    named = " loss" if accuracy else ""  # beside another quantity the legend says which lines are losses
+    right_axis = None
+    if accuracy is not None:
+        key, label = accuracy
+        right_axis = (
+            label,
+            [
+                (train_steps, [r[key] for r in train_rows], {"lw": 0.8, "ls": "--", "label": f"train {label}"}),
+                (
+                    eval_steps,
+                    [r[f"eval_{key}"] for r in eval_rows],
+                    {"marker": "s", "ls": "--", "label": f"held-out {label}"},
+                ),
+            ],
+        )
     plot_lines(
         path,
         title,
         "step",
-        "loss (nats/token)",
+        ylabel,
         [
-            ([r["step"] for r in train_rows], [r["loss"] for r in train_rows], {"lw": 0.8, "label": "train"}),
-            ([r["step"] for r in eval_rows], [r["eval_loss"] for r in eval_rows], {"marker": "o", "label": "held-out"}),
+            (train_steps, [r["loss"] for r in train_rows], {"lw": 0.8, "label": f"train{named}"}),
+            (eval_steps, [r["eval_loss"] for r in eval_rows], {"marker": "o", "label": f"held-out{named}"}),
         ],
+        right_axis=right_axis,
     )
 
 
@@ -272,13 +346,7 @@ def evaluate(model: torch.nn.Module, rows: PackedRows, n_rows: int, batch_size: 
 def check_resume(state: dict, config: LoopConfig, world_size: int, path: Path, is_main: bool) -> None:
     """Refuse a checkpoint written with other loop settings (the run would silently be another run), except the
     adjustable ones; the global batch must stay the same, whatever the number of processes."""
-    changed = {k for k in state["config"] if state["config"][k] != asdict(config).get(k)}
-    if changed - ADJUSTABLE_ON_RESUME:
-        raise ValueError(
-            f"{path} was written with different loop settings "
-            f"({', '.join(sorted(changed - ADJUSTABLE_ON_RESUME))}); resume with the same "
-            "recipe or pass a fresh --out directory"
-        )
+    changed = refuse_other_settings(state, config, ADJUSTABLE_ON_RESUME, path, "loop", "pass a fresh --out directory")
     before = state["config"]["batch_size"] * state["config"]["grad_accum"] * state.get("world_size", world_size)
     now = config.batch_size * config.grad_accum * world_size
     if before != now:
@@ -430,8 +498,7 @@ def train(
 
     def log(row: dict) -> None:
         if is_main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_log(log_path, row)
 
     tokens_per_step = config.batch_size * config.grad_accum * world_size * train_rows.seq_len
     bar = tqdm(total=config.steps, initial=step, disable=not is_main, desc=title, unit="step", dynamic_ncols=True)

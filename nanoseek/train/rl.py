@@ -40,7 +40,6 @@ in one process: a vLLM server shards itself (`NANOSEEK_VLLM_ARGS="-tp 2"`).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shlex
@@ -48,7 +47,7 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +68,27 @@ from nanoseek.train.data import train_items
 from nanoseek.train.loop import (
     CHECKPOINT_NAME,
     LOG_NAME,
-    atomic_torch_save,
+    append_log,
     distributed_setup,
-    load_trainable_state,
-    load_training_state,
     plot_lines,
     read_log,
+    resume_stage_checkpoint,
     rewrite_log,
-    trainable_state,
+    save_stage_checkpoint,
 )
 from nanoseek.train.optim import learning_rate, make_optimizer
 
 PLOT_NAME, TABLE_NAME = "rewards.png", "rewards.md"
+# Settings a checkpoint may be resumed with changed. How a step's passes are cut does not change its gradient
+# (micro_batch: replies a pass before commit 226ded0, micro_batch_tokens since), so a checkpoint resumes across it.
+ADJUSTABLE_ON_RESUME = {
+    "steps",
+    "eval_every",
+    "checkpoint_every",
+    "rollout_backend",
+    "micro_batch",
+    "micro_batch_tokens",
+}
 # Suites asked with thinking on, as the evaluator asks them.
 THINKING_SUITES = {"math"}
 
@@ -401,25 +409,9 @@ def train_rl(
     optimizer = make_optimizer(model, loop)
     step, elapsed = 0, 0.0
     if resume and ckpt_path.exists():
-        state = load_training_state(ckpt_path)
-        # How a step's passes are cut does not change its gradient (micro_batch: replies a pass before commit
-        # 226ded0, micro_batch_tokens since), so a checkpoint resumes across it.
-        changed = {k for k, v in state["config"].items() if v != asdict(config).get(k)} - {
-            "steps",
-            "eval_every",
-            "checkpoint_every",
-            "rollout_backend",
-            "micro_batch",
-            "micro_batch_tokens",
-        }
-        if changed:
-            raise ValueError(
-                f"{ckpt_path} was written with different RL settings ({', '.join(sorted(changed))}); "
-                "resume with the same recipe or pass a fresh --out directory"
-            )
-        load_trainable_state(model, state["model"], ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
+        step, elapsed = resume_stage_checkpoint(
+            ckpt_path, model, optimizer, config, ADJUSTABLE_ON_RESUME, "RL", "pass a fresh --out directory"
+        )
     if world_size > 1:
         same_start_everywhere(model)
     # Rows logged after the checkpoint we resume from are replayed; its own held-out evaluation is kept (but a
@@ -467,22 +459,12 @@ def train_rl(
 
     def log(row: dict) -> None:
         if is_main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_log(log_path, row)
 
     def save() -> None:
         if not is_main:  # every process holds the same weights and optimizer state
             return
-        atomic_torch_save(
-            {
-                "model": trainable_state(model),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "elapsed": elapsed,
-                "config": asdict(config),
-            },
-            ckpt_path,
-        )
+        save_stage_checkpoint(ckpt_path, model, optimizer, step, elapsed, config)
         write_curves(read_log(log_path), plot_path, out_dir / TABLE_NAME, title)
         if on_checkpoint is not None:
             on_checkpoint(step)

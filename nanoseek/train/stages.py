@@ -266,10 +266,10 @@ def rl_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> Non
         rollout_model=rollout_model,
     )
     if rank == 0 and exported_step(stage_dir / "model") != config.steps:
-        if lora is not None:
-            save_adapter(trained, stage_dir / "adapter", recipe, config.steps)
-            model = trained.merge_and_unload()
-        export_step(stage_dir, model, tokenizer, config.steps)
+        if lora is None:
+            export_step(stage_dir, model, tokenizer, config.steps)
+        else:
+            export_lora_stage(stage_dir, trained, recipe, tokenizer, config.steps)
     if world_size > 1:  # the stage after this one starts from the model rank 0 just exported
         dist.barrier()
     if rank == 0:
@@ -308,8 +308,7 @@ def dpo_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> No
         on_checkpoint=export,
     )
     if exported_step(stage_dir / "model") != config.steps:
-        export(config.steps)
-        export_step(stage_dir, trained.merge_and_unload(), tokenizer, config.steps)
+        export_lora_stage(stage_dir, trained, recipe, tokenizer, config.steps)
     print(
         f"{stage}: step {config.steps}, loss {last.get('loss', float('nan')):.4f}, reward accuracy "
         f"{last.get('reward_accuracy', float('nan')):.3f} -> {stage_dir / 'adapter'}"
@@ -343,8 +342,7 @@ def train_stage(stage: str, recipe: dict[str, Any], out: Path, resume: bool) -> 
         on_checkpoint=export,
     )
     if rank == 0 and lora is not None and exported_step(stage_dir / "model") != result.step:
-        save_adapter(trained, stage_dir / "adapter", recipe, result.step)
-        export_step(stage_dir, trained.merge_and_unload(), tokenizer, result.step)
+        export_lora_stage(stage_dir, trained, recipe, tokenizer, result.step)
     elif rank == 0 and exported_step(stage_dir / "model") != result.step:
         export(result.step)  # a kill after the last checkpoint but before its export: export it now
     if rank == 0:
@@ -378,6 +376,15 @@ def continued_lora_model(stage: str, recipe: dict[str, Any], out: Path, tokenize
 def save_adapter(peft_model: torch.nn.Module, directory: Path, recipe: dict[str, Any], step: int) -> None:
     base = recipe.get("base", {}).get("model", "")
     adapter.save_adapter(peft_model, directory, base, generation_config={"max_new_tokens": 512, "trained_steps": step})
+
+
+def export_lora_stage(
+    stage_dir: Path, peft_model: torch.nn.Module, recipe: dict[str, Any], tokenizer: Tokenizer, step: int
+) -> None:
+    """A LoRA stage's end: its adapter at `step`, and base + adapter merged as STAGE/model/ (what the next stage
+    starts from), written once. `peft_model` is merged in place: not to be trained on after this."""
+    save_adapter(peft_model, stage_dir / "adapter", recipe, step)
+    export_step(stage_dir, peft_model.merge_and_unload(), tokenizer, step)
 
 
 def exported_step(model_dir: Path) -> int | None:
