@@ -191,13 +191,14 @@ def plan_chat(
     if tool_choice != "none" or response_format is not None:
         named_choice = tool_choice if isinstance(tool_choice, str) else tool_choice.model_dump()
         formats = response_format.model_dump() if response_format is not None else None
-        key = json.dumps([[t.model_dump() for t in tools], named_choice, formats], sort_keys=True)
+        # the model too: a grammar's markers are its tokenizer's ids
+        key = json.dumps([served.fingerprint, [t.model_dump() for t in tools], named_choice, formats], sort_keys=True)
 
         def build() -> Constraint | None:
             return chat_constraint(served, tools, tool_choice, response_format)
 
         if tool_choice == "auto" and response_format is None and not any(t.function.strict for t in tools):
-            constraint = planner.optional_grammar(build)  # auto's lazy grammar over non-strict functions
+            constraint = planner.optional_grammar(key, build)  # auto's lazy grammar over non-strict functions
         else:
             constraint = planner.grammar(key, build)
 

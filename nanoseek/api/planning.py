@@ -4,22 +4,29 @@ under a time limit, so no single request can stall the server's other clients or
     planner = Planner(seconds=5.0)
     plan = await planner.run(lambda: plan_chat(body, served, thinking, settings, planner))   # inside a handler
     constraint = planner.grammar(key, build)     # inside the plan: refused at once if `key` failed before
-    constraint = planner.optional_grammar(build) # one it can do without: None if not ready in half the limit
+    constraint = planner.optional_grammar(key, build)  # one it can do without: None if not ready in half the limit
 
 A grammar that fails to build, or is still building when the time limit passes, is remembered by its key (the
 request's tool schemas and grammar mode), so sending it again is a 400 at once instead of another thread stuck
 compiling. xgrammar cannot be interrupted: a build that overran keeps its worker thread until it ends, which is
 why the pool is bounded and overruns are remembered. xgrammar releases the GIL while it compiles, so even that
 thread does not hold up the event loop.
+
+Identical requests at once share one optional build and its deadline (half the limit from when it was started): 8
+concurrent `auto` requests with one tool list used to queue 8 builds behind the 2 grammar threads and wait half
+the limit each, in planning threads whose queue wait counts towards the limit, and got 503s under load. (xgrammar's
+compiler already compiles one grammar once when several threads ask at once: measured, 8 threads asking for one
+new tool grammar cost the CPU of one compile, 4 different grammars four times that.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from nanoseek.api.errors import APIError
@@ -40,6 +47,7 @@ class Planner:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanoseek-plan")
         self.optional_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nanoseek-grammar")
         self.failed: OrderedDict[str, APIError] = OrderedDict()
+        self.optional_builds: dict[str, tuple[Future, float]] = {}  # in flight, by key: (build, when it started)
         self.lock = threading.Lock()
 
     async def run(self, plan: Callable[[], T]) -> T:
@@ -96,16 +104,27 @@ class Planner:
             if job is not None:
                 job.building = None
 
-    def optional_grammar(self, build: Callable[[], T]) -> T | None:
+    def optional_grammar(self, key: str, build: Callable[[], T]) -> T | None:
         """A grammar the request can do without (auto's lazy tool-call grammar over non-strict functions, which
-        only keeps calls well-formed): `build` in a grammar thread for at most half the time limit; None if it
-        fails or is not ready by then, and the request goes on unconstrained, as such requests were before. A
-        build that overran still finishes, so the engine's compiler has it cached for the next request."""
-        future = self.optional_pool.submit(build)
+        only keeps calls well-formed): `build` in a grammar thread, shared by the requests of the same `key` that
+        come while it runs, each waiting for it until half the time limit after it started; None if it fails or
+        is not ready by then, and the request goes on unconstrained, as such requests were before. A build that
+        overran still finishes, so the engine's compiler has it cached for the next request."""
+        with self.lock:
+            shared = self.optional_builds.get(key)
+            if shared is None:
+                shared = self.optional_builds[key] = (self.optional_pool.submit(build), time.monotonic())
+        future, started = shared
+        future.add_done_callback(lambda done: self._forget_optional(key, done))  # outside the lock: it may run now
         try:
-            return future.result(timeout=self.seconds / 2)
+            return future.result(timeout=max(0.0, started + self.seconds / 2 - time.monotonic()))
         except Exception:  # noqa: BLE001 - a timeout, or a grammar that does not compile: serve without it
             return None
+
+    def _forget_optional(self, key: str, future: Future) -> None:
+        with self.lock:
+            if key in self.optional_builds and self.optional_builds[key][0] is future:
+                del self.optional_builds[key]
 
     def remember(self, key: str, error: APIError) -> None:
         with self.lock:
