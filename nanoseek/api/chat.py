@@ -59,7 +59,7 @@ from nanoseek.api.serving import (
     stop_list,
 )
 from nanoseek.api.settings import KeyPolicy, Settings
-from nanoseek.api.thinking import ThinkingChoice, budget_params, choose_thinking
+from nanoseek.api.thinking import ThinkingChoice, budget_params, choose_thinking, non_thinking_bans
 from nanoseek.api.tools import check_strict_schema, check_tools
 from nanoseek.engine.constraint import Constraint
 from nanoseek.engine.params import Request as EngineRequest
@@ -222,6 +222,7 @@ def plan_chat(
         seed=body.seed,
         constraint_after_token=served.think_end_id if constraint is not None and start_in_reasoning else None,
         **budget_params(choice, served.tokenizer, served.think_end_id, start_in_reasoning),
+        **non_thinking_bans(choice, served.think_token_ids),
         **sampling,
     )
     last = body.messages[-1]

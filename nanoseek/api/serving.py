@@ -37,7 +37,7 @@ from nanoseek.api.settings import SERVED_MODEL_NAMES, KeyPolicy, Settings
 from nanoseek.engine import Engine
 from nanoseek.engine.params import EngineOverloaded, Request, SamplingParams, StreamEvent
 from nanoseek.model.checkpoint import read_generation_config
-from nanoseek.tokenizer.output_parser import ToolCallFormat, think_end_id, tool_format_for_template
+from nanoseek.tokenizer.output_parser import ToolCallFormat, think_end_id, think_token_ids, tool_format_for_template
 from nanoseek.tokenizer.tokenizer import Tokenizer
 
 KEEPALIVE = None  # what EventSource yields while the request waits with nothing to say
@@ -61,6 +61,10 @@ class ServedModel:
     @property
     def think_end_id(self) -> int | None:
         return think_end_id(self.tokenizer)
+
+    @property
+    def think_token_ids(self) -> list[int]:
+        return think_token_ids(self.tokenizer)
 
     @property
     def eos_ids(self) -> list[int]:

@@ -12,6 +12,12 @@ What an effort means is nanoseek's own choice (DeepSeek does not publish one): a
 (Anthropic's name, also accepted in the OpenAI format) sets the cap directly, and nanoseek's
 `thinking.min_tokens` sets a minimum: a thought that ends earlier is extended with "Wait" (s1's budget
 forcing). Both count generated thought tokens only, not a prefix's `reasoning_content`.
+
+With thinking off the prompt closes the thought (`<｜Assistant｜></think>`, DeepSeek-V3.1's non-thinking template),
+and a model trained to think may still write one and close it with a literal `</think>` (the smol adapter did in
+half of its no-thinking math replies). `non_thinking_bans` bans the think tokens from such a reply, so its content
+never holds a think tag, as DeepSeek's never does. Thinking mode bans nothing: a template may leave the model to
+open its own thought (Qwen3's).
 """
 
 from __future__ import annotations
@@ -96,3 +102,9 @@ def budget_params(choice: ThinkingChoice, tokenizer: Any, think_end_id: int | No
         "min_thinking_tokens": choice.min_tokens,
         "thinking_extension_ids": tokenizer.encode(EXTENSION_TEXT) if choice.min_tokens else [],
     }
+
+
+def non_thinking_bans(choice: ThinkingChoice, think_token_ids: list[int]) -> dict:
+    """SamplingParams fields that keep the checkpoint's think tokens (output_parser.think_token_ids: none for a
+    ChatML checkpoint) out of a reply with thinking off."""
+    return {} if choice.enabled or not think_token_ids else {"banned_token_ids": list(think_token_ids)}

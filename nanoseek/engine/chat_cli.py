@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from typing import TextIO
 
 from nanoseek import DEFAULT_MODEL_DIR
 from nanoseek.engine.engine import Engine
 from nanoseek.engine.params import Request, SamplingParams
-from nanoseek.tokenizer.output_parser import OutputParser, tool_format_for_template
+from nanoseek.tokenizer.output_parser import OutputParser, think_token_ids, tool_format_for_template
 
 DIM, RESET = "\033[2m", "\033[0m"
 COMMANDS_HELP = """commands while chatting:
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad sampling settings, or a CheckpointError naming what is wrong with --model
         print(f"nanoseek chat: {exc}", file=sys.stderr)
         return 2
+    if not args.thinking:  # the think tokens are banned from replies, as the server bans them (api/thinking.py)
+        params = dataclasses.replace(params, banned_token_ids=think_token_ids(engine.tokenizer))
     history: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     if interactive:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from nanoseek.engine.constraint import GrammarBackend, allowed_token_ids
@@ -81,8 +82,12 @@ class Emitter:
         for row in redraw:
             sequence = sequences[row]
             allowed = allowed_token_ids(sequence.matcher, bitmask, row, self.vocab_size)
+            if allowed is not None and sequence.sampler.banned is not None:
+                # a banned token's -inf logit does not keep it out where every allowed token is -inf (an argmax
+                # takes the first): it is not allowed at all, and a grammar that allows nothing else ends here
+                allowed = np.setdiff1d(allowed, sequence.sampler.banned, assume_unique=True)
             if allowed is not None and len(allowed):  # (None: every token allowed, the first draw stands)
-                # Penalties were applied to this row by the first draw.
+                # Penalties and bans were applied to this row by the first draw.
                 tokens[row] = sequence.sampler.draw_among(logits_rows[row], allowed)
             # No token allowed at all, or (never expected) the grammar refusing a token its own bitmask allowed:
             # _accept ends the sequence rather than letting the matcher fall out of step with the output.

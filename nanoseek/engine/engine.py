@@ -337,6 +337,11 @@ class Engine:
             raise ValueError(
                 f"prompt_ids holds {len(bad)} id(s) outside the vocabulary [0, {self.vocab_size}), e.g. {bad[0]!r}"
             )
+        banned_outside = [t for t in params.banned_token_ids if t >= self.vocab_size]
+        if banned_outside:
+            raise ValueError(
+                f"banned_token_ids holds id(s) outside the vocabulary [0, {self.vocab_size}), e.g. {banned_outside[0]}"
+            )
         capacity = self.cache.slot_capacity
         if len(prompt) >= capacity:
             raise ValueError(

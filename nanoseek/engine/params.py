@@ -4,7 +4,9 @@
     request = Request(prompt_ids=tokenizer.encode("hello"), params=SamplingParams(max_tokens=32, temperature=0))
 
 `SamplingParams` validates itself on construction (a `ValueError` names the bad field), so the server
-can turn a mistake into a 422 before anything is queued. `StreamEvent` is what `Engine.stream` yields,
+can turn a mistake into a 422 before anything is queued. `banned_token_ids` are never sampled, whatever their
+logits (vLLM's `bad_words` for single tokens, OpenAI's `logit_bias` of -100): a reply that starts outside a thought
+never writes `<think>` or `</think>` (api/thinking.py `non_thinking_bans`). `StreamEvent` is what `Engine.stream` yields,
 `Completion` what `Engine.generate` returns. Plain dataclasses: nothing here touches torch.
 """
 
@@ -43,6 +45,9 @@ class SamplingParams:
     constraint: Constraint | None = None
     constraint_after_token: int | None = None  # e.g. the id of `</think>`: the grammar applies after it
     ignore_eos: bool = False
+    # never sampled: their logits are -inf before any draw (greedy, top-k/top-p, grammar-masked), so even the
+    # argmax gives way to the next best token; the raw logprobs reported still include them
+    banned_token_ids: list[int] = field(default_factory=list)
     # thinking budgets (engine/thinking.py): the output starts inside a thought that this token ends
     think_end_token: int | None = None
     max_thinking_tokens: int | None = None  # then the end token is forced
@@ -55,6 +60,11 @@ class SamplingParams:
         self.stop = list(self.stop)
         self.stop_token_ids = list(self.stop_token_ids)
         self.thinking_extension_ids = list(self.thinking_extension_ids)
+        self.banned_token_ids = list(self.banned_token_ids)
+        # tokens ThoughtBudget writes whatever was drawn: banning them would not keep them out
+        forced = set(self.thinking_extension_ids) if self.min_thinking_tokens else set()
+        if self.max_thinking_tokens is not None:
+            forced.add(self.think_end_token)
         checks: list[tuple[bool, str]] = [
             (
                 isinstance(self.max_tokens, int) and self.max_tokens >= 1,
@@ -85,6 +95,15 @@ class SamplingParams:
             (
                 all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids),
                 "stop_token_ids must be non-negative integers",
+            ),
+            (
+                all(isinstance(t, int) and t >= 0 for t in self.banned_token_ids),
+                "banned_token_ids must be non-negative integers",
+            ),
+            (
+                not forced.intersection(t for t in self.banned_token_ids if isinstance(t, int)),
+                "banned_token_ids must not hold a token the thinking budget forces (think_end_token, "
+                "thinking_extension_ids)",
             ),
             (
                 self.max_thinking_tokens is None

@@ -1,4 +1,4 @@
-"""Per-sequence sampling inside a batch: greedy, temperature, top-k, top-p, penalties, seeds, logprobs.
+"""Per-sequence sampling inside a batch: greedy, temperature, top-k, top-p, penalties, banned tokens, seeds.
 
 Every row of the batch's logits belongs to one sequence with its own `SamplingParams`. Greedy rows are
 decided together by one argmax. Sampled rows are drawn by inverse transform: each row takes one uniform
@@ -13,7 +13,10 @@ single-threaded NumPy never does.
     tokens = sample_next(logits, [sampler])          # logits [B, V] -> list of B token ids
 
 Penalties follow the OpenAI/DeepSeek definition: over the tokens generated so far (not the prompt),
-logit -= frequency_penalty * count + presence_penalty * (count > 0).
+logit -= frequency_penalty * count + presence_penalty * (count > 0). A request's `banned_token_ids` get logit
+-inf in the same pass, before any draw: every path below (the batched argmax, the batched softmax, top-k/top-p,
+and the grammar's draw among allowed tokens, which reads the same row) then gives them zero weight, whichever
+step (native or PyTorch) computed the logits.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class RowSampler:
             self.random = np.random.Generator(np.random.PCG64([base & (2**63 - 1), sample_index]))
         self.penalized = params.frequency_penalty != 0 or params.presence_penalty != 0
         self.counts = torch.zeros(vocab_size) if self.penalized else None
+        banned = sorted(set(params.banned_token_ids))
+        self.banned: np.ndarray | None = np.array(banned, dtype=np.int64) if banned else None
 
     def observe(self, token_id: int) -> None:
         if self.counts is not None:
@@ -51,6 +56,12 @@ class RowSampler:
         if counts is None:
             return
         row.sub_(counts * self.params.frequency_penalty + (counts > 0).float() * self.params.presence_penalty)
+
+    def apply_bans(self, row: torch.Tensor) -> None:
+        """-inf at the banned ids of a logits row [V], in place. Through NumPy (the engine's logits are fp32 on the
+        CPU), as the rest of this module: a small torch op in the engine thread may wake sleeping OpenMP threads."""
+        if self.banned is not None:
+            row.numpy()[self.banned] = -np.inf
 
     def uniform(self) -> float:
         return float(self.random.random())
@@ -138,10 +149,11 @@ def argmax_rows(logits: torch.Tensor) -> list[int]:
 
 
 def sample_next(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
-    """Pick one token per row of `logits` [B, V] (modified in place by penalties)."""
+    """Pick one token per row of `logits` [B, V] (modified in place by penalties and bans)."""
     for row, sampler in enumerate(samplers):
         if sampler.penalized:
             sampler.apply_penalties(logits[row])
+        sampler.apply_bans(logits[row])
     if all(s.greedy for s in samplers):
         return argmax_rows(logits)
     tokens = [0] * len(samplers)

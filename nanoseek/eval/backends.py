@@ -24,6 +24,9 @@ once the thought is that long, as it does for an API request), over HTTP `thinki
 thought, and the reported thinking tokens show it). The request's `max_tokens` is the budget + 1 (`</think>`)
 + the answer's `max_tokens`. Thinking tokens are the thought's own in process; over HTTP they are the server's
 `usage.completion_tokens_details.reasoning_tokens`, which in nanoseek's count the closing `</think>` too.
+
+Without thinking, in process as through nanoseek's server, the think tokens are banned from the reply (a model
+trained to think would otherwise write a thought and a literal `</think>` into the answer).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from nanoseek.tokenizer.output_parser import OutputParser, think_end_id, tool_format_for_template
+from nanoseek.tokenizer.output_parser import OutputParser, think_end_id, think_token_ids, tool_format_for_template
 
 if TYPE_CHECKING:  # the engine (and torch) load only when a model runs in process, not for a server URL
     from nanoseek.engine import Constraint, Engine, SamplingParams
@@ -97,6 +100,7 @@ class EngineBackend:
         self.tool_format = tool_format_for_template(self.tokenizer.chat_template)
         self.think_end_id = think_end_id(self.tokenizer)
         self._tool_constraints: dict[str, Constraint] = {}  # by the tools' JSON: an item's tools serve two turns
+        self.think_token_ids = think_token_ids(self.tokenizer)
 
     @classmethod
     def from_checkpoint(
@@ -184,6 +188,8 @@ class EngineBackend:
             # the engine forces </think> after `thinking_budget` thought tokens; the answer gets max_tokens more
             extra.update(think_end_token=self.think_end_id, max_thinking_tokens=thinking_budget)
             max_tokens += thinking_budget + 1
+        if not thinking and self.think_token_ids:  # as the server does (api/thinking.py non_thinking_bans)
+            extra["banned_token_ids"] = self.think_token_ids
         params = self._params(max_tokens, temperature, n, seed, **extra)
         [completion] = self.engine.generate([Request(prompt, params)])
         replies = [self._parse(o.text, o.token_ids, o.finish_reason, thinking, bool(tools)) for o in completion.outputs]

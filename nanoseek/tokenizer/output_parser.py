@@ -20,8 +20,9 @@ non-streaming path (feed everything, then finish).
     piece = parser.finish()
 
 A checkpoint's ids, worked out here and nowhere else: `stop_token_ids(tokenizer, eos_token_id)` (what ends a
-reply: the tokenizer's EOS plus the checkpoint's configured `eos_token_id`s) and `think_end_id(tokenizer)`
-(the `</think>` that ends a thought, None when the vocabulary has none).
+reply: the tokenizer's EOS plus the checkpoint's configured `eos_token_id`s), `think_end_id(tokenizer)`
+(the `</think>` that ends a thought, None when the vocabulary has none) and `think_token_ids(tokenizer)` (what a
+reply with thinking off must never emit).
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ def stop_token_ids(tokenizer: Tokenizer, eos_token_id: int | list[int] | None = 
 def think_end_id(tokenizer: Tokenizer) -> int | None:
     """The id of `</think>`, which ends a thought (None for a vocabulary without one)."""
     return tokenizer.backend.token_to_id(THINK_END)
+
+
+def think_token_ids(tokenizer: Tokenizer) -> list[int]:
+    """The ids of `<think>` and `</think>` when the checkpoint's chat template writes thoughts with them: a reply
+    with thinking off (the prompt closes the thought, `<｜Assistant｜></think>`) never emits them, as DeepSeek's
+    non-thinking content never holds one. [] for a template that never writes `</think>` (ChatML checkpoints):
+    there they are nobody's format, and a vocabulary without them has nothing to ban."""
+    if THINK_END not in (tokenizer.chat_template or ""):
+        return []
+    ids = (tokenizer.backend.token_to_id(token) for token in (THINK_BEGIN, THINK_END))
+    return [token_id for token_id in ids if token_id is not None]
 
 
 @dataclass(frozen=True)

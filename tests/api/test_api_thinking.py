@@ -1,7 +1,8 @@
 """Model names and thinking controls as DeepSeek documents them in 2026 (docs/API.md), through the official openai
 and anthropic SDKs against a live server: the seed-era and V4 names with their thinking defaults, the checkpoint's
 own name, `reasoning_effort` and the `thinking` object, thinking budgets (cap and s1-style minimum), the 400 for a
-thinking request that ends in an assistant message, tool calls in thinking mode, and the Anthropic name mapping."""
+thinking request that ends in an assistant message, tool calls in thinking mode, the Anthropic name mapping, and no
+think token in a reply with thinking off."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import anthropic
 import httpx
 import openai
 import pytest
+import torch
 
 from nanoseek.api.errors import APIError
 from nanoseek.api.thinking import EFFORT_BUDGETS, choose_thinking
+from nanoseek.tokenizer.output_parser import think_token_ids
 from tests.api.conftest import MAIN_KEY
-from tests.api.test_api_chat import USER, thought_closing_sample
+from tests.api.test_api_chat import USER, engine_completion, thought_closing_sample
 
 PING = {
     "type": "object",
@@ -146,6 +149,61 @@ def test_min_tokens_extends_a_thought_that_ends_early_with_wait(client, api_serv
             "deepseek-reasoner",
             extra_body={"thinking": {"type": "enabled", "min_tokens": 9, "budget_tokens": 4}},
         )
+
+
+@pytest.fixture(scope="module")
+def think_writing_server(start_server, tmp_path_factory):
+    """A server over a tiny model that, with thinking off, writes `</think>` as its first token, as the smol adapter
+    wrote a thought and `</think>` into half its no-thinking math replies: a random model with an output projection
+    of its own (untied), whose rows for `</think>` and for the token it would have written first are swapped, so it
+    reads its prompt as before and ranks `</think>` where that token was."""
+    from nanoseek.model.checkpoint import save_checkpoint
+    from nanoseek.model.loader import load_checkpoint
+    from nanoseek.model.random_init import make_random_checkpoint
+
+    untied = make_random_checkpoint(tmp_path_factory.mktemp("untied"), tie_word_embeddings=False)
+    checkpoint = load_checkpoint(untied)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    with torch.no_grad():
+        first = int(model(torch.tensor([tokenizer.encode_chat(USER, thinking=False)]))[0, -1].argmax())
+        rows = model.lm_head.weight
+        think_end = tokenizer.token_id("</think>")
+        rows[[first, think_end]] = rows[[think_end, first]]
+    return start_server(model=save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("writes_think_end")))
+
+
+def test_a_reply_with_thinking_off_holds_no_think_token(think_writing_server):
+    """With thinking off the prompt closes the thought (`<｜Assistant｜></think>`); the think tokens are banned from
+    the reply, so a model that would write `</think>` first writes its next best token instead, and the API's reply
+    holds no think token (before the ban the API stripped the tag and returned the thought run into the answer as
+    `content`). Thinking mode bans nothing: the same model's thought ends with its own `</think>`."""
+    server = think_writing_server
+    client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=120)
+    tokenizer = server.engine.tokenizer
+    think_ids = think_token_ids(tokenizer)
+    prompt = tokenizer.render_chat(USER, thinking=False)
+    assert prompt.endswith("</think>") and len(think_ids) == 2
+    unbanned = engine_completion(server, prompt, max_tokens=8, temperature=0)
+    assert unbanned.token_ids[0] == tokenizer.token_id("</think>")  # what the model writes when nothing bans it
+    banned = engine_completion(server, prompt, max_tokens=8, temperature=0, banned_token_ids=think_ids)
+    assert not set(banned.token_ids) & set(think_ids)
+    special = tokenizer.special_token_pattern  # the API strips the other special tokens from answer text
+    for model in ("deepseek-chat", "deepseek-v4-flash"):
+        extra = {"thinking": {"type": "disabled"}} if model == "deepseek-v4-flash" else {}
+        response = ask(client, model, max_tokens=8, temperature=0, logprobs=True, extra_body=extra)
+        message = response.choices[0].message
+        assert reasoning(response) is None
+        assert not {entry.token for entry in response.choices[0].logprobs.content} & {"<think>", "</think>"}
+        assert message.content == special.sub("", banned.text)
+        assert "<think>" not in message.content and "</think>" not in message.content
+    streamed = client.chat.completions.create(
+        model="deepseek-chat", messages=USER, max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed) == special.sub("", banned.text)
+    thinking_prompt = tokenizer.render_chat(USER, thinking=True)
+    reference = engine_completion(server, thinking_prompt, max_tokens=8, seed=5)
+    thought = ask(client, "deepseek-reasoner", max_tokens=8, seed=5)
+    assert reasoning(thought) == special.sub("", reference.text.partition("</think>")[0])
 
 
 def test_thinking_request_ending_in_an_assistant_message_is_400_unless_prefix(client, beta_client):
