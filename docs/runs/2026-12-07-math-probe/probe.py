@@ -5,10 +5,13 @@ name, so that every candidate trains through nanoseek's own code on the same ite
 
 FORMAT is one of
     current            the generator as run 7 trained on (nanoseek/tasks/math.py at commit 42b8036, read from git)
-    restated           the thought of this commit's generator (the question's quantities restated first, one
+    restated           the candidate generator's thought (the question's quantities restated first, one
                        operation a line, a check undoing every step), with run 7's one training wording a kind
-    restated_wordings  this commit's generator as it is: `restated` plus four more training wordings a kind
+    restated_wordings  the candidate generator as it is: `restated` plus four more training wordings a kind
 The rest of the command line goes to `nanoseek train` unchanged (README.md has the exact commands).
+
+The candidate generator is nanoseek/tasks/math.py at commit a3093bd, where the probe ran; main kept run 7's (the
+probe found no winner), so run this at a3093bd: on main `restated*` would train run 7's format.
 """
 
 from __future__ import annotations
