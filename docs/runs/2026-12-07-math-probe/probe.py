@@ -10,8 +10,8 @@ FORMAT is one of
     restated_wordings  the candidate generator as it is: `restated` plus four more training wordings a kind
 The rest of the command line goes to `nanoseek train` unchanged (README.md has the exact commands).
 
-The candidate generator is nanoseek/tasks/math.py at commit a3093bd, where the probe ran; main kept run 7's (the
-probe found no winner), so run this at a3093bd: on main `restated*` would train run 7's format.
+The candidate generator is nanoseek/tasks/math.py at commit ccaa1f0, where the probe ran; main kept run 7's (the
+probe found no winner), so run this at ccaa1f0: on main `restated*` would train run 7's format.
 """
 
 from __future__ import annotations
