@@ -49,6 +49,10 @@ NOT_RUN = {
         "a synopsis with placeholders (tests/api/test_api_vllm.py serves SmolLM2 this way)"
     ),
     "bash .ci/vllm-env": "installs vLLM's CPU build (1.4 GB) in .venv-vllm: .ci/run runs it",
+    "nanoseek thinking-chart": "named in prose (it needs --model and --out; tests/eval/test_thinking_chart.py runs it)",
+    "nanoseek train merge-experiment": (
+        "named in prose; trains three 135M models for hours (tests/train/test_merge_experiment.py runs it on a tiny base)"
+    ),
 }
 ELIDED = "..."  # a command the README shortens with "..." is not runnable as written
 
