@@ -159,7 +159,9 @@ def to_chat_request(body: MessagesRequest, served_names: Iterable[str]) -> ChatC
 
 def content_blocks(acc: ChatAccumulator, thinking: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    if thinking and acc.reasoning:
+    # With thinking on, Anthropic's messages always open with a thinking block, even when the model
+    # closed its thought at once (an empty thought), so clients can rely on content[0].
+    if thinking:
         blocks.append({"type": "thinking", "thinking": acc.reasoning, "signature": ""})
     if acc.content or not acc.tool_calls:
         blocks.append({"type": "text", "text": acc.content})
@@ -286,6 +288,9 @@ async def stream_message(
                 yield event("ping", {"type": "ping"})
                 continue
             piece, _ = acc.feed(item)
+            if open_block is None and plan.thinking and not piece.reasoning and (piece.content or piece.tool_call_pieces):
+                for line in switch_to("thinking", {"type": "thinking", "thinking": ""}):  # as content_blocks does
+                    yield line
             if piece.reasoning:
                 if open_block != "thinking":
                     for line in switch_to("thinking", {"type": "thinking", "thinking": ""}):
@@ -325,7 +330,10 @@ async def stream_message(
                             "delta": {"type": "input_json_delta", "partial_json": part.arguments},
                         },
                     )
-        if open_block is None:  # nothing was written: the message still holds one (empty) text block
+        if open_block is None:  # nothing was written: the message still holds its (empty) blocks
+            if plan.thinking:
+                for line in switch_to("thinking", {"type": "thinking", "thinking": ""}):
+                    yield line
             for line in switch_to("text", {"type": "text", "text": ""}):
                 yield line
         yield event("content_block_stop", {"type": "content_block_stop", "index": index})

@@ -71,11 +71,18 @@ def test_thinking_blocks(claude):
     message = claude.messages.create(
         model="deepseek-chat", max_tokens=12, messages=ASK, thinking={"type": "enabled", "budget_tokens": 1024}
     )
-    kinds = [block.type for block in message.content]
-    assert kinds in (["thinking", "text"], ["text"])
+    assert [block.type for block in message.content] == ["thinking", "text"]
     with claude.messages.stream(model="deepseek-reasoner", max_tokens=12, messages=ASK) as stream:
         final = stream.get_final_message()
-    assert [b.type for b in final.content] in (["thinking", "text"], ["text"], ["thinking"])
+    assert [b.type for b in final.content] in (["thinking", "text"], ["thinking"])
+    # a zero budget closes the thought before it starts: the thinking block is still there, empty, in both shapes
+    closed = {"type": "enabled", "budget_tokens": 0}
+    whole = claude.messages.create(model="deepseek-chat", max_tokens=6, messages=ASK, thinking=closed)
+    with claude.messages.stream(model="deepseek-chat", max_tokens=6, messages=ASK, thinking=closed) as stream:
+        streamed = stream.get_final_message()
+    for message in (whole, streamed):
+        assert [block.type for block in message.content] == ["thinking", "text"]
+        assert message.content[0].thinking == ""
 
 
 def test_forced_tool_use_and_tool_result(claude):

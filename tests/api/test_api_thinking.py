@@ -257,7 +257,7 @@ def test_anthropic_names_map_as_deepseek_documents(api_server):
     capped = claude.messages.create(
         model="claude-opus-4-1", max_tokens=12, messages=USER, thinking={"type": "enabled", "budget_tokens": 0}
     )
-    assert capped.content[0].type != "thinking" or capped.content[0].thinking == ""
+    assert capped.content[0].type == "thinking" and capped.content[0].thinking == ""
     with pytest.raises(anthropic.BadRequestError, match="Model Not Exist"):
         claude.messages.create(model="gpt-4o", max_tokens=8, messages=USER)
     response = httpx.post(
