@@ -288,7 +288,12 @@ async def stream_message(
                 yield event("ping", {"type": "ping"})
                 continue
             piece, _ = acc.feed(item)
-            if open_block is None and plan.thinking and not piece.reasoning and (piece.content or piece.tool_call_pieces):
+            if (
+                open_block is None
+                and plan.thinking
+                and not piece.reasoning
+                and (piece.content or piece.tool_call_pieces)
+            ):
                 for line in switch_to("thinking", {"type": "thinking", "thinking": ""}):  # as content_blocks does
                     yield line
             if piece.reasoning:
