@@ -121,6 +121,36 @@ def test_math_thinking_works_place_values_with_right_arithmetic():
     assert 5 <= slipped <= 40
 
 
+def test_math_thinking_restates_the_questions_numbers_and_works_only_from_them():
+    from nanoseek.tasks.math import APPLY, PHRASINGS
+
+    for item in generate("math", "train", 80, 5):
+        question, thinking = item.messages[0]["content"], item.ideal[0]["reasoning_content"]
+        given, *lines = thinking.splitlines()
+        # The first line copies every number of the question and invents none, whatever the wording.
+        assert given.startswith("Given: ") and sorted(re.findall(r"\d+", given)) == sorted(
+            re.findall(r"\d+", question)
+        ), (question, given)
+        known = {int(number) for number in re.findall(r"\d+", given)}
+        for line in lines:
+            if not line.startswith(("First", "Next")):
+                continue
+            # One operation a step, on numbers the restatement or an earlier step wrote down.
+            a, op, b = re.search(r": (\d+) ([-+*/]) (\d+) = ", line).groups()
+            assert {int(a), int(b)} <= known, (thinking, line)
+            known.add(APPLY[op](int(a), int(b)))
+        assert int(item.answer) in known and lines[-1].startswith("Let me verify: ")
+    # Several training wordings a kind, so that no kind's numbers sit in one fixed place of one sentence.
+    assert all(len(phrasings.train) >= 5 for phrasings in PHRASINGS.values())
+
+
+def test_math_phrasing_split_is_the_one_runs_5_to_7_were_scored_on():
+    # A rewrite of the solutions must not move the evaluator's items: their draws are kept (worked_solution).
+    items = generate("math", "phrasing", 100, 0)
+    digest = hashlib.sha256("".join(i.id + i.messages[0]["content"] + i.answer for i in items).encode())
+    assert digest.hexdigest() == "01f1e1c06839527c642fed7d54015dec10ca67e21afa84548e36f1606085a2bf"
+
+
 def test_a_small_suite_caps_at_its_size_only_when_asked():
     from nanoseek.tasks.item import RanOutOfItems
 
