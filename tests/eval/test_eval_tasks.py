@@ -269,7 +269,8 @@ def test_tool_requests_are_trained_in_six_wordings_of_each_function():
 # What every run since run 5 was scored on (docs/runs/2026-12-07-smol7/eval/commands.json: `--n 100` of the phrasing
 # split, code `--split heldout --n 328`, seed 0), as the evaluator draws it (`at_most`: safety holds 84 held-out
 # items), pinned before the train split was balanced across kinds. Math pins its phrasing split only: the math probe's
-# generator (branch run8-data) adds training wordings, which the held-out-values split asks in too.
+# generator (run 8's data) adds training wordings, which the held-out-values split asks in too; its phrasing items
+# are the same as the generator's before it, but for the one-line worked answer training imitates.
 EVALUATED_DIGESTS = {
     ("instructions", "heldout", 100): "077d0e579c71ce17cef08a8e1d3ecd8bb4529557ebe97d8ac5d8b76646688bca",
     ("instructions", "phrasing", 100): "db5c89517e7a3940eb941fcc6ee2fddd0fc58ada9b36cf6f7ddddca0304ce24a",
@@ -279,18 +280,23 @@ EVALUATED_DIGESTS = {
     ("tools", "phrasing", 100): "e9b4afb296ee8eb78cb464f9670d20ee2d91b3bbdaa701a6fc591be5015f5c94",
     ("safety", "heldout", 100): "a68dc1b40344fe4a2144e1987d59dc2d662f9a8fb97aa08e1fa9c57d1a9b34a1",
     ("safety", "phrasing", 100): "d289a7844a63a3ac5425de6bae1b8de4de9bbd0b79a16017ee9f6c22eb5fccec",
-    ("math", "phrasing", 100): "fe9d2fd0cbf5ff52161a88b37d013653def0f40c84ee70a8af9cd3cd308c9c20",
+    ("math", "phrasing", 100): "4b12ff5c3742c6fb4b593698da943745b3affd7c86ef00aea2757eeecca54ef6",
     ("code", "heldout", 328): "e77ffd0bd6a64de3a0f6f0c325671415c41feeab820ba077ab9bf4ed4e6c7575",
     ("code", "phrasing", 100): "bea394b8da10e9e37716faa87cdc5bdabd93075f9bc324848dba31103f1cb82f",
 }
 
 
+def evaluated_part(item: dict) -> dict:
+    meta = {key: value for key, value in (item.get("meta") or {}).items() if key != "direct"}
+    return {key: value for key, value in item.items() if key != "ideal"} | {"meta": meta}
+
+
 @pytest.mark.parametrize(("suite", "split", "n"), sorted(EVALUATED_DIGESTS))
 def test_evaluated_splits_are_the_ones_the_runs_were_compared_on(suite: str, split: str, n: int):
-    """The evaluated part of every item (all but `ideal`, the turns training imitates: a rewrite of worked solutions
-    moves no score) is unchanged byte for byte. Change a pin only on purpose, saying which runs it parts from."""
-    items = generate(suite, split, n, 0, at_most=True)
-    evaluated = [{key: value for key, value in item.to_dict().items() if key != "ideal"} for item in items]
+    """The evaluated part of every item (all but what training imitates: `ideal`, the turns, and math's
+    `meta.direct`, the one-line worked answer of its no-thinking copies; a rewrite of worked solutions moves no score)
+    is unchanged byte for byte. Change a pin only on purpose, saying which runs it parts from."""
+    evaluated = [evaluated_part(item.to_dict()) for item in generate(suite, split, n, 0, at_most=True)]
     digest = hashlib.sha256(json.dumps(evaluated, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     assert digest == EVALUATED_DIGESTS[suite, split, n]
 
