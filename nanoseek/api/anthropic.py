@@ -221,7 +221,7 @@ async def create_message(
             stream_message(body, chat_request.model, plan, source, request, message_id),
             source,
             media_type="text/event-stream",
-            headers=SSE_HEADERS,
+            headers={**SSE_HEADERS, **plan.headers},
         )
 
     async def collect():
@@ -241,7 +241,7 @@ async def create_message(
         )
         yield response.model_dump_json()
 
-    return ClosingStreamingResponse(collect(), source, media_type="application/json")
+    return ClosingStreamingResponse(collect(), source, media_type="application/json", headers=plan.headers)
 
 
 async def stream_message(

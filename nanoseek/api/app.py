@@ -165,7 +165,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         serve_model(engine, settings, label, checkpoint), others, checkpoint_names(checkpoint)
     )
     app.state.gate = Gatekeeper(settings)
-    app.state.planner = Planner(settings.plan_seconds)
+    app.state.planner = Planner(settings.plan_seconds, settings.grammar_seconds)
     app.state.metrics = Metrics(app.state.registry.all_engines())
     app.state.model_label = label
     install_error_handlers(app)

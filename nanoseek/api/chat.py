@@ -10,6 +10,8 @@ lines while the request waits in the queue).
 from __future__ import annotations
 
 import json
+import logging
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 
 from nanoseek.api.auth import require_key
 from nanoseek.api.errors import APIError
-from nanoseek.api.planning import Planner
+from nanoseek.api.planning import GrammarUnavailable, Planner
 from nanoseek.api.prompts import chat_input_chars, check_messages, check_prompt_size, encode_chat_prompt
 from nanoseek.api.protocol import (
     ChatChoice,
@@ -86,6 +88,8 @@ STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter()
+log = logging.getLogger("nanoseek.api")
+TOOL_GRAMMAR_HEADER = "X-Nanoseek-Tool-Grammar"  # auto's lazy tool grammar: "applied" or "skipped; reason=..."
 
 
 @dataclass
@@ -98,6 +102,12 @@ class ChatPlan:
     start_in_reasoning: bool
     parse_tools: bool
     answer_prefix: str = ""  # chat prefix completion: the answer text the model continues
+    lazy_grammar: Future[Constraint | None] | None = None  # auto's tool grammar being built (Planner.start_grammar)
+    tool_grammar: str | None = None  # what became of it: the TOOL_GRAMMAR_HEADER value
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {TOOL_GRAMMAR_HEADER: self.tool_grammar} if self.tool_grammar else {}
 
 
 def api_usage(usage: Any, reasoning_tokens: int) -> Usage:
@@ -186,7 +196,7 @@ def plan_chat(
         check_tools(tools)
     rendered_tools = tools if tool_choice != "none" else None
     check_prompt_size(chat_input_chars(body.messages, rendered_tools), served.tokenizer, served.context_length)
-    constraint = None
+    constraint = lazy_grammar = None
     response_format = body.response_format if body.response_format and body.response_format.type != "text" else None
     if tool_choice != "none" or response_format is not None:
         named_choice = tool_choice if isinstance(tool_choice, str) else tool_choice.model_dump()
@@ -198,7 +208,7 @@ def plan_chat(
             return chat_constraint(served, tools, tool_choice, response_format)
 
         if tool_choice == "auto" and response_format is None and not any(t.function.strict for t in tools):
-            constraint = planner.optional_grammar(key, build)  # auto's lazy grammar over non-strict functions
+            lazy_grammar = planner.start_grammar(key, build)  # auto's lazy grammar: awaited in start_chat
         else:
             constraint = planner.grammar(key, build)
 
@@ -234,6 +244,7 @@ def plan_chat(
         start_in_reasoning=start_in_reasoning,
         parse_tools=tool_choice != "none",
         answer_prefix=answer_prefix,
+        lazy_grammar=lazy_grammar,
     )
 
 
@@ -370,9 +381,30 @@ async def start_chat(body: ChatCompletionRequest, request: Request, policy: KeyP
     served, default = state.registry.resolve(body.model)
     choice = thinking_choice(body, default)
     plan = await state.planner.run(lambda: plan_chat(body, served, choice, state.settings, state.planner))
+    if plan.lazy_grammar is not None:
+        await apply_lazy_grammar(plan, body, request)
     source = await start_generation(request, policy, served, plan.engine_request)
     state.metrics.requests_started(body.model)
     return plan, source
+
+
+async def apply_lazy_grammar(plan: ChatPlan, body: ChatCompletionRequest, request: Request) -> None:
+    """Wait (on the event loop) for auto's lazy tool grammar and put it on the engine request; when it cannot be
+    had, serve without it and say so: the response header, a warning and the /metrics counter."""
+    state = request.app.state
+    try:
+        constraint = await state.planner.await_grammar(plan.lazy_grammar)
+    except GrammarUnavailable as skipped:
+        plan.tool_grammar = f"skipped; reason={skipped.reason}"
+        state.metrics.tool_grammar(f"skipped_{skipped.reason}")
+        functions = ", ".join(tool.function.name for tool in body.tools or [])
+        log.warning("tool grammar skipped (%s), served without it: functions %s", skipped, functions)
+        return
+    params = plan.engine_request.params
+    params.constraint = constraint
+    params.constraint_after_token = plan.served.think_end_id if plan.start_in_reasoning else None
+    plan.tool_grammar = "applied"
+    state.metrics.tool_grammar("applied")
 
 
 @router.post(
@@ -391,9 +423,11 @@ async def create_chat_completion(
             stream_chat(body, plan, source, request, include_usage),
             source,
             media_type="text/event-stream",
-            headers=SSE_HEADERS,
+            headers={**SSE_HEADERS, **plan.headers},
         )
-    return ClosingStreamingResponse(collect_chat(body, plan, source, request), source, media_type="application/json")
+    return ClosingStreamingResponse(
+        collect_chat(body, plan, source, request), source, media_type="application/json", headers=plan.headers
+    )
 
 
 async def collect_chat(body: ChatCompletionRequest, plan: ChatPlan, source: EventSource, request: Request):

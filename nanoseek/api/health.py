@@ -62,10 +62,19 @@ class Metrics:
         self.completion_tokens = Counter(
             "nanoseek_completion_tokens", "Generated tokens of finished requests", registry=self.registry
         )
+        self.tool_grammars = Counter(
+            "nanoseek_tool_grammar",
+            "tool_choice auto requests by what became of their lazy tool-call grammar: applied or skipped_<reason>",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.registry.register(EngineStatsCollector(engines))
 
     def requests_started(self, model: str) -> None:
         self.generations.labels(model).inc()
+
+    def tool_grammar(self, outcome: str) -> None:
+        self.tool_grammars.labels(outcome).inc()
 
     def request_finished(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
         self.prompt_tokens.inc(prompt_tokens)

@@ -239,7 +239,7 @@ async def create_response(
     if body.stream:
         stream = ResponseStream(body, plan, response_id, created)
         return ClosingStreamingResponse(
-            stream.run(source, request), source, media_type="text/event-stream", headers=SSE_HEADERS
+            stream.run(source, request), source, media_type="text/event-stream", headers={**SSE_HEADERS, **plan.headers}
         )
 
     async def collect():
@@ -251,7 +251,7 @@ async def create_response(
         finish(request, body.model, acc.api_usage())
         yield response_object(response_id, created, body, output_items(acc, plan), acc).model_dump_json()
 
-    return ClosingStreamingResponse(collect(), source, media_type="application/json")
+    return ClosingStreamingResponse(collect(), source, media_type="application/json", headers=plan.headers)
 
 
 class ResponseStream:

@@ -56,6 +56,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="longest a request's rendering, tokenizing and grammar building may take (default 5)",
     )
     parser.add_argument(
+        "--grammar-seconds",
+        type=float,
+        help="longest a tool_choice auto request waits for its tool-call grammar before it is served without it "
+        "(header X-Nanoseek-Tool-Grammar says so; default 60)",
+    )
+    parser.add_argument(
         "--share-prefix-cache",
         action="store_true",
         default=None,

@@ -83,6 +83,8 @@ class Settings:
     max_tokens_limit: int = 8192  # the largest max_tokens a request may ask for
     keepalive_seconds: float = 5.0  # period of `: keep-alive` comments while a request waits
     plan_seconds: float = 5.0  # longest a request's rendering, tokenizing and grammar building may take
+    # longest a request waits for auto's lazy tool grammar (api/planning.py); then it is served without, and says so
+    grammar_seconds: float = 60.0
     # share cached prompt prefixes across API keys (faster for common system prompts, but a key can then tell
     # from prompt_cache_hit_tokens what other keys' prompts begin with); off: each key has its own
     share_prefix_cache: bool = False

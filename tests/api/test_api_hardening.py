@@ -38,7 +38,7 @@ SLOW_SCHEMA_TOOL = {
 def server(start_server, tmp_path_factory):
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text(KEYS)
-    return start_server(api_keys_file=keys, plan_seconds=2.0, max_tokens_default=64)
+    return start_server(api_keys_file=keys, plan_seconds=2.0, grammar_seconds=2.0, max_tokens_default=64)
 
 
 def auth(key: str) -> dict[str, str]:
@@ -95,14 +95,17 @@ def test_a_slow_grammar_stalls_nobody_and_is_then_refused_at_once(server):
     assert chat(server, "sk-alice", [{"role": "user", "content": "hi"}], max_tokens=4).status_code == 200
 
 
-def test_a_slow_lazy_grammar_for_non_strict_tools_is_done_without(server):
-    """`auto` over non-strict functions: the lazy tool-call grammar only keeps calls well-formed, so when it is not
-    built within half the time limit the request is answered without it, as before, and is not refused later."""
+def test_a_slow_lazy_grammar_for_non_strict_tools_is_done_without_and_said(server):
+    """`auto` over non-strict functions: DeepSeek constrains none, so a lazy tool-call grammar that xgrammar would
+    take a minute to build is not a refusal: past `grammar_seconds` (2 s here) the request is answered without it,
+    and the response says so; the next request joins the build still running instead of starting another."""
     loose = {"type": "function", "function": {**SLOW_SCHEMA_TOOL["function"], "strict": False}}
     for key in ("sk-alice", "sk-bob"):
         started = time.monotonic()
         answered = chat(server, key, [{"role": "user", "content": "call it"}], tools=[loose], max_tokens=4)
-        assert answered.status_code == 200 and time.monotonic() - started < 8
+        # the wait limit and a short answer, slowed by the builds still compiling beside them (xgrammar's minutes)
+        assert answered.status_code == 200 and time.monotonic() - started < 30
+        assert answered.headers["x-nanoseek-tool-grammar"] == "skipped; reason=timeout"
 
 
 def test_concurrent_requests_cannot_overrun_a_quota(server):
