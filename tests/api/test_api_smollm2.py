@@ -18,6 +18,10 @@ from tests.api.conftest import free_port, wait_until_healthy
 
 # the server loads a 135M model; a busy 2-core machine makes every step slower
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# A request's planning (with its grammar build) may take 5 s by default, and a first grammar over SmolLM2's 49k-token
+# vocabulary (its tokenizer table too) took longer than that at low priority on a loaded machine: a 400 that says
+# nothing about the tool-call grammars checked here (tests/api/test_api_hardening.py checks the limit itself).
+PLAN = ("--plan-seconds", "300")
 WEATHER = {
     "type": "function",
     "function": {
@@ -33,6 +37,7 @@ def server(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     port = free_port()
     env = {**os.environ, "NANOSEEK_DB_PATH": str(tmp_path_factory.mktemp("smol") / "web.sqlite3")}
     command = [sys.executable, "-m", "nanoseek.cli", "serve", "--model", "smollm2-135m-instruct", "--port", str(port)]
+    command += PLAN
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -51,8 +56,8 @@ def client(server: str) -> openai.OpenAI:
 @pytest.mark.parametrize("model", ["deepseek-chat", "deepseek-coder", "deepseek-reasoner"])
 def test_chat_answers_under_every_served_name(client, model):
     reply = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=24
-    )
+        model=model, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=24, seed=0
+    )  # seeded: an answer sampled at temperature 1 could end at once, with no content
     message = reply.choices[0].message
     assert message.content
     if model == "deepseek-reasoner":  # thinking mode over a model without one: the answer comes directly
@@ -115,14 +120,15 @@ def test_serve_with_no_model_serves_the_shipped_adapter_on_its_fetched_base(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "NANOSEEK_DEFAULT_MODEL"}
     env["NANOSEEK_DB_PATH"] = str(tmp_path_factory.mktemp("default") / "web.sqlite3")
-    command = [sys.executable, "-m", "nanoseek.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "nanoseek.cli", "serve", "--port", str(port), *PLAN]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(process, url, 600)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=600)
         question = [{"role": "user", "content": "What is 12 + 30?"}]
-        reply = client.chat.completions.create(model="deepseek-reasoner", messages=question, max_tokens=96)
+        # seeded: thinking mode samples whatever the request's temperature, and a sample may close the thought at once
+        reply = client.chat.completions.create(model="deepseek-reasoner", messages=question, max_tokens=96, seed=0)
         message = reply.choices[0].message
         assert message.reasoning_content, "the adapter thinks in <think> before it answers"
         # strict (DeepSeek's beta): the grammar holds the arguments to the schema; without it a sampled call may
