@@ -81,6 +81,7 @@ def load_engine(settings: Settings, path: Path) -> Engine:
         )
         if settings.compile_decode:  # compile before serving, not inside the first request
             log.info("compiled the decode step of %s in %.0f s", path, engine.warm_up())
+        log.info("built the grammar tables of %s in %.1f s", path, engine.prepare_grammars())
         return engine
     except CheckpointError as exc:
         raise SettingsError(f"cannot load the model at {path}: {exc}") from None

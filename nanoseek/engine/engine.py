@@ -494,6 +494,19 @@ class Engine:
         finds it in the compiler's cache instead of stalling every running request while it compiles."""
         self._grammar_backend().compile(constraint)
 
+    def prepare_grammars(self) -> float:
+        """Build the grammar tables (xgrammar's view of the vocabulary) and compile the JSON-object grammar now,
+        before serving; returns the seconds it took. On SmolLM2's 49k tokens the tables are most of a first
+        grammar's cost (0.45 of 0.5 s quiet), which a loaded machine can stretch past the planning limit, and a
+        request whose grammar overran that limit is refused."""
+        started = time.perf_counter()
+        self.prepare_constraint(Constraint.json_object())
+        return time.perf_counter() - started
+
+    @property
+    def grammars_ready(self) -> bool:
+        return self._grammar is not None
+
     def _grammar_backend(self) -> GrammarBackend:
         with self._grammar_lock:  # the engine thread and planning threads may both build it
             if self._grammar is None:

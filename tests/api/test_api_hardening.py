@@ -108,6 +108,11 @@ def test_a_slow_lazy_grammar_for_non_strict_tools_is_done_without_and_said(serve
         assert answered.headers["x-nanoseek-tool-grammar"] == "skipped; reason=timeout"
 
 
+def test_the_grammar_tables_are_built_before_the_first_request(start_server):
+    # so a first JSON or tool request on a loaded machine does not spend its plan limit on the vocabulary's tables
+    assert start_server().engine.grammars_ready
+
+
 def test_concurrent_requests_cannot_overrun_a_quota(server):
     messages = [{"role": "user", "content": "Tell me a long story about a dragon."}]
     with ThreadPoolExecutor(6) as pool:
