@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 
 from nanoseek.api.auth import require_key
 from nanoseek.api.errors import APIError
-from nanoseek.api.planning import GrammarUnavailable, Planner
+from nanoseek.api.planning import GrammarBuild, GrammarUnavailable, Planner
 from nanoseek.api.prompts import chat_input_chars, check_messages, check_prompt_size, encode_chat_prompt
 from nanoseek.api.protocol import (
     ChatChoice,
@@ -102,8 +101,8 @@ class ChatPlan:
     start_in_reasoning: bool
     parse_tools: bool
     answer_prefix: str = ""  # chat prefix completion: the answer text the model continues
-    lazy_grammar: Future[Constraint | None] | None = None  # auto's tool grammar being built (Planner.start_grammar)
-    tool_grammar: str | None = None  # what became of it: the TOOL_GRAMMAR_HEADER value
+    grammar: GrammarBuild | None = None  # the request's grammar being built, awaited by start_chat
+    tool_grammar: str | None = None  # what became of auto's lazy tool grammar: the TOOL_GRAMMAR_HEADER value
 
     @property
     def headers(self) -> dict[str, str]:
@@ -171,7 +170,8 @@ def plan_chat(
     body: ChatCompletionRequest, served: ServedModel, choice: ThinkingChoice, settings: Settings, planner: Planner
 ) -> ChatPlan:
     """Everything about a chat request that is decided before the engine sees it. Runs in a planning thread
-    (`Planner.run`): rendering, tokenizing and grammar building never hold up the event loop."""
+    (`Planner.run`): rendering and tokenizing never hold up the event loop; the grammar is started in a grammar
+    thread (`Planner.start_grammar`) and awaited by `start_chat`."""
     thinking = choice.enabled
     check_messages(body.messages, thinking)
     if thinking and (body.logprobs or body.top_logprobs):
@@ -196,7 +196,7 @@ def plan_chat(
         check_tools(tools)
     rendered_tools = tools if tool_choice != "none" else None
     check_prompt_size(chat_input_chars(body.messages, rendered_tools), served.tokenizer, served.context_length)
-    constraint = lazy_grammar = None
+    grammar = None
     response_format = body.response_format if body.response_format and body.response_format.type != "text" else None
     if tool_choice != "none" or response_format is not None:
         named_choice = tool_choice if isinstance(tool_choice, str) else tool_choice.model_dump()
@@ -207,10 +207,9 @@ def plan_chat(
         def build() -> Constraint | None:
             return chat_constraint(served, tools, tool_choice, response_format)
 
-        if tool_choice == "auto" and response_format is None and not any(t.function.strict for t in tools):
-            lazy_grammar = planner.start_grammar(key, build)  # auto's lazy grammar: awaited in start_chat
-        else:
-            constraint = planner.grammar(key, build)
+        # auto's lazy grammar over non-strict functions is one the request can do without
+        lazy = tool_choice == "auto" and response_format is None and not any(t.function.strict for t in tools)
+        grammar = planner.start_grammar(key, build, required=not lazy)  # awaited in start_chat, off this thread
 
     prompt_ids, start_in_reasoning = encode_chat_prompt(served.tokenizer, body.messages, rendered_tools, thinking)
     max_tokens = choose_max_tokens(body.max_tokens, len(prompt_ids), served, settings)
@@ -228,9 +227,7 @@ def plan_chat(
         stop_token_ids=served.eos_ids,
         logprobs=bool(body.logprobs),
         top_logprobs=body.top_logprobs or 0,
-        constraint=constraint,
         seed=body.seed,
-        constraint_after_token=served.think_end_id if constraint is not None and start_in_reasoning else None,
         **budget_params(choice, served.tokenizer, served.think_end_id, start_in_reasoning),
         **non_thinking_bans(choice, served.think_token_ids),
         **sampling,
@@ -244,7 +241,7 @@ def plan_chat(
         start_in_reasoning=start_in_reasoning,
         parse_tools=tool_choice != "none",
         answer_prefix=answer_prefix,
-        lazy_grammar=lazy_grammar,
+        grammar=grammar,
     )
 
 
@@ -252,7 +249,8 @@ def chat_constraint(
     served: ServedModel, tools: list[Tool], tool_choice: Any, response_format: ResponseFormat | None
 ) -> Constraint | None:
     """The grammar a request's tools and response format call for, compiled for the engine (the slow part of
-    planning: a schema's `pattern` can take xgrammar minutes, which is why the Planner times it)."""
+    planning: a schema's `pattern` can take xgrammar minutes, which is why it runs in the Planner's grammar threads
+    and is waited for only up to `grammar_seconds`)."""
     constraint = None
     tool_format, tokenizer = served.tool_format, served.tokenizer
     functions = [tool.model_dump() for tool in tools]
@@ -381,19 +379,20 @@ async def start_chat(body: ChatCompletionRequest, request: Request, policy: KeyP
     served, default = state.registry.resolve(body.model)
     choice = thinking_choice(body, default)
     plan = await state.planner.run(lambda: plan_chat(body, served, choice, state.settings, state.planner))
-    if plan.lazy_grammar is not None:
-        await apply_lazy_grammar(plan, body, request)
+    if plan.grammar is not None:
+        await apply_grammar(plan, body, request)
     source = await start_generation(request, policy, served, plan.engine_request)
     state.metrics.requests_started(body.model)
     return plan, source
 
 
-async def apply_lazy_grammar(plan: ChatPlan, body: ChatCompletionRequest, request: Request) -> None:
-    """Wait (on the event loop) for auto's lazy tool grammar and put it on the engine request; when it cannot be
-    had, serve without it and say so: the response header, a warning and the /metrics counter."""
+async def apply_grammar(plan: ChatPlan, body: ChatCompletionRequest, request: Request) -> None:
+    """Wait (on the event loop) for the request's grammar and put it on the engine request: a required one that
+    cannot be had is a 400 (Planner.await_grammar); without auto's lazy tool grammar the request is served, saying
+    so: the response header, a warning and the /metrics counter."""
     state = request.app.state
     try:
-        constraint = await state.planner.await_grammar(plan.lazy_grammar)
+        constraint = await state.planner.await_grammar(plan.grammar)
     except GrammarUnavailable as skipped:
         plan.tool_grammar = f"skipped; reason={skipped.reason}"
         state.metrics.tool_grammar(f"skipped_{skipped.reason}")
@@ -402,9 +401,12 @@ async def apply_lazy_grammar(plan: ChatPlan, body: ChatCompletionRequest, reques
         return
     params = plan.engine_request.params
     params.constraint = constraint
-    params.constraint_after_token = plan.served.think_end_id if plan.start_in_reasoning else None
-    plan.tool_grammar = "applied"
-    state.metrics.tool_grammar("applied")
+    params.constraint_after_token = (
+        plan.served.think_end_id if constraint is not None and plan.start_in_reasoning else None
+    )
+    if not plan.grammar.required:
+        plan.tool_grammar = "applied"
+        state.metrics.tool_grammar("applied")
 
 
 @router.post(

@@ -53,13 +53,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--plan-seconds",
         type=float,
-        help="longest a request's rendering, tokenizing and grammar building may take (default 5)",
+        help="longest a request's rendering and tokenizing may take (default 5)",
     )
     parser.add_argument(
         "--grammar-seconds",
         type=float,
-        help="longest a tool_choice auto request waits for its tool-call grammar before it is served without it "
-        "(header X-Nanoseek-Tool-Grammar says so; default 60)",
+        help="longest a request waits for its grammar to compile (default 60): then a 400, or for tool_choice auto "
+        "the request is served without it, and its X-Nanoseek-Tool-Grammar header says so",
     )
     parser.add_argument(
         "--share-prefix-cache",

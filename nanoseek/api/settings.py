@@ -82,8 +82,9 @@ class Settings:
     max_tokens_default: int = 4096  # when a request gives no max_tokens
     max_tokens_limit: int = 8192  # the largest max_tokens a request may ask for
     keepalive_seconds: float = 5.0  # period of `: keep-alive` comments while a request waits
-    plan_seconds: float = 5.0  # longest a request's rendering, tokenizing and grammar building may take
-    # longest a request waits for auto's lazy tool grammar (api/planning.py); then it is served without, and says so
+    plan_seconds: float = 5.0  # longest a request's rendering and tokenizing may take (then 503)
+    # longest a request waits for its grammar (api/planning.py): then a 400, or for auto's lazy tool grammar the
+    # request is served without it, saying so
     grammar_seconds: float = 60.0
     # share cached prompt prefixes across API keys (faster for common system prompts, but a key can then tell
     # from prompt_cache_hit_tokens what other keys' prompts begin with); off: each key has its own

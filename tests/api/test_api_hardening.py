@@ -86,7 +86,9 @@ def test_a_slow_grammar_stalls_nobody_and_is_then_refused_at_once(server):
         probe.result()
     assert refused.status_code == 400 and "grammar" in refused.json()["error"]["message"]
     assert first_seconds < 8  # the time limit (2 s here), not the minute xgrammar would take
-    assert len(latencies) >= 5 and max(latencies) <= 0.5, latencies
+    # the first probe meets the slow request's own admission (body, validation, planning) on a machine that may be
+    # busy (0.7-1.5 s at nice 19 beside training, on main as well); a compile that stalled the loop would slow all
+    assert len(latencies) >= 5 and max(latencies[1:]) <= 0.5, latencies
     started = time.monotonic()
     again = httpx.post(
         f"{server.url}/beta/chat/completions", json={"model": "deepseek-chat", **body}, headers=auth("sk-bob")

@@ -1,6 +1,7 @@
-"""The Planner's lazy tool grammars: awaited on the event loop for up to `grammar_seconds` (not dropped after half
-the plan limit, as they were under load), one build shared by identical requests at once (8 concurrent `auto`
-requests with one tool list once queued 8 builds and got 503s), failures remembered, overruns joined."""
+"""The Planner's grammars, awaited on the event loop for up to `grammar_seconds` (not cut at the plan limit, as they
+were under load: the lazy tool grammar dropped without a word, a required one refused for good), one build shared by
+identical requests at once (8 concurrent `auto` requests with one tool list once queued 8 builds and got 503s),
+failures remembered, overruns joined (lazy) or refused at once while they run (required)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ class Builds:
         return build
 
 
+def failing() -> str:
+    raise APIError(400, "The engine cannot compile this request's grammar: no", param="tools")
+
+
 @pytest.fixture
 def planner():
     planner = Planner(seconds=0.5, grammar_seconds=30.0)
@@ -37,16 +42,23 @@ def planner():
     planner.shutdown()
 
 
-def test_identical_lazy_grammars_share_one_build_awaited_past_the_plan_limit_without_planning_threads(planner):
+async def grammar(planner: Planner, key: str, build, required: bool = False):
+    return await planner.await_grammar(planner.start_grammar(key, build, required=required))
+
+
+def wait_until_ended(planner: Planner) -> None:
+    deadline = time.monotonic() + 10
+    while planner.grammar_builds and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not planner.grammar_builds
+
+
+def test_identical_grammars_share_one_build_awaited_past_the_plan_limit_without_planning_threads(planner):
     builds = Builds()
 
     async def scenario() -> list[str]:
         # eight requests (more than the 4 planning threads) wait for one build that takes longer than the plan limit
-        waits = [asyncio.create_task(planner.await_grammar(planner.start_grammar("tools-a", builds.slow("tools-a"))))]
-        waits += [
-            asyncio.create_task(planner.await_grammar(planner.start_grammar("tools-a", builds.slow("x"))))
-            for _ in range(7)
-        ]
+        waits = [asyncio.create_task(grammar(planner, "tools-a", builds.slow(f"build {i}"))) for i in range(8)]
         await asyncio.sleep(1.0)  # twice the plan limit: the old optional grammar gave up after half of it
         plans = [planner.run(lambda: "planned") for _ in range(8)]  # the planning threads are free meanwhile
         assert await asyncio.gather(*plans) == ["planned"] * 8
@@ -54,47 +66,59 @@ def test_identical_lazy_grammars_share_one_build_awaited_past_the_plan_limit_wit
         builds.release.set()
         return await asyncio.gather(*waits)
 
-    assert asyncio.run(scenario()) == ["tools-a"] * 8  # every request got the grammar
-    assert builds.started == ["tools-a"]  # one build for the eight
-    deadline = time.monotonic() + 10
-    while planner.grammar_builds and time.monotonic() < deadline:  # the ended build is forgotten ...
-        time.sleep(0.01)
-    assert asyncio.run(planner.await_grammar(planner.start_grammar("tools-a", lambda: "again"))) == "again"  # ... so
-    # a later request builds anew (xgrammar's compiler has it cached by then)
+    assert asyncio.run(scenario()) == ["build 0"] * 8  # every request got the grammar of the one build
+    assert builds.started == ["build 0"]
+    wait_until_ended(planner)  # the ended build is forgotten, so a later request builds anew (xgrammar has it cached)
+    assert asyncio.run(grammar(planner, "tools-a", lambda: "again")) == "again"
 
 
-def test_a_build_that_overruns_the_wait_is_unavailable_and_joined_by_the_next_request(planner):
+def test_a_lazy_build_that_overruns_is_unavailable_and_joined_by_the_next_request(planner):
     planner.grammar_seconds = 0.5
     builds = Builds()
 
     async def scenario() -> None:
-        started = time.monotonic()
         with pytest.raises(GrammarUnavailable) as skipped:
-            await planner.await_grammar(planner.start_grammar("tools-a", builds.slow("tools-a")))
-        assert skipped.value.reason == "timeout" and time.monotonic() - started < 5
-        later = asyncio.create_task(planner.await_grammar(planner.start_grammar("tools-a", builds.slow("x"))))
+            await grammar(planner, "tools-a", builds.slow("first"))
+        assert skipped.value.reason == "timeout"
+        later = asyncio.create_task(grammar(planner, "tools-a", builds.slow("second")))
         await asyncio.sleep(0.1)
         builds.release.set()  # the build that overran ends within the later request's wait
-        assert await later == "tools-a"
+        assert await later == "first"
 
     asyncio.run(scenario())
-    assert builds.started == ["tools-a"]  # joined, not built again
+    assert builds.started == ["first"]  # joined, not built again
 
 
-def test_a_failed_build_is_unavailable_and_remembered(planner):
+def test_a_failed_lazy_build_is_unavailable_and_remembered(planner):
     calls: list[str] = []
 
-    def failing() -> str:
+    def counted() -> str:
         calls.append("built")
-        raise APIError(400, "The engine cannot compile this request's grammar: no", param="tools")
+        return failing()
 
-    async def ask() -> GrammarUnavailable:
+    for _ in range(2):
         with pytest.raises(GrammarUnavailable) as skipped:
-            await planner.await_grammar(planner.start_grammar("tools-a", failing))
-        return skipped.value
-
-    first = asyncio.run(ask())
-    assert first.reason == "compile_error" and "cannot compile" in first.detail
-    assert asyncio.run(ask()).reason == "compile_error"
+            asyncio.run(grammar(planner, "tools-a", counted))
+        assert skipped.value.reason == "compile_error" and "cannot compile" in skipped.value.detail
     assert calls == ["built"]  # the second request did not compile it again
-    assert asyncio.run(planner.await_grammar(planner.start_grammar("tools-b", lambda: "b"))) == "b"  # others build
+    assert asyncio.run(grammar(planner, "tools-b", lambda: "b")) == "b"  # other tools build as usual
+
+
+def test_a_required_build_that_fails_or_overruns_is_a_400_refused_at_once_while_it_runs(planner):
+    with pytest.raises(APIError, match="cannot compile"):
+        asyncio.run(grammar(planner, "strict-bad", failing, required=True))
+    with pytest.raises(APIError, match="cannot compile"):  # remembered: refused at once, not built again
+        asyncio.run(grammar(planner, "strict-bad", lambda: "never", required=True))
+
+    planner.grammar_seconds = 0.5
+    builds = Builds()
+    with pytest.raises(APIError, match="within 0.5 s") as overran:
+        asyncio.run(grammar(planner, "strict-slow", builds.slow("slow"), required=True))
+    assert overran.value.status == 400 and overran.value.code == "invalid_tool_schema"
+    started = time.monotonic()
+    with pytest.raises(APIError, match="within 0.5 s"):  # while the build goes on: at once, and no second build
+        asyncio.run(grammar(planner, "strict-slow", builds.slow("again"), required=True))
+    assert time.monotonic() - started < 0.4 and builds.started == ["slow"]
+    builds.release.set()
+    wait_until_ended(planner)  # it ended well: the schemas are not refused any more, and compile from the cache
+    assert asyncio.run(grammar(planner, "strict-slow", lambda: "cached", required=True)) == "cached"
