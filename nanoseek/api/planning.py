@@ -21,8 +21,8 @@ is refused at once; one that overruns is a 400 too, and its key is refused at on
 ends, the next request finds it in the compiler's cache). These builds have 4 threads of their own, so slow schemas
 sent on purpose cannot starve the grammar below.
 
-`auto`'s lazy tool-call grammar over non-strict functions (which keeps the calls a model opens well-formed: the
-shipped model's calls are right 48% of the time with it, 34% without) has 2 threads. When it cannot be had (it fails,
+`auto`'s lazy tool-call grammar over non-strict functions (which keeps the calls a model opens well-formed:
+run 7's calls were right 48% of the time with it, 34% without) has 2 threads. When it cannot be had (it fails,
 and is remembered, or overruns, and the next request of its key joins the build), `await_grammar` raises
 GrammarUnavailable and the caller serves the request without it, saying so (api/chat.py: a response header, a log
 line and a counter in /metrics): DeepSeek's own API constrains no non-strict function, so such a request is valid
