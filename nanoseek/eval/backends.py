@@ -14,7 +14,10 @@ applies to it (`tool_grammar="lazy"`, the default: free text until the model ope
 well-formed to the functions' schemas; engine/tool_grammar.py builds it for both), so the report's tool figures are
 what the server delivers; `tool_grammar="none"` measures the model's own free-text calls. The in-process build
 has no time limit (the server skips an optional grammar not built within half its planning limit). Over HTTP
-`tool_grammar` is "server": whatever the server applies (nanoseek's: the lazy grammar).
+each reply says what the server did in `Reply.tool_grammar`: nanoseek's server answers a request with tools in its
+X-Nanoseek-Tool-Grammar header ("applied", or "skipped; reason=timeout|compile_error" when it served free text),
+recorded as "server:applied" / "server:skipped; reason=..."; servers that send no such header (vLLM, DeepSeek's,
+nanoseek's before the header) leave the backend's "server": whatever grammar the server applies, unknown.
 
 Thinking budgets (the R1-Lite scaling chart): think for at most `thinking_budget` tokens, then close the
 thought and let the model answer in at most `max_tokens` more. Both backends use the budget that the server
@@ -41,6 +44,8 @@ if TYPE_CHECKING:  # the engine (and torch) load only when a model runs in proce
     from nanoseek.engine import Constraint, Engine, SamplingParams
 
 TOOL_GRAMMARS = ("lazy", "none")  # in process: the server's lazy tool-call grammar for `auto`, or free text
+# nanoseek's server (api/chat.py's TOOL_GRAMMAR_HEADER; not imported: the API's app is no dependency of a client)
+TOOL_GRAMMAR_HEADER = "X-Nanoseek-Tool-Grammar"
 
 
 class NotApplicable(Exception):
@@ -57,6 +62,7 @@ class Reply:
     reasoning_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)  # in process only: what the model generated (RL trains on it)
     prompt_ids: list[int] = field(default_factory=list)  # in process only: the prompt it was generated after
+    tool_grammar: str | None = None  # over HTTP, when the server says: the tool-call grammar it applied to this reply
 
 
 class Backend(Protocol):
@@ -227,7 +233,7 @@ class OpenAIBackend:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=2)
         self.model = model or self.client.models.list().data[0].id
         self.name = (name or self.model).replace("/", "_")  # it names the results directory
-        self.tool_grammar = "server"  # whatever grammar the server applies (nanoseek's: the lazy one)
+        self.tool_grammar = "server"  # unless a reply's header says more: whatever grammar the server applies
         self._fim_refused: str | None = None  # why the server refuses FIM ("" when it does not), once asked
 
     def close(self) -> None:
@@ -274,7 +280,9 @@ class OpenAIBackend:
             kwargs["tools"] = tools
         if json_mode:
             kwargs["response_format"] = {"type": "json_object"}
-        response = self.client.chat.completions.create(**kwargs)
+        raw = self.client.chat.completions.with_raw_response.create(**kwargs)
+        header = raw.headers.get(TOOL_GRAMMAR_HEADER)
+        response = raw.parse()
         choice = response.choices[0]
         message = choice.message
         extra = message.model_extra or {}
@@ -287,6 +295,7 @@ class OpenAIBackend:
             finish_reason=choice.finish_reason,
             completion_tokens=usage.completion_tokens if usage else 0,
             reasoning_tokens=(getattr(details, "reasoning_tokens", None) or 0) if details else 0,
+            tool_grammar=f"server:{header}" if header else None,
         )
 
     def chat(

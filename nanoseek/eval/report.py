@@ -124,8 +124,10 @@ def kind_metrics(suite: str, records: list[dict[str, Any]]) -> dict[str, Metric]
 
 def tool_grammar(records: list[dict[str, Any]]) -> str:
     """The tool-call grammar a split's tool records were generated under: "lazy" (the server's, applied in
-    process), "none" (free-text calls), "server" (over HTTP: the server's own) or "unrecorded" (records from
-    before the evaluator said it, when in process meant none); a mix names each with its count."""
+    process), "none" (free-text calls), over HTTP what nanoseek's server said it did to each item's call
+    ("server:applied", "server:skipped; reason=timeout|compile_error") or "server" (a server that does not say:
+    vLLM, DeepSeek's, an older nanoseek), or "unrecorded" (records from before the evaluator said it, when in process
+    meant none); a mix names each with its count, e.g. "server:applied (98), server:skipped; reason=timeout (2)"."""
     counts = Counter(r.get("tool_grammar", "unrecorded") for r in records)
     if len(counts) == 1:
         return next(iter(counts))
@@ -417,8 +419,10 @@ def build_report(out_dir: Path, judge: arena_judge.Judge | None = None) -> dict[
             "",
             "tools: the calls were generated under the tool-call grammar named here: `lazy` = the server's grammar for",
             "`tool_choice` auto applied in process (free text until a call opens, then a well-formed call), `none` =",
-            "the model's own free-text calls, `server` = whatever the server applied, `unrecorded` = records from",
-            "before the evaluator said it (in process that was none).",
+            "the model's own free-text calls, `server:applied` / `server:skipped; reason=...` = over HTTP, what",
+            "nanoseek's server said (X-Nanoseek-Tool-Grammar header) it did with that grammar (skipped: free text),",
+            "`server` = a server that does not say (vLLM, DeepSeek's, an older nanoseek), `unrecorded` = records",
+            "from before the evaluator said it (in process that was none). A mix counts the items under each.",
             "",
         ]
         lines += _table(["model", "split", "tool-call grammar"], [[m, split, g] for (m, split), g in grammars.items()])

@@ -228,7 +228,9 @@ def evaluate_tools(backend: Backend, item: Item, config: RunConfig) -> dict[str,
         item,
         backend,
         scores,
-        tool_grammar=backend.tool_grammar,  # "lazy": the server's grammar applied in process; "none": free text
+        # "lazy": the server's grammar applied in process; "none": free text; over HTTP what the server said it did
+        # to the call's request ("server:applied", "server:skipped; reason=...") or, silent, "server"
+        tool_grammar=call.tool_grammar or backend.tool_grammar,
         tool_calls=call.tool_calls,
         call_reply=call.content,
         reply=final.content,

@@ -7,8 +7,9 @@ import json
 import pytest
 from eval_report_check import assert_report_matches_jsonl
 
+from nanoseek.eval import cli
 from nanoseek.eval.backends import OpenAIBackend
-from nanoseek.eval.runner import read_records
+from nanoseek.eval.runner import read_records, results_path
 
 
 @pytest.mark.slow
@@ -51,3 +52,16 @@ def test_an_openai_compatible_model_can_judge_the_arena(tmp_path, live_nanoseek_
     rates = win_rates(pairs)
     assert rates[("a", "b")][0] + rates[("b", "a")][0] == 1.0
     assert judge_pairs(runs, judge, tmp_path / "pairs.jsonl") == pairs  # resumed: nothing judged twice
+
+
+def test_tool_records_say_what_the_server_did_with_the_lazy_grammar(tmp_path, live_nanoseek_server):
+    """nanoseek's server says in its X-Nanoseek-Tool-Grammar header that it applied auto's lazy tool grammar
+    (built in ~0.1 s for the tiny model); the records and the report carry it per item."""
+    argv = ["--base-url", live_nanoseek_server, "--api-key", "sk-eval", "--name", "served", "--suite", "tools"]
+    argv += ["--split", "phrasing", "--n", "2", "--max-tokens", "6", "--no-progress", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    records = read_records(results_path(tmp_path / "served", "tools", "phrasing"))
+    assert len(records) == 2 and {r["tool_grammar"] for r in records} == {"server:applied"}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["tool_grammar"] == {"served": {"phrasing": "server:applied"}}
+    assert "| served | phrasing | server:applied |" in (tmp_path / "report.md").read_text()
