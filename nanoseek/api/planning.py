@@ -128,13 +128,15 @@ class Planner:
             raise error
         if not finished:
             raise GrammarUnavailable("timeout", f"not compiled within {self.grammar_seconds:g} s")
-        if build.required:
-            return waited.result()
         try:
             return waited.result()
         except APIError as error:
+            if build.required:
+                raise
             raise GrammarUnavailable("compile_error", error.message) from None
         except Exception as error:  # noqa: BLE001 - xgrammar raises several types; the request goes on without it
+            if build.required:
+                raise
             raise GrammarUnavailable("compile_error", f"{type(error).__name__}: {error}") from error
 
     def _build_ended(self, key: str, future: Future) -> None:
