@@ -1,4 +1,4 @@
-"""GET /health (liveness plus queue depth) and GET /metrics (Prometheus text format).
+"""GET /health (liveness, queue depth, the decode step, whether the grammar tables are built) and GET /metrics (Prometheus text format).
 
 Metrics live in a registry of their own per app, so several apps in one process (tests) do not collide.
 Engine gauges (queue length, running requests, KV-cache use) are read from `Engine.stats()` at scrape time.
@@ -112,7 +112,13 @@ async def health(request: Request) -> Health:
     # the checkpoint's folder name only: /health needs no key, and the server's file layout is nobody's business
     # (nor the reason a native step is unavailable, which may quote compiler output naming paths)
     model = Path(request.app.state.model_label).name
-    return Health(model=model, queue=stats["waiting"], running=stats["running"], decode=engine.decode_path)
+    return Health(
+        model=model,
+        queue=stats["waiting"],
+        running=stats["running"],
+        decode=engine.decode_path,
+        grammars_ready=engine.grammars_ready,
+    )
 
 
 @router.get(

@@ -304,6 +304,7 @@ class Health(BaseModel):
     queue: int
     running: int
     decode: str  # the default model's decode step (Engine.decode_path): "native C step, fp32", "PyTorch model", ...
+    grammars_ready: bool  # the grammar tables are built (Engine.prepare_grammars), not left to a first JSON request
 
 
 # ---------------------------------------------------------------- Anthropic messages

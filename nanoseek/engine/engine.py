@@ -505,6 +505,7 @@ class Engine:
 
     @property
     def grammars_ready(self) -> bool:
+        """The grammar tables are built (`prepare_grammars`, or a first grammar): /health's `grammars_ready`."""
         return self._grammar is not None
 
     def _grammar_backend(self) -> GrammarBackend:

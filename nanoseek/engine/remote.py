@@ -202,6 +202,7 @@ class RemoteEngine:
         self.max_queue = max_queue
         self.process = process  # the server this engine started (launch_vllm), stopped by shutdown()
         self.decode_path, self.native_unavailable = "remote server (vLLM or SGLang)", None  # as Engine's
+        self.grammars_ready = True  # as Engine's: the server compiles grammars, nanoseek has no tables to build
         self.tokenizer = Tokenizer.load(tokenizer_path)
         generation = Path(tokenizer_path) / "generation_config.json"
         eos = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else None

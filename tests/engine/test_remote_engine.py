@@ -277,6 +277,8 @@ def test_the_api_over_the_remote_engine(engine: RemoteEngine, script: Script, ti
         reply = httpx.post(f"{live.url}/chat/completions", json=body, timeout=30).json()
         assert reply["choices"][0]["message"]["content"].startswith("Hello there")
         assert reply["usage"]["prompt_cache_hit_tokens"] == CACHED
+        health = httpx.get(f"{live.url}/health").json()  # vLLM compiles the grammars: none for nanoseek to build
+        assert health["decode"] == "remote server (vLLM or SGLang)" and health["grammars_ready"] is True
         thinking = {**body, "model": "deepseek-reasoner", "thinking": {"type": "enabled", "budget_tokens": 4}}
         answer = httpx.post(f"{live.url}/chat/completions", json=thinking, timeout=30).json()
         assert answer["choices"][0]["finish_reason"] in ("stop", "length")
