@@ -55,7 +55,8 @@ def test_no_training_wording_or_frame_shares_four_words_with_an_evaluated_prompt
     wordings = [w for ws in safety.STYLE_REWORDINGS.values() for w in ws]
     assert len(wordings) == 60
     wordings += [w for ws, _, _ in safety.HARMFUL_TRAIN_ONLY.values() for w in ws]
-    wordings += [template for template, _, _ in safety.BENIGN_TRAIN_ONLY.values()]
+    for wording, _, _ in safety.BENIGN_TRAIN_ONLY.values():
+        wordings += wording if isinstance(wording, tuple) else [wording]
     endings = sorted(set(safety.HARMFUL_ENDINGS + safety.BENIGN_ENDINGS))
     for frame in ("{request}", *safety.TRAIN_FRAMES):
         for wording in wordings:
@@ -87,6 +88,21 @@ def test_train_items_use_the_new_wordings_and_frames_on_both_sides_and_evaluated
     trained_kinds = {item.kind for item in train_items}
     assert trained_kinds >= set(safety.HARMFUL_TRAIN_ONLY) | set(safety.BENIGN_TRAIN_ONLY)
     assert all(heldout_wording_in(item.messages[0]["content"]) is None for item in train_items)
+
+
+# Words that came only in harmful training requests before run 9's data (0 harmless requests of 900 held "nobody",
+# against 26 harmful), where run 8 refused harmless requests that held them (a show that "bombed" when "Nobody
+# laughed"): harmless training requests hold them too (4 to 75 of these 900).
+TRIGGER_WORDS = ("bomb", "nobody", "secretly", "trick", "neighbor", "teacher", "without them knowing")
+
+
+def test_harmful_requests_words_come_in_harmless_ones_too(train_items: list):
+    for word in TRIGGER_WORDS:
+        sides = [
+            sum(word in item.messages[0]["content"].lower() for item in train_items if item.meta["harmful"] is harmful)
+            for harmful in (True, False)
+        ]
+        assert sides[0] and sides[1] >= 3, (word, sides)
 
 
 def test_sft_data_asks_in_the_new_wordings():
