@@ -22,7 +22,7 @@ from native_models import decode_side_by_side, greedy, model_step, new_cache, pr
 from nanoseek.engine import Engine, Request, SamplingParams
 from nanoseek.engine.kv_cache import SlotKVCache
 from nanoseek.engine.native import NativeDecoder, load_library
-from nanoseek.model.quantized import QuantizedLinear, quantize_model
+from nanoseek.model.quantized import GGML_Q4_0, QuantizedLinear, quantize_model
 from nanoseek.model.transformer import Transformer
 from tests.api.conftest import free_port, wait_until_healthy
 
@@ -139,6 +139,58 @@ def test_int8_activations_stay_close_to_fp32_ones_and_both_kernels_agree(qtype):
         logits[kernel] = torch.stack([got for _, got in results])
     if len(logits) == 2:  # the same exact int32 sums, added in another order
         torch.testing.assert_close(logits["vnni"], logits["portable"], atol=1e-5, rtol=1e-5)
+
+
+def q4_0_model(shape: str) -> Transformer:
+    """random_model(shape) with every projection (and the embedding) as a GGUF file's Q4_0 blocks of its weight,
+    which nanoseek keeps as q4_1 with m = -8 d."""
+    gguf_quants = pytest.importorskip("gguf.quants")
+    model = random_model(shape, "q4_1")
+    for owner in list(model.modules()):
+        for name, layer in list(owner.named_children()):
+            if isinstance(layer, QuantizedLinear):
+                blocks = torch.from_numpy(gguf_quants.quantize(layer.dequantize().numpy(), GGML_Q4_0))
+                q4_0 = QuantizedLinear.from_ggml(GGML_Q4_0, blocks, layer.in_features, layer.bias, layer.row_order)
+                setattr(owner, name, q4_0)
+    return model
+
+
+WIDE_BATCH = (
+    9  # rows of one step: the VNNI kernel's passes of 4 rows over a weight block (4 + 4 + 1), the portable one's of 8
+)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("blocks", ["q8_0", "q4_1", "q4_0"])
+def test_a_wide_batch_gives_every_row_what_it_gets_alone(blocks, kernel, int8_activations):
+    if KERNELS[kernel] and not load_library().nanoseek_supports_vnni():
+        pytest.skip("this CPU has no AVX512-VNNI: the portable case covers it")
+    model = q4_0_model("qwen2-bias") if blocks == "q4_0" else random_model("qwen2-bias", blocks)
+    config = model.config
+    caches = [
+        SlotKVCache(
+            config.num_hidden_layers, config.num_key_value_heads, config.head_dim, WIDE_BATCH, 64, torch.float32
+        )
+        for _ in range(2)
+    ]
+    decoder = NativeDecoder.build(model, caches[1], max_batch=WIDE_BATCH, allow_vnni=KERNELS[kernel])
+    assert (
+        decoder.kernel == f"q{'8_0' if blocks == 'q8_0' else '4_1'} {'AVX512-VNNI' if KERNELS[kernel] else 'portable'}"
+    )
+    slots, positions = list(range(WIDE_BATCH))[::-1], [2 + 3 * row for row in range(WIDE_BATCH)]
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for slot, length in zip(slots, positions):
+            prompt = torch.randint(0, config.vocab_size, (1, length), generator=generator)
+            for cache in caches:
+                cache.begin_prefill(slot, 0, length)
+                model(prompt, torch.arange(length)[None], cache=cache)
+    tokens = [(37 * row) % config.vocab_size for row in range(WIDE_BATCH)]
+    for _ in range(2):
+        expected = model_step(model, caches[0])(tokens, positions, slots)
+        got = rows_alone_too(decoder.step)(tokens, positions, slots)  # each row alone: the very same logits
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        tokens, positions = expected.argmax(-1).tolist(), [position + 1 for position in positions]
 
 
 def test_the_environment_variable_keeps_quantized_projections_off_vnni(monkeypatch):
