@@ -167,11 +167,16 @@ def json_schema_constraint(response_format: ResponseFormat) -> Constraint:
 
 
 def plan_chat(
-    body: ChatCompletionRequest, served: ServedModel, choice: ThinkingChoice, settings: Settings, planner: Planner
+    body: ChatCompletionRequest,
+    served: ServedModel,
+    choice: ThinkingChoice,
+    settings: Settings,
+    planner: Planner,
+    client: str,
 ) -> ChatPlan:
     """Everything about a chat request that is decided before the engine sees it. Runs in a planning thread
     (`Planner.run`): rendering and tokenizing never hold up the event loop; the grammar is started in a grammar
-    thread (`Planner.start_grammar`) and awaited by `start_chat`."""
+    thread (`Planner.start_grammar`, on `client`'s share of them) and awaited by `start_chat`."""
     thinking = choice.enabled
     check_messages(body.messages, thinking)
     if thinking and (body.logprobs or body.top_logprobs):
@@ -209,7 +214,7 @@ def plan_chat(
 
         # auto's lazy grammar over non-strict functions is one the request can do without
         lazy = tool_choice == "auto" and response_format is None and not any(t.function.strict for t in tools)
-        grammar = planner.start_grammar(key, build, required=not lazy)  # awaited in start_chat, off this thread
+        grammar = planner.start_grammar(key, build, required=not lazy, client=client)  # awaited in start_chat
 
     prompt_ids, start_in_reasoning = encode_chat_prompt(served.tokenizer, body.messages, rendered_tools, thinking)
     max_tokens = choose_max_tokens(body.max_tokens, len(prompt_ids), served, settings)
@@ -378,7 +383,9 @@ async def start_chat(body: ChatCompletionRequest, request: Request, policy: KeyP
     state = request.app.state
     served, default = state.registry.resolve(body.model)
     choice = thinking_choice(body, default)
-    plan = await state.planner.run(lambda: plan_chat(body, served, choice, state.settings, state.planner))
+    # whose share of the grammar threads the request builds on: its key, or without keys its address
+    client = policy.owner or (request.client.host if request.client else "")
+    plan = await state.planner.run(lambda: plan_chat(body, served, choice, state.settings, state.planner, client))
     if plan.grammar is not None:
         await apply_grammar(plan, body, request)
     source = await start_generation(request, policy, served, plan.engine_request)

@@ -3,8 +3,8 @@ grammars are built in grammar threads and awaited on the event loop, so no singl
 other clients or its /health.
 
     planner = Planner(seconds=5.0, grammar_seconds=60.0)
-    plan = await planner.run(lambda: plan_chat(body, served, thinking, settings, planner))   # inside a handler
-    build = planner.start_grammar(key, build, required=True)  # inside the plan: starts it, or joins the same one
+    plan = await planner.run(lambda: plan_chat(body, served, thinking, settings, planner, client))  # in a handler
+    build = planner.start_grammar(key, build, required=True, client=client)  # in the plan: starts or joins it
     constraint = await planner.await_grammar(build)           # in the handler, holding no thread while it waits
 
 A request waits for its grammar as vLLM and llama.cpp make it wait for the grammar they compile, for up to
@@ -21,6 +21,17 @@ is refused at once; one that overruns is a 400 too, and its key is refused at on
 ends, the next request finds it in the compiler's cache). These builds have 4 threads of their own, so slow schemas
 sent on purpose cannot starve the grammar below.
 
+One client (an API key; the client's address on a server without keys) builds on at most half of each pool's
+threads at once (2 required, 1 lazy): its further builds wait in a queue of its own, holding no thread, and start
+as its builds end. Four deliberately slow strict schemas used to take all 4 required threads for minutes, and every
+other client's JSON or `required` request then waited 60 s for a 400, remembered; now the other clients build on
+the other 2 threads. A build that waited its turn past `grammar_seconds` without starting says nothing about its
+schema: it is a 503 (retry; the build stays queued and the retry joins it), not remembered. A request that joins a
+build waiting in another client's queue starts it on its own share, so nobody can park a schema others send behind
+their own slow builds. xgrammar cannot abandon a compile (0.2.8 has no cancel or time limit), so a client that
+holds several keys can still fill every thread; building in killable processes (a compiled grammar can be
+serialized) would bound that too.
+
 `auto`'s lazy tool-call grammar over non-strict functions (which keeps the calls a model opens well-formed:
 run 7's calls were right 48% of the time with it, 34% without) has 2 threads. When it cannot be had (it fails,
 and is remembered, or overruns, and the next request of its key joins the build), `await_grammar` raises
@@ -34,16 +45,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from nanoseek.api.errors import APIError
 
 T = TypeVar("T")
 REMEMBERED_FAILURES = 4096  # grammar keys; the oldest are forgotten first
+GRAMMAR_THREADS = {True: 4, False: 2}  # by `required`: the builds a request needs, and auto's lazy ones
 
 
 class GrammarUnavailable(Exception):
@@ -63,16 +75,34 @@ class GrammarBuild:
     required: bool
 
 
+@dataclass
+class Flight:
+    """A grammar build in flight, shared by the requests of its key: charged to one client's share of its pool's
+    threads (`submitted`), or waiting in that client's queue for one."""
+
+    key: str
+    build: Callable[[], Any]
+    required: bool
+    client: str
+    future: Future = field(default_factory=Future)  # what its requests await
+    submitted: bool = False
+    started: bool = False  # in a grammar thread: only then does overrunning the limit say the schema is slow
+
+
 class Planner:
     def __init__(self, seconds: float, grammar_seconds: float = 60.0, workers: int = 4) -> None:
         self.seconds, self.grammar_seconds = seconds, grammar_seconds
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanoseek-plan")
-        self.grammar_pools = {  # by `required`
-            True: ThreadPoolExecutor(max_workers=4, thread_name_prefix="nanoseek-grammar"),
-            False: ThreadPoolExecutor(max_workers=2, thread_name_prefix="nanoseek-lazy-grammar"),
+        self.grammar_pools = {
+            True: ThreadPoolExecutor(max_workers=GRAMMAR_THREADS[True], thread_name_prefix="nanoseek-grammar"),
+            False: ThreadPoolExecutor(max_workers=GRAMMAR_THREADS[False], thread_name_prefix="nanoseek-lazy-grammar"),
         }
+        self.client_share = {required: max(1, threads // 2) for required, threads in GRAMMAR_THREADS.items()}
         self.failed: OrderedDict[str, APIError] = OrderedDict()  # and required builds that overran, while they run
-        self.grammar_builds: dict[str, Future] = {}  # in flight (or queued), by key
+        self.grammar_builds: dict[str, Flight] = {}  # in flight (running, or waiting for a thread), by key
+        self.charged: Counter[tuple[bool, str]] = Counter()  # builds submitted, by (pool, client), until they end
+        self.waiting: defaultdict[tuple[bool, str], deque[Flight]] = defaultdict(deque)  # over a client's share
+        self.closed = False
         self.lock = threading.Lock()
 
     async def run(self, plan: Callable[[], T]) -> T:
@@ -89,45 +119,40 @@ class Planner:
                 headers={"Retry-After": "1"},
             ) from None
 
-    def start_grammar(self, key: str, build: Callable[[], Any], required: bool) -> GrammarBuild:
-        """Start `build` in a grammar thread, or join the build of `key` in flight; a key that failed before (or
-        whose required build overran and still runs) gets its error at once. Awaited with `await_grammar`."""
+    def start_grammar(self, key: str, build: Callable[[], Any], required: bool, client: str = "") -> GrammarBuild:
+        """Start `build` in a grammar thread on `client`'s share (or queue it until the client's builds leave it
+        room), or join the build of `key` in flight; a key that failed before (or whose required build overran
+        and still runs) gets its error at once. Awaited with `await_grammar`."""
         known = self.known_failure(key)
         if known is not None:
             failed: Future = Future()
             failed.set_exception(known)
             return GrammarBuild(key, failed, required)
         with self.lock:
-            future = self.grammar_builds.get(key)
-            if future is None:
-                future = self.grammar_builds[key] = self.grammar_pools[required].submit(build)
-                started = True
-            else:
-                started = False
-        if started:
-            future.add_done_callback(lambda done: self._build_ended(key, done))  # outside the lock: it may run now
-        return GrammarBuild(key, future, required)
+            flight = self.grammar_builds.get(key)
+            if flight is None:
+                flight = self.grammar_builds[key] = Flight(key, build, required, client)
+                self.waiting[(required, client)].append(flight)
+            elif not flight.submitted and self.charged[(required, client)] < self.client_share[required]:
+                self._dequeue(flight)  # queued behind another client's builds: this one's share starts it
+                flight.client = client
+                self.waiting[(required, client)].appendleft(flight)
+            ready = self._take_turns(required, client)
+        for flight_ready in ready:  # outside the lock: a build's end may run its callback at once
+            self._submit(flight_ready)
+        return GrammarBuild(key, flight.future, required)
 
     async def await_grammar(self, build: GrammarBuild) -> Any:
         """The result of a `start_grammar` build, awaited on the event loop for up to `grammar_seconds`. Required:
-        its APIError, or a 400 when it overruns; lazy: GrammarUnavailable in both cases. It goes on either way."""
+        its APIError, or a 400 when it overruns (a 503 if it never had a thread); lazy: GrammarUnavailable in all
+        these cases. It goes on either way."""
         waited = asyncio.wrap_future(build.future)
         waited.add_done_callback(lambda done: done.cancelled() or done.exception())  # a late failure is not news
         finished, _ = await asyncio.wait({waited}, timeout=self.grammar_seconds)  # no cancel: others may share it
-        if not finished and build.required:
-            error = APIError(
-                400,
-                f"The request's tool schemas or response format could not be compiled into a grammar within "
-                f"{self.grammar_seconds:g} s; simplify them (e.g. smaller repetition counts in `pattern`).",
-                param="tools",
-                code="invalid_tool_schema",
-            )
-            with self.lock:
-                if self.grammar_builds.get(build.key) is build.future:  # refused at once while it runs
-                    self._remember(build.key, error)
-            raise error
-        if not finished:
+        if not finished and not build.required:
             raise GrammarUnavailable("timeout", f"not compiled within {self.grammar_seconds:g} s")
+        if not finished:
+            raise self._overran(build)
         try:
             return waited.result()
         except APIError as error:
@@ -139,15 +164,78 @@ class Planner:
                 raise
             raise GrammarUnavailable("compile_error", f"{type(error).__name__}: {error}") from error
 
-    def _build_ended(self, key: str, future: Future) -> None:
-        error = None if future.cancelled() else future.exception()
+    def _overran(self, build: GrammarBuild) -> APIError:
+        """The error of a required build not done within `grammar_seconds`: a 400, its key refused at once while it
+        runs; a 503 when it never had a thread, which says nothing about its schemas (it stays queued for a retry)."""
         with self.lock:
-            if self.grammar_builds.get(key) is future:
-                del self.grammar_builds[key]
+            flight = self.grammar_builds.get(build.key)
+            flight = flight if flight is not None and flight.future is build.future else None
+            if flight is not None and not flight.started:
+                return APIError(
+                    503,
+                    f"Server Overloaded: the request's grammar waited {self.grammar_seconds:g} s for a grammar "
+                    f"thread (a client builds {self.client_share[True]} at once); retry later.",
+                    headers={"Retry-After": "1"},
+                )
+            error = APIError(
+                400,
+                f"The request's tool schemas or response format could not be compiled into a grammar within "
+                f"{self.grammar_seconds:g} s; simplify them (e.g. smaller repetition counts in `pattern`).",
+                param="tools",
+                code="invalid_tool_schema",
+            )
+            if flight is not None:  # refused at once while it runs
+                self._remember(build.key, error)
+            return error
+
+    def _take_turns(self, required: bool, client: str) -> list[Flight]:  # with the lock held
+        """The client's waiting builds that its share of the pool now has room for, charged to it."""
+        share, waiting, ready = (required, client), self.waiting[(required, client)], []
+        while waiting and not self.closed and self.charged[share] < self.client_share[required]:
+            flight = waiting.popleft()
+            flight.submitted = True
+            self.charged[share] += 1
+            ready.append(flight)
+        if not waiting:
+            del self.waiting[share]
+        return ready
+
+    def _dequeue(self, flight: Flight) -> None:  # with the lock held
+        share = (flight.required, flight.client)
+        self.waiting[share].remove(flight)
+        if not self.waiting[share]:
+            del self.waiting[share]
+
+    def _submit(self, flight: Flight) -> None:
+        def run() -> Any:
+            flight.started = True
+            return flight.build()
+
+        ran = self.grammar_pools[flight.required].submit(run)
+        ran.add_done_callback(lambda ran: self._build_ended(flight, ran))
+
+    def _build_ended(self, flight: Flight, ran: Future) -> None:
+        error = None if ran.cancelled() else ran.exception()
+        if ran.cancelled() or flight.future.cancelled():  # the server shuts down (or its waiter cancelled it)
+            flight.future.cancel()
+        elif error is not None:
+            flight.future.set_exception(error)
+        else:
+            flight.future.set_result(ran.result())
+        share = (flight.required, flight.client)
+        with self.lock:
+            if self.grammar_builds.get(flight.key) is flight:
+                del self.grammar_builds[flight.key]
             if isinstance(error, APIError):
-                self._remember(key, error)
-            elif error is None and not future.cancelled():
-                self.failed.pop(key, None)  # an overrun refused while it ran: it is built now
+                self._remember(flight.key, error)
+            elif error is None and not ran.cancelled():
+                self.failed.pop(flight.key, None)  # an overrun refused while it ran: it is built now
+            self.charged[share] -= 1
+            if not self.charged[share]:
+                del self.charged[share]
+            ready = self._take_turns(*share)
+        for next_flight in ready:
+            self._submit(next_flight)
 
     def known_failure(self, key: str) -> APIError | None:
         """A fresh copy of the error `key`'s grammar failed with before, if it did."""
@@ -164,6 +252,12 @@ class Planner:
             self.failed.popitem(last=False)
 
     def shutdown(self) -> None:
+        with self.lock:
+            self.closed = True
+            queued = [flight for waiting in self.waiting.values() for flight in waiting]
+            self.waiting.clear()
+        for flight in queued:
+            flight.future.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
         for pool in self.grammar_pools.values():
             pool.shutdown(wait=False, cancel_futures=True)

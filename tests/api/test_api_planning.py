@@ -42,15 +42,24 @@ def planner():
     planner.shutdown()
 
 
-async def grammar(planner: Planner, key: str, build, required: bool = False):
-    return await planner.await_grammar(planner.start_grammar(key, build, required=required))
+async def grammar(planner: Planner, key: str, build, required: bool = False, client: str = ""):
+    return await planner.await_grammar(planner.start_grammar(key, build, required=required, client=client))
 
 
 def wait_until_ended(planner: Planner) -> None:
     deadline = time.monotonic() + 10
     while planner.grammar_builds and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not planner.grammar_builds
+    assert not planner.grammar_builds and not planner.charged and not planner.waiting  # no client's share is left held
+
+
+async def started(builds: Builds, count: int) -> None:
+    """Until `count` builds have started, then a while longer, in which no other may start."""
+    deadline = time.monotonic() + 10
+    while len(builds.started) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    assert len(builds.started) == count, builds.started
 
 
 def test_identical_grammars_share_one_build_awaited_past_the_plan_limit_without_planning_threads(planner):
@@ -122,3 +131,48 @@ def test_a_required_build_that_fails_or_overruns_is_a_400_refused_at_once_while_
     builds.release.set()
     wait_until_ended(planner)  # it ended well: the schemas are not refused any more, and compile from the cache
     assert asyncio.run(grammar(planner, "strict-slow", lambda: "cached", required=True)) == "cached"
+
+
+def test_a_client_builds_on_half_the_threads_and_its_other_builds_wait_their_turn(planner):
+    """Four slow schemas from one client once took all four required threads, and everyone else's grammar waited
+    for a 400: now two run, two wait in the client's own queue, and another client's build starts at once."""
+    builds = Builds()
+
+    async def scenario() -> list[str]:
+        slow = [
+            asyncio.create_task(grammar(planner, f"slow-{i}", builds.slow(f"slow {i}"), required=True, client="greedy"))
+            for i in range(4)
+        ]
+        await started(builds, 2)
+        assert await grammar(planner, "json", lambda: "json", required=True, client="other") == "json"
+        assert await grammar(planner, "tools", lambda: "lazy", client="other") == "lazy"
+        builds.release.set()  # the client's builds end, and its queued ones start in turn
+        return await asyncio.gather(*slow)
+
+    assert asyncio.run(scenario()) == [f"slow {i}" for i in range(4)]
+    assert sorted(builds.started) == [f"slow {i}" for i in range(4)]
+    wait_until_ended(planner)
+
+
+def test_a_build_that_never_had_a_thread_is_a_503_not_remembered_and_another_client_starts_it(planner):
+    planner.grammar_seconds = 0.5
+    builds = Builds()
+
+    async def scenario() -> None:
+        running = [
+            asyncio.create_task(grammar(planner, f"slow-{i}", builds.slow(f"slow {i}"), required=True, client="greedy"))
+            for i in range(2)
+        ]
+        await started(builds, 2)
+        with pytest.raises(APIError, match="waited 0.5 s for a grammar thread") as queued:
+            await grammar(planner, "shared", lambda: "shared", required=True, client="greedy")
+        assert queued.value.status == 503 and queued.value.headers["Retry-After"]
+        for overran in running:  # these ran past the limit: their schemas are slow, and refused while they run
+            with pytest.raises(APIError, match="within 0.5 s"):
+                await overran
+        # the queued build says nothing about its schemas: another client sending them starts it on its own share
+        assert await grammar(planner, "shared", lambda: "built again", required=True, client="other") == "shared"
+
+    asyncio.run(scenario())
+    builds.release.set()
+    wait_until_ended(planner)
