@@ -14,9 +14,16 @@ KV bytes per token come from each engine's own `stats()`, beside an MHA model of
 of 40 steps alternating between the models, in CPU seconds of the process with one thread: on a machine other
 processes load, wall time mostly measures them, and this is the figure they disturb least.
 
+`--feed-forward fp32,q8_0` runs each model as it is (fp32) and with its feed-forward weights in q8_0 (quantized.py
+`feed_forward_only`: the dense model's MLPs; the MLA + MoE model's dense first MLP, shared and routed experts), the
+same treatment for both, each pair compared in the same run; the MLA + MoE model in q8_0 against the fp32 dense one
+is printed too (not the same treatment: read it as such). The PyTorch engines run for fp32 only (a quantized
+model's PyTorch forward dequantizes its weights per call; the engine decodes it natively).
+
     python benchmarks/mla_moe.py                      # 128 new tokens, batch 8, 3 rounds
     python benchmarks/mla_moe.py --new-tokens 64 --rounds 2 --threads 1
     python benchmarks/mla_moe.py --raw-steps --batch 8
+    python benchmarks/mla_moe.py --raw-steps --batch 8 --feed-forward fp32,q8_0
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ import time
 import torch
 
 from nanoseek.engine import Engine, Request, SamplingParams
-from nanoseek.model.config import ModelConfig
+from nanoseek.model.config import QUANTIZED_DTYPES, ModelConfig
+from nanoseek.model.quantized import quantize_model
 from nanoseek.model.transformer import Transformer
 from nanoseek.tokenizer.tokenizer import Tokenizer
 from nanoseek.train.recipe import load_recipe
@@ -38,11 +46,18 @@ VOCAB = 8192
 PROMPT_TOKENS = 16
 
 
-def recipe_model(name: str) -> Transformer:
+MODELS = {"default": "dense", "mla_moe": "MLA + MoE"}
+
+
+def recipe_model(name: str, feed_forward: str = "fp32") -> Transformer:
+    """The recipe's model, random-initialised (seeded), its feed-forward weights quantized to `feed_forward` unless
+    that is fp32."""
     config = ModelConfig(vocab_size=VOCAB, **load_recipe(name)["model"])
     torch.manual_seed(0)
     model = Transformer(config)
     model.init_weights()
+    if feed_forward != "fp32":
+        quantize_model(model, feed_forward, feed_forward_only=True)
     return model.eval()
 
 
@@ -58,23 +73,41 @@ def decode_tokens_per_second(engine: Engine, batch: int, new_tokens: int) -> tup
     return batch * new_tokens / elapsed, batch * new_tokens / cpu
 
 
-def raw_step_seconds(batch: int, blocks: int = 25, steps: int = 40) -> dict[str, list[float]]:
-    """CPU seconds per native step of each recipe's model, `blocks` blocks of `steps` alternating between them, after
-    64 steps of warm-up (positions 64..127, scattered tokens so that the MoE rows route differently)."""
+def compared(feed_forwards: list[str]) -> list[tuple[str, str]]:
+    """(MLA + MoE's, dense's) feed-forward types compared: each alike, then each quantized one against fp32 dense."""
+    pairs = [(f, f) for f in feed_forwards]
+    if "fp32" in feed_forwards:
+        pairs += [(f, "fp32") for f in feed_forwards if f != "fp32"]
+    return pairs
+
+
+def native_path(feed_forward: str) -> str:
+    return "native C step" if feed_forward == "fp32" else f"native C step ({feed_forward} feed-forward)"
+
+
+def raw_step_seconds(
+    batch: int, feed_forwards: list[str], blocks: int = 25, steps: int = 40
+) -> dict[tuple[str, str], list[float]]:
+    """CPU seconds per native step of each recipe's model with each feed-forward type, `blocks` blocks of `steps`
+    alternating between them, after 64 steps of warm-up (positions 64..127, scattered tokens so that the MoE rows
+    route differently)."""
     from nanoseek.engine.latent_cache import kv_cache_for
     from nanoseek.engine.native import NativeDecoder
     from nanoseek.engine.native_latent import LatentNativeDecoder
 
     decoders = {}
-    for name in ("default", "mla_moe"):
-        model = recipe_model(name)
-        cache = kv_cache_for(model.config, batch, 256, torch.float32)
-        decoders[name] = (LatentNativeDecoder if model.config.is_mla else NativeDecoder).build(model, cache, batch)
+    for feed_forward in feed_forwards:
+        for name in MODELS:
+            model = recipe_model(name, feed_forward)
+            cache = kv_cache_for(model.config, batch, 256, torch.float32)
+            decoder = (LatentNativeDecoder if model.config.is_mla else NativeDecoder).build(model, cache, batch)
+            print(f"{MODELS[name]}, {feed_forward} feed-forward: {decoder.kernel}")
+            decoders[name, feed_forward] = decoder
     slots = list(range(batch))
     for decoder in decoders.values():
         for position in range(64):
             decoder.step([20 + row for row in slots], [position] * batch, slots)
-    seconds: dict[str, list[float]] = {name: [] for name in decoders}
+    seconds: dict[tuple[str, str], list[float]] = {key: [] for key in decoders}
     for block in range(blocks):
         for name, decoder in decoders.items():
             started = time.process_time()
@@ -91,33 +124,49 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--raw-steps", action="store_true", help="time the two native C steps only (one thread)")
+    parser.add_argument(
+        "--feed-forward",
+        default="fp32",
+        help="comma-separated storage of both models' feed-forward weights: fp32 (as trained), q8_0, q4_1",
+    )
     args = parser.parse_args()
+    feed_forwards = args.feed_forward.split(",")
+    if not set(feed_forwards) <= {"fp32", *QUANTIZED_DTYPES}:
+        parser.error(f"--feed-forward takes fp32, {', '.join(QUANTIZED_DTYPES)}")
     os.environ.setdefault("NANOSEEK_REQUIRE_NATIVE", "1")  # native_decode=False engines are unaffected
     if args.raw_steps:
         torch.set_num_threads(1)
-        seconds = raw_step_seconds(args.batch)
-        best = {name: min(values) for name, values in seconds.items()}
-        middle = {name: statistics.median(values) for name, values in seconds.items()}
-        for name in seconds:
-            print(f"{name}: batch {args.batch}, min {best[name] * 1e6:.0f} us, median {middle[name] * 1e6:.0f} us CPU")
-        ratios = best["mla_moe"] / best["default"], middle["mla_moe"] / middle["default"]
-        print(f"MLA + MoE / dense step time: {ratios[0]:.2f}x (min), {ratios[1]:.2f}x (median)")
+        seconds = raw_step_seconds(args.batch, feed_forwards)
+        best = {key: min(values) for key, values in seconds.items()}
+        middle = {key: statistics.median(values) for key, values in seconds.items()}
+        for name, feed_forward in seconds:
+            print(
+                f"{MODELS[name]}, {feed_forward} feed-forward: batch {args.batch}, "
+                f"min {best[name, feed_forward] * 1e6:.0f} us, median {middle[name, feed_forward] * 1e6:.0f} us CPU"
+            )
+        for moe_feed_forward, dense_feed_forward in compared(feed_forwards):
+            moe, dense = ("mla_moe", moe_feed_forward), ("default", dense_feed_forward)
+            print(
+                f"MLA + MoE ({moe_feed_forward} feed-forward) / dense ({dense_feed_forward}) step time: "
+                f"{best[moe] / best[dense]:.2f}x (min), {middle[moe] / middle[dense]:.2f}x (median)"
+            )
         return
     torch.set_num_threads(args.threads)
     tokenizer = Tokenizer.train(["def add(a, b):\n    return a + b\n"] * 50, 300)  # ids only; text is not read
-    dense, mla_moe = recipe_model("default"), recipe_model("mla_moe")
-    config = mla_moe.config
     budget = args.batch * (PROMPT_TOKENS + args.new_tokens) + 256
-    engines = {
-        "dense, native C step": Engine(dense, tokenizer, max_batch=args.batch, kv_budget_tokens=budget),
-        "dense, PyTorch model": Engine(
-            dense, tokenizer, max_batch=args.batch, kv_budget_tokens=budget, native_decode=False
-        ),
-        "MLA + MoE, native C step": Engine(mla_moe, tokenizer, max_batch=args.batch, kv_budget_tokens=budget),
-        "MLA + MoE, PyTorch model": Engine(
-            mla_moe, tokenizer, max_batch=args.batch, kv_budget_tokens=budget, native_decode=False
-        ),
-    }
+    engines = {}
+    for feed_forward in feed_forwards:
+        for name, label in MODELS.items():
+            model = recipe_model(name, feed_forward)
+            engines[f"{label}, {native_path(feed_forward)}"] = Engine(
+                model, tokenizer, max_batch=args.batch, kv_budget_tokens=budget
+            )
+            if feed_forward == "fp32":
+                engines[f"{label}, PyTorch model"] = Engine(
+                    model, tokenizer, max_batch=args.batch, kv_budget_tokens=budget, native_decode=False
+                )
+    config = ModelConfig(vocab_size=VOCAB, **load_recipe("mla_moe")["model"])
+    dense_config = ModelConfig(vocab_size=VOCAB, **load_recipe("default")["model"])
     mha_config = ModelConfig(
         vocab_size=VOCAB,
         hidden_size=config.hidden_size,
@@ -141,7 +190,7 @@ def main() -> None:
     )
     print(
         f"MLA + MoE: {config.num_parameters(active=True) / 1e6:.2f}M active of {config.num_parameters() / 1e6:.2f}M; "
-        f"dense: {dense.config.num_parameters() / 1e6:.2f}M"
+        f"dense: {dense_config.num_parameters() / 1e6:.2f}M"
     )
     print(
         f"| engine | batch 1 tok/s | batch {args.batch} tok/s | batch 1 tok/CPU-s | batch {args.batch} tok/CPU-s "
@@ -160,9 +209,13 @@ def main() -> None:
             f"| {kv / mha_bytes:.1%} |"
         )
         engine.shutdown()
-    for path in ("native C step", "PyTorch model"):
+    pairs = [(native_path(moe), native_path(dense)) for moe, dense in compared(feed_forwards)]
+    if "fp32" in feed_forwards:
+        pairs.append(("PyTorch model", "PyTorch model"))
+    for moe_path, dense_path in pairs:
+        path = moe_path if moe_path == dense_path else f"{moe_path} vs dense {dense_path}"
         for clock, clock_name in enumerate(("wall", "CPU")):
-            dense_speed, moe_speed = medians[f"dense, {path}"][clock], medians[f"MLA + MoE, {path}"][clock]
+            dense_speed, moe_speed = medians[f"dense, {dense_path}"][clock], medians[f"MLA + MoE, {moe_path}"][clock]
             ratios = [dense_speed[b] / moe_speed[b] for b in (1, args.batch)]
             print(
                 f"dense / MLA + MoE, {path}, {clock_name} time: batch 1 {ratios[0]:.2f}x, "

@@ -1329,13 +1329,16 @@ void nanoseek_decode_step(const DecodeModel *m, const Workspace *w, int rows, co
    over all the rows routed to it, gate/up and down, beside the shared experts, and each row adds its experts'
    outputs, weighted, to the residual stream, in its own fixed order: a row's result does not depend on which
    other rows share its batch. Projections are fp32, or bf16 on
-   CPUs with AVX512-BF16 (on the tile unit where AMX applies), as `project` dispatches them. */
+   CPUs with AVX512-BF16 (on the tile unit where AMX applies), as `project` dispatches them; a layer's feed-forward
+   weights (its dense MLP, or its shared and routed experts) may instead be quantized blocks (quantized.py's
+   feed-forward quantization), each layer's gate/up and down in their `weight_types`. */
 
 typedef struct {
     DecodeModel base; /* hidden, num_heads, vocab, num_layers, slot_capacity, kv_type, amx, vnni, embedding, output
                          head, final norm, rotary tables [position, R], norms; the dense layers' gate_up/down
-                         (NULL in MoE layers); keys: the latent cache per layer; weight_types: the output head's
-                         at [4 * num_layers] */
+                         (NULL in MoE layers); keys: the latent cache per layer; weight_types: each layer's
+                         feed-forward gate/up at [4 * layer + 2] and down at [4 * layer + 3] (the dense MLP's or the
+                         shared and routed experts'), the output head's at [4 * num_layers] */
     int32_t q_lora_rank, kv_lora_rank, nope_dim, rope_dim, v_dim, interleaved, projection_type;
     int32_t num_experts, top_k, num_groups, topk_group, sigmoid, normalise, expert_intermediate, shared_intermediate;
     float latent_eps, scale, routed_scaling;
@@ -1361,9 +1364,13 @@ typedef struct {
     float *a_out, *q, *q_a_normed, *router_logits, *expert_in, *expert_act, *expert_out, *shared_act;
 } LatentWorkspace;
 
-/* Bytes of a packed [out_dim, in_dim] weight of `type` (fp32 or bf16): whole blocks of 32 outputs. */
+/* Bytes of a packed [out_dim, in_dim] weight of `type` (fp32, bf16, or quantized blocks, in_dim then a multiple of
+   32): whole blocks of 32 outputs. */
 static inline size_t packed_bytes(int out_dim, int in_dim, int type) {
-    return (size_t)(out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK * COLUMN_BLOCK * in_dim * (type == WEIGHT_BF16 ? 2 : 4);
+    const size_t column_blocks = (size_t)(out_dim + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+    if (type == WEIGHT_Q8_0 || type == WEIGHT_Q4_1)
+        return column_blocks * (size_t)(in_dim / 32) * (type == WEIGHT_Q8_0 ? Q8_BLOCK_BYTES : Q4_BLOCK_BYTES);
+    return column_blocks * COLUMN_BLOCK * in_dim * (type == WEIGHT_BF16 ? 2 : 4);
 }
 
 /* A rotary vector of `dim` values rotated at a position (tables as rotate_and_store's) into dst, read as the
@@ -1605,7 +1612,8 @@ static float *norm_rows_for_this_thread(const LatentModel *m, const LatentWorksp
    only the columns it wrote itself. */
 static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, PhaseBarrier *barrier, int layer,
                                int rows, int *chosen, float *weights, int *order, int *place, int *start) {
-    const int hidden = m->base.hidden, experts = m->num_experts, top_k = m->top_k, type = m->projection_type;
+    const int hidden = m->base.hidden, experts = m->num_experts, top_k = m->top_k;
+    const int gate_up_type = m->base.weight_types[4 * layer + 2], down_type = m->base.weight_types[4 * layer + 3];
     const int inner = m->expert_intermediate, shared = m->shared_intermediate, pairs = rows * top_k;
     const int thread = omp_get_thread_num();
     const DecodeModel *base = &m->base;
@@ -1634,14 +1642,15 @@ static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, P
         memcpy(expert_in + (size_t)i * hidden, normed + (size_t)(order[i] / top_k) * hidden,
                (size_t)hidden * sizeof(float));
     if (shared)
-        project(base, &w->base, normed, rows, hidden, m->shared_gate_up[layer], type, NULL, 2 * shared,
+        project(base, &w->base, normed, rows, hidden, m->shared_gate_up[layer], gate_up_type, NULL, 2 * shared,
                 w->shared_act, shared, SWIGLU);
-    const size_t gate_up_bytes = packed_bytes(2 * inner, hidden, type), down_bytes = packed_bytes(hidden, inner, type);
+    const size_t gate_up_bytes = packed_bytes(2 * inner, hidden, gate_up_type);
+    const size_t down_bytes = packed_bytes(hidden, inner, down_type);
     for (int e = 0; e < experts; e++) {
         const int count = start[e + 1] - start[e];
         if (count)
             project(base, &w->base, expert_in + (size_t)start[e] * hidden, count, hidden,
-                    (const char *)m->expert_gate_up[layer] + e * gate_up_bytes, type, NULL, 2 * inner,
+                    (const char *)m->expert_gate_up[layer] + e * gate_up_bytes, gate_up_type, NULL, 2 * inner,
                     w->expert_act + (size_t)start[e] * inner, inner, SWIGLU);
     }
     phase_end(barrier);
@@ -1649,12 +1658,12 @@ static void mixture_of_experts(const LatentModel *m, const LatentWorkspace *w, P
         const int count = start[e + 1] - start[e];
         if (count)
             project(base, &w->base, w->expert_act + (size_t)start[e] * inner, count, inner,
-                    (const char *)m->expert_down[layer] + e * down_bytes, type, NULL, hidden,
+                    (const char *)m->expert_down[layer] + e * down_bytes, down_type, NULL, hidden,
                     w->expert_out + (size_t)start[e] * hidden, hidden, WRITE);
     }
     if (shared)
-        project(base, &w->base, w->shared_act, rows, shared, m->shared_down[layer], type, NULL, hidden, w->base.x,
-                hidden, ACCUMULATE);
+        project(base, &w->base, w->shared_act, rows, shared, m->shared_down[layer], down_type, NULL, hidden,
+                w->base.x, hidden, ACCUMULATE);
     const int blocks = (hidden + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
 #pragma omp for schedule(static) nowait
     for (int b = 0; b < blocks; b++) {
@@ -1718,11 +1727,12 @@ void nanoseek_latent_decode_step(const LatentModel *m, const LatentWorkspace *w,
                 mixture_of_experts(m, w, &barrier, layer, rows, chosen, weights, order, place, start);
             } else {
                 normed = norm_rows_for_this_thread(m, w, base->post_norm[layer], rows);
-                project(base, &w->base, normed, rows, hidden, base->gate_up_weight[layer], type, NULL,
-                        2 * base->intermediate, w->base.activation, base->intermediate, SWIGLU);
+                project(base, &w->base, normed, rows, hidden, base->gate_up_weight[layer],
+                        base->weight_types[4 * layer + 2], NULL, 2 * base->intermediate, w->base.activation,
+                        base->intermediate, SWIGLU);
                 phase_end(&barrier);
-                project(base, &w->base, w->base.activation, rows, base->intermediate, base->down_weight[layer], type,
-                        NULL, hidden, w->base.x, hidden, ACCUMULATE);
+                project(base, &w->base, w->base.activation, rows, base->intermediate, base->down_weight[layer],
+                        base->weight_types[4 * layer + 3], NULL, hidden, w->base.x, hidden, ACCUMULATE);
             }
             phase_end(&barrier);
         }

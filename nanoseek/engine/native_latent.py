@@ -16,8 +16,11 @@ The engine's runner builds one for MLA models where it builds a NativeDecoder fo
   row order) and down weights packed one after the other, and the shared experts as one SwiGLU MLP.
 
 fp32 models, and bf16 ones on CPUs with AVX512-BF16 (AMX tiles where the CPU has them and every projection's
-inputs are multiples of 32), as the Llama step; quantized projections are not built for MLA (quantized.py
-refuses these models), so their step is PyTorch's.
+inputs are multiples of 32), as the Llama step. A model whose feed-forward weights are quantized (quantized.py: the
+dense MLPs, shared and routed experts in q8_0 or q4_1; `--dtype q8_0`) runs them on the quantized kernels (VNNI
+where the CPU has it), read from their blocks, each layer's gate/up and down in the types of `weight_types`, and the
+rest of the step in fp32: at batch 8 the routed experts' weights are most of what a step streams (BENCHMARKS.md,
+issue 22), and q8_0 streams 1.06 bytes per weight where fp32 streams 4.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from nanoseek.engine.kv_cache import SlotKVCache
 from nanoseek.engine.latent_cache import LatentKVCache
 from nanoseek.engine.native import (
+    KERNEL_NAMES,
     WEIGHT_TYPES,
     NativeDecoder,
     NativeUnavailable,
@@ -44,10 +48,12 @@ from nanoseek.engine.native import (
     padded_inputs,
     padded_intermediate,
     swiglu_blocks,
+    vnni_allowed,
 )
 from nanoseek.model.config import ModelConfig
-from nanoseek.model.deepseek import LatentAttention, MoE
+from nanoseek.model.deepseek import Experts, LatentAttention, MoE
 from nanoseek.model.layers import MLP, Linear
+from nanoseek.model.quantized import QuantizedExperts, QuantizedLinear, swiglu_row_order
 from nanoseek.model.transformer import Block, Transformer
 
 
@@ -125,6 +131,39 @@ def _stacked(weights: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([weight.reshape(-1) for weight in weights])
 
 
+def _feed_forward_layers(mlp: MLP | MoE) -> list[tuple[torch.nn.Module, bool]]:
+    """A layer's feed-forward projections, each with whether it is a gate/up one: an MLP's gate/up and down, or an
+    MoE's shared experts' and routed experts' (the C step reads all of a layer's in one storage type)."""
+    if isinstance(mlp, MLP):
+        return [(mlp.gate_up_proj, True), (mlp.down_proj, False)]
+    shared = mlp.shared_experts
+    layers = [] if shared is None else [(shared.gate_up_proj, True), (shared.down_proj, False)]
+    if isinstance(mlp.experts, QuantizedExperts):
+        return (
+            layers + [(layer, True) for layer in mlp.experts.gate_up] + [(layer, False) for layer in mlp.experts.down]
+        )
+    return layers + [(mlp.experts, False)]
+
+
+def _feed_forward_type(mlp: MLP | MoE, dtype: torch.dtype) -> int:
+    """The WEIGHT_* code of a layer's feed-forward weights: the model's dtype, or the one quantized type they all
+    have; raises NativeUnavailable for a mix, or quantized gate/up rows not in the SwiGLU epilogue's order."""
+    codes = set()
+    for layer, gate_up in _feed_forward_layers(mlp):
+        if isinstance(layer, QuantizedLinear):
+            order = layer.row_order
+            if gate_up and (order is None or not torch.equal(order, swiglu_row_order(layer.out_features // 2))):
+                raise NativeUnavailable("a quantized gate/up projection whose rows are not in SwiGLU block order")
+            codes.add(WEIGHT_TYPES[layer.qtype])
+        elif type(layer) in (Linear, Experts):
+            codes.add(WEIGHT_TYPES.get(next(layer.parameters()).dtype, -1))
+        else:
+            raise NativeUnavailable(f"a {type(layer).__name__} in a feed-forward layer")
+    if len(codes) != 1 or (codes - {WEIGHT_TYPES[dtype], WEIGHT_TYPES["q8_0"], WEIGHT_TYPES["q4_1"]}):
+        raise NativeUnavailable("a feed-forward layer whose weights mix storage types, or not the model's dtype")
+    return codes.pop()
+
+
 class LatentNativeDecoder(NativeDecoder):
     """Decode steps of one DeepSeek-V2/V3 model over one LatentKVCache, through the compiled C step."""
 
@@ -135,14 +174,20 @@ class LatentNativeDecoder(NativeDecoder):
     short_prompt_steps = 4
 
     def __init__(
-        self, library: ctypes.CDLL, model: Transformer, cache: LatentKVCache, max_batch: int, amx: bool
+        self, library: ctypes.CDLL, model: Transformer, cache: LatentKVCache, max_batch: int, amx: bool, vnni: bool
     ) -> None:
         config = model.config
-        self._library, self.max_batch, self.quantized = library, max_batch, False
+        self._library, self.max_batch = library, max_batch
         self._function = library.nanoseek_latent_decode_step
         self._threads = torch.get_num_threads()
         dtype = model.dtype
         self.kernel = "fp32" if dtype == torch.float32 else "bf16 AMX tiles" if amx else "bf16 AVX512-BF16"
+        feed_forward_types = [_feed_forward_type(block.mlp, dtype) for block in model.layers]
+        quantized_types = dict.fromkeys(code for code in feed_forward_types if code != WEIGHT_TYPES[dtype])
+        # A quantized model's PyTorch forward dequantizes its weights per call: the engine prefills it stepwise.
+        self.quantized = bool(quantized_types)
+        for code in quantized_types:
+            self.kernel += f", {KERNEL_NAMES[code]} {'AVX512-VNNI' if vnni else 'portable'} feed-forward"
         heads, rank = config.num_attention_heads, config.kv_lora_rank
         dense_inner = padded_intermediate(config.intermediate_size)
         expert_inner = padded_intermediate(config.moe_intermediate_size) if config.is_moe else 0
@@ -172,17 +217,25 @@ class LatentNativeDecoder(NativeDecoder):
             values = _stacked([packed_projection(value_up[h].t()) for h in range(heads)])
             return keys, values
 
-        def dense(block: Block, name: str) -> torch.Tensor | None:
-            if isinstance(block.mlp, MoE):
-                return None
+        def swiglu_mlp(mlp: MLP, name: str, inner: int) -> torch.Tensor:
+            """An MLP's gate/up or down weight as the step reads it: its quantized blocks (already in the step's
+            layout and SwiGLU row order), or a packed copy."""
+            layer = mlp.gate_up_proj if name == "gate_up" else mlp.down_proj
+            if isinstance(layer, QuantizedLinear):
+                return layer.packed
             if name == "gate_up":
-                return _swiglu(block.mlp.gate_up_proj.weight, dense_inner)
-            return packed_projection(padded_inputs(block.mlp.down_proj.weight, dense_inner))
+                return _swiglu(layer.weight, inner)
+            return packed_projection(padded_inputs(layer.weight, inner))
+
+        def dense(block: Block, name: str) -> torch.Tensor | None:
+            return None if isinstance(block.mlp, MoE) else swiglu_mlp(block.mlp, name, dense_inner)
 
         def routed(block: Block, name: str) -> torch.Tensor | None:
             if not isinstance(block.mlp, MoE):
                 return None
             experts = block.mlp.experts
+            if isinstance(experts, QuantizedExperts):
+                return _stacked([layer.packed for layer in (experts.gate_up if name == "gate_up" else experts.down)])
             if name == "gate_up":
                 return _stacked([_swiglu(weight, expert_inner) for weight in experts.gate_up_proj.detach()])
             return _stacked(
@@ -191,11 +244,7 @@ class LatentNativeDecoder(NativeDecoder):
 
         def shared(block: Block, name: str) -> torch.Tensor | None:
             mlp = block.mlp.shared_experts if isinstance(block.mlp, MoE) else None
-            if mlp is None:
-                return None
-            if name == "gate_up":
-                return _swiglu(mlp.gate_up_proj.weight, shared_inner)
-            return packed_projection(padded_inputs(mlp.down_proj.weight, shared_inner))
+            return None if mlp is None else swiglu_mlp(mlp, name, shared_inner)
 
         attention_of = [block.self_attn for block in layers]
         absorbed_weights = [absorbed(attention) for attention in attention_of]
@@ -228,6 +277,11 @@ class LatentNativeDecoder(NativeDecoder):
             "shared_down": [shared(b, "down") for b in layers],
         }
         projection_type = WEIGHT_TYPES[dtype]
+        # Per layer: q/k/v and o (the latent step reads `projection_type` for its attention), then the feed-forward
+        # gate/up and down (the dense MLP's, or the shared and routed experts'); the output head last.
+        weight_types = [projection_type] * (4 * len(layers) + 1)
+        for layer, code in enumerate(feed_forward_types):
+            weight_types[4 * layer + 2] = weight_types[4 * layer + 3] = code
         base_tables = ("input_norm", "post_norm", "gate_up_weight", "down_weight")
         self._keep: list = []
         base = self._decode_model(
@@ -237,9 +291,9 @@ class LatentNativeDecoder(NativeDecoder):
             embed=model.embed_tokens.weight.detach().float().t().contiguous(),  # [hidden, vocab], as the Llama step's
             embed_type=0,
             lm_head=packed_projection(model.lm_head.weight),
-            weight_types=torch.full((4 * len(layers) + 1,), projection_type, dtype=torch.int32),
+            weight_types=torch.tensor(weight_types, dtype=torch.int32),
             amx=amx,
-            vnni=False,
+            vnni=vnni,
             num_heads=heads,
             num_kv_heads=1,
             head_dim=config.qk_rope_head_dim,
@@ -312,10 +366,13 @@ class LatentNativeDecoder(NativeDecoder):
         max_batch: int,
         max_weight_bytes: int = 1 << 30,
         allow_amx: bool = True,
+        allow_vnni: bool = True,
     ) -> LatentNativeDecoder:
         """A decoder for the MLA model `model` over its LatentKVCache; raises NativeUnavailable saying why when the
-        path does not apply (another dtype, a quantized layer, MLP biases, odd bf16 widths, too many weight bytes,
-        no compiler). `build` returns None instead (NativeDecoder.build)."""
+        path does not apply (another dtype, a quantized or LoRA-wrapped projection outside the feed-forward layers,
+        MLP biases, odd bf16 widths, too many weight bytes, no compiler). `build` returns None instead
+        (NativeDecoder.build). `allow_vnni=False` (or NANOSEEK_NATIVE_VNNI=0) keeps quantized feed-forward weights
+        on the portable loops."""
         check_cpu_transformer(model)
         if not isinstance(cache, LatentKVCache):
             raise NativeUnavailable(f"a {type(cache).__name__}, not a latent cache")
@@ -326,15 +383,25 @@ class LatentNativeDecoder(NativeDecoder):
             raise NativeUnavailable("MLP biases")
         if not all(type(b.self_attn) is LatentAttention and type(b.mlp) in (MLP, MoE) for b in model.layers):
             raise NativeUnavailable("layers other than DeepSeek's latent attention and MLP or MoE")
-        linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
-        if not all(type(module) is Linear and module.weight.dtype == model.dtype for module in linears):
-            raise NativeUnavailable("a quantized or LoRA-wrapped projection, or mixed dtypes")
-        check_weight_bytes(sum(p.numel() * p.element_size() for p in model.parameters()), max_weight_bytes)
+        feed_forward = {id(layer) for b in model.layers for layer, _ in _feed_forward_layers(b.mlp)}
+        for b in model.layers:
+            _feed_forward_type(b.mlp, model.dtype)  # raises for what the step cannot read
+        others = [
+            module
+            for module in model.modules()
+            if isinstance(module, (torch.nn.Linear, QuantizedLinear)) and id(module) not in feed_forward
+        ]
+        if not all(type(module) is Linear and module.weight.dtype == model.dtype for module in others):
+            raise NativeUnavailable("a quantized or LoRA-wrapped projection outside the feed-forward, or mixed dtypes")
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        weight_bytes += sum(m.weight_bytes for m in model.modules() if isinstance(m, QuantizedLinear))
+        check_weight_bytes(weight_bytes, max_weight_bytes)
         library = compiled_library()
         amx = False
         if model.dtype == torch.bfloat16:
             amx = bf16_tiles(library, input_widths(config), allow_amx)
-        return cls(library, model, cache, max_batch, amx)
+        vnni = allow_vnni and vnni_allowed() and bool(library.nanoseek_supports_vnni())
+        return cls(library, model, cache, max_batch, amx, vnni)
 
 
 def input_widths(config: ModelConfig) -> list[int]:

@@ -250,10 +250,15 @@ class Experts(nn.Module):
         tokens routed to it. The grouping is done on a Python list (one read of the ids): for a decode step of a
         few tokens, torch.where per expert, or gathering the chosen experts' weights (a copy of each), cost more
         than the experts' products themselves."""
-        experts = self.gate_up_proj.shape[0]
+        experts = self.num_experts
         # Up to 2 x experts tokens: past that, all experts' products (experts / top-k times the routed work) cost
         # more than the per-expert loop's fixed overhead (a prefill chunk).
-        if experts <= x.shape[0] * indices.shape[1] and x.shape[0] <= 2 * experts and not torch.is_grad_enabled():
+        if (
+            self.stacked
+            and experts <= x.shape[0] * indices.shape[1]
+            and x.shape[0] <= 2 * experts
+            and not torch.is_grad_enabled()
+        ):
             return self.all_experts(x, weights, indices)
         routed: dict[int, list[int]] = {}
         for flat_index, expert in enumerate(indices.flatten().tolist()):
@@ -269,13 +274,24 @@ class Experts(nn.Module):
                 where = torch.tensor(flat_indices)
                 token = where // top_k
                 rows, scale = x[token], flat_weights[where, None]
-            gate, up = F.linear(rows, self.gate_up_proj[expert]).chunk(2, dim=-1)
-            expert_out = F.linear(F.silu(gate) * up, self.down_proj[expert]) * scale
+            expert_out = self.expert(expert, rows) * scale
             if isinstance(token, int):
                 out[token : token + 1] += expert_out
             else:
                 out.index_add_(0, token, expert_out)
         return out
+
+    # Whether the weights are the stacked tensors `all_experts` multiplies (quantized.py's QuantizedExperts: no).
+    stacked = True
+
+    @property
+    def num_experts(self) -> int:
+        return self.gate_up_proj.shape[0]
+
+    def expert(self, index: int, rows: torch.Tensor) -> torch.Tensor:
+        """Routed expert `index`'s SwiGLU output for rows [n, hidden], unweighted."""
+        gate, up = F.linear(rows, self.gate_up_proj[index]).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.down_proj[index])
 
     def all_experts(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Every expert over every token, weighted by the routing (zero for experts not chosen): for a batched

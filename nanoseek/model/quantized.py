@@ -2,7 +2,11 @@
 
 A quantized model is nanoseek's Transformer whose projections (q/k/v, o, gate/up, down, the output head) are
 `QuantizedLinear`s and whose embedding, when it is quantized too, is a `QuantizedEmbedding` reading the same
-blocks. The blocks are stored once, in the layout the native decode step (engine/native_decode.c) multiplies
+blocks. `feed_forward_only` quantizes the MLPs' gate/up and down alone. In DeepSeek-V2/V3 models (MLA + MoE) only
+the feed-forward weights are quantized, always: the dense first layers' MLPs, the shared experts and the routed
+ones (`QuantizedExperts`), most of an MoE model's bytes and all of what a batched decode step streams per routed
+expert; the latent attention (whose absorbed per-head products the native step builds from kv_b_proj, on inputs of
+qk_nope_head_dim that need not be multiples of 32), the router, the embedding and the output head stay fp32. The blocks are stored once, in the layout the native decode step (engine/native_decode.c) multiplies
 from directly, so the engine keeps no second copy; PyTorch forwards (long prefills, the engine without the
 native step, training code that only reads the model) dequantize a projection's weight to fp32 for the call.
 
@@ -22,6 +26,7 @@ A 64-byte load then holds 16 columns' weights for 4 (q8_0) or 8 (q4_1) consecuti
 columns accumulate in the lanes of one vector without horizontal reductions, as in the fp32/bf16 layouts.
 
     model = quantize_model(load_model(path), "q8_0")     # what `--dtype q8_0` does at load time
+    model = quantize_model(model, "q8_0", feed_forward_only=True)   # the MLPs (and experts) alone
     layer = QuantizedLinear.from_ggml(gguf_type, raw_rows, in_features)   # blocks read from a GGUF file
 """
 
@@ -32,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.model.config import QUANTIZED_DTYPES
+from nanoseek.model.deepseek import Experts, LatentAttention, MoE
 from nanoseek.model.transformer import MLP, Attention, Linear
 
 BLOCK = 32  # weights per quantized block, and output columns per packed column block
@@ -281,40 +287,87 @@ def swiglu_row_order(intermediate: int) -> torch.Tensor:
     return torch.stack([gate, gate + intermediate], dim=1).reshape(-1)
 
 
-def quantizable(model: nn.Module) -> str | None:
-    """Why `model` cannot be quantized (None when it can): Llama-family layers only, and every projection's inputs
-    and the MLP width must be multiples of 32."""
-    if not all(type(b.self_attn) is Attention and type(b.mlp) is MLP for b in model.layers):
-        return "quantized weights are built for Llama-family layers (q/k/v attention and a SwiGLU MLP) only"
+class QuantizedExperts(Experts):
+    """DeepSeekMoE's routed experts with quantized weights: per expert a gate/up QuantizedLinear (rows in
+    `swiglu_row_order`) and a down one. The routing loop is Experts'; each expert's product dequantizes its own
+    weights (the native latent step multiplies the blocks directly)."""
+
+    stacked = False
+
+    def __init__(self, gate_up: list[QuantizedLinear], down: list[QuantizedLinear]) -> None:
+        nn.Module.__init__(self)  # not Experts': no stacked fp32 parameters
+        self.gate_up = nn.ModuleList(gate_up)
+        self.down = nn.ModuleList(down)
+
+    @classmethod
+    def from_float(cls, experts: Experts, qtype: str) -> QuantizedExperts:
+        order = swiglu_row_order(experts.down_proj.shape[-1])
+        gate_up = [QuantizedLinear.from_float(weight, qtype, row_order=order) for weight in experts.gate_up_proj]
+        return cls(gate_up, [QuantizedLinear.from_float(weight, qtype) for weight in experts.down_proj])
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.gate_up)
+
+    def expert(self, index: int, rows: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up[index](rows).chunk(2, dim=-1)
+        return self.down[index](F.silu(gate) * up)
+
+
+def quantizable(model: nn.Module, feed_forward_only: bool = False) -> str | None:
+    """Why `model` cannot be quantized (None when it can): Llama-family or DeepSeek-V2/V3 layers only, and the
+    inputs of every projection quantized and each MLP's width multiples of 32."""
+    layers = list(model.layers)
+    latent = all(type(b.self_attn) is LatentAttention and type(b.mlp) in (MLP, MoE) for b in layers)
+    if not latent and not all(type(b.self_attn) is Attention and type(b.mlp) is MLP for b in layers):
+        return "quantized weights are built for Llama-family and DeepSeek-V2/V3 layers only"
     config = model.config
-    widths = {
-        "hidden_size": config.hidden_size,
-        "heads x head_dim": config.num_attention_heads * config.head_dim,
-        "intermediate_size": config.intermediate_size,
-    }
+    widths = {"hidden_size": config.hidden_size}
+    if any(type(b.mlp) is MLP for b in layers):
+        widths["intermediate_size"] = config.intermediate_size
+    if any(type(b.mlp) is MoE for b in layers):
+        widths["moe_intermediate_size"] = config.moe_intermediate_size
+        if config.n_shared_experts:
+            widths["moe_intermediate_size x n_shared_experts"] = config.moe_intermediate_size * config.n_shared_experts
+    if not (latent or feed_forward_only):
+        widths["heads x head_dim"] = config.num_attention_heads * config.head_dim
     bad = [f"{name} {value}" for name, value in widths.items() if value % BLOCK]
     return f"quantized weights need multiples of {BLOCK}: {', '.join(bad)}" if bad else None
 
 
+def _quantize_mlp(mlp: MLP, qtype: str) -> None:
+    for name in ("gate_up_proj", "down_proj"):
+        layer = getattr(mlp, name)
+        if isinstance(layer, Linear):
+            order = swiglu_row_order(mlp.down_proj.in_features) if name == "gate_up_proj" else None
+            setattr(mlp, name, QuantizedLinear.from_float(layer.weight, qtype, layer.bias, order))
+
+
 @torch.no_grad()
-def quantize_model(model: nn.Module, qtype: str) -> nn.Module:
-    """Replace the projections of a nanoseek Transformer (and its embedding) by quantized ones, in place.
+def quantize_model(model: nn.Module, qtype: str, feed_forward_only: bool = False) -> nn.Module:
+    """Replace the projections of a nanoseek Transformer (and its embedding) by quantized ones, in place; with
+    `feed_forward_only`, and in DeepSeek-V2/V3 models always, the MLPs' and experts' alone (module docstring).
     Norms and biases stay fp32; the model is returned in fp32 (its activations and KV cache)."""
-    reason = quantizable(model)
+    reason = quantizable(model, feed_forward_only)
     if reason is not None:
         raise QuantizationError(reason)
     model.float()
-    intermediate = model.config.intermediate_size
+    latent = type(model.layers[0].self_attn) is LatentAttention
+    everything = not (feed_forward_only or latent)
     for block in model.layers:
-        for owner, name in ((block.self_attn, "qkv_proj"), (block.self_attn, "o_proj"), (block.mlp, "down_proj")):
-            layer = getattr(owner, name)
-            if isinstance(layer, Linear):
-                setattr(owner, name, QuantizedLinear.from_float(layer.weight, qtype, layer.bias))
-        gate_up = block.mlp.gate_up_proj
-        if isinstance(gate_up, Linear):
-            order = swiglu_row_order(intermediate)
-            block.mlp.gate_up_proj = QuantizedLinear.from_float(gate_up.weight, qtype, gate_up.bias, order)
-    if isinstance(model.lm_head, Linear):
+        if everything:
+            for name in ("qkv_proj", "o_proj"):
+                layer = getattr(block.self_attn, name)
+                if isinstance(layer, Linear):
+                    setattr(block.self_attn, name, QuantizedLinear.from_float(layer.weight, qtype, layer.bias))
+        if isinstance(block.mlp, MoE):
+            if block.mlp.shared_experts is not None:
+                _quantize_mlp(block.mlp.shared_experts, qtype)
+            if not isinstance(block.mlp.experts, QuantizedExperts):
+                block.mlp.experts = QuantizedExperts.from_float(block.mlp.experts, qtype)
+        else:
+            _quantize_mlp(block.mlp, qtype)
+    if everything and isinstance(model.lm_head, Linear):
         tied = model.config.tie_word_embeddings
         model.lm_head = QuantizedLinear.from_float(model.lm_head.weight, qtype)
         table = model.lm_head if tied else QuantizedLinear.from_float(model.embed_tokens.weight, qtype)

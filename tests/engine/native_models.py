@@ -1,16 +1,19 @@
 """What the native decode tests (test_native_decode.py, test_native_quantized.py, test_native_latent.py) decode
 and how they compare: random models with non-trivial biases and norms, three sequences prefilled at different
-positions in scattered cache slots, and decode steps side by side with the PyTorch model's."""
+positions in scattered cache slots, and decode steps side by side with the PyTorch model's; and a quantized
+projection as the C step computes it, with its inputs rounded to int8 as llama.cpp rounds them (`ggml_linear`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from nanoseek.engine import SamplingParams
 from nanoseek.engine.kv_cache import SlotKVCache
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.quantized import QuantizedLinear
 from nanoseek.model.transformer import Transformer
 
 SLOTS, LENGTHS = [4, 1, 3], [7, 12, 1]  # sequences at different positions in scattered slots
@@ -122,3 +125,28 @@ def bf16_step_errors(
         native_error += (got - expected).abs().mean().item()
         torch_error += (by_torch - expected).abs().mean().item()
     return native_error / len(steps), torch_error / len(steps), steps[-1][0].abs().mean().item()
+
+
+def ggml_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x rounded as the C step (and ggml's quantize_row_q8_0 / q8_1) rounds a projection's input, per block of 32:
+    (xq * d, s - d sum xq spread over the block's inputs), d = max|x| / 127 and s = d_fp32 sum xq both fp16."""
+    blocks = x.reshape(*x.shape[:-1], -1, 32)
+    d = blocks.abs().amax(-1, keepdim=True) / 127
+    quants = torch.round(blocks * torch.where(d > 0, 1 / d, torch.zeros_like(d)))  # half to even
+    d16 = d.half().float()
+    total = quants.sum(-1, keepdim=True)
+    spread = ((d * total).half().float() - d16 * total) / 32
+    return (quants * d16).reshape(x.shape), spread.expand_as(blocks).reshape(x.shape)
+
+
+def ggml_linear(layer: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output as llama.cpp computes it: q8_0 weights by the rounded inputs; q4_1 ones (w = d q + m)
+    add each block's m times s rather than times d_x sum xq."""
+    rounded, spread = ggml_rows(x)
+    out = F.linear(rounded, layer.dequantize(), layer.bias)
+    if layer.qtype == "q4_1":
+        offsets = layer.packed.clone()
+        offsets[..., : 32 * 16] = 0  # quants zero: each weight reads as its block's m
+        m = QuantizedLinear("q4_1", offsets, layer.in_features, layer.out_features, None, layer.row_order)
+        out = out + F.linear(spread, m.dequantize())
+    return out

@@ -1,7 +1,7 @@
 """The engine over an MLA + MoE model (DeepSeek-V3 layout): latent cache, its accounting, prefix hits on latents,
 batched decode of rows routed to different experts, greedy parity with transformers through the native C step and
 the same tokens from the PyTorch model, which takes over once a weight changes; short prompts prefilled
-through the native step."""
+through the native step; a q8_0 model (quantized feed-forward) on the step's quantized kernels, batched as alone."""
 
 from __future__ import annotations
 
@@ -141,3 +141,18 @@ def test_prefix_cache_hits_reuse_latents_and_count_cached_tokens(mla, engine) ->
     block = next(iter(engine.prefix_store.blocks.values()))
     assert block.kv[0].shape == (1, 1, 64, 24)  # latents, not keys and values
     assert engine.stats()["prefix_cache_tokens"] == 128
+
+
+def test_a_q8_0_model_decodes_on_the_quantized_step_and_rows_batched_as_alone(mla_moe_checkpoint) -> None:
+    # `--dtype q8_0`: the feed-forward weights (dense MLP, shared and routed experts) quantized, decoded by the latent
+    # step's quantized kernels, prompts prefilled through it too; rows routed apart give the same tokens batched.
+    checkpoint = load_checkpoint(mla_moe_checkpoint, dtype="q8_0")
+    engine = Engine(checkpoint.model, checkpoint.tokenizer, max_batch=4, kv_budget_tokens=1024)
+    try:
+        assert isinstance(engine.native, LatentNativeDecoder) and "q8_0" in engine.native.kernel
+        requests = [Request(ids, greedy(12)) for ids in prompts(checkpoint.tokenizer, 4)]
+        batched = [c.token_ids for c in engine.generate(requests)]
+        assert [engine.generate([request])[0].token_ids for request in requests] == batched
+        assert len({tuple(tokens) for tokens in batched}) == 4
+    finally:
+        engine.shutdown()

@@ -6,8 +6,11 @@ different positions in scattered slots) on shapes that take every branch: full a
 interleaved and half-split rotary with YaRN, latent widths that take the vector and the scalar attention loops,
 V2 softmax routing greedy and group-limited, V3 sigmoid routing with its correction bias, renormalised or not,
 no shared experts or two, one or two dense first layers; in bf16, no further from fp32 than the PyTorch bf16
-model, and each row's logits independent of its batch; bit for bit the same on one, two or three threads. The
-engine over it: tests/engine/test_engine_mla.py."""
+model, and each row's logits independent of its batch; bit for bit the same on one, two or three threads. With
+q8_0 or q4_1 feed-forward weights (dense MLPs, shared and routed experts): the model with the same dequantized
+weights and int8-rounded inputs to float rounding, rows routed to different experts in one step the same bits as
+each row alone, and within int8 rounding of fp32 inputs on both kernels. The engine over it:
+tests/engine/test_engine_mla.py."""
 
 from __future__ import annotations
 
@@ -20,14 +23,17 @@ from native_models import (
     bf16_step_errors,
     bf16_with_exact_twin,
     decode_side_by_side,
+    ggml_linear,
     model_step,
     prefill,
+    rows_alone_too,
 )
 
 from nanoseek.engine.latent_cache import LatentKVCache
 from nanoseek.engine.native import load_library
 from nanoseek.engine.native_latent import LatentNativeDecoder
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.quantized import QuantizedExperts, QuantizedLinear, quantize_model
 from nanoseek.model.transformer import Transformer
 
 YARN = {
@@ -213,3 +219,88 @@ def test_it_applies_to_fp32_and_bf16_models_over_a_latent_cache_only():
     with_mlp_bias = ModelConfig(vocab_size=300, mlp_bias=True, **{**BASE, **SHAPES["v3-vector"]})
     biased = Transformer(with_mlp_bias)
     assert LatentNativeDecoder.build(biased, new_cache(with_mlp_bias, torch.float32), max_batch=2) is None
+
+
+# The shapes whose feed-forward widths (hidden, MLP, experts, shared experts) are multiples of 32: quantizable.
+QUANTIZABLE = ["v3-vector", "v3-halfsplit-yarn-unshared", "v2-greedy-two-dense"]
+
+
+def routed_experts_recorder(model: Transformer) -> tuple[list[torch.Tensor], list]:
+    """The experts each MoE layer's router picks per call (a list filled as the model runs), and the hooks."""
+    routed: list[torch.Tensor] = []
+    first_moe = model.config.first_k_dense_replace
+    hooks = [
+        b.mlp.gate.register_forward_hook(lambda _, __, out: routed.append(out[1])) for b in model.layers[first_moe:]
+    ]
+    return routed, hooks
+
+
+@pytest.mark.parametrize(
+    ("shape", "qtype"), [(shape, "q8_0") for shape in QUANTIZABLE] + [("v2-greedy-two-dense", "q4_1")]
+)
+def test_quantized_feed_forward_equals_the_model_with_int8_inputs_and_rows_routed_apart_equal_each_alone(
+    shape, qtype, monkeypatch
+):
+    model = quantize_model(random_model(shape), qtype)
+    assert all(isinstance(b.mlp.experts, QuantizedExperts) for b in model.layers[model.config.first_k_dense_replace :])
+    monkeypatch.setattr(QuantizedLinear, "forward", ggml_linear)  # the PyTorch model rounds inputs as the C step
+    reference, native_cache = new_cache(model.config, torch.float32), new_cache(model.config, torch.float32)
+    decoder = LatentNativeDecoder.build(model, native_cache, max_batch=6)
+    vnni = bool(load_library().nanoseek_supports_vnni())
+    assert decoder.kernel == f"fp32, {qtype} {'AVX512-VNNI' if vnni else 'portable'} feed-forward"
+    assert decoder.quantized
+    prefill(model, reference)
+    prefill(model, native_cache)
+    routed, hooks = routed_experts_recorder(model)
+    # rows_alone_too: every row of every step decoded alone too, with the very same logits.
+    results = decode_side_by_side(model_step(model, reference), rows_alone_too(decoder.step))
+    for hook in hooks:
+        hook.remove()
+    # The step's inputs differ from the model's in the last float bits, so an input within that of an int8 rounding
+    # boundary (or a router score within it of a tie) can round (or route) the other way: one row of one step may
+    # then differ by a quantization step (measured: row 1 of the first step of v2-greedy-two-dense, 0.03 of a mean
+    # |logit| of 1.4, the next steps within 3e-5 again). Every other row agrees to float rounding.
+    rows_apart = [
+        not torch.allclose(got_row, expected_row, atol=1e-4, rtol=1e-4)
+        for expected, got in results
+        for expected_row, got_row in zip(expected, got)
+    ]
+    assert sum(rows_apart) <= 1
+    for expected, got in results:
+        assert (got - expected).abs().mean() < 0.01 * expected.abs().mean()
+    assert any(len({tuple(sorted(row.tolist())) for row in step}) == 3 for step in routed)
+
+
+def test_quantized_feed_forward_stays_within_int8_rounding_of_fp32_inputs_on_both_kernels():
+    qtype = "q8_0"
+    model = quantize_model(random_model("v3-vector"), qtype)
+    logits = {}
+    for kernel, vnni in {"vnni": True, "portable": False}.items():
+        if vnni and not load_library().nanoseek_supports_vnni():
+            continue
+        reference, native_cache = new_cache(model.config, torch.float32), new_cache(model.config, torch.float32)
+        decoder = LatentNativeDecoder.build(model, native_cache, max_batch=6, allow_vnni=vnni)
+        assert decoder.kernel.endswith(f"{qtype} {'AVX512-VNNI' if vnni else 'portable'} feed-forward")
+        prefill(model, reference)
+        prefill(model, native_cache)
+        results = decode_side_by_side(model_step(model, reference), decoder.step)
+        # The model's own forward dequantizes the weights and keeps its inputs fp32: the int8 rounding of the
+        # feed-forward inputs is the only difference (the Llama step's bound, test_native_quantized.py).
+        for expected, got in results:
+            assert (got - expected).abs().mean() < 0.06 * expected.abs().mean()
+        logits[kernel] = torch.stack([got for _, got in results])
+    if len(logits) == 2:  # the same exact int32 sums, added in another order
+        torch.testing.assert_close(logits["vnni"], logits["portable"], atol=1e-5, rtol=1e-5)
+
+
+def test_quantized_layers_outside_the_feed_forward_or_mixed_in_a_layer_keep_the_pytorch_step():
+    model = quantize_model(random_model("v3-vector"), "q8_0")
+    cache = new_cache(model.config, torch.float32)
+    attention = model.layers[0].self_attn
+    attention.o_proj = QuantizedLinear.from_float(attention.o_proj.weight, "q8_0")
+    assert LatentNativeDecoder.build(model, cache, max_batch=2) is None
+    model = quantize_model(random_model("v3-vector"), "q8_0")
+    model.layers[1].mlp.experts.down[3] = QuantizedLinear.from_float(
+        model.layers[1].mlp.experts.down[3].dequantize(), "q4_1"
+    )
+    assert LatentNativeDecoder.build(model, cache, max_batch=2) is None

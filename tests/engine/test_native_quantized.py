@@ -16,8 +16,7 @@ import httpx
 import native_models
 import pytest
 import torch
-import torch.nn.functional as F
-from native_models import decode_side_by_side, greedy, model_step, new_cache, prefill, rows_alone_too
+from native_models import decode_side_by_side, ggml_linear, greedy, model_step, new_cache, prefill, rows_alone_too
 
 from nanoseek.engine import Engine, Request, SamplingParams
 from nanoseek.engine.kv_cache import SlotKVCache
@@ -57,31 +56,6 @@ KERNELS = {"vnni": True, "portable": False}
 
 def random_model(shape: str, qtype: str) -> Transformer:
     return quantize_model(native_models.random_model(**SHAPES[shape]), qtype)
-
-
-def ggml_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x rounded as the C step (and ggml's quantize_row_q8_0 / q8_1) rounds a projection's input, per block of 32:
-    (xq * d, s - d sum xq spread over the block's inputs), d = max|x| / 127 and s = d_fp32 sum xq both fp16."""
-    blocks = x.reshape(*x.shape[:-1], -1, 32)
-    d = blocks.abs().amax(-1, keepdim=True) / 127
-    quants = torch.round(blocks * torch.where(d > 0, 1 / d, torch.zeros_like(d)))  # half to even
-    d16 = d.half().float()
-    total = quants.sum(-1, keepdim=True)
-    spread = ((d * total).half().float() - d16 * total) / 32
-    return (quants * d16).reshape(x.shape), spread.expand_as(blocks).reshape(x.shape)
-
-
-def ggml_linear(layer: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output as llama.cpp computes it: q8_0 weights by the rounded inputs; q4_1 ones (w = d q + m)
-    add each block's m times s rather than times d_x sum xq."""
-    rounded, spread = ggml_rows(x)
-    out = F.linear(rounded, layer.dequantize(), layer.bias)
-    if layer.qtype == "q4_1":
-        offsets = layer.packed.clone()
-        offsets[..., : 32 * 16] = 0  # quants zero: each weight reads as its block's m
-        m = QuantizedLinear("q4_1", offsets, layer.in_features, layer.out_features, None, layer.row_order)
-        out = out + F.linear(spread, m.dequantize())
-    return out
 
 
 @pytest.fixture

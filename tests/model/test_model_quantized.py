@@ -1,9 +1,14 @@
 """Quantized weights (nanoseek/model/quantized.py): the packed blocks hold exactly what llama.cpp's formats hold.
 
 Checked against the `gguf` package's own quantize/dequantize (bit for bit), for weights read as GGUF blocks and
-for weights quantized at load time; the PyTorch forward of a quantized model is the model with those weights."""
+for weights quantized at load time; the PyTorch forward of a quantized model is the model with those weights, with
+the feed-forward weights alone quantized too (a Llama's MLPs on request; a DeepSeek model's MLPs, shared and routed
+experts always)."""
 
 from __future__ import annotations
+
+import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ import torch
 
 from nanoseek.model.checkpoint import CheckpointError
 from nanoseek.model.config import ModelConfig
+from nanoseek.model.layers import Linear
 from nanoseek.model.loader import load_model
 from nanoseek.model.quantized import (
     GGML_Q4_0,
@@ -18,6 +24,7 @@ from nanoseek.model.quantized import (
     GGML_Q8_0,
     QuantizationError,
     QuantizedEmbedding,
+    QuantizedExperts,
     QuantizedLinear,
     quantize_model,
     swiglu_row_order,
@@ -105,6 +112,74 @@ def test_a_quantized_model_computes_what_the_model_with_its_dequantized_weights_
     ids = torch.randint(0, 100, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(quantized(ids), model(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_feed_forward_only_quantizes_a_llamas_mlps_and_nothing_else():
+    torch.manual_seed(0)
+    # Attention 3 x 20 wide: not a multiple of 32, which only the attention's quantization would need.
+    config = ModelConfig(
+        vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=3, head_dim=20
+    )
+    model = Transformer(config).eval()
+    quantized = quantize_model(copy.deepcopy(model), "q8_0", feed_forward_only=True)
+    with torch.no_grad():
+        for block, ours in zip(model.layers, quantized.layers):
+            assert type(ours.self_attn.qkv_proj) is Linear and type(ours.self_attn.o_proj) is Linear
+            block.mlp.gate_up_proj.weight.copy_(ours.mlp.gate_up_proj.dequantize())
+            block.mlp.down_proj.weight.copy_(ours.mlp.down_proj.dequantize())
+    assert type(quantized.lm_head) is Linear and not isinstance(quantized.embed_tokens, QuantizedEmbedding)
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(quantized(ids), model(ids), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_1"])
+def test_a_deepseek_model_quantizes_its_mlps_and_experts_and_computes_what_their_dequantized_weights_compute(qtype):
+    config = ModelConfig(
+        model_type="deepseek_v3",
+        vocab_size=100,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,  # not a multiple of 32: attention stays fp32 anyway
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        n_shared_experts=2,
+        first_k_dense_replace=1,
+        n_group=4,
+        topk_group=2,
+    )
+    torch.manual_seed(0)
+    model = Transformer(config).eval()
+    with torch.no_grad():
+        for block in model.layers[1:]:
+            block.mlp.gate.weight.normal_(0.0, 1.0)  # rows spread over the experts
+    quantized = quantize_model(copy.deepcopy(model), qtype)  # the same attention, routers and norms
+    with torch.no_grad():
+        dense, ours = model.layers[0].mlp, quantized.layers[0].mlp
+        dense.gate_up_proj.weight.copy_(ours.gate_up_proj.dequantize())
+        dense.down_proj.weight.copy_(ours.down_proj.dequantize())
+        for block, ours in zip(model.layers[1:], quantized.layers[1:]):
+            experts = ours.mlp.experts
+            assert isinstance(experts, QuantizedExperts) and experts.gate_up[0].qtype == qtype
+            for e in range(8):
+                block.mlp.experts.gate_up_proj[e].copy_(experts.gate_up[e].dequantize())
+                block.mlp.experts.down_proj[e].copy_(experts.down[e].dequantize())
+            shared = block.mlp.shared_experts
+            shared.gate_up_proj.weight.copy_(ours.mlp.shared_experts.gate_up_proj.dequantize())
+            shared.down_proj.weight.copy_(ours.mlp.shared_experts.down_proj.dequantize())
+    assert all(type(b.self_attn.o_proj) is Linear for b in quantized.layers) and type(quantized.lm_head) is Linear
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(quantized(ids), model(ids), atol=1e-5, rtol=1e-5)
+    odd = Transformer(dataclasses.replace(config, moe_intermediate_size=40))
+    with pytest.raises(QuantizationError, match="moe_intermediate_size 40"):
+        quantize_model(odd, "q8_0")
 
 
 def test_load_model_quantizes_at_load_time(tiny_checkpoint):
