@@ -56,15 +56,17 @@ def remaining(server, key: str) -> int:
 
 
 def test_a_slow_grammar_stalls_nobody_and_is_then_refused_at_once(server):
-    latencies: list[float] = []
+    """Checked by what happens, not how fast (a machine busy with training makes any request slow): /health goes on
+    answering while the request waits, the request's answer is the time limit's 400 while xgrammar still compiles
+    (a minute for this pattern), and the schemas are then refused as remembered, not compiled again."""
+    answered: list[float] = []  # when each /health probe was answered
     done = threading.Event()
 
     def probe_health() -> None:
-        with httpx.Client(timeout=30) as http:  # one kept-alive connection: the latency is the server's
+        with httpx.Client(timeout=60) as http:
             while not done.is_set():
-                started = time.monotonic()
                 assert http.get(f"{server.url}/health").status_code == 200
-                latencies.append(time.monotonic() - started)
+                answered.append(time.monotonic())
                 time.sleep(0.05)
 
     body = {
@@ -72,28 +74,33 @@ def test_a_slow_grammar_stalls_nobody_and_is_then_refused_at_once(server):
         "tools": [SLOW_SCHEMA_TOOL],
         "tool_choice": "required",
     }
+    planner = server.app.state.planner
     with ThreadPoolExecutor(1) as pool:
         probe = pool.submit(probe_health)
-        started = time.monotonic()
+        sent = time.monotonic()
         refused = httpx.post(
             f"{server.url}/beta/chat/completions",
             json={"model": "deepseek-chat", **body},
             headers=auth("sk-alice"),
             timeout=300,
         )
-        first_seconds = time.monotonic() - started
+        refused_at = time.monotonic()
+        compiling = {key: build for key, build in planner.grammar_builds.items() if '"slow"' in key}
         done.set()
         probe.result()
-    assert refused.status_code == 400 and "grammar" in refused.json()["error"]["message"]
-    assert first_seconds < 8  # the time limit (2 s here), not the minute xgrammar would take
-    # the first probe meets the slow request's own admission (body, validation, planning) on a machine that may be
-    # busy (0.7-1.5 s at nice 19 beside training, on main as well); a compile that stalled the loop would slow all
-    assert len(latencies) >= 5 and max(latencies[1:]) <= 0.5, latencies
-    started = time.monotonic()
+    # the time limit (2 s here) answered, not the compile's end: xgrammar still compiles the schema
+    assert refused.status_code == 400 and "within 2 s" in refused.json()["error"]["message"]
+    assert len(compiling) == 1, list(planner.grammar_builds)
+    [(key, build)] = compiling.items()
+    # other clients went on being served while the request waited; a compile that held the event loop (or the GIL)
+    # would have answered no probe until it ended
+    assert sum(sent < at < refused_at for at in answered) >= 2, (sent, answered, refused_at)
+    assert planner.known_failure(key) is not None  # refused while it compiles, as the next request shows
     again = httpx.post(
         f"{server.url}/beta/chat/completions", json={"model": "deepseek-chat", **body}, headers=auth("sk-bob")
     )
-    assert again.status_code == 400 and time.monotonic() - started < 2  # remembered: not compiled again
+    assert again.status_code == 400 and again.json()["error"]["message"] == refused.json()["error"]["message"]
+    assert planner.grammar_builds[key] is build  # the one build goes on: not compiled again
     assert chat(server, "sk-alice", [{"role": "user", "content": "hi"}], max_tokens=4).status_code == 200
 
 

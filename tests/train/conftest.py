@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,19 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run_train(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def wait_for_log_lines(process: subprocess.Popen, log: Path, lines: int) -> None:
+    """Until the run in `process` has written `lines` lines to `log`, however slowly a loaded machine runs it (at
+    nice 19 beside a training run, the 2-3 minutes these waits once allowed were not always enough to start
+    torch): the test's own timeout stops a run that hangs. Fails if the run ends first, leaving nothing to
+    interrupt mid-way."""
+    while not log.exists() or len(log.read_text().splitlines()) < lines:
+        assert process.poll() is None, f"the run ended (exit {process.returncode}) before it logged {lines} lines"
+        time.sleep(0.01)
+
+
+def _run_train(args: list[str], cwd: Path, timeout: float = 1200) -> subprocess.CompletedProcess:
+    # `timeout` stops a hung run, no speed check: at nice 19 beside a training run, starting torch alone can take
+    # minutes
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "nanoseek.train.cli", *args],

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from nanoseek.train import dpo
 from nanoseek.train.cli import main as train_main
 from nanoseek.train.config import DPOConfig
 from nanoseek.train.recipe import dpo_config, load_recipe, optional_stages, training_stages
+from tests.train.conftest import wait_for_log_lines
 from tests.train.test_train_lora import chatml_base_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,6 +150,7 @@ def dpo_rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "dpo" / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.timeout(1800)  # a hang guard: three tiny runs at nice 19 beside a training run take minutes
 def test_dpo_stage_learns_resumes_exactly_and_ships_its_adapter(chatml_base: Path, tmp_path: Path):
     recipe = write_recipe(tmp_path / "dpo.toml", chatml_base)
     one_run = tmp_path / "one_run"
@@ -192,11 +193,9 @@ def test_dpo_stage_learns_resumes_exactly_and_ships_its_adapter(chatml_base: Pat
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = killed / "dpo" / "log.jsonl"
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 4):
-            time.sleep(0.005)
+        wait_for_log_lines(process, log, 4)
     finally:
-        os.kill(process.pid, signal.SIGKILL)
+        process.kill()  # unless it ended
     assert process.wait() == -signal.SIGKILL
     # killed after step 3's checkpoint (steps 0-3 logged), before the last step
     assert 4 <= len(log.read_text().splitlines()) < 12, "the run must be killed mid-way"

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from nanoseek.model.adapter import (
 from nanoseek.model.loader import load_checkpoint
 from nanoseek.tokenizer import special_tokens as st
 from nanoseek.train.cli import main as train_main
+from tests.train.conftest import wait_for_log_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,6 +178,7 @@ def sft_losses(run: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r]
 
 
+@pytest.mark.timeout(1800)  # a hang guard: three tiny runs at nice 19 beside a training run take minutes
 def test_lora_stage_killed_and_resumed_equals_one_run(chatml_base: Path, tmp_path: Path):
     """Only the run that is killed is a process of its own: the others train in this one (torch and peft are
     loaded already; importing them is most of a short run's cost), on one thread like it."""
@@ -201,9 +202,7 @@ def test_lora_stage_killed_and_resumed_equals_one_run(chatml_base: Path, tmp_pat
     command = [sys.executable, "-m", "nanoseek.train.cli", "all", "--recipe", str(recipe), "--out", str(killed)]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = killed / "sft" / "log.jsonl"
-    deadline = time.time() + 180
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 9):
-        time.sleep(0.01)
+    wait_for_log_lines(process, log, 9)
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     # killed after step 8's checkpoint (steps 0-8 logged), before the last step
