@@ -30,7 +30,7 @@ from native_models import (
 )
 
 from nanoseek.engine.latent_cache import LatentKVCache
-from nanoseek.engine.native import load_library
+from nanoseek.engine.native import NativeUnavailable, load_library
 from nanoseek.engine.native_latent import LatentNativeDecoder
 from nanoseek.model.config import ModelConfig
 from nanoseek.model.quantized import QuantizedExperts, QuantizedLinear, quantize_model
@@ -298,9 +298,12 @@ def test_quantized_layers_outside_the_feed_forward_or_mixed_in_a_layer_keep_the_
     cache = new_cache(model.config, torch.float32)
     attention = model.layers[0].self_attn
     attention.o_proj = QuantizedLinear.from_float(attention.o_proj.weight, "q8_0")
-    assert LatentNativeDecoder.build(model, cache, max_batch=2) is None
+    # build_or_raise with the reason: `build(...) is None` would hold for any reason, a missing compiler included
+    with pytest.raises(NativeUnavailable, match="quantized or LoRA-wrapped projection outside the feed-forward"):
+        LatentNativeDecoder.build_or_raise(model, cache, max_batch=2)
     model = quantize_model(random_model("v3-vector"), "q8_0")
     model.layers[1].mlp.experts.down[3] = QuantizedLinear.from_float(
         model.layers[1].mlp.experts.down[3].dequantize(), "q4_1"
     )
-    assert LatentNativeDecoder.build(model, cache, max_batch=2) is None
+    with pytest.raises(NativeUnavailable, match="mix storage types"):
+        LatentNativeDecoder.build_or_raise(model, cache, max_batch=2)
