@@ -1,4 +1,5 @@
-"""GET /health (liveness, queue depth, the decode step, whether the grammar tables are built) and GET /metrics (Prometheus text format).
+"""GET /health (liveness, queue depth, the decode step, whether the grammar tables are built) and GET /metrics
+(Prometheus text format).
 
 Metrics live in a registry of their own per app, so several apps in one process (tests) do not collide.
 Engine gauges (queue length, running requests, KV-cache use) are read from `Engine.stats()` at scrape time.

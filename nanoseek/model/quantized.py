@@ -6,9 +6,10 @@ blocks. `feed_forward_only` quantizes the MLPs' gate/up and down alone. In DeepS
 the feed-forward weights are quantized, always: the dense first layers' MLPs, the shared experts and the routed
 ones (`QuantizedExperts`), most of an MoE model's bytes and all of what a batched decode step streams per routed
 expert; the latent attention (whose absorbed per-head products the native step builds from kv_b_proj, on inputs of
-qk_nope_head_dim that need not be multiples of 32), the router, the embedding and the output head stay fp32. The blocks are stored once, in the layout the native decode step (engine/native_decode.c) multiplies
-from directly, so the engine keeps no second copy; PyTorch forwards (long prefills, the engine without the
-native step, training code that only reads the model) dequantize a projection's weight to fp32 for the call.
+qk_nope_head_dim that need not be multiples of 32), the router, the embedding and the output head stay fp32. The
+blocks are stored once, in the layout the native decode step (engine/native_decode.c) multiplies from directly, so
+the engine keeps no second copy; PyTorch forwards (long prefills, the engine without the native step, training
+code that only reads the model) dequantize a projection's weight to fp32 for the call.
 
 Formats, as in ggml (32 weights per block, one block per 32 inputs of one output row):
 * q8_0: w = d * q, q int8, d fp16.
