@@ -30,7 +30,9 @@ schema: it is a 503 (retry; the build stays queued and the retry joins it), not 
 build waiting in another client's queue starts it on its own share, so nobody can park a schema others send behind
 their own slow builds. xgrammar cannot abandon a compile (0.2.8 has no cancel or time limit), so a client that
 holds several keys can still fill every thread; building in killable processes (a compiled grammar can be
-serialized) would bound that too.
+serialized) would bound that too. A client's queue holds at most 4 builds per thread of its share (8 required, 4
+lazy): each holds its request's tools and runs whether anyone still waits for it, so past that a new build is a
+503 at once (a lazy one is skipped with reason `timeout`, as it would have waited past the limit).
 
 `auto`'s lazy tool-call grammar over non-strict functions (which keeps the calls a model opens well-formed:
 run 7's calls were right 48% of the time with it, 34% without) has 2 threads. When it cannot be had (it fails,
@@ -56,6 +58,9 @@ from nanoseek.api.errors import APIError
 T = TypeVar("T")
 REMEMBERED_FAILURES = 4096  # grammar keys; the oldest are forgotten first
 GRAMMAR_THREADS = {True: 4, False: 2}  # by `required`: the builds a request needs, and auto's lazy ones
+# Builds one client may have waiting for its share of a pool, as a multiple of that share. Each holds its request's
+# tools until it runs, and runs whether anyone still waits or not: past this a new build is refused at once (503).
+QUEUED_PER_THREAD = 4
 
 
 class GrammarUnavailable(Exception):
@@ -98,6 +103,7 @@ class Planner:
             False: ThreadPoolExecutor(max_workers=GRAMMAR_THREADS[False], thread_name_prefix="nanoseek-lazy-grammar"),
         }
         self.client_share = {required: max(1, threads // 2) for required, threads in GRAMMAR_THREADS.items()}
+        self.client_queue = {required: QUEUED_PER_THREAD * share for required, share in self.client_share.items()}
         self.failed: OrderedDict[str, APIError] = OrderedDict()  # and required builds that overran, while they run
         self.grammar_builds: dict[str, Flight] = {}  # in flight (running, or waiting for a thread), by key
         self.charged: Counter[tuple[bool, str]] = Counter()  # builds submitted, by (pool, client), until they end
@@ -123,13 +129,21 @@ class Planner:
         """Start `build` in a grammar thread on `client`'s share (or queue it until the client's builds leave it
         room), or join the build of `key` in flight; a key that failed before (or whose required build overran
         and still runs) gets its error at once. Awaited with `await_grammar`."""
-        known = self.known_failure(key)
-        if known is not None:
-            failed: Future = Future()
-            failed.set_exception(known)
-            return GrammarBuild(key, failed, required)
+        refused = self.known_failure(key)
         with self.lock:
             flight = self.grammar_builds.get(key)
+            queued = len(self.waiting.get((required, client), ()))
+            if refused is None and flight is None and queued >= self.client_queue[required]:
+                refused = APIError(
+                    503,
+                    f"Server Overloaded: this client already has {self.client_queue[required]} grammar builds waiting "
+                    f"for its {self.client_share[required]} grammar threads; retry later.",
+                    headers={"Retry-After": "1"},
+                )
+            if refused is not None:
+                failed: Future = Future()
+                failed.set_exception(refused)
+                return GrammarBuild(key, failed, required)
             if flight is None:
                 flight = self.grammar_builds[key] = Flight(key, build, required, client)
                 self.waiting[(required, client)].append(flight)
@@ -158,7 +172,8 @@ class Planner:
         except APIError as error:
             if build.required:
                 raise
-            raise GrammarUnavailable("compile_error", error.message) from None
+            # a 503 is a full queue: the build would have waited past the limit, as a timeout does
+            raise GrammarUnavailable("timeout" if error.status == 503 else "compile_error", error.message) from None
         except Exception as error:  # noqa: BLE001 - xgrammar raises several types; the request goes on without it
             if build.required:
                 raise

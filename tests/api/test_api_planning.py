@@ -177,3 +177,55 @@ def test_a_build_that_never_had_a_thread_is_a_503_not_remembered_and_another_cli
     asyncio.run(scenario())
     builds.release.set()
     wait_until_ended(planner)
+
+
+def test_a_client_with_a_full_queue_gets_a_503_at_once_and_other_clients_still_build(planner):
+    """Queued builds hold their requests' tools and run whether anyone still waits: one client may queue 4 per
+    thread of its share, and its next new schema is refused at once (a lazy one is skipped, as a timeout) instead of
+    growing the queue; a schema already queued can still be joined, and other clients build as before."""
+    builds = Builds()
+    share, queue = planner.client_share[True], planner.client_queue[True]
+
+    async def scenario() -> None:
+        held = [
+            asyncio.create_task(grammar(planner, f"slow-{i}", builds.slow(f"slow {i}"), required=True, client="greedy"))
+            for i in range(share + queue)
+        ]
+        await started(builds, share)
+        assert len(planner.waiting[(True, "greedy")]) == queue
+        began = time.monotonic()
+        with pytest.raises(APIError, match=f"already has {queue} grammar builds waiting") as refused:
+            await grammar(planner, "one-more", lambda: "never built", required=True, client="greedy")
+        assert refused.value.status == 503 and refused.value.headers["Retry-After"]
+        assert time.monotonic() - began < planner.grammar_seconds / 2  # at once, not after waiting its turn
+        assert "one-more" not in planner.grammar_builds and not planner.known_failure("one-more")
+        joined = asyncio.create_task(
+            grammar(planner, f"slow-{share}", lambda: "unused", required=True, client="greedy")
+        )
+        assert await grammar(planner, "json", lambda: "json", required=True, client="other") == "json"
+        builds.release.set()
+        assert await asyncio.gather(*held) == [f"slow {i}" for i in range(share + queue)]
+        assert await joined == f"slow {share}"
+
+    asyncio.run(scenario())
+    wait_until_ended(planner)
+
+
+def test_a_lazy_build_past_a_full_queue_is_skipped_as_a_timeout(planner):
+    builds = Builds()
+    share, queue = planner.client_share[False], planner.client_queue[False]
+
+    async def scenario() -> None:
+        held = [
+            asyncio.create_task(grammar(planner, f"lazy-{i}", builds.slow(f"lazy {i}"), client="greedy"))
+            for i in range(share + queue)
+        ]
+        await started(builds, share)
+        with pytest.raises(GrammarUnavailable) as skipped:
+            await grammar(planner, "one-more", lambda: "never built", client="greedy")
+        assert skipped.value.reason == "timeout"
+        builds.release.set()
+        await asyncio.gather(*held)
+
+    asyncio.run(scenario())
+    wait_until_ended(planner)
